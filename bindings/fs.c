@@ -1,0 +1,344 @@
+/* stagehost.core.fs: files on libuv's thread pool, so a slow disk never stalls the loop. Each
+ * call is one job (open+read+close, or write+fsync+rename) instead of a chain of uv_fs calls.
+ * Where the caller cannot wait (a module's top-level code) the same job runs inline. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "../host/sched.h"
+
+#define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+
+enum { SH_FS_READ, SH_FS_WRITE, SH_FS_EXISTS, SH_FS_MKDIR, SH_FS_LIST, SH_FS_REMOVE };
+static const char *const sh_fs_names[] = {"fs.read", "fs.write", "fs.exists", "fs.mkdir", "fs.list", "fs.remove"};
+
+typedef struct {
+  uv_work_t work;
+  sh_wait_t wait;
+  int op;
+  char *path;
+  char *data;          /* write: input; read: output */
+  size_t len;
+  int mode, recursive;
+  int err;             /* errno of the failed step */
+  const char *step;    /* which step failed, for the message */
+  char **names;        /* list: output */
+  size_t nnames;
+  int kind;            /* exists: 0 none, 1 file, 2 directory, 3 other */
+} sh_fs_req_t;
+
+static void sh_fs_req_free(sh_fs_req_t *r) {
+  free(r->path);
+  free(r->data);
+  for (size_t i = 0; i < r->nnames; i++) free(r->names[i]);
+  free(r->names);
+  free(r);
+}
+
+static int sh_fs_fail(sh_fs_req_t *r, const char *step) {
+  r->err = errno;
+  r->step = step;
+  return -1;
+}
+
+static void sh_fs_read_job(sh_fs_req_t *r) {
+  int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    sh_fs_fail(r, "open");
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    sh_fs_fail(r, "stat");
+    close(fd);
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    errno = EISDIR;
+    sh_fs_fail(r, "read");
+    close(fd);
+    return;
+  }
+  size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
+  r->data = malloc(cap);
+  for (;;) {
+    if (!r->data) {
+      errno = ENOMEM;
+      sh_fs_fail(r, "read");
+      break;
+    }
+    ssize_t n = read(fd, r->data + r->len, cap - r->len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      sh_fs_fail(r, "read");
+      break;
+    }
+    if (n == 0) break;
+    r->len += (size_t)n;
+    if (r->len == cap) { /* files that grow, or /proc files that report size 0 */
+      cap *= 2;
+      char *grown = realloc(r->data, cap);
+      if (!grown) free(r->data);
+      r->data = grown;
+    }
+  }
+  close(fd);
+}
+
+/* Atomic replace: a reader sees the old content or the new, never a part; after a crash the
+ * file is whole too (fsync before rename). */
+static void sh_fs_write_job(sh_fs_req_t *r) {
+  size_t pl = strlen(r->path);
+  char *tmp = malloc(pl + 32);
+  if (!tmp) {
+    errno = ENOMEM;
+    sh_fs_fail(r, "write");
+    return;
+  }
+  snprintf(tmp, pl + 32, "%s.tmp.%d.%u", r->path, (int)getpid(), (unsigned)(uv_hrtime() & 0xffffff));
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, r->mode);
+  if (fd < 0) {
+    sh_fs_fail(r, "create");
+    free(tmp);
+    return;
+  }
+  size_t off = 0;
+  while (off < r->len) {
+    ssize_t n = write(fd, r->data + off, r->len - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    off += (size_t)n;
+  }
+  if (off < r->len) sh_fs_fail(r, "write");
+  else if (fsync(fd) != 0) sh_fs_fail(r, "fsync");
+  if (close(fd) != 0 && !r->step) sh_fs_fail(r, "close");
+  if (!r->step && rename(tmp, r->path) != 0) sh_fs_fail(r, "rename");
+  if (r->step) unlink(tmp);
+  free(tmp);
+}
+
+static void sh_fs_mkdir_job(sh_fs_req_t *r) {
+  char *p = r->path;
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    int rc = mkdir(p, 0777);
+    int e = errno;
+    *s = '/';
+    if (rc != 0 && e != EEXIST) {
+      errno = e;
+      sh_fs_fail(r, "mkdir");
+      return;
+    }
+  }
+  if (mkdir(p, 0777) != 0) {
+    struct stat st;
+    if (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      if (errno == 0) errno = EEXIST;
+      sh_fs_fail(r, "mkdir");
+    }
+  }
+}
+
+static int sh_name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void sh_fs_list_job(sh_fs_req_t *r) {
+  DIR *d = opendir(r->path);
+  if (!d) {
+    sh_fs_fail(r, "opendir");
+    return;
+  }
+  size_t cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (r->nnames == cap) {
+      cap = cap ? cap * 2 : 16;
+      char **grown = realloc(r->names, cap * sizeof *grown);
+      if (!grown) break;
+      r->names = grown;
+    }
+    r->names[r->nnames++] = strdup(e->d_name);
+  }
+  closedir(d);
+  qsort(r->names, r->nnames, sizeof *r->names, sh_name_cmp);
+}
+
+static int sh_remove_tree(int dirfd, const char *name) {
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return -1;
+  }
+  int rc = 0;
+  struct dirent *e;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (unlinkat(fd, e->d_name, 0) == 0) continue;
+    if (errno != EISDIR && errno != EPERM) {
+      rc = -1;
+      break;
+    }
+    rc = sh_remove_tree(fd, e->d_name);
+  }
+  closedir(d);
+  if (rc == 0) rc = unlinkat(dirfd, name, AT_REMOVEDIR);
+  return rc;
+}
+
+static void sh_fs_remove_job(sh_fs_req_t *r) {
+  if (unlink(r->path) == 0) return;
+  if (errno != EISDIR && errno != EPERM) {
+    sh_fs_fail(r, "remove");
+    return;
+  }
+  if (r->recursive ? sh_remove_tree(AT_FDCWD, r->path) != 0 : rmdir(r->path) != 0) sh_fs_fail(r, "remove");
+}
+
+static void sh_fs_exists_job(sh_fs_req_t *r) {
+  struct stat st;
+  if (stat(r->path, &st) != 0) r->kind = 0;
+  else r->kind = S_ISREG(st.st_mode) ? 1 : S_ISDIR(st.st_mode) ? 2 : 3;
+}
+
+/* runs on a thread-pool thread: no Lua here */
+static void sh_fs_job(uv_work_t *work) {
+  sh_fs_req_t *r = SH_CONTAINER(work, sh_fs_req_t, work);
+  switch (r->op) {
+    case SH_FS_READ: sh_fs_read_job(r); break;
+    case SH_FS_WRITE: sh_fs_write_job(r); break;
+    case SH_FS_EXISTS: sh_fs_exists_job(r); break;
+    case SH_FS_MKDIR: sh_fs_mkdir_job(r); break;
+    case SH_FS_LIST: sh_fs_list_job(r); break;
+    case SH_FS_REMOVE: sh_fs_remove_job(r); break;
+  }
+}
+
+/* called by libuv on the loop thread after the job (or its cancellation) */
+static void sh_fs_after(uv_work_t *work, int status) {
+  sh_fs_req_t *r = SH_CONTAINER(work, sh_fs_req_t, work);
+  (void)status;
+  if (r->wait.task) sh_sched_wake(&r->wait);
+  else sh_fs_req_free(r); /* its task was cancelled meanwhile */
+}
+
+static void sh_fs_abort(sh_wait_t *w) {
+  sh_fs_req_t *r = SH_CONTAINER(w, sh_fs_req_t, wait);
+  uv_cancel((uv_req_t *)&r->work); /* if it already runs, sh_fs_after frees it later */
+}
+
+static int sh_fs_results(lua_State *L, sh_fs_req_t *r) {
+  int n = 1;
+  if (r->step) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: cannot %s '%s': %s", sh_fs_names[r->op], r->step, r->path, strerror(r->err));
+    lua_pushstring(L, uv_err_name(-r->err));
+    n = 3;
+  } else {
+    switch (r->op) {
+      case SH_FS_READ: lua_pushlstring(L, r->data ? r->data : "", r->len); break;
+      case SH_FS_EXISTS:
+        lua_pushboolean(L, r->kind != 0);
+        if (r->kind) {
+          static const char *const kinds[] = {"", "file", "directory", "other"};
+          lua_pushstring(L, kinds[r->kind]);
+          n = 2;
+        }
+        break;
+      case SH_FS_LIST:
+        lua_createtable(L, (int)r->nnames, 0);
+        for (size_t i = 0; i < r->nnames; i++) {
+          lua_pushstring(L, r->names[i]);
+          lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
+      default: lua_pushboolean(L, 1);
+    }
+  }
+  sh_fs_req_free(r);
+  return n;
+}
+
+static int sh_fs_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return sh_fs_results(L, (sh_fs_req_t *)ctx);
+}
+
+static int sh_fs_start(lua_State *L, int op) {
+  size_t pl;
+  const char *path = luaL_checklstring(L, 1, &pl);
+  if (pl == 0 || strlen(path) != pl) return luaL_argerror(L, 1, "must be a non-empty path without NUL bytes");
+  sh_fs_req_t *r = calloc(1, sizeof *r);
+  if (!r) return luaL_error(L, "%s: out of memory", sh_fs_names[op]);
+  r->op = op;
+  r->mode = 0666;
+  r->path = strdup(path);
+  if (op == SH_FS_WRITE) {
+    size_t len;
+    const char *data = lua_tolstring(L, 2, &len);
+    r->data = malloc(len ? len : 1);
+    if (data && r->data) memcpy(r->data, data, len);
+    r->len = len;
+    if (lua_istable(L, 3)) {
+      lua_getfield(L, 3, "mode");
+      if (lua_isinteger(L, -1)) r->mode = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  if (op == SH_FS_REMOVE && lua_istable(L, 2)) {
+    lua_getfield(L, 2, "recursive");
+    r->recursive = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (!sh_sched_can_wait(L)) {
+    sh_fs_job(&r->work);
+    return sh_fs_results(L, r);
+  }
+  sh_sched_check(L, sh_fs_names[op]);
+  int rc = uv_queue_work(sh_sched_loop(L), &r->work, sh_fs_job, sh_fs_after);
+  if (rc != 0) {
+    sh_fs_req_free(r);
+    return luaL_error(L, "%s: %s", sh_fs_names[op], uv_strerror(rc));
+  }
+  sh_sched_park(L, &r->wait, sh_fs_abort, sh_fs_names[op]);
+  return sh_sched_yield(L, sh_fs_k, (lua_KContext)r);
+}
+
+static int sh_fs_read(lua_State *L) { return sh_fs_start(L, SH_FS_READ); }
+static int sh_fs_write(lua_State *L) {
+  luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  return sh_fs_start(L, SH_FS_WRITE);
+}
+static int sh_fs_exists(lua_State *L) { return sh_fs_start(L, SH_FS_EXISTS); }
+static int sh_fs_mkdir(lua_State *L) { return sh_fs_start(L, SH_FS_MKDIR); }
+static int sh_fs_list(lua_State *L) { return sh_fs_start(L, SH_FS_LIST); }
+static int sh_fs_remove(lua_State *L) {
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  return sh_fs_start(L, SH_FS_REMOVE);
+}
+
+static const luaL_Reg sh_fs_funcs[] = {
+    {"read", sh_fs_read},     {"write", sh_fs_write}, {"exists", sh_fs_exists},
+    {"mkdir", sh_fs_mkdir},   {"list", sh_fs_list},   {"remove", sh_fs_remove},
+    {NULL, NULL},
+};
+
+int sh_fs_open(lua_State *L) {
+  luaL_newlib(L, sh_fs_funcs);
+  return 1;
+}

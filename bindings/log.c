@@ -1,0 +1,78 @@
+/* stagehost.core.log: leveled, timestamped, masked log lines; log.group is Lua. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "../host/log.h"
+
+/* Join the arguments like print() does, with spaces. */
+static void sh_log_concat(lua_State *L, int first) {
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = first; i <= n; i++) {
+    if (i > first) luaL_addchar(&b, ' ');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+}
+
+static int sh_log_at(lua_State *L, int level) {
+  if (!sh_log_enabled(level)) return 0;
+  sh_log_concat(L, 1);
+  size_t len;
+  const char *msg = lua_tolstring(L, -1, &len);
+  sh_log_write(level, msg, len);
+  return 0;
+}
+
+static int sh_log_debug_l(lua_State *L) { return sh_log_at(L, SH_LOG_DEBUG); }
+static int sh_log_info_l(lua_State *L) { return sh_log_at(L, SH_LOG_INFO); }
+static int sh_log_warn_l(lua_State *L) { return sh_log_at(L, SH_LOG_WARN); }
+static int sh_log_error_l(lua_State *L) { return sh_log_at(L, SH_LOG_ERROR); }
+
+/* log.mask(secret) -> secret: from now on it prints as *** everywhere */
+static int sh_log_mask_l(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (len < SH_MASK_MIN)
+    return luaL_error(L, "log.mask: a secret shorter than %d characters cannot be masked safely", SH_MASK_MIN);
+  if (sh_mask_add(s, len) != 0) return luaL_error(L, "log.mask: out of memory");
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* log.level() -> name; log.level(name) sets it */
+static int sh_log_level_l(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    int l = sh_log_parse_level(luaL_checkstring(L, 1));
+    if (l < 0) return luaL_argerror(L, 1, "expected \"debug\", \"info\", \"warn\", \"error\" or \"off\"");
+    sh_log_set_level(l);
+  }
+  lua_pushstring(L, sh_log_level_name(sh_log_level()));
+  return 1;
+}
+
+/* log.masked(s) -> s with every secret replaced, for output stagehost does not write itself */
+static int sh_log_masked_l(lua_State *L) {
+  size_t len, ml;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *m = sh_mask_apply(s, len, &ml);
+  if (!m) return luaL_error(L, "log.masked: out of memory");
+  lua_pushlstring(L, m, ml);
+  free(m);
+  return 1;
+}
+
+static const luaL_Reg sh_log_funcs[] = {
+    {"debug", sh_log_debug_l}, {"info", sh_log_info_l},   {"warn", sh_log_warn_l},
+    {"error", sh_log_error_l}, {"mask", sh_log_mask_l},   {"level", sh_log_level_l},
+    {"masked", sh_log_masked_l}, {NULL, NULL},
+};
+
+int sh_log_open(lua_State *L) {
+  luaL_newlib(L, sh_log_funcs);
+  return 1;
+}

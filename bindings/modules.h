@@ -1,0 +1,15 @@
+#ifndef SH_MODULES_H
+#define SH_MODULES_H
+
+#include <lua.h>
+
+int sh_task_open(lua_State *L);
+int sh_proc_open(lua_State *L);
+int sh_fs_open(lua_State *L);
+int sh_json_open(lua_State *L);
+int sh_log_open(lua_State *L);
+void sh_modules_preload(lua_State *L);
+/* os.exit: stop every child process group before the host leaves */
+void sh_proc_kill_all(int sig);
+
+#endif

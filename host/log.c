@@ -1,0 +1,226 @@
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+  char *bytes;
+  size_t len;
+} sh_secret_t;
+
+static struct {
+  int level;
+  sh_secret_t *secrets; /* longest first, so a secret containing another is masked whole */
+  size_t nsecrets;
+  unsigned char first_byte[256]; /* quick reject: does any secret start with this byte? */
+  int *files;
+  size_t nfiles;
+} sh_log = {SH_LOG_INFO, NULL, 0, {0}, NULL, 0};
+
+static const char *const sh_log_names[] = {"debug", "info", "warn", "error", "off"};
+
+int sh_log_parse_level(const char *name) {
+  for (int i = 0; i <= SH_LOG_OFF; i++)
+    if (strcasecmp(name, sh_log_names[i]) == 0) return i;
+  return -1;
+}
+
+const char *sh_log_level_name(int level) { return sh_log_names[level]; }
+int sh_log_level(void) { return sh_log.level; }
+void sh_log_set_level(int level) { sh_log.level = level; }
+int sh_log_enabled(int level) { return level >= sh_log.level; }
+
+static int sh_log_is_secret_name(const char *name, size_t len) {
+  static const char *const words[] = {"TOKEN", "SECRET", "PASSWORD", "KEY"};
+  for (size_t w = 0; w < sizeof words / sizeof *words; w++) {
+    size_t wl = strlen(words[w]);
+    for (size_t i = 0; i + wl <= len; i++)
+      if (strncasecmp(name + i, words[w], wl) == 0) return 1;
+  }
+  return 0;
+}
+
+void sh_log_init(char **env) {
+  const char *lvl = getenv("STAGEHOST_LOG_LEVEL");
+  if (lvl && *lvl) {
+    int l = sh_log_parse_level(lvl);
+    if (l >= 0) sh_log.level = l;
+  }
+  for (char **e = env; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq || !sh_log_is_secret_name(*e, (size_t)(eq - *e))) continue;
+    sh_mask_add(eq + 1, strlen(eq + 1));
+  }
+}
+
+void sh_log_shutdown(void) {
+  for (size_t i = 0; i < sh_log.nsecrets; i++) {
+    /* wipe before freeing: a core dump should not hold them either */
+    memset(sh_log.secrets[i].bytes, 0, sh_log.secrets[i].len);
+    free(sh_log.secrets[i].bytes);
+  }
+  free(sh_log.secrets);
+  for (size_t i = 0; i < sh_log.nfiles; i++) close(sh_log.files[i]);
+  free(sh_log.files);
+  memset(&sh_log, 0, sizeof sh_log);
+  sh_log.level = SH_LOG_INFO;
+}
+
+int sh_mask_add(const char *secret, size_t len) {
+  if (len < SH_MASK_MIN) return -1;
+  for (size_t i = 0; i < sh_log.nsecrets; i++)
+    if (sh_log.secrets[i].len == len && memcmp(sh_log.secrets[i].bytes, secret, len) == 0)
+      return 0;
+  sh_secret_t *grown = realloc(sh_log.secrets, (sh_log.nsecrets + 1) * sizeof *grown);
+  if (!grown) return -1;
+  sh_log.secrets = grown;
+  char *copy = malloc(len);
+  if (!copy) return -1;
+  memcpy(copy, secret, len);
+  size_t at = 0;
+  while (at < sh_log.nsecrets && sh_log.secrets[at].len >= len) at++;
+  memmove(&sh_log.secrets[at + 1], &sh_log.secrets[at], (sh_log.nsecrets - at) * sizeof *grown);
+  sh_log.secrets[at].bytes = copy;
+  sh_log.secrets[at].len = len;
+  sh_log.nsecrets++;
+  sh_log.first_byte[(unsigned char)secret[0]] = 1;
+  return 0;
+}
+
+size_t sh_mask_longest(void) { return sh_log.nsecrets ? sh_log.secrets[0].len : 0; }
+
+static size_t sh_mask_match(const char *s, size_t len) {
+  if (!sh_log.first_byte[(unsigned char)*s]) return 0;
+  for (size_t k = 0; k < sh_log.nsecrets; k++) {
+    const sh_secret_t *sec = &sh_log.secrets[k];
+    if (sec->len <= len && memcmp(s, sec->bytes, sec->len) == 0) return sec->len;
+  }
+  return 0;
+}
+
+size_t sh_mask_safe_cut(const char *s, size_t len) {
+  size_t longest = sh_mask_longest();
+  if (longest <= 1 || len < longest) return len;
+  size_t cut = len - (longest - 1);
+  for (size_t i = cut >= longest ? cut - longest + 1 : 0; i < cut; i++) {
+    size_t m = sh_mask_match(s + i, len - i);
+    if (m && i + m > cut) cut = i + m; /* never split an occurrence; chains extend the cut */
+  }
+  return cut;
+}
+
+char *sh_mask_apply(const char *s, size_t len, size_t *outlen) {
+  /* "***" is shorter than any secret (SH_MASK_MIN), so len + 1 bytes always suffice */
+  char *out = malloc(len + 1);
+  if (!out) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; i < len;) {
+    size_t m = sh_log.nsecrets ? sh_mask_match(s + i, len - i) : 0;
+    if (m) {
+      memcpy(out + o, "***", 3);
+      o += 3;
+      i += m;
+    } else {
+      out[o++] = s[i++];
+    }
+  }
+  out[o] = '\0';
+  *outlen = o;
+  return out;
+}
+
+static void sh_write_all(int fd, const char *s, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, s, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return; /* a closed console must not take the run down */
+    }
+    s += n;
+    len -= (size_t)n;
+  }
+}
+
+void sh_mask_fwrite(const char *s, size_t len, void *file) {
+  size_t n;
+  char *m = sh_mask_apply(s, len, &n);
+  if (!m) return;
+  fwrite(m, 1, n, (FILE *)file);
+  free(m);
+}
+
+static size_t sh_log_stamp(char *buf, size_t cap) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  localtime_r(&ts.tv_sec, &tm);
+  return (size_t)snprintf(buf, cap, "%02d:%02d:%02d.%03ld ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                          ts.tv_nsec / 1000000);
+}
+
+/* Assemble "stamp head body\n", mask it whole and send it to the chosen outputs. */
+static void sh_log_emit(int to_console, const char *head, const char *body, size_t len) {
+  char stamp[32];
+  size_t sl = sh_log_stamp(stamp, sizeof stamp);
+  size_t hl = strlen(head);
+  size_t total = sl + hl + len + 1;
+  char *line = malloc(total);
+  if (!line) return;
+  memcpy(line, stamp, sl);
+  memcpy(line + sl, head, hl);
+  memcpy(line + sl + hl, body, len);
+  line[total - 1] = '\n';
+  size_t ml;
+  char *masked = sh_mask_apply(line, total, &ml);
+  free(line);
+  if (!masked) return;
+  fflush(stdout); /* keep print() and log lines in order on a shared terminal */
+  if (to_console) sh_write_all(STDERR_FILENO, masked, ml);
+  for (size_t i = 0; i < sh_log.nfiles; i++) sh_write_all(sh_log.files[i], masked, ml);
+  free(masked);
+}
+
+void sh_log_write(int level, const char *msg, size_t len) {
+  if (!sh_log_enabled(level) && sh_log.nfiles == 0) return;
+  static const char *const heads[] = {"DEBUG ", "INFO  ", "WARN  ", "ERROR "};
+  sh_log_emit(sh_log_enabled(level), heads[level], msg, len);
+}
+
+void sh_log_printf(int level, const char *fmt, ...) {
+  if (!sh_log_enabled(level) && sh_log.nfiles == 0) return;
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  sh_log_write(level, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+void sh_log_output(const char *label, const char *line, size_t len) {
+  int console = sh_log_enabled(SH_LOG_DEBUG);
+  if (!console && sh_log.nfiles == 0) return;
+  char head[96];
+  snprintf(head, sizeof head, "%s| ", label);
+  sh_log_emit(console, head, line, len);
+}
+
+int sh_log_add_file(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return -errno;
+  int *grown = realloc(sh_log.files, (sh_log.nfiles + 1) * sizeof *grown);
+  if (!grown) {
+    close(fd);
+    return -ENOMEM;
+  }
+  sh_log.files = grown;
+  sh_log.files[sh_log.nfiles++] = fd;
+  return 0;
+}

@@ -1,0 +1,42 @@
+/* Logging and secret masking. Every byte stagehost prints or stores as a log passes through
+ * sh_mask_* first, so a secret registered with log.mask (or found in the environment) never
+ * reaches a console, a log file or a report. */
+#ifndef SH_LOG_H
+#define SH_LOG_H
+
+#include <stddef.h>
+
+enum { SH_LOG_DEBUG, SH_LOG_INFO, SH_LOG_WARN, SH_LOG_ERROR, SH_LOG_OFF };
+
+/* Reads STAGEHOST_LOG_LEVEL and masks the values of environment variables whose names contain
+ * TOKEN, SECRET, PASSWORD or KEY. */
+void sh_log_init(char **environ_);
+void sh_log_shutdown(void);
+int sh_log_level(void);
+void sh_log_set_level(int level);
+int sh_log_parse_level(const char *name); /* -1 when unknown */
+const char *sh_log_level_name(int level);
+int sh_log_enabled(int level);
+
+/* Write one message (masked) with a timestamp and level to stderr and to every file sink. */
+void sh_log_write(int level, const char *msg, size_t len);
+void sh_log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line of a child's output: always to file sinks, to the console only at debug level. */
+void sh_log_output(const char *label, const char *line, size_t len);
+
+/* Secrets. Shorter than SH_MASK_MIN bytes are refused: masking "1" would mangle every line. */
+#define SH_MASK_MIN 4
+int sh_mask_add(const char *secret, size_t len);
+size_t sh_mask_longest(void);
+/* Returns a malloc'd copy of s with every secret replaced by "***"; *outlen gets its length. */
+char *sh_mask_apply(const char *s, size_t len, size_t *outlen);
+/* Where a long partial line may be cut so that no secret is split between the two pieces:
+ * the last (longest secret - 1) bytes stay back, and no occurrence spans the cut. */
+size_t sh_mask_safe_cut(const char *s, size_t len);
+/* Write s masked to a FILE-like fd. */
+void sh_mask_fwrite(const char *s, size_t len, void *file);
+
+/* Log files besides the console (a stage log later). Returns 0 or -errno. */
+int sh_log_add_file(const char *path);
+
+#endif

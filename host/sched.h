@@ -1,0 +1,139 @@
+/* The scheduler: every script, handler and spawned function is a task (a Lua coroutine) driven
+ * from the libuv loop. A primitive parks its task on an sh_wait_t and yields; the libuv callback
+ * only records results and calls sh_sched_wake(); the scheduler resumes ready tasks from one
+ * place (a check handle at the top of the loop), never from inside another task or callback. */
+#ifndef SH_SCHED_H
+#define SH_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <uv.h>
+
+typedef struct sh_sched sh_sched_t;
+typedef struct sh_task sh_task_t;
+typedef struct sh_wait sh_wait_t;
+typedef struct sh_timer sh_timer_t;
+
+/* What a parked task waits on. Owned by the primitive (embedded in its request). */
+struct sh_wait {
+  sh_task_t *task;              /* the parked task; NULL once woken or aborted */
+  void (*abort)(sh_wait_t *w);  /* stop the work; called after task is cleared, must not resume */
+};
+
+/* A lightweight timer: an entry in the scheduler's heap, all served by one uv_timer_t. */
+struct sh_timer {
+  uint64_t due;                 /* loop time (ms) at which it fires */
+  uint64_t seq;                 /* tie-break so equal deadlines fire in arming order */
+  size_t slot;                  /* index in the heap, SIZE_MAX when not armed */
+  void (*fire)(sh_timer_t *t);  /* called from the loop; may re-arm, must not raise */
+};
+
+/* Task outcome, as join() and the exit code see it. */
+enum { SH_TASK_OK, SH_TASK_ERROR, SH_TASK_CANCELLED };
+enum { SH_TASK_READY, SH_TASK_RUNNING, SH_TASK_WAITING, SH_TASK_DONE };
+
+typedef struct sh_scope sh_scope_t;
+
+/* A task: the userdata "stagehost.task". Its coroutine is its first user value; while the task
+ * is not done the userdata is anchored in the registry, so a task nobody holds still runs. When
+ * done, the coroutine's stack holds its results (or the error value and its traceback). */
+struct sh_task {
+  sh_sched_t *sched;
+  lua_State *co;              /* the coroutine; its extra space points back here */
+  int anchor;                 /* registry ref to the userdata while not done */
+  unsigned long id;           /* for logs: task 1 is the main script */
+  int state;                  /* SH_TASK_READY/RUNNING/WAITING/DONE */
+  int outcome;                /* SH_TASK_OK/ERROR/CANCELLED once done */
+  int started;                /* resumed at least once */
+  int nargs;                  /* values on co's stack to pass to the first resume */
+  int queued;                 /* in the ready queue */
+  int plain_yield;            /* parked by coroutine.yield, not by a primitive */
+  int interrupted;            /* its wait was aborted: raise the pending error on resume */
+  int cancelled;              /* t:cancel() was called; every later wait raises */
+  int observed;               /* someone joined it, so its failure is not reported */
+  int reported;               /* its failure was reported as unobserved */
+  int nresults;               /* values left on co's stack when done */
+  char *cancel_reason;        /* malloc'd */
+  sh_wait_t *wait;            /* what it is parked on, while SH_TASK_WAITING */
+  lua_KFunction k;            /* the primitive's continuation */
+  lua_KContext kctx;
+  sh_scope_t *scopes;         /* innermost task.timeout scope */
+  sh_task_t *ready_next;
+  sh_task_t *live_prev, *live_next;
+  sh_task_t *joiners;         /* tasks parked in join() on this one, linked by join_next */
+  sh_task_t *join_next, *join_prev;
+  sh_task_t *join_target;     /* the task this one is joining */
+  sh_wait_t join_wait;        /* embedded: a task waits on one thing at a time */
+  sh_wait_t sleep_wait;
+  sh_timer_t sleep_timer;
+};
+
+sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop);
+/* Cancels every live task's pending work so no callback can reach freed tasks; call before
+ * lua_close. Frees nothing Lua owns. */
+void sh_sched_shutdown(sh_sched_t *s);
+void sh_sched_free(sh_sched_t *s);
+sh_sched_t *sh_sched_get(lua_State *L);
+uv_loop_t *sh_sched_loop(lua_State *L);
+
+/* Spawn the function at the top of L's stack (with nargs arguments above it) as a task; pops
+ * them and pushes the task object. */
+sh_task_t *sh_task_spawn(lua_State *L, int nargs);
+/* The task running on L (NULL outside any task, e.g. inside a plain coroutine). */
+sh_task_t *sh_task_current(lua_State *L);
+int sh_task_done(const sh_task_t *t);
+int sh_task_outcome(const sh_task_t *t);
+/* Push the task's error value (or nil); for the host's final report. */
+void sh_task_push_error(lua_State *L, sh_task_t *t);
+void sh_task_push_traceback(lua_State *L, sh_task_t *t);
+/* Somebody takes responsibility for the task's outcome (join, or the host for the main task). */
+void sh_task_observe(sh_task_t *t);
+/* Request cancellation; returns 0 when the task is done or already cancelled. */
+int sh_task_cancel(sh_task_t *t, const char *reason);
+void sh_task_cancel_all(sh_sched_t *s, const char *reason);
+/* Tasks that failed with nobody joining them (each already reported on stderr). */
+int sh_sched_unobserved_failures(sh_sched_t *s);
+size_t sh_sched_live_tasks(sh_sched_t *s);
+
+/* Primitives. sh_sched_park: check that L is a task that may wait (raises a clear error naming
+ * `who` otherwise, or the task's pending cancellation), then register w. The caller starts its
+ * work and returns sh_sched_yield(). When resumed, k runs inside the task (it may raise). */
+sh_task_t *sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort)(sh_wait_t *), const char *who);
+int sh_sched_yield(lua_State *L, lua_KFunction k, lua_KContext ctx);
+/* Raise the task's pending cancellation or timeout, if any; primitives call it before starting
+ * work so a cancelled task cannot start new work. */
+void sh_sched_check(lua_State *L, const char *who);
+/* From a callback: the work is done; queue the parked task. Safe when already aborted. */
+void sh_sched_wake(sh_wait_t *w);
+/* May this L wait (a task coroutine, yieldable)? Primitives with a synchronous fallback use it. */
+int sh_sched_can_wait(lua_State *L);
+
+void sh_timer_init(sh_timer_t *t, void (*fire)(sh_timer_t *));
+void sh_timer_arm(sh_sched_t *s, sh_timer_t *t, double seconds);
+void sh_timer_disarm(sh_sched_t *s, sh_timer_t *t);
+
+/* Called by the scheduler on SIGINT/SIGTERM and before exit: kill child process groups etc.
+ * Registered once per module; keeps the shutdown path free of module knowledge. */
+void sh_sched_on_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg);
+void sh_sched_run_shutdown_hooks(sh_sched_t *s);
+
+/* Debug logging of task state changes (tests assert on it with STAGEHOST_LOG_LEVEL=debug). */
+void sh_sched_trace(sh_task_t *t, const char *what);
+
+/* Push the error object that unwinds a cancelled or timed-out task ("stagehost.cancelled"). */
+void sh_push_cancel_error(lua_State *L, const char *kind, const char *reason, const void *scope);
+
+/* Timeout scopes (task.timeout): a deadline on the running task. */
+struct sh_scope {
+  sh_timer_t timer;      /* fires at the deadline */
+  sh_task_t *task;       /* owner */
+  sh_scope_t *outer;     /* enclosing scope of the same task */
+  double seconds;        /* for the message */
+  int expired;
+};
+void sh_scope_enter(lua_State *L, sh_scope_t *sc, double seconds);
+void sh_scope_leave(lua_State *L, sh_scope_t *sc);
+
+#endif

@@ -1,0 +1,17 @@
+-- require "stagehost" gives every module; each loads on first use, so a script that only
+-- needs proc does not pay for the others.
+local modules = {
+  task = true, proc = true, fs = true, json = true, log = true,
+}
+
+return setmetatable({}, {
+  __name = "stagehost",
+  __index = function(self, name)
+    if not modules[name] then
+      error(("stagehost has no module '%s'"):format(tostring(name)), 2)
+    end
+    local m = require("stagehost." .. name)
+    rawset(self, name, m)
+    return m
+  end,
+})

@@ -1,0 +1,2 @@
+-- JSON on cJSON: decode, encode (sorted keys; {pretty = true}), null, array, object.
+return require "stagehost.core.json"
