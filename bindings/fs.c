@@ -96,6 +96,16 @@ static void sh_fs_read_job(sh_fs_req_t *r) {
 /* Atomic replace: a reader sees the old content or the new, never a part; after a crash the
  * file is whole too (fsync before rename). */
 static void sh_fs_write_job(sh_fs_req_t *r) {
+  static unsigned long counter; /* temp names unique across concurrent writes */
+  struct stat st;
+  if (lstat(r->path, &st) == 0 && S_ISLNK(st.st_mode)) {
+    char *target = realpath(r->path, NULL); /* replace the file the link points at, not the link */
+    if (target) {
+      free(r->path);
+      r->path = target;
+    }
+  }
+  if (r->mode < 0) r->mode = stat(r->path, &st) == 0 ? (int)(st.st_mode & 07777) : 0666;
   size_t pl = strlen(r->path);
   char *tmp = malloc(pl + 32);
   if (!tmp) {
@@ -103,7 +113,8 @@ static void sh_fs_write_job(sh_fs_req_t *r) {
     sh_fs_fail(r, "write");
     return;
   }
-  snprintf(tmp, pl + 32, "%s.tmp.%d.%u", r->path, (int)getpid(), (unsigned)(uv_hrtime() & 0xffffff));
+  snprintf(tmp, pl + 32, "%s.tmp.%d.%lu", r->path, (int)getpid(),
+           __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, r->mode);
   if (fd < 0) {
     sh_fs_fail(r, "create");
@@ -120,6 +131,7 @@ static void sh_fs_write_job(sh_fs_req_t *r) {
     off += (size_t)n;
   }
   if (off < r->len) sh_fs_fail(r, "write");
+  else if (fchmod(fd, (mode_t)r->mode) != 0) sh_fs_fail(r, "chmod"); /* exact, whatever the umask */
   else if (fsync(fd) != 0) sh_fs_fail(r, "fsync");
   if (close(fd) != 0 && !r->step) sh_fs_fail(r, "close");
   if (!r->step && rename(tmp, r->path) != 0) sh_fs_fail(r, "rename");
@@ -173,7 +185,7 @@ static void sh_fs_list_job(sh_fs_req_t *r) {
     r->names[r->nnames++] = strdup(e->d_name);
   }
   closedir(d);
-  qsort(r->names, r->nnames, sizeof *r->names, sh_name_cmp);
+  if (r->nnames > 1) qsort(r->names, r->nnames, sizeof *r->names, sh_name_cmp);
 }
 
 static int sh_remove_tree(int dirfd, const char *name) {
@@ -293,9 +305,17 @@ static int sh_fs_start(lua_State *L, int op) {
     r->data = malloc(len ? len : 1);
     if (data && r->data) memcpy(r->data, data, len);
     r->len = len;
+    r->mode = -1; /* keep the mode of the file being replaced */
     if (lua_istable(L, 3)) {
       lua_getfield(L, 3, "mode");
-      if (lua_isinteger(L, -1)) r->mode = (int)lua_tointeger(L, -1);
+      if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 07777) {
+          sh_fs_req_free(r);
+          return luaL_error(L, "fs.write: 'mode' must be an integer permission such as 420 (0644) (got %s)",
+                            luaL_typename(L, -1));
+        }
+        r->mode = (int)lua_tointeger(L, -1);
+      }
       lua_pop(L, 1);
     }
   }

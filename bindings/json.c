@@ -11,7 +11,7 @@
 
 #define SH_JSON_ARRAY_MT "stagehost.json.array"
 #define SH_JSON_OBJECT_MT "stagehost.json.object"
-#define SH_JSON_MAX_DEPTH 200
+#define SH_JSON_MAX_DEPTH CJSON_NESTING_LIMIT
 
 /* json.null: a light userdata, like lua-cjson's, so it compares equal to itself everywhere */
 #define sh_json_pushnull(L) lua_pushlightuserdata(L, NULL)
@@ -27,7 +27,7 @@ static void sh_json_push(lua_State *L, const cJSON *item, int depth) {
   else if (cJSON_IsNumber(item)) {
     double d = item->valuedouble;
     /* integers stay integers (exit codes, ids, counts) when they are exact */
-    if (d == floor(d) && fabs(d) < 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
+    if (d == floor(d) && fabs(d) <= 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
     else lua_pushnumber(L, d);
   } else if (cJSON_IsArray(item)) {
     lua_createtable(L, cJSON_GetArraySize(item), 0);
@@ -47,34 +47,70 @@ static void sh_json_push(lua_State *L, const cJSON *item, int depth) {
   }
 }
 
+/* Describe where s[0..off) ends: line, column, and how deeply it is nested at that point. */
+static void sh_json_where(const char *s, size_t off, int *line, int *col, int *depth) {
+  int in_string = 0;
+  *line = 1, *col = 1, *depth = 0;
+  for (size_t i = 0; i < off; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\' && i + 1 < off) i++, (*col)++;
+      else if (c == '"') in_string = 0;
+    } else if (c == '"') in_string = 1;
+    else if (c == '[' || c == '{') (*depth)++;
+    else if (c == ']' || c == '}') (*depth)--;
+    if (c == '\n') (*line)++, *col = 1;
+    else (*col)++;
+  }
+}
+
+/* Offset of a \u0000 escape inside a string, or len. */
+static size_t sh_json_find_u0000(const char *s, size_t len) {
+  int in_string = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (!in_string) {
+      in_string = s[i] == '"';
+    } else if (s[i] == '"') {
+      in_string = 0;
+    } else if (s[i] == '\\' && i + 1 < len) {
+      if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0) return i;
+      i++;
+    }
+  }
+  return len;
+}
+
 static int sh_json_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  const char *end = NULL;
+  if (len == 0) return luaL_error(L, "json.decode: empty input");
+  int line, col, depth;
   size_t zero = strlen(s);
-  if (zero < len) return luaL_error(L, "json.decode: invalid JSON: NUL byte at byte %d", (int)zero + 1);
+  if (zero < len) {
+    sh_json_where(s, zero, &line, &col, &depth);
+    return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d): NUL byte", line, col, (int)zero + 1);
+  }
+  /* cJSON would decode \u0000 and then cut the string there: refuse instead of corrupting */
+  size_t nul = sh_json_find_u0000(s, len);
+  if (nul < len) {
+    sh_json_where(s, nul, &line, &col, &depth);
+    return luaL_error(L, "json.decode: \\u0000 in a string at line %d, column %d is not supported", line, col);
+  }
   /* Lua strings end in a NUL; cJSON wants it inside the length to accept the end of input */
+  const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
   if (!root) {
     size_t off = end && end >= s ? (size_t)(end - s) : 0;
     if (off > len) off = len;
-    int line = 1, col = 1;
-    for (size_t i = 0; i < off; i++) {
-      if (s[i] == '\n') {
-        line++;
-        col = 1;
-      } else {
-        col++;
-      }
-    }
-    if (len == 0) return luaL_error(L, "json.decode: empty input");
+    sh_json_where(s, off, &line, &col, &depth);
+    if (depth >= CJSON_NESTING_LIMIT)
+      return luaL_error(L, "json.decode: nesting deeper than %d levels at line %d, column %d", CJSON_NESTING_LIMIT, line, col);
     char near[24];
-    size_t nl = len - off < 16 ? len - off : 16;
-    size_t k = 0;
+    size_t nl = len - off < 16 ? len - off : 16, k = 0;
     for (size_t i = 0; i < nl; i++) near[k++] = (s[off + i] == '\n' || s[off + i] == '\r') ? ' ' : s[off + i];
     near[k] = '\0';
-    return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d)%s%s%s", line, col,
-                      (int)off + 1, nl ? " near '" : " (unexpected end)", near, nl ? "'" : "");
+    return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d)%s%s%s", line, col, (int)off + 1,
+                      nl ? " near '" : " (unexpected end)", near, nl ? "'" : "");
   }
   sh_json_push(L, root, 0);
   cJSON_Delete(root);
@@ -172,7 +208,15 @@ static cJSON *sh_json_table(sh_json_enc_t *e, int idx, int depth) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     count++;
-    if (lua_type(L, -2) == LUA_TSTRING) strings++;
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      strings++;
+      size_t kl;
+      const char *key = lua_tolstring(L, -2, &kl);
+      if (strlen(key) != kl) {
+        lua_pop(L, 2);
+        return sh_json_fail(e, NULL, "object key with a NUL byte");
+      }
+    }
     else if (!lua_isinteger(L, -2)) badkey = luaL_typename(L, -2);
     lua_pop(L, 1);
   }
@@ -192,6 +236,17 @@ static cJSON *sh_json_table(sh_json_enc_t *e, int idx, int depth) {
   return sh_json_object_of(e, idx, count, depth, plen);
 }
 
+/* The shortest text that reads back as exactly d (cJSON's own printing keeps 15 digits). */
+static const char *sh_json_double(double d) {
+  static char buf[40];
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, d);
+    if (strtod(buf, NULL) == d) break;
+  }
+  if (!strpbrk(buf, ".eEn")) strcat(buf, ".0"); /* keep it a float: 2.0 must not read back as 2 */
+  return buf;
+}
+
 static cJSON *sh_json_build(sh_json_enc_t *e, int idx, int depth) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
@@ -205,9 +260,14 @@ static cJSON *sh_json_build(sh_json_enc_t *e, int idx, int depth) {
       } else {
         double d = lua_tonumber(L, idx);
         if (isnan(d) || isinf(d)) return sh_json_fail(e, NULL, "NaN or infinity cannot be encoded");
-        return cJSON_CreateNumber(d);
+        return cJSON_CreateRaw(sh_json_double(d));
       }
-    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TSTRING: {
+      size_t len;
+      const char *str = lua_tolstring(L, idx, &len);
+      if (strlen(str) != len) return sh_json_fail(e, NULL, "string with a NUL byte (cJSON cannot carry it; encode it, e.g. base64)");
+      return cJSON_CreateString(str);
+    }
     case LUA_TTABLE: return sh_json_table(e, idx, depth);
     case LUA_TLIGHTUSERDATA:
       if (lua_touserdata(L, idx) == NULL) return cJSON_CreateNull();
@@ -274,8 +334,8 @@ static int sh_json_mark(lua_State *L, const char *mt) {
     lua_newtable(L);
   }
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_setmetatable(L, mt);
   lua_settop(L, 1);
+  luaL_setmetatable(L, mt);
   return 1;
 }
 

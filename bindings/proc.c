@@ -23,6 +23,7 @@
 #define SH_PROC_QUEUE_LOW (256 * 1024)
 #define SH_PROC_DEFAULT_MAX_OUTPUT (4 * 1024 * 1024)
 #define SH_PROC_DRAIN_SECONDS 1.0           /* after exit, how long pipes may stay open */
+#define SH_PROC_GROUP_POLL 0.05             /* while terminating: is anyone left in the group? */
 
 extern char **environ;
 
@@ -60,6 +61,7 @@ struct sh_proc {
   int wait_kind;
   sh_timer_t timeout_timer, kill_timer, drain_timer;
   double grace;               /* seconds between SIGTERM and SIGKILL */
+  uint64_t kill_due;          /* hrtime (ns) at which the group gets SIGKILL */
   int spawned, exited, timed_out, terminating;
   int64_t exit_status;
   int term_signal;
@@ -67,6 +69,7 @@ struct sh_proc {
   sh_capture_t cap[3];
   sh_partial_t part[3];
   int capture[3];             /* stream is a pipe we read */
+  int stdin_is_pipe;          /* spawned with stdin = true or data */
   int want_lines;             /* queue lines for read_line (on_line) */
   sh_line_t *lines_head, *lines_tail;
   size_t lines_bytes;
@@ -143,11 +146,24 @@ static void sh_proc_terminate(sh_proc_t *p) {
   p->terminating = 1;
   sh_log_printf(SH_LOG_DEBUG, "process %s: SIGTERM to its group", p->label);
   sh_proc_signal_group(p, SIGTERM);
-  sh_timer_arm(p->sched, &p->kill_timer, p->grace);
+  p->kill_due = uv_hrtime() + (uint64_t)(p->grace * 1e9);
+  sh_timer_arm(p->sched, &p->kill_timer, p->grace < SH_PROC_GROUP_POLL ? p->grace : SH_PROC_GROUP_POLL);
 }
 
+/* During the grace period, poll the group: once every member is gone there is nothing left to
+ * kill, and the host need not sit out the rest of the grace period. */
 static void sh_proc_kill_fire(sh_timer_t *t) {
   sh_proc_t *p = SH_CONTAINER(t, sh_proc_t, kill_timer);
+  if (kill(-p->pid, 0) != 0 && errno == ESRCH) {
+    sh_proc_maybe_free(p);
+    return;
+  }
+  uint64_t now = uv_hrtime();
+  if (now < p->kill_due) {
+    double left = (double)(p->kill_due - now) / 1e9;
+    sh_timer_arm(p->sched, &p->kill_timer, left < SH_PROC_GROUP_POLL ? left : SH_PROC_GROUP_POLL);
+    return;
+  }
   sh_log_printf(SH_LOG_DEBUG, "process %s: SIGKILL to its group", p->label);
   sh_proc_signal_group(p, SIGKILL);
   sh_proc_maybe_free(p);
@@ -276,6 +292,7 @@ static void sh_proc_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
   int i = stream == (uv_stream_t *)&p->pipes[1] ? 1 : 2;
   if (nread > 0) {
     sh_proc_output(p, i, buf->base, (size_t)nread);
+    if (p->lines_head) sh_proc_progress(p);
     return;
   }
   if (nread == 0) return;
@@ -299,6 +316,7 @@ static void sh_proc_exit(uv_process_t *proc, int64_t status, int term_signal) {
   sh_log_printf(SH_LOG_DEBUG, "process %s: exited with %lld (signal %d)", p->label, (long long)status,
                 term_signal);
   uv_close((uv_handle_t *)proc, sh_proc_handle_closed);
+  sh_proc_close_pipe(p, 0); /* nobody reads it any more; pending writes end with ECANCELED */
   if (!p->terminating) sh_timer_disarm(p->sched, &p->kill_timer);
   if (!sh_proc_reading_done(p)) sh_timer_arm(p->sched, &p->drain_timer, SH_PROC_DRAIN_SECONDS);
   sh_proc_progress(p);
@@ -396,7 +414,11 @@ static double sh_opt_number(lua_State *L, int idx, const char *key, double def, 
 
 static sh_proc_t *sh_check_proc(lua_State *L, int idx) {
   sh_proc_t **pp = luaL_checkudata(L, idx, SH_PROC_MT);
-  if (!*pp) luaL_error(L, "process handle is closed");
+  if (!*pp) {
+    lua_Debug ar;
+    const char *name = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name ? ar.name : "?";
+    luaL_error(L, "process:%s: the process handle is closed", name);
+  }
   return *pp;
 }
 
@@ -523,6 +545,7 @@ static int sh_proc_spawn(lua_State *L) {
   uv_stdio_container_t stdio[3];
   memset(stdio, 0, sizeof stdio);
   if (stdin_pipe) {
+    p->stdin_is_pipe = 1;
     uv_pipe_init(loop, &p->pipes[0], 0);
     p->pipes[0].data = p;
     p->pipe_open[0] = 1;
@@ -765,7 +788,13 @@ static int sh_proc_write(lua_State *L) {
   sh_proc_t *p = sh_check_proc(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  if (!p->pipe_open[0]) return luaL_error(L, "process:write: stdin is not open (spawn with stdin = true)");
+  if (!p->stdin_is_pipe) return luaL_error(L, "process:write: stdin is not a pipe (spawn with stdin = true)");
+  if (!p->pipe_open[0]) {
+    lua_pushnil(L);
+    lua_pushstring(L, p->exited ? "process:write: the process has exited" : "process:write: stdin was closed");
+    lua_pushliteral(L, "EPIPE");
+    return 3;
+  }
   sh_task_t *t = sh_task_current(L);
   if (!t || !lua_isyieldable(L)) return luaL_error(L, "process:write: cannot wait here (only inside a stagehost task)");
   sh_sched_check(L, "process:write");

@@ -178,6 +178,25 @@ static int sh_task_timeout(lua_State *L) {
   return sh_timeout_k(L, status, 0);
 }
 
+static void sh_count_handle(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) ++*(int *)arg;
+}
+
+/* task.stats() -> {tasks, timers, handles}: what is still alive, for leak checks in tests */
+static int sh_task_stats(lua_State *L) {
+  sh_sched_t *s = sh_sched_get(L);
+  int handles = 0;
+  uv_walk(sh_sched_loop(L), sh_count_handle, &handles);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)sh_sched_live_tasks(s));
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, (lua_Integer)sh_sched_armed_timers(s));
+  lua_setfield(L, -2, "timers");
+  lua_pushinteger(L, handles);
+  lua_setfield(L, -2, "handles");
+  return 1;
+}
+
 static const luaL_Reg sh_task_methods[] = {
     {"join", sh_task_join},
     {"cancel", sh_task_cancel_l},
@@ -191,6 +210,7 @@ static const luaL_Reg sh_task_funcs[] = {
     {"now", sh_task_now},
     {"timeout", sh_task_timeout},
     {"current", sh_task_current_l},
+    {"stats", sh_task_stats},
     {"join", sh_task_join},
     {"cancel", sh_task_cancel_l},
     {NULL, NULL},

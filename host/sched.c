@@ -173,6 +173,7 @@ sh_task_t *sh_task_current(lua_State *L) { return sh_task_of(L); }
 int sh_task_done(const sh_task_t *t) { return t->state == SH_TASK_DONE; }
 int sh_task_outcome(const sh_task_t *t) { return t->outcome; }
 size_t sh_sched_live_tasks(sh_sched_t *s) { return s->nlive; }
+size_t sh_sched_armed_timers(sh_sched_t *s) { return s->heap_len; }
 int sh_sched_unobserved_failures(sh_sched_t *s) { return s->unobserved; }
 
 sh_sched_t *sh_sched_get(lua_State *L) {
@@ -254,6 +255,14 @@ static void sh_task_interrupt(sh_task_t *t) {
 
 static int sh_task_gc(lua_State *L) {
   sh_task_t *t = luaL_checkudata(L, 1, SH_TASK_MT);
+  if (t->reported && t->co) { /* failed, and nobody will ever join it now */
+    size_t len;
+    const char *tb = lua_tolstring(t->co, 2, &len);
+    lua_pushfstring(L, "task %d failed and nobody joined it: %s", (int)t->id, tb ? tb : "?");
+    tb = lua_tolstring(L, -1, &len);
+    sh_log_write(SH_LOG_ERROR, tb, len);
+    t->reported = 0; /* still counted in the exit code */
+  }
   free(t->cancel_reason);
   t->cancel_reason = NULL;
   return 0;
@@ -296,20 +305,8 @@ static void sh_task_finish(sh_sched_t *s, sh_task_t *t, int outcome, int nresult
   sh_task_finish_wake(s, t);
   sh_sched_trace(t, outcome == SH_TASK_OK ? "finished" : outcome == SH_TASK_CANCELLED ? "cancelled" : "failed");
   if (outcome == SH_TASK_ERROR && !t->observed) {
-    /* nobody is waiting for it: say so now rather than lose the error */
-    size_t len;
-    const char *tb = lua_tolstring(t->co, 2, &len);
-    char head[64];
-    int hl = snprintf(head, sizeof head, "task %lu failed: ", t->id);
-    luaL_Buffer b;
-    luaL_buffinit(s->L, &b);
-    luaL_addlstring(&b, head, (size_t)hl);
-    luaL_addlstring(&b, tb ? tb : "?", tb ? len : 1);
-    luaL_pushresult(&b);
-    size_t ml;
-    const char *m = lua_tolstring(s->L, -1, &ml);
-    sh_log_write(SH_LOG_ERROR, m, ml);
-    lua_pop(s->L, 1);
+    /* nobody joined it yet; a join may still come (task.all joins one by one), so the error
+     * is only printed when the task is collected unjoined, or at exit */
     t->reported = 1;
     s->unobserved++;
   }

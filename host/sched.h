@@ -96,6 +96,7 @@ void sh_task_cancel_all(sh_sched_t *s, const char *reason);
 /* Tasks that failed with nobody joining them (each already reported on stderr). */
 int sh_sched_unobserved_failures(sh_sched_t *s);
 size_t sh_sched_live_tasks(sh_sched_t *s);
+size_t sh_sched_armed_timers(sh_sched_t *s);
 
 /* Primitives. sh_sched_park: check that L is a task that may wait (raises a clear error naming
  * `who` otherwise, or the task's pending cancellation), then register w. The caller starts its

@@ -5,14 +5,13 @@ local core = require "stagehost.core.proc"
 
 local proc = {}
 
-local function argerror(fname, msg)
-  error(("bad argument #1 to '%s' (%s)"):format(fname, msg), 3)
-end
-
-local function spawn(fname, opts, lines)
-  if type(opts) ~= "table" then argerror(fname, "table expected, got " .. type(opts)) end
+-- Start the child, or return the message of why not; callers raise it at their caller's line.
+local function start(fname, opts, lines)
+  if type(opts) ~= "table" then
+    return nil, ("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(opts))
+  end
   local ok, p = pcall(core.spawn, opts, fname, lines)
-  if not ok then error(p, 3) end -- blame the caller's line, not this file
+  if not ok then return nil, p end
   return p
 end
 
@@ -22,18 +21,22 @@ end
 function proc.run(opts)
   local on_line = type(opts) == "table" and opts.on_line or nil
   if on_line ~= nil and type(on_line) ~= "function" then
-    argerror("proc.run", "on_line must be a function, got " .. type(on_line))
+    error(("bad argument #1 to 'proc.run' (on_line must be a function, got %s)"):format(type(on_line)), 2)
   end
-  local p <close> = spawn("proc.run", opts, on_line ~= nil)
+  local p <close>, err = start("proc.run", opts, on_line ~= nil)
+  if not p then error(err, 2) end
   if on_line then
     for stream, line in p.read_line, p do on_line(stream, line) end
   end
   return p:wait()
 end
 
--- proc.spawn{...same options, stdin = true for a pipe you write to} -> handle
+-- proc.spawn{...same options, stdin = true for a pipe to write to, lines = true for
+-- read_line} -> handle
 function proc.spawn(opts)
-  return spawn("proc.spawn", opts, type(opts) == "table" and opts.lines or false)
+  local p, err = start("proc.spawn", opts, type(opts) == "table" and opts.lines or false)
+  if not p then error(err, 2) end
+  return p
 end
 
 return proc

@@ -1,0 +1,116 @@
+-- A small test harness run by stagehost itself. Each test runs in its own task; afterwards the
+-- harness lets the loop settle, collects garbage and fails the test if it left tasks, timers
+-- or libuv handles behind. Prints "N passed, N failed" and exits 1 on any failure.
+local task = require "stagehost.task"
+
+local T = {}
+local tests = {}
+
+function T.test(name, fn, opts)
+  tests[#tests + 1] = { name = name, fn = fn, timeout = opts and opts.timeout or 60 }
+end
+
+local function fail(msg, level)
+  error(msg, (level or 1) + 2)
+end
+
+local function show(v)
+  if type(v) == "string" then return ("%q"):format(#v > 200 and v:sub(1, 200) .. "..." or v) end
+  return tostring(v)
+end
+
+function T.eq(actual, expected, what)
+  if actual ~= expected then
+    fail(("%sexpected %s, got %s"):format(what and what .. ": " or "", show(expected), show(actual)))
+  end
+end
+
+function T.ok(value, what)
+  if not value then fail(("expected a true value%s, got %s"):format(what and " (" .. what .. ")" or "", show(value))) end
+  return value
+end
+
+function T.match(s, pattern, what)
+  if type(s) ~= "string" or not s:find(pattern) then
+    fail(("%sexpected a string matching %q, got %s"):format(what and what .. ": " or "", pattern, show(s)))
+  end
+end
+
+function T.no_match(s, pattern, what)
+  if type(s) == "string" and s:find(pattern) then
+    fail(("%sexpected no match for %q in %s"):format(what and what .. ": " or "", pattern, show(s)))
+  end
+end
+
+-- T.raises(fn, pattern, ...) -> the error value; fails unless fn(...) raises an error whose
+-- message matches pattern (plain substring when the pattern has no magic).
+function T.raises(fn, pattern, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then fail(("expected an error matching %q, but the call succeeded"):format(pattern)) end
+  local msg = tostring(err)
+  if pattern and not msg:find(pattern, 1, true) and not msg:find(pattern) then
+    fail(("expected an error matching %q, got %s"):format(pattern, show(msg)))
+  end
+  return err
+end
+
+-- Is a process (or, with a negative id, a process group) still there?
+function T.alive(pid)
+  local proc = require "stagehost.proc"
+  return proc.run{ "kill", "-0", "--", tostring(pid) }.ok
+end
+
+local function settle(baseline)
+  local deadline = task.now() + 10
+  local now
+  repeat
+    collectgarbage("collect")
+    task.sleep(0.01)
+    now = task.stats()
+    -- the harness's own task is live while it checks
+    if now.tasks <= baseline.tasks and now.timers <= baseline.timers and now.handles <= baseline.handles then
+      return nil
+    end
+  until task.now() > deadline
+  return ("left behind: %d task(s), %d timer(s), %d handle(s) (baseline %d, %d, %d)"):format(
+    now.tasks, now.timers, now.handles, baseline.tasks, baseline.timers, baseline.handles)
+end
+
+function T.run()
+  local passed, failed = 0, 0
+  local only = os.getenv("TEST_ONLY")
+  for _, t in ipairs(tests) do
+    if not only or t.name:find(only, 1, true) then
+      collectgarbage("collect")
+      task.sleep(0)
+      local baseline = task.stats()
+      local started = task.now()
+      local runner = task.spawn(function()
+        return task.timeout(t.timeout, function()
+          return xpcall(t.fn, debug.traceback)
+        end)
+      end)
+      local _, in_time, ok, err = runner:join()
+      local problem
+      if not in_time then
+        problem = ("did not finish within %ss"):format(t.timeout)
+      elseif not ok then
+        problem = tostring(err)
+      else
+        problem = settle(baseline)
+      end
+      if problem then
+        failed = failed + 1
+        io.stdout:write(("not ok - %s\n    %s\n"):format(t.name, problem:gsub("\n", "\n    ")))
+      else
+        passed = passed + 1
+        io.stdout:write(("ok - %s (%.2fs)\n"):format(t.name, task.now() - started))
+      end
+    end
+  end
+  io.stdout:write(("%d passed, %d failed\n"):format(passed, failed))
+  io.stdout:flush()
+  os.exit(failed == 0 and 0 or 1)
+end
+
+return T
