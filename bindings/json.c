@@ -27,7 +27,7 @@ static void sh_json_push(lua_State *L, const cJSON *item, int depth) {
   else if (cJSON_IsNumber(item)) {
     double d = item->valuedouble;
     /* integers stay integers (exit codes, ids, counts) when they are exact */
-    if (d == floor(d) && fabs(d) <= 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) lua_pushinteger(L, (lua_Integer)d);
     else lua_pushnumber(L, d);
   } else if (cJSON_IsArray(item)) {
     lua_createtable(L, cJSON_GetArraySize(item), 0);
