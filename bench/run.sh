@@ -535,7 +535,7 @@ summary() {
 bin_id() { echo "sha256 $(sha256sum "$ORIG_BIN" 2>/dev/null | cut -c1-12), built $(date -u -r "$ORIG_BIN" +%Y-%m-%dT%H:%M:%SZ)"; }
 BIN_ID=$(bin_id)
 snapshot_bin
-TREE=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+TREE=$(git --no-optional-locks -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) # never takes index.lock from the others
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 echo "stagehost benchmarks, $STARTED"
 echo "  binary: $ORIG_BIN ($BIN_ID; tree $TREE), run from a private copy"

@@ -54,10 +54,33 @@ function T.raises(fn, pattern, ...)
   return err
 end
 
--- Is a process (or, with a negative id, a process group) still there?
+-- Is a process (or, with a negative id, any member of a process group) still running? Zombies
+-- do not count: an orphan killed with its group stays a zombie until PID 1 reaps it.
 function T.alive(pid)
-  local proc = require "stagehost.proc"
-  return proc.run{ "kill", "-0", "--", tostring(pid) }.ok
+  local fs = require "stagehost.fs"
+  local names = fs.list("/proc") or {}
+  for _, name in ipairs(names) do
+    if name:match("^%d+$") then
+      local stat = fs.read("/proc/" .. name .. "/stat")
+      -- pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+      local state, pgrp
+      if stat then state, pgrp = stat:match("%) (%a) %d+ (%d+)") end
+      if state and state ~= "Z" then
+        if (pid > 0 and tonumber(name) == pid) or (pid < 0 and tonumber(pgrp) == -pid) then return true end
+      end
+    end
+  end
+  return false
+end
+
+-- Wait until T.alive(pid) is false; returns whether it happened within the time.
+function T.gone(pid, within)
+  local deadline = task.now() + (within or 3)
+  while T.alive(pid) do
+    if task.now() > deadline then return false end
+    task.sleep(0.02)
+  end
+  return true
 end
 
 local function settle(baseline)

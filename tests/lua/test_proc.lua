@@ -5,15 +5,7 @@ local fs = require "stagehost.fs"
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
--- Wait until a process group has no member left (a TERM'd group dies within moments).
-local function group_gone(pgid, within)
-  local deadline = task.now() + (within or 3)
-  while task.now() < deadline do
-    if not T.alive(-pgid) then return true end
-    task.sleep(0.02)
-  end
-  return false
-end
+local function group_gone(pgid, within) return T.gone(-pgid, within) end
 
 T.test("run: result fields", function()
   local r = proc.run{ "sh", "-c", "echo out; echo err >&2; exit 3" }
