@@ -63,6 +63,7 @@ static int sh_task_join(lua_State *L) {
   sh_task_t *t = sh_check_task(L, 1);
   lua_settop(L, 1);
   sh_task_t *me = sh_task_current(L);
+  if (!me) return luaL_error(L, "task:join: cannot wait here (only inside a stagehost task, not in a plain coroutine)");
   if (me == t) return luaL_error(L, "task:join: a task cannot join itself");
   sh_task_observe(t);
   if (sh_task_done(t)) {
@@ -119,7 +120,9 @@ static int sh_sleep_k(lua_State *L, int status, lua_KContext ctx) {
 static int sh_task_sleep(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   if (seconds != seconds || seconds < 0) luaL_argerror(L, 1, "must be a number of seconds >= 0");
-  sh_task_t *t = sh_sched_park(L, &sh_task_current(L)->sleep_wait, sh_sleep_abort, "task.sleep");
+  sh_task_t *me = sh_task_current(L);
+  if (!me) return luaL_error(L, "task.sleep: cannot wait here (only inside a stagehost task, not in a plain coroutine)");
+  sh_task_t *t = sh_sched_park(L, &me->sleep_wait, sh_sleep_abort, "task.sleep");
   sh_timer_init(&t->sleep_timer, sh_sleep_fire);
   sh_timer_arm(t->sched, &t->sleep_timer, seconds);
   return sh_sched_yield(L, sh_sleep_k, 0);

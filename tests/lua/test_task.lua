@@ -37,8 +37,11 @@ T.test("yield inside pcall, nested calls, metamethods and xpcall handlers", func
     "cannot wait here")
 end)
 
-T.test("10,000 concurrent tasks all finish and are all collected", function()
-  local n, done = 10000, 0
+-- a full GC after every resume makes this quadratic: the stress build checks lifetimes on fewer
+local N = os.getenv("STAGEHOST_GC_STRESS") and 1000 or 10000
+
+T.test(("%d concurrent tasks all finish and are all collected"):format(N), function()
+  local n, done = N, 0
   local tasks = {}
   for i = 1, n do
     tasks[i] = task.spawn(function() task.sleep(0.05) done = done + 1 return i end)
