@@ -1,9 +1,15 @@
-/* stagehost.core.proc: child processes on uv_spawn. proc.run (stdlib/stagehost/proc.lua) is
- * spawn + read_line + wait. Each child leads its own process group (UV_PROCESS_DETACHED makes
- * it a session leader), so a timeout or a cancel reaches its grandchildren too. */
+/* stagehost.core.proc: child processes. proc.run (stdlib/stagehost/proc.lua) is spawn +
+ * read_line + wait. Children start with posix_spawn, which glibc runs as a vfork: unlike
+ * uv_spawn's fork (libuv 1.44) it copies no page tables, so starting many children is cheap.
+ * A SIGCHLD handle on the loop reaps them. Each child leads its own session and process group,
+ * so a timeout or a cancel reaches its grandchildren too. */
+#define _GNU_SOURCE /* pipe2, POSIX_SPAWN_SETSID, posix_spawn_file_actions_addchdir_np */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +56,6 @@ typedef struct {
 
 typedef struct sh_proc sh_proc_t;
 struct sh_proc {
-  uv_process_t process;
   uv_pipe_t pipes[3];         /* 0 stdin, 1 stdout, 2 stderr */
   int pipe_open[3];           /* initialised and not yet closing */
   int open_handles;           /* handles whose close callback has not run yet */
@@ -89,8 +94,25 @@ typedef struct {
 static sh_proc_t *sh_proc_all;
 static int sh_proc_hook_installed;
 
+/* One SIGCHLD handle per loop reaps our children. It keeps the loop alive while any child has
+ * not been reaped, as a process handle would. Owned by a userdata in the registry, so it closes
+ * with the Lua state. */
+typedef struct {
+  uv_signal_t sigchld;
+  int running;
+} sh_reaper_t;
+
+static void sh_reaper_closed(uv_handle_t *h) { free(h->data); }
+
+static void sh_reaper_set_running(sh_reaper_t *r, int delta) {
+  r->running += delta;
+  if (r->running > 0) uv_ref((uv_handle_t *)&r->sigchld);
+  else uv_unref((uv_handle_t *)&r->sigchld);
+}
+
 static void sh_proc_maybe_free(sh_proc_t *p) {
-  if (p->lua_alive || p->open_handles > 0 || p->kill_timer.slot != SIZE_MAX ||
+  /* an unreaped child stays listed, or it would never be reaped */
+  if (p->lua_alive || p->open_handles > 0 || (p->spawned && !p->exited) || p->kill_timer.slot != SIZE_MAX ||
       p->drain_timer.slot != SIZE_MAX || p->timeout_timer.slot != SIZE_MAX)
     return;
   if (p->prev) p->prev->next = p->next;
@@ -305,22 +327,140 @@ static void sh_proc_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
   sh_proc_progress(p);
 }
 
-/* called by libuv when the child exits (its pipes may still be open) */
-static void sh_proc_exit(uv_process_t *proc, int64_t status, int term_signal) {
-  sh_proc_t *p = proc->data;
+/* The child was reaped (its pipes may still be open). */
+static void sh_proc_exited(sh_proc_t *p, int status) {
   p->exited = 1;
-  p->exit_status = status;
-  p->term_signal = term_signal;
+  p->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+  p->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   p->end_ns = uv_hrtime();
   sh_timer_disarm(p->sched, &p->timeout_timer);
-  sh_log_printf(SH_LOG_DEBUG, "process %s: exited with %lld (signal %d)", p->label, (long long)status,
-                term_signal);
-  uv_close((uv_handle_t *)proc, sh_proc_handle_closed);
+  sh_log_printf(SH_LOG_DEBUG, "process %s: exited with %d (signal %d)", p->label, (int)p->exit_status,
+                p->term_signal);
   sh_proc_close_pipe(p, 0); /* nobody reads it any more; pending writes end with ECANCELED */
   if (!p->terminating) sh_timer_disarm(p->sched, &p->kill_timer);
   if (!sh_proc_reading_done(p)) sh_timer_arm(p->sched, &p->drain_timer, SH_PROC_DRAIN_SECONDS);
   sh_proc_progress(p);
   sh_proc_maybe_free(p);
+}
+
+/* called by libuv on SIGCHLD. Signals coalesce, so reap until nothing is left. As a subreaper
+ * the host also inherits its children's orphans: reaping them at once means a killed group is
+ * really gone (no zombies lingering until PID 1 gets round to them). */
+static void sh_proc_sigchld(uv_signal_t *h, int signum) {
+  sh_reaper_t *r = h->data;
+  (void)signum;
+  for (;;) {
+    int status;
+    pid_t got = waitpid(-1, &status, WNOHANG);
+    if (got <= 0) break;
+    for (sh_proc_t *p = sh_proc_all; p; p = p->next) {
+      if (p->spawned && !p->exited && p->pid == got) {
+        sh_reaper_set_running(r, -1);
+        sh_proc_exited(p, status); /* may free p: the loop stops here */
+        break;
+      }
+    }
+  }
+}
+
+static int sh_reaper_gc(lua_State *L) {
+  sh_reaper_t **rr = lua_touserdata(L, 1);
+  if (*rr) uv_close((uv_handle_t *)&(*rr)->sigchld, sh_reaper_closed);
+  *rr = NULL;
+  return 0;
+}
+
+static sh_reaper_t *sh_reaper_get(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "stagehost.proc.reaper") == LUA_TUSERDATA) {
+    sh_reaper_t *r = *(sh_reaper_t **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return r;
+  }
+  lua_pop(L, 1);
+  sh_reaper_t **rr = lua_newuserdatauv(L, sizeof *rr, 0);
+  *rr = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, sh_reaper_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "stagehost.proc.reaper");
+  sh_reaper_t *r = calloc(1, sizeof *r);
+  if (!r) luaL_error(L, "proc: out of memory");
+#ifdef PR_SET_CHILD_SUBREAPER
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
+  uv_signal_init(sh_sched_loop(L), &r->sigchld);
+  r->sigchld.data = r;
+  uv_signal_start(&r->sigchld, sh_proc_sigchld, SIGCHLD);
+  uv_unref((uv_handle_t *)&r->sigchld);
+  *rr = r;
+  return r;
+}
+
+/* Find prog the way execvp would, in the PATH the child will have. Returns 0 or an errno. */
+static int sh_proc_resolve(const char *prog, char **env, char *out, size_t cap) {
+  if (strchr(prog, '/')) {
+    snprintf(out, cap, "%s", prog);
+    return 0;
+  }
+  const char *path = NULL;
+  if (env) {
+    for (char **e = env; *e; e++)
+      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  } else {
+    path = getenv("PATH");
+  }
+  if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+  int seen_eacces = 0;
+  for (const char *dir = path;; dir++) {
+    const char *end = strchr(dir, ':');
+    size_t dl = end ? (size_t)(end - dir) : strlen(dir);
+    if (dl == 0) snprintf(out, cap, "%s", prog); /* an empty entry is the current directory */
+    else snprintf(out, cap, "%.*s/%s", (int)dl, dir, prog);
+    struct stat st;
+    if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+      if (access(out, X_OK) == 0) return 0;
+      seen_eacces = 1;
+    }
+    if (!end) break;
+    dir = end;
+  }
+  return seen_eacces ? EACCES : ENOENT;
+}
+
+/* Attach our end of a pipe to a libuv handle of p. */
+static void sh_proc_open_pipe(sh_proc_t *p, uv_loop_t *loop, int i, int fd) {
+  uv_pipe_init(loop, &p->pipes[i], 0);
+  p->pipes[i].data = p;
+  uv_pipe_open(&p->pipes[i], fd);
+  p->pipe_open[i] = 1;
+  p->open_handles++;
+}
+
+/* posix_spawn with the child's stdio, directory, session and signal state. Returns 0 or an
+ * errno (an exec failure included: glibc reports it from the vfork'd child). */
+static int sh_proc_posix_spawn(pid_t *pid, const char *path, char **argv, char **env, const char *cwd,
+                               const int child_fds[3]) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  for (int i = 0; i < 3; i++) {
+    if (child_fds[i] >= 0) posix_spawn_file_actions_adddup2(&fa, child_fds[i], i);
+    else posix_spawn_file_actions_addopen(&fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+  }
+  if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  /* the host ignores SIGPIPE and may block signals: the child starts clean */
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  int rc = posix_spawn(pid, path, &fa, &attr, argv, env ? env : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  return rc;
 }
 
 /* ---- spawning ---- */
@@ -533,6 +673,7 @@ static int sh_proc_spawn(lua_State *L) {
     return luaL_error(L, "%s: out of memory", who);
   }
   uv_loop_t *loop = sh_sched_loop(L);
+  sh_reaper_t *reaper = sh_reaper_get(L); /* before the first spawn, so no SIGCHLD is missed */
   p->sched = sh_sched_get(L);
   p->grace = grace;
   p->want_lines = want_lines;
@@ -540,77 +681,56 @@ static int sh_proc_spawn(lua_State *L) {
   sh_timer_init(&p->kill_timer, sh_proc_kill_fire);
   sh_timer_init(&p->drain_timer, sh_proc_drain_fire);
   for (int i = 1; i <= 2; i++) p->cap[i].limit = (size_t)max_output;
-  p->process.data = p;
+  p->next = sh_proc_all; /* listed from the start, so maybe_free's unlink is uniform */
+  if (sh_proc_all) sh_proc_all->prev = p;
+  sh_proc_all = p;
 
-  uv_stdio_container_t stdio[3];
-  memset(stdio, 0, sizeof stdio);
+  /* pipes: [i][0] is the read end; the child's end goes to child_fds, ours to a uv_pipe_t */
+  int pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  int child_fds[3] = {-1, a.out_fd, a.err_fd};
+  int rc = 0;
   if (stdin_pipe) {
-    p->stdin_is_pipe = 1;
-    uv_pipe_init(loop, &p->pipes[0], 0);
-    p->pipes[0].data = p;
-    p->pipe_open[0] = 1;
-    p->open_handles++;
-    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    stdio[0].data.stream = (uv_stream_t *)&p->pipes[0];
-  } else {
-    stdio[0].flags = UV_IGNORE; /* /dev/null: a CI job must never wait on a terminal */
+    if (pipe2(pipes[0], O_CLOEXEC) != 0) rc = errno;
+    else child_fds[0] = pipes[0][0];
   }
-  int fds[3] = {-1, a.out_fd, a.err_fd};
-  for (int i = 1; i <= 2; i++) {
-    if (fds[i] >= 0) {
-      stdio[i].flags = UV_INHERIT_FD;
-      stdio[i].data.fd = fds[i];
-    } else {
-      uv_pipe_init(loop, &p->pipes[i], 0);
-      p->pipes[i].data = p;
-      p->pipe_open[i] = 1;
-      p->capture[i] = 1;
-      p->open_handles++;
-      stdio[i].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-      stdio[i].data.stream = (uv_stream_t *)&p->pipes[i];
-    }
+  for (int i = 1; i <= 2 && rc == 0; i++) {
+    if (child_fds[i] >= 0) continue;
+    if (pipe2(pipes[i], O_CLOEXEC) != 0) rc = errno;
+    else child_fds[i] = pipes[i][1];
   }
-  uv_process_options_t opts;
-  memset(&opts, 0, sizeof opts);
-  opts.exit_cb = sh_proc_exit;
-  opts.file = a.argv[0];
-  opts.args = a.argv;
-  opts.env = a.env;
-  opts.cwd = cwd;
-  opts.flags = UV_PROCESS_DETACHED;
-  opts.stdio_count = 3;
-  opts.stdio = stdio;
+  char path[4096];
+  if (rc == 0) rc = sh_proc_resolve(a.argv[0], a.env, path, sizeof path);
+  pid_t pid = 0;
   p->start_ns = uv_hrtime();
-  int rc = uv_spawn(loop, &p->process, &opts);
-  p->open_handles++; /* the process handle needs closing whether or not it started */
+  if (rc == 0) rc = sh_proc_posix_spawn(&pid, path, a.argv, a.env, cwd, child_fds);
+  for (int i = 0; i < 3; i++) { /* the child's ends are the child's now; ours go to libuv */
+    int ours = i == 0 ? pipes[0][1] : pipes[i][0], theirs = i == 0 ? pipes[0][0] : pipes[i][1];
+    if (theirs >= 0) close(theirs);
+    if (ours < 0) continue;
+    if (rc != 0) close(ours);
+    else sh_proc_open_pipe(p, loop, i, ours);
+  }
+  if (stdin_pipe && rc == 0) p->stdin_is_pipe = 1;
+  for (int i = 1; i <= 2; i++) p->capture[i] = p->pipe_open[i];
   const char *base = strrchr(a.argv[0], '/');
-  snprintf(p->label, sizeof p->label, "%s[%d]", name ? name : (shell ? "sh" : base ? base + 1 : a.argv[0]),
-           rc == 0 ? p->process.pid : 0);
+  snprintf(p->label, sizeof p->label, "%s[%d]", name ? name : (shell ? "sh" : base ? base + 1 : a.argv[0]), (int)pid);
   if (rc != 0) {
     char prog[256];
     snprintf(prog, sizeof prog, "%s", a.argv[0]);
     sh_spawn_args_free(&a);
-    for (int i = 0; i < 3; i++) sh_proc_close_pipe(p, i);
-    uv_close((uv_handle_t *)&p->process, sh_proc_handle_closed);
-    p->exited = 1;
-    p->prev = NULL;
-    p->next = sh_proc_all; /* listed so maybe_free's unlink is uniform */
-    if (sh_proc_all) sh_proc_all->prev = p;
-    sh_proc_all = p;
-    if (rc == UV_ENOENT && !strchr(prog, '/'))
+    sh_proc_maybe_free(p);
+    if (rc == ENOENT && !strchr(prog, '/'))
       return luaL_error(L, "%s: program '%s' not found in PATH (install it or give its full path)", who, prog);
-    if (rc == UV_ENOENT)
+    if (rc == ENOENT)
       return luaL_error(L, "%s: cannot run '%s': no such file", who, prog);
-    return luaL_error(L, "%s: cannot run '%s': %s", who, prog, uv_strerror(rc));
+    return luaL_error(L, "%s: cannot run '%s': %s", who, prog, uv_strerror(-rc));
   }
   sh_spawn_args_free(&a);
   *ud = p;
   p->lua_alive = 1;
   p->spawned = 1;
-  p->pid = p->process.pid;
-  p->next = sh_proc_all;
-  if (sh_proc_all) sh_proc_all->prev = p;
-  sh_proc_all = p;
+  p->pid = pid;
+  sh_reaper_set_running(reaper, 1);
   if (!sh_proc_hook_installed) {
     sh_proc_hook_installed = 1;
     sh_sched_on_shutdown(p->sched, sh_proc_shutdown_hook, NULL);
@@ -900,6 +1020,7 @@ int sh_proc_open(lua_State *L) {
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
+  sh_reaper_get(L); /* now, so it is there before the first child and part of any baseline */
   luaL_newlib(L, sh_proc_funcs);
   return 1;
 }
