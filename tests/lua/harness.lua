@@ -36,6 +36,13 @@ function T.match(s, pattern, what)
   end
 end
 
+-- Plain substring (paths like $.a.b[3] and file names are full of pattern characters).
+function T.has(s, sub, what)
+  if type(s) ~= "string" or not s:find(sub, 1, true) then
+    fail(("%sexpected %s to contain %q"):format(what and what .. ": " or "", show(s), sub))
+  end
+end
+
 function T.no_match(s, pattern, what)
   if type(s) == "string" and s:find(pattern) then
     fail(("%sexpected no match for %q in %s"):format(what and what .. ": " or "", pattern, show(s)))

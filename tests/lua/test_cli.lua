@@ -162,16 +162,16 @@ T.test("os.exit keeps its code and stops running children", function()
   T.ok(T.gone(pid), "the child is gone")
 end)
 
--- Start a host whose script prints a child's pid and then waits on it; return both.
-local function host_with_child(extra)
-  local p = proc.spawn{ STAGEHOST, "-e", [[
+-- Start a host whose script starts `child_shell`, prints its pid and waits on it; return the
+-- host's handle and the child's pid (its process group id too).
+local function host_with_child(child_shell, grace)
+  local p = proc.spawn{ STAGEHOST, "-e", ([[
     local proc = require 'stagehost.proc'
-    local child = proc.spawn{ 'sh', '-c', 'sleep 30 & sleep 30; wait' }
+    local child = proc.spawn{ 'sh', '-c', %q, grace = %s }
     print(child.pid)
-    ]] .. (extra or "") .. [[
     child:wait()
     print('not reached')
-  ]], lines = true }
+  ]]):format(child_shell or "sleep 30 & sleep 30; wait", grace or 5), lines = true }
   local _, line = p:read_line()
   return p, tonumber(line)
 end
@@ -196,17 +196,10 @@ T.test("SIGINT to the host: exit 130, the child's group is gone", function()
 end)
 
 T.test("SIGTERM reaches a child that ignores it: SIGKILL after the grace period", function()
-  local p = proc.spawn{ STAGEHOST, "-e", [[
-    local proc = require 'stagehost.proc'
-    local child = proc.spawn{ 'sh', '-c', 'trap "" TERM; sleep 30', grace = 0.3 }
-    print(child.pid)
-    child:wait()
-  ]], lines = true }
-  local _, line = p:read_line()
-  local child = tonumber(line)
+  local host, child = host_with_child('trap "" TERM; sleep 30', 0.3)
   task.sleep(0.05)
-  p:kill("TERM")
-  local r = p:wait()
+  host:kill("TERM")
+  local r = host:wait()
   T.eq(r.code, 143)
   T.ok(T.gone(-child, 1))
 end)
