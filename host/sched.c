@@ -73,14 +73,16 @@ static void sh_heap_down(sh_sched_t *s, size_t i) {
 static void sh_timer_cb(uv_timer_t *handle);
 
 /* Keep the uv timer pointed at the earliest entry; stopped when the heap is empty so an idle
- * heap does not keep the loop alive. */
+ * heap does not keep the loop alive. Deadlines are in hrtime, not the loop's cached time: a task
+ * resumed late in a long iteration would otherwise arm against a stale clock and wake early. */
 static void sh_timer_reschedule(sh_sched_t *s) {
   if (s->heap_len == 0) {
     uv_timer_stop(&s->timer);
     return;
   }
-  uint64_t now = uv_now(s->loop), due = s->heap[0]->due;
-  uv_timer_start(&s->timer, sh_timer_cb, due > now ? due - now : 0, 0);
+  uint64_t now = uv_hrtime(), due = s->heap[0]->due;
+  uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  uv_timer_start(&s->timer, sh_timer_cb, ms, 0);
 }
 
 void sh_timer_init(sh_timer_t *t, void (*fire)(sh_timer_t *)) {
@@ -114,9 +116,7 @@ void sh_timer_arm(sh_sched_t *s, sh_timer_t *t, double seconds) {
   }
   if (!(seconds > 0)) seconds = 0;
   if (seconds > 1e9) seconds = 1e9;
-  uint64_t ms = (uint64_t)(seconds * 1000.0);
-  if ((double)ms < seconds * 1000.0) ms++; /* never fire early */
-  t->due = uv_now(s->loop) + ms;
+  t->due = uv_hrtime() + (uint64_t)(seconds * 1e9);
   t->seq = s->timer_seq++;
   t->slot = s->heap_len;
   s->heap[s->heap_len++] = t;
@@ -124,10 +124,11 @@ void sh_timer_arm(sh_sched_t *s, sh_timer_t *t, double seconds) {
   if (t->slot == 0) sh_timer_reschedule(s);
 }
 
-/* called by libuv when the earliest heap entry is due */
+/* called by libuv when the earliest heap entry is due (libuv's coarse clock may call it a
+ * little early: then nothing fires and the timer is re-armed for the rest) */
 static void sh_timer_cb(uv_timer_t *handle) {
   sh_sched_t *s = handle->data;
-  uint64_t now = uv_now(s->loop);
+  uint64_t now = uv_hrtime();
   while (s->heap_len > 0 && s->heap[0]->due <= now) {
     sh_timer_t *t = s->heap[0];
     sh_timer_disarm(s, t);

@@ -24,7 +24,7 @@ struct sh_wait {
 
 /* A lightweight timer: an entry in the scheduler's heap, all served by one uv_timer_t. */
 struct sh_timer {
-  uint64_t due;                 /* loop time (ms) at which it fires */
+  uint64_t due;                 /* uv_hrtime() (ns) at which it fires; never earlier */
   uint64_t seq;                 /* tie-break so equal deadlines fire in arming order */
   size_t slot;                  /* index in the heap, SIZE_MAX when not armed */
   void (*fire)(sh_timer_t *t);  /* called from the loop; may re-arm, must not raise */
