@@ -96,7 +96,24 @@ static int sh_find_stdlib(char *out, size_t cap) {
   return -1;
 }
 
+/* C modules: build/lib beside the binary, or lib/stagehost in the installed prefix. */
+static void sh_setup_cpath(lua_State *L) {
+  char exe[PATH_MAX - 64];
+  size_t n = sizeof exe;
+  if (uv_exepath(exe, &n) != 0) return;
+  char *slash = strrchr(exe, '/');
+  if (!slash) return;
+  *slash = '\0';
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s/lib/?.so;%s/../lib/stagehost/?.so;", exe, exe);
+  lua_getfield(L, -2, "cpath");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+}
+
 static int sh_setup_paths(lua_State *L, const char *script) {
+  sh_setup_cpath(L);
   char dir[PATH_MAX];
   int found = sh_find_stdlib(dir, sizeof dir) == 0;
   const char *env = getenv("STAGEHOST_PATH");

@@ -1,7 +1,7 @@
 -- require "stagehost" gives every module; each loads on first use, so a script that only
 -- needs proc does not pay for the others.
 local modules = {
-  task = true, proc = true, fs = true, json = true, log = true,
+  task = true, proc = true, fs = true, json = true, log = true, http = true, crypto = true,
 }
 
 return setmetatable({}, {

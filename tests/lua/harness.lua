@@ -106,7 +106,8 @@ local function settle(baseline)
     now.tasks, now.timers, now.handles, baseline.tasks, baseline.timers, baseline.handles)
 end
 
-function T.run()
+-- T.run([teardown]): run every test, then teardown (stop fixtures), then exit.
+function T.run(teardown)
   local passed, failed = 0, 0
   local only = os.getenv("TEST_ONLY")
   for _, t in ipairs(tests) do
@@ -138,6 +139,7 @@ function T.run()
       end
     end
   end
+  if teardown then teardown() end
   io.stdout:write(("%d passed, %d failed\n"):format(passed, failed))
   io.stdout:flush()
   os.exit(failed == 0 and 0 or 1)

@@ -1,0 +1,601 @@
+/* stagehost.core.http_client: HTTP requests on libcurl's multi-socket API, driven by the uv
+ * loop as curl's docs/examples/multi-uv.c does: one uv_poll_t per socket curl names, one
+ * uv_timer_t for curl's timeout. One multi handle per Lua state, so connections (and TLS
+ * sessions, DNS answers) are reused across requests and tasks. Retries, JSON bodies and the
+ * public API are Lua (stdlib/stagehost/http.lua). */
+#define _GNU_SOURCE /* O_CLOEXEC, strndup */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "host/log.h"
+#include "host/sched.h"
+
+#define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define SH_HTTP_KEY "stagehost.http_client.multi"
+
+typedef struct sh_http sh_http_t;
+
+/* A socket curl asked us to watch. Freed in the poll handle's close callback. */
+typedef struct sh_http_sock {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  sh_http_t *http;
+  struct sh_http_sock *prev, *next;
+} sh_http_sock_t;
+
+struct sh_http {
+  CURLM *multi;
+  uv_loop_t *loop;
+  uv_timer_t timer;          /* curl's timeout */
+  int in_flight;             /* transfers added and not yet done: handles are ref'd while > 0 */
+  sh_http_sock_t *socks;     /* every watched socket, to (un)ref them with in_flight */
+};
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} sh_buf_t;
+
+/* One transfer. Owned by the request until done; freed by the continuation, or by the abort
+ * if the task was cancelled first. */
+typedef struct {
+  sh_wait_t wait;
+  sh_http_t *http;
+  CURL *easy;
+  struct curl_slist *headers;
+  sh_buf_t body, head;       /* response body (unless output) and raw header lines */
+  char *method, *url;
+  char *out_path, *out_tmp;  /* output = path: written to out_tmp, renamed when complete */
+  int out_fd, in_fd;
+  int write_failed;
+  CURLcode result;
+  uint64_t started;
+  char errbuf[CURL_ERROR_SIZE];
+} sh_http_req_t;
+
+static int sh_buf_add(sh_buf_t *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *grown = realloc(b->data, cap);
+    if (!grown) return -1;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+/* ---- the multi handle on the loop ---- */
+
+/* While no transfer is in flight, neither the timer nor an idle cached connection's socket may
+ * keep the loop (and so the script) alive. */
+static void sh_http_set_refs(sh_http_t *h) {
+  void (*set)(uv_handle_t *) = h->in_flight > 0 ? uv_ref : uv_unref;
+  set((uv_handle_t *)&h->timer);
+  for (sh_http_sock_t *s = h->socks; s; s = s->next) set((uv_handle_t *)&s->poll);
+}
+
+static void sh_http_sock_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void sh_http_check_done(sh_http_t *h);
+
+/* called by libuv when a socket curl watches is ready */
+static void sh_http_poll_cb(uv_poll_t *poll, int status, int events) {
+  sh_http_sock_t *s = poll->data;
+  sh_http_t *h = s->http;
+  int flags = 0;
+  if (status < 0) flags = CURL_CSELECT_ERR;
+  else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  int running;
+  curl_multi_socket_action(h->multi, s->fd, flags, &running); /* may close s: not used after */
+  sh_http_check_done(h);
+}
+
+/* called by libuv when curl's timeout expires */
+static void sh_http_timer_cb(uv_timer_t *timer) {
+  sh_http_t *h = timer->data;
+  int running;
+  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  sh_http_check_done(h);
+}
+
+/* called by libcurl when the timeout it needs changes */
+static int sh_http_timer_fn(CURLM *multi, long timeout_ms, void *userp) {
+  sh_http_t *h = userp;
+  (void)multi;
+  if (timeout_ms < 0) uv_timer_stop(&h->timer);
+  else uv_timer_start(&h->timer, sh_http_timer_cb, timeout_ms == 0 ? 1 : (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* called by libcurl to start, change or stop watching a socket */
+static int sh_http_socket_fn(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp) {
+  sh_http_t *h = userp;
+  sh_http_sock_t *s = socketp;
+  (void)easy;
+  if (action == CURL_POLL_REMOVE) {
+    if (s) {
+      curl_multi_assign(h->multi, fd, NULL);
+      if (s->prev) s->prev->next = s->next;
+      else h->socks = s->next;
+      if (s->next) s->next->prev = s->prev;
+      uv_poll_stop(&s->poll); /* stops at once, so curl may reuse the fd number right away */
+      uv_close((uv_handle_t *)&s->poll, sh_http_sock_closed);
+    }
+    return 0;
+  }
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s) return -1;
+    if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
+      free(s);
+      return -1;
+    }
+    s->poll.data = s;
+    s->fd = fd;
+    s->http = h;
+    s->next = h->socks;
+    if (h->socks) h->socks->prev = s;
+    h->socks = s;
+    if (h->in_flight == 0) uv_unref((uv_handle_t *)&s->poll);
+    curl_multi_assign(h->multi, fd, s);
+  }
+  int events = 0;
+  if (action & CURL_POLL_IN) events |= UV_READABLE;
+  if (action & CURL_POLL_OUT) events |= UV_WRITABLE;
+  uv_poll_start(&s->poll, events, sh_http_poll_cb);
+  return 0;
+}
+
+static void sh_http_finish_output(sh_http_req_t *r, int keep) {
+  if (r->out_fd < 0) return;
+  close(r->out_fd);
+  r->out_fd = -1;
+  if (keep && rename(r->out_tmp, r->out_path) == 0) return;
+  unlink(r->out_tmp);
+}
+
+/* Read every finished transfer. Called after each curl_multi_socket_action, whichever path
+ * called it (curl's own example misses transfers that end in the timer path). */
+static void sh_http_check_done(sh_http_t *h) {
+  CURLMsg *msg;
+  int pending;
+  while ((msg = curl_multi_info_read(h->multi, &pending)) != NULL) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL *easy = msg->easy_handle;
+    CURLcode result = msg->data.result;
+    sh_http_req_t *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    curl_multi_remove_handle(h->multi, easy); /* msg is invalid from here on */
+    h->in_flight--;
+    sh_http_set_refs(h);
+    if (!r) continue;
+    r->result = result == CURLE_OK && r->write_failed ? CURLE_WRITE_ERROR : result;
+    sh_http_finish_output(r, r->result == CURLE_OK);
+    sh_log_printf(SH_LOG_DEBUG, "http %s %s: done (%s)", r->method, r->url, curl_easy_strerror(r->result));
+    sh_sched_wake(&r->wait);
+  }
+}
+
+static void sh_http_timer_closed(uv_handle_t *handle) {
+  sh_http_t *h = handle->data;
+  free(h);
+}
+
+/* __gc of the registry's multi holder: Lua is closing, so no transfer is in flight (the
+ * scheduler aborted every wait first). */
+static int sh_http_multi_gc(lua_State *L) {
+  sh_http_t **hh = lua_touserdata(L, 1);
+  sh_http_t *h = *hh;
+  if (!h) return 0;
+  *hh = NULL;
+  curl_multi_cleanup(h->multi); /* closes cached connections: REMOVE callbacks close the polls */
+  uv_close((uv_handle_t *)&h->timer, sh_http_timer_closed);
+  return 0;
+}
+
+static sh_http_t *sh_http_get(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SH_HTTP_KEY) == LUA_TUSERDATA) {
+    sh_http_t *h = *(sh_http_t **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+  }
+  lua_pop(L, 1);
+  sh_http_t **hh = lua_newuserdatauv(L, sizeof *hh, 0);
+  *hh = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, sh_http_multi_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, SH_HTTP_KEY);
+  sh_http_t *h = calloc(1, sizeof *h);
+  if (!h) luaL_error(L, "http: out of memory");
+  h->loop = sh_sched_loop(L);
+  h->multi = curl_multi_init();
+  if (!h->multi) {
+    free(h);
+    luaL_error(L, "http: cannot create a curl multi handle");
+  }
+  uv_timer_init(h->loop, &h->timer);
+  h->timer.data = h;
+  uv_unref((uv_handle_t *)&h->timer);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, sh_http_socket_fn);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, sh_http_timer_fn);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  *hh = h;
+  return h;
+}
+
+/* ---- one request ---- */
+
+static void sh_http_req_free(sh_http_req_t *r) {
+  if (r->easy) curl_easy_cleanup(r->easy);
+  curl_slist_free_all(r->headers);
+  sh_http_finish_output(r, 0);
+  if (r->in_fd >= 0) close(r->in_fd);
+  free(r->body.data);
+  free(r->head.data);
+  free(r->method);
+  free(r->url);
+  free(r->out_path);
+  free(r->out_tmp);
+  free(r);
+}
+
+/* called by libcurl with body bytes */
+static size_t sh_http_write_fn(char *data, size_t size, size_t n, void *userp) {
+  sh_http_req_t *r = userp;
+  size_t len = size * n;
+  if (r->out_fd >= 0) {
+    size_t off = 0;
+    while (off < len) {
+      ssize_t w = write(r->out_fd, data + off, len - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        r->write_failed = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+      }
+      off += (size_t)w;
+    }
+    return len;
+  }
+  return sh_buf_add(&r->body, data, len) == 0 ? len : 0;
+}
+
+/* called by libcurl with each header line; a new status line (a redirect, 100 Continue)
+ * starts the header set over */
+static size_t sh_http_header_fn(char *data, size_t size, size_t n, void *userp) {
+  sh_http_req_t *r = userp;
+  size_t len = size * n;
+  if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) r->head.len = 0;
+  return sh_buf_add(&r->head, data, len) == 0 ? len : 0;
+}
+
+/* called by libcurl for the next piece of a body read from a file */
+static size_t sh_http_read_fn(char *buf, size_t size, size_t n, void *userp) {
+  sh_http_req_t *r = userp;
+  for (;;) {
+    ssize_t got = read(r->in_fd, buf, size * n);
+    if (got >= 0) return (size_t)got;
+    if (errno != EINTR) return CURL_READFUNC_ABORT;
+  }
+}
+
+static void sh_http_abort(sh_wait_t *w) {
+  sh_http_req_t *r = SH_CONTAINER(w, sh_http_req_t, wait);
+  sh_log_printf(SH_LOG_DEBUG, "http %s %s: aborted", r->method, r->url);
+  curl_multi_remove_handle(r->http->multi, r->easy);
+  r->http->in_flight--;
+  sh_http_set_refs(r->http);
+  sh_http_req_free(r);
+}
+
+/* A transport failure in a word the Lua layer can decide on (retry or not). */
+static const char *sh_http_failure_kind(CURLcode rc) {
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_COULDNT_CONNECT: return "refused";
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE: return "tls";
+    case CURLE_WRITE_ERROR: return "write";
+    case CURLE_READ_ERROR: return "read";
+    case CURLE_TOO_MANY_REDIRECTS: return "redirects";
+    default: return "transport";
+  }
+}
+
+static void sh_http_push_headers(lua_State *L, sh_http_req_t *r) {
+  lua_newtable(L);
+  char *p = r->head.data, *end = p ? p + r->head.len : NULL;
+  while (p && p < end) {
+    char *eol = memchr(p, '\n', (size_t)(end - p));
+    char *line_end = eol ? eol : end;
+    char *colon = memchr(p, ':', (size_t)(line_end - p));
+    if (colon && strncmp(p, "HTTP/", 5) != 0) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (char *c = p; c < colon; c++) luaL_addchar(&b, (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
+      luaL_pushresult(&b); /* name */
+      char *v = colon + 1, *ve = line_end;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join as HTTP allows */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_concat(L, 3);
+      } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+      }
+      lua_rawset(L, -3);
+    }
+    p = line_end + 1;
+  }
+}
+
+static int sh_http_result(lua_State *L, sh_http_req_t *r) {
+  if (r->result != CURLE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.request: %s %s failed: %s", r->method, r->url,
+                    r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+    lua_pushstring(L, sh_http_failure_kind(r->result));
+    sh_http_req_free(r);
+    return 3;
+  }
+  long status = 0;
+  char *effective = NULL;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &effective);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  sh_http_push_headers(L, r);
+  lua_setfield(L, -2, "headers");
+  if (!r->out_path) {
+    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
+    lua_setfield(L, -2, "body");
+  }
+  lua_pushstring(L, effective ? effective : r->url);
+  lua_setfield(L, -2, "url");
+  lua_pushnumber(L, (double)(uv_hrtime() - r->started) / 1e9);
+  lua_setfield(L, -2, "duration");
+  sh_http_req_free(r);
+  return 1;
+}
+
+static int sh_http_request_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return sh_http_result(L, (sh_http_req_t *)ctx);
+}
+
+static const char *sh_http_opt_string(lua_State *L, const char *key) {
+  lua_getfield(L, 1, key);
+  const char *s = NULL;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "http.request: '%s' must be a string (got %s)", key, luaL_typename(L, -1));
+    s = lua_tostring(L, -1); /* kept alive by the options table */
+  }
+  lua_pop(L, 1);
+  return s;
+}
+
+static double sh_http_opt_number(lua_State *L, const char *key, double def) {
+  lua_getfield(L, 1, key);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 0))
+      luaL_error(L, "http.request: '%s' must be a number >= 0 (got %s)", key, luaL_typename(L, -1));
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int sh_http_has_header(lua_State *L, int idx, const char *lower_name) {
+  if (!idx) return 0;
+  int found = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) == LUA_TSTRING && strcasecmp(lua_tostring(L, -2), lower_name) == 0) found = 1;
+    lua_pop(L, 1);
+  }
+  return found;
+}
+
+/* Check the URL with curl's own parser, so what we accept is what curl will fetch. */
+static void sh_http_check_url(lua_State *L, const char *url) {
+  CURLU *u = curl_url();
+  CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+  char *scheme = NULL;
+  if (rc == CURLUE_OK) curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+  int ok = rc == CURLUE_OK && scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
+  curl_free(scheme);
+  curl_url_cleanup(u);
+  if (rc != CURLUE_OK) luaL_error(L, "http.request: malformed URL '%s': %s", url, curl_url_strerror(rc));
+  if (!ok) luaL_error(L, "http.request: URL '%s' is not http:// or https://", url);
+}
+
+/* core.request{method=, url=, headers={}, body=, body_file=, output=, timeout=,
+ *              connect_timeout=, follow=, max_redirects=, insecure=}
+ *   -> {status, headers, body, url, duration} | nil, message, kind */
+static int sh_http_request(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  const char *url = sh_http_opt_string(L, "url");
+  if (!url) return luaL_error(L, "http.request: 'url' is required");
+  const char *method = sh_http_opt_string(L, "method");
+  const char *output = sh_http_opt_string(L, "output");
+  const char *body_file = sh_http_opt_string(L, "body_file");
+  double timeout = sh_http_opt_number(L, "timeout", 0);
+  double connect_timeout = sh_http_opt_number(L, "connect_timeout", 30);
+  double max_redirects = sh_http_opt_number(L, "max_redirects", 10);
+  lua_getfield(L, 1, "follow");
+  int follow = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "insecure");
+  int insecure = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "body");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+    return luaL_error(L, "http.request: 'body' must be a string (got %s)", luaL_typename(L, -1));
+  size_t body_len = 0;
+  const char *body = lua_tolstring(L, -1, &body_len);
+  lua_getfield(L, 1, "headers");
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1))
+    return luaL_error(L, "http.request: 'headers' must be a table (got %s)", luaL_typename(L, -1));
+  int headers_idx = lua_istable(L, -1) ? lua_gettop(L) : 0;
+  if (body && body_file) return luaL_error(L, "http.request: give either body or body_file, not both");
+  sh_http_check_url(L, url);
+  if (!method) method = body || body_file ? "POST" : "GET";
+  for (const char *c = method; *c; c++)
+    if (!(*c >= 'A' && *c <= 'Z')) return luaL_error(L, "http.request: method '%s' must be upper-case letters", method);
+  /* header lines are built before any C allocation, so a bad header raises cleanly */
+  if (headers_idx) {
+    lua_pushnil(L);
+    while (lua_next(L, headers_idx)) {
+      if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+        return luaL_error(L, "http.request: headers must map names to strings (bad entry %s = %s)",
+                          luaL_tolstring(L, -2, NULL), luaL_typename(L, -2));
+      const char *v = lua_tostring(L, -1);
+      if (strpbrk(lua_tostring(L, -2), "\r\n:") || strpbrk(v, "\r\n"))
+        return luaL_error(L, "http.request: header '%s' has a line break or a colon in it", lua_tostring(L, -2));
+      lua_pop(L, 1);
+    }
+  }
+  if (!sh_sched_can_wait(L)) return luaL_error(L, "http.request: cannot wait here (only inside a stagehost task)");
+  sh_sched_check(L, "http.request");
+
+  sh_http_t *h = sh_http_get(L);
+  sh_http_req_t *r = calloc(1, sizeof *r);
+  if (!r) return luaL_error(L, "http.request: out of memory");
+  r->out_fd = r->in_fd = -1;
+  r->http = h;
+  r->method = strdup(method);
+  r->url = strdup(url);
+  r->easy = curl_easy_init();
+  if (!r->easy || !r->method || !r->url) {
+    sh_http_req_free(r);
+    return luaL_error(L, "http.request: out of memory");
+  }
+  if (headers_idx) {
+    lua_pushnil(L);
+    while (lua_next(L, headers_idx)) {
+      lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+      r->headers = curl_slist_append(r->headers, lua_tostring(L, -1));
+      lua_pop(L, 2);
+    }
+  }
+  if (output) {
+    size_t n = strlen(output) + 32;
+    r->out_path = strdup(output);
+    r->out_tmp = malloc(n);
+    if (r->out_tmp) snprintf(r->out_tmp, n, "%s.part.%d", output, (int)getpid());
+    if (r->out_tmp) r->out_fd = open(r->out_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (r->out_fd < 0) {
+      int e = errno;
+      sh_http_req_free(r);
+      return luaL_error(L, "http.request: cannot write output file '%s': %s", output, strerror(e));
+    }
+  }
+  CURL *e = r->easy;
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "stagehost/" STAGEHOST_VERSION);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sh_http_write_fn);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, sh_http_header_fn);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+  if (timeout > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
+  if (follow) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)max_redirects);
+  }
+  if (insecure) {
+    sh_log_printf(SH_LOG_WARN, "http.request: TLS verification is off for %s (insecure = true)", url);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  else if (strcmp(method, "GET") != 0 || body || body_file) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  if (body) {
+    /* curl would label any body form-urlencoded; send a type only when the caller gave one */
+    if (!sh_http_has_header(L, headers_idx, "content-type"))
+      r->headers = curl_slist_append(r->headers, "Content-Type:");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+  } else if (body_file) {
+    struct stat st;
+    r->in_fd = open(body_file, O_RDONLY | O_CLOEXEC);
+    if (r->in_fd < 0 || fstat(r->in_fd, &st) != 0) {
+      int err = errno;
+      sh_http_req_free(r);
+      return luaL_error(L, "http.request: cannot read body_file '%s': %s", body_file, strerror(err));
+    }
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, sh_http_read_fn);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+    r->headers = curl_slist_append(r->headers, "Expect:"); /* no 100-continue round trip */
+  } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+  }
+  if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  r->started = uv_hrtime();
+  CURLMcode mc = curl_multi_add_handle(h->multi, e);
+  if (mc != CURLM_OK) {
+    sh_http_req_free(r);
+    return luaL_error(L, "http.request: %s", curl_multi_strerror(mc));
+  }
+  h->in_flight++;
+  sh_http_set_refs(h);
+  sh_log_printf(SH_LOG_DEBUG, "http %s %s: started", method, url);
+  sh_sched_park(L, &r->wait, sh_http_abort, "http.request");
+  return sh_sched_yield(L, sh_http_request_k, (lua_KContext)r);
+}
+
+static const luaL_Reg sh_http_funcs[] = {
+    {"request", sh_http_request},
+    {NULL, NULL},
+};
+
+int luaopen_stagehost_core_http_client(lua_State *L) {
+  static int initialised;
+  if (!initialised) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    initialised = 1;
+  }
+  luaL_newlib(L, sh_http_funcs);
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}
