@@ -2,6 +2,8 @@
 -- harness lets the loop settle, collects garbage and fails the test if it left tasks, timers
 -- or libuv handles behind. Prints "N passed, N failed" and exits 1 on any failure.
 local task = require "stagehost.task"
+-- loaded now: its SIGCHLD handle lasts for the whole run, so it belongs in every baseline
+require "stagehost.proc"
 
 local T = {}
 local tests = {}
