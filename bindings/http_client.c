@@ -18,8 +18,8 @@
 #include <lauxlib.h>
 #include <uv.h>
 
-#include "host/log.h"
-#include "host/sched.h"
+#include "../host/log.h"
+#include "../host/sched.h"
 
 #define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
 #define SH_HTTP_KEY "stagehost.http_client.multi"

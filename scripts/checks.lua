@@ -12,7 +12,7 @@ local root = arg[0]:match("^(.*)/scripts/[^/]*$") or "."
 -- Each check is one command; edit freely. `shell` runs through /bin/sh -c in the repo root.
 local checks = {
   { name = "lint",        shell = "find stdlib scripts tests -name '*.lua' -print0 | xargs -0 -n1 luac5.4 -p && echo 'all Lua files parse'" },
-  { name = "typecheck",   shell = "cc -fsyntax-only -std=gnu11 -Wall -Wextra -Werror $(pkg-config --cflags lua5.4 libuv libcjson) host/*.c bindings/*.c && echo 'C sources compile cleanly'" },
+  { name = "typecheck",   shell = "cc -fsyntax-only -std=gnu11 -Wall -Wextra -Werror $(pkg-config --cflags lua5.4 libuv libcjson libcurl libcrypto) -DSTAGEHOST_VERSION='\"0\"' host/*.c bindings/*.c && echo 'C sources compile cleanly'" },
   { name = "unit-tests",  argv = { arg[-1], "tests/lua/test_json.lua" } },
   { name = "secret-scan", shell = "! grep -rnE 'AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY' --include='*.lua' --include='*.c' --include='*.h' --include='*.md' . && echo 'no credentials in the sources'" },
 }
