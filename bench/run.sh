@@ -9,6 +9,9 @@
 #                       inside the repository)
 #   BENCH_STARTUP_RUNS  runs per tool in the startup benchmark (default 200)
 #   BENCH_REPEAT        repetitions of every other benchmark (default 3)
+#   BENCH_HTTP_RUNS     runs of each tool in the HTTP client benchmark (default 3 x BENCH_REPEAT)
+#   BENCH_ONLY          run only these benchmarks, space-separated (startup fanout sleepers
+#                       stream idle http_client http_server; default all)
 #
 # Exit status: 0 when every benchmark produced a figure, whether or not its target was met
 # (this is a report, not a test); 1 when a benchmark could not run or produced a wrong result
@@ -26,6 +29,7 @@ BIN=${1:-$ROOT/build/stagehost}
 OUT=${BENCH_OUT:-/tmp/stagehost-bench.json}
 STARTUP_RUNS=${BENCH_STARTUP_RUNS:-200}
 REPEAT=${BENCH_REPEAT:-3}
+ONLY=${BENCH_ONLY:-}
 
 FANOUT_COUNT=400
 FANOUT_WIDTH=16
@@ -42,6 +46,10 @@ die() {
 [[ -n ${EPOCHREALTIME:-} ]] || die "bash 5 or newer is needed (for EPOCHREALTIME)"
 [[ $STARTUP_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_STARTUP_RUNS must be a positive integer"
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEAT must be a positive integer"
+ALL_BENCHES="startup fanout sleepers stream idle http_client http_server"
+for only in $ONLY; do
+  [[ " $ALL_BENCHES " == *" $only "* ]] || die "BENCH_ONLY: unknown benchmark '$only' (known: $ALL_BENCHES)"
+done
 [[ -x $BIN && -f $BIN ]] || die "no stagehost binary at '$BIN' (build it: cmake -S $ROOT -B $ROOT/build && cmake --build $ROOT/build -j2)"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
@@ -54,7 +62,8 @@ mkdir -p "$out_dir"
 OUT=$out_dir/$(basename "$OUT")
 
 WORK=$(mktemp -d /tmp/stagehost-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# bench/http.sh's servers (nginx, the hello-world servers) are stopped before the files go
+trap 'bg_stop_all; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -73,6 +82,14 @@ snapshot_bin() {
   elif [[ -d $dir/../share/stagehost/lua ]]; then
     mkdir -p "$WORK/snap/share/stagehost"
     cp -RL "$dir/../share/stagehost/lua" "$WORK/snap/share/stagehost/lua"
+  fi
+  # The loadable C modules (http_client.so, ...): lib/ beside the binary in the build tree,
+  # ../lib/stagehost installed; the binary looks in both places relative to itself.
+  if [[ -d $dir/lib ]]; then
+    cp -RL "$dir/lib" "$WORK/snap/bin/lib"
+  elif [[ -d $dir/../lib/stagehost ]]; then
+    mkdir -p "$WORK/snap/lib"
+    cp -RL "$dir/../lib/stagehost" "$WORK/snap/lib/stagehost"
   fi
   BIN=$WORK/snap/bin/stagehost
 }
@@ -191,6 +208,12 @@ rotated() {
 }
 
 section() { printf '\n== %s ==\n' "$1"; }
+
+# wanted NAME: whether BENCH_ONLY (if set) names this benchmark
+wanted() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
+
+# shellcheck source=bench/http.sh
+source "$BENCH_DIR/http.sh" # 6. and 7.: the HTTP client and server benchmarks
 
 # ---- 1. startup ----
 
@@ -468,6 +491,7 @@ bench_idle() {
 write_json() {
   awk -F '\t' -v bin="$ORIG_BIN" -v bin_id="$BIN_ID" -v tree="$TREE" -v started="$STARTED" -v nproc="$(nproc)" -v kernel="$(uname -sr)" \
     -v runs="$STARTUP_RUNS" -v repeat="$REPEAT" -v errors="$ERRORS" \
+    -v http_runs="$HTTP_RUNS" -v http_count="$HTTP_COUNT" -v http_width="$HTTP_WIDTH" -v wrk_client="$WRK_CLIENT_SECONDS" -v wrk_server="$WRK_SERVER_SECONDS" -v only="$ONLY" \
     -v results="$RESULTS" -v targets="$TARGETS" -v notes="$NOTES" '
     function q(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); gsub(/\t/, "\\t", s); return "\"" s "\"" }
     function num(s) { return (s ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/) ? s + 0 : "null" }
@@ -481,7 +505,7 @@ write_json() {
       }
       printf "{\n  \"stagehost\": %s,\n  \"binary\": %s,\n  \"tree\": %s,\n  \"started\": %s,\n", q(bin), q(bin_id), q(tree), q(started)
       printf "  \"host\": {\"nproc\": %d, \"kernel\": %s},\n", nproc, q(kernel)
-      printf "  \"config\": {\"startup_runs\": %d, \"repeat\": %d},\n", runs, repeat
+      printf "  \"config\": {\"startup_runs\": %d, \"repeat\": %d, \"only\": %s, \"http_client_runs\": %d, \"http_requests\": %d, \"http_in_flight\": %d, \"wrk_client_s\": %d, \"wrk_server_s\": %d},\n", runs, repeat, q(only), http_runs, http_count, http_width, wrk_client, wrk_server
       printf "  \"results\": {"
       for (i = 1; i <= nb; i++) {
         b = order_b[i]
@@ -539,14 +563,21 @@ TREE=$(git --no-optional-locks -C "$ROOT" describe --always --dirty 2>/dev/null 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 echo "stagehost benchmarks, $STARTED"
 echo "  binary: $ORIG_BIN ($BIN_ID; tree $TREE), run from a private copy"
+if [[ -d $WORK/snap/bin/lib/stagehost/core ]]; then # the C modules copied with it, for the record
+  echo "  modules: $(cd "$WORK/snap/bin/lib/stagehost/core" && for m in *.so; do printf '%s (sha256 %s) ' "$m" "$(sha256sum "$m" | cut -c1-12)"; done | sed 's/ $//')"
+fi
 echo "  host: $(nproc) CPUs, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo "  peers: lua5.4=${LUA:-missing} node=${NODE:-missing} python3=${PY:-missing} xargs=${XARGS:-missing} GNU time=${GTIME:-missing}"
+echo "         nginx=${NGINX:-missing} curl=${CURL:-missing} wrk=${WRK:-missing}"
+[[ -z $ONLY ]] || echo "  only: $ONLY"
 
-bench_startup
-bench_fanout
-bench_sleepers
-bench_stream
-bench_idle
+if wanted startup; then bench_startup; fi
+if wanted fanout; then bench_fanout; fi
+if wanted sleepers; then bench_sleepers; fi
+if wanted stream; then bench_stream; fi
+if wanted idle; then bench_idle; fi
+if wanted http_client; then bench_http_client; fi
+if wanted http_server; then bench_http_server; fi
 
 if [[ $(bin_id) != "$BIN_ID" ]]; then
   echo

@@ -30,6 +30,7 @@ typedef struct sh_http sh_http_t;
 typedef struct sh_http_sock {
   uv_poll_t poll;
   curl_socket_t fd;
+  int events;                /* what the poll watches now; 0 before the first start */
   sh_http_t *http;
   struct sh_http_sock *prev, *next;
 } sh_http_sock_t;
@@ -160,7 +161,10 @@ static int sh_http_socket_fn(CURL *easy, curl_socket_t fd, int action, void *use
   int events = 0;
   if (action & CURL_POLL_IN) events |= UV_READABLE;
   if (action & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&s->poll, events, sh_http_poll_cb);
+  if (events != s->events) { /* libuv 1.44 re-registers the fd with epoll on every start */
+    uv_poll_start(&s->poll, events, sh_http_poll_cb);
+    s->events = events;
+  }
   return 0;
 }
 
@@ -240,6 +244,9 @@ static sh_http_t *sh_http_get(lua_State *L) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, sh_http_timer_fn);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  /* curl's default cache (4 x the transfers running) shrinks when a burst of transfers ends
+   * before their tasks start the next ones, and every connection dropped is a new handshake */
+  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 256L);
   *hh = h;
   return h;
 }

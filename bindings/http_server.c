@@ -833,6 +833,21 @@ static const char *sh_server_reason(int status) {
   return strcmp(r, "<unknown>") == 0 ? "" : r;
 }
 
+/* "Date: ...\r\n" (RFC 9110 section 6.6.1: an origin server with a clock sends it), formatted
+ * once a second. */
+static const char *sh_server_date_line(void) {
+  static char line[64];
+  static time_t last;
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    last = now;
+  }
+  return line;
+}
+
 /* A response the server writes itself (errors). The request is refused or failed; with
  * close_after the connection closes once it is written. */
 static void sh_server_conn_simple(sh_server_conn_t *c, int status, int close_after) {
@@ -843,8 +858,8 @@ static void sh_server_conn_simple(sh_server_conn_t *c, int status, int close_aft
   if (close_after || !c->server || c->server->closing) c->keep_alive = 0;
   const char *conn = !c->keep_alive ? "Connection: close\r\n" : c->req_minor == 0 ? "Connection: keep-alive\r\n" : "";
   int hl = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n",
-                    status, reason, bl, conn);
+                    "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s\r\n",
+                    status, reason, sh_server_date_line(), bl, conn);
   uv_buf_t parts[2] = {uv_buf_init(head, (unsigned)hl), uv_buf_init(body, c->req_head ? 0 : (unsigned)bl)};
   sh_server_conn_respond(c, parts, 2);
 }
@@ -932,6 +947,7 @@ static void sh_server_push_head(lua_State *L, sh_server_conn_t *c, int status, i
   char line[128];
   snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, sh_server_reason(status));
   luaL_addstring(&b, line);
+  luaL_addstring(&b, sh_server_date_line());
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, lines, i);
     luaL_addvalue(&b);

@@ -44,6 +44,7 @@ http {
     location = /status/503 { return 503 "busy"; }
     location /slow/ { limit_rate 32k; alias %s/html/; }
     location /dav/ { dav_methods PUT DELETE; create_full_put_path on; }
+    location = /nginx_status { stub_status; }
   }
 }
 ]]
@@ -80,6 +81,11 @@ function M.start()
       error("nginx did not start: " .. (fs.read(dir .. "/error.log") or "?"))
     end
     task.sleep(0.02)
+  end
+  -- connections nginx has accepted so far (stub_status)
+  function server.accepted()
+    local r = http.request{ url = server.url("/nginx_status") }
+    return tonumber(r.body:match("\n%s*(%d+)%s+%d+%s+%d+"))
   end
   return setmetatable(server, { __close = server.close })
 end
