@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 
 #include "../host/log.h"
+#include "../host/sched.h"
 
 /* Join the arguments like print() does, with spaces. */
 static void sh_log_concat(lua_State *L, int first) {
@@ -66,10 +67,29 @@ static int sh_log_masked_l(lua_State *L) {
   return 1;
 }
 
+/* log.bind(prefix [, path]): from now on this task's lines (and those of the tasks it spawns)
+ * carry [prefix] on the console and also go to the file at path */
+static int sh_log_bind_l(lua_State *L) {
+  const char *prefix = luaL_optstring(L, 1, NULL);
+  const char *path = luaL_optstring(L, 2, NULL);
+  if (!sh_task_current(L)) return luaL_error(L, "log.bind: only inside a stagehost task");
+  int err = 0;
+  sh_log_ctx_t *ctx = sh_log_ctx_new(prefix, path, &err);
+  if (!ctx) return luaL_error(L, "log.bind: cannot open log file '%s': %s", path ? path : "", strerror(err));
+  sh_task_set_log_ctx(L, ctx);
+  return 0;
+}
+
+/* log.echo_output(on): children's output lines on the console whatever the level */
+static int sh_log_echo_l(lua_State *L) {
+  sh_log_set_echo(lua_toboolean(L, 1));
+  return 0;
+}
+
 static const luaL_Reg sh_log_funcs[] = {
     {"debug", sh_log_debug_l}, {"info", sh_log_info_l},   {"warn", sh_log_warn_l},
     {"error", sh_log_error_l}, {"mask", sh_log_mask_l},   {"level", sh_log_level_l},
-    {"masked", sh_log_masked_l}, {NULL, NULL},
+    {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l},   {"echo_output", sh_log_echo_l}, {NULL, NULL},
 };
 
 int sh_log_open(lua_State *L) {

@@ -81,6 +81,7 @@ struct sh_proc {
   int paused;                 /* reading stopped until the queue drains */
   int pid;
   char label[64];             /* "name[pid]" for log lines */
+  sh_log_ctx_t *log_ctx;      /* the spawning task's: where its output is logged */
 };
 
 typedef struct {
@@ -127,6 +128,7 @@ static void sh_proc_maybe_free(sh_proc_t *p) {
     p->lines_head = l->next;
     free(l);
   }
+  sh_log_ctx_release(p->log_ctx);
   free(p);
 }
 
@@ -239,7 +241,7 @@ static void sh_capture_add(sh_capture_t *c, const char *s, size_t n) {
 
 static void sh_proc_emit_line(sh_proc_t *p, int stream, const char *s, size_t n) {
   if (n > 0 && s[n - 1] == '\r') n--;
-  sh_log_output(p->label, s, n);
+  sh_log_output(p->log_ctx, p->label, s, n);
   if (!p->want_lines) return;
   sh_line_t *l = malloc(sizeof *l + n + 1);
   if (!l) return;
@@ -675,6 +677,11 @@ static int sh_proc_spawn(lua_State *L) {
   uv_loop_t *loop = sh_sched_loop(L);
   sh_reaper_t *reaper = sh_reaper_get(L); /* before the first spawn, so no SIGCHLD is missed */
   p->sched = sh_sched_get(L);
+  sh_task_t *owner = sh_task_current(L);
+  if (owner && owner->log_ctx) {
+    p->log_ctx = owner->log_ctx;
+    sh_log_ctx_retain(p->log_ctx);
+  }
   p->grace = grace;
   p->want_lines = want_lines;
   sh_timer_init(&p->timeout_timer, sh_proc_timeout_fire);

@@ -24,6 +24,43 @@ static struct {
   size_t nfiles;
 } sh_log = {SH_LOG_INFO, NULL, 0, {0}, NULL, 0};
 
+static sh_log_ctx_t *(*sh_log_context)(void);
+static int sh_log_echo; /* show children's output on the console at any level (pipeline runs) */
+
+void sh_log_set_echo(int on) { sh_log_echo = on; }
+
+void sh_log_set_context_source(sh_log_ctx_t *(*current)(void)) { sh_log_context = current; }
+
+sh_log_ctx_t *sh_log_ctx_new(const char *prefix, const char *path, int *err) {
+  sh_log_ctx_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    *err = ENOMEM;
+    return NULL;
+  }
+  c->refs = 1;
+  c->fd = -1;
+  snprintf(c->prefix, sizeof c->prefix, "%s", prefix ? prefix : "");
+  if (path) {
+    c->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (c->fd < 0) {
+      *err = errno;
+      free(c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
+void sh_log_ctx_retain(sh_log_ctx_t *c) {
+  if (c) c->refs++;
+}
+
+void sh_log_ctx_release(sh_log_ctx_t *c) {
+  if (!c || --c->refs > 0) return;
+  if (c->fd >= 0) close(c->fd);
+  free(c);
+}
+
 static const char *const sh_log_names[] = {"debug", "info", "warn", "error", "off"};
 
 int sh_log_parse_level(const char *name) {
@@ -165,17 +202,23 @@ static size_t sh_log_stamp(char *buf, size_t cap) {
                           ts.tv_nsec / 1000000);
 }
 
-/* Assemble "stamp head body\n", mask it whole and send it to the chosen outputs. */
-static void sh_log_emit(int to_console, const char *head, const char *body, size_t len) {
-  char stamp[32];
+/* Assemble "stamp head [prefix] body\n", mask it whole and send it to the chosen outputs: the
+ * console, every global log file, and the running task's own log file. */
+static sh_log_ctx_t *sh_log_current(void) { return sh_log_context ? sh_log_context() : NULL; }
+
+static void sh_log_emit(sh_log_ctx_t *ctx, int to_console, int to_files, const char *head, const char *body,
+                        size_t len) {
+  char stamp[32], pre[72] = "";
   size_t sl = sh_log_stamp(stamp, sizeof stamp);
-  size_t hl = strlen(head);
-  size_t total = sl + hl + len + 1;
+  if (ctx && ctx->prefix[0] && head[0] != '[') snprintf(pre, sizeof pre, "[%s] ", ctx->prefix);
+  size_t hl = strlen(head), pl = strlen(pre);
+  size_t total = sl + hl + pl + len + 1;
   char *line = malloc(total);
   if (!line) return;
   memcpy(line, stamp, sl);
   memcpy(line + sl, head, hl);
-  memcpy(line + sl + hl, body, len);
+  memcpy(line + sl + hl, pre, pl);
+  memcpy(line + sl + hl + pl, body, len);
   line[total - 1] = '\n';
   size_t ml;
   char *masked = sh_mask_apply(line, total, &ml);
@@ -183,18 +226,29 @@ static void sh_log_emit(int to_console, const char *head, const char *body, size
   if (!masked) return;
   fflush(stdout); /* keep print() and log lines in order on a shared terminal */
   if (to_console) sh_write_all(STDERR_FILENO, masked, ml);
-  for (size_t i = 0; i < sh_log.nfiles; i++) sh_write_all(sh_log.files[i], masked, ml);
+  if (to_files) {
+    for (size_t i = 0; i < sh_log.nfiles; i++) sh_write_all(sh_log.files[i], masked, ml);
+    if (ctx && ctx->fd >= 0) sh_write_all(ctx->fd, masked, ml);
+  }
   free(masked);
 }
 
+static int sh_log_has_task_file(void) {
+  sh_log_ctx_t *ctx = sh_log_current();
+  return ctx && ctx->fd >= 0;
+}
+
 void sh_log_write(int level, const char *msg, size_t len) {
-  if (!sh_log_enabled(level) && sh_log.nfiles == 0) return;
+  /* files get info and above always (a stage log is complete whatever the console shows), and
+   * debug lines only when debugging */
+  int console = sh_log_enabled(level), files = level >= SH_LOG_INFO || console;
+  if (!console && !(files && (sh_log.nfiles > 0 || sh_log_has_task_file()))) return;
   static const char *const heads[] = {"DEBUG ", "INFO  ", "WARN  ", "ERROR "};
-  sh_log_emit(sh_log_enabled(level), heads[level], msg, len);
+  sh_log_emit(sh_log_current(), console, files, heads[level], msg, len);
 }
 
 void sh_log_printf(int level, const char *fmt, ...) {
-  if (!sh_log_enabled(level) && sh_log.nfiles == 0) return;
+  if (!sh_log_enabled(level) && (level < SH_LOG_INFO || (sh_log.nfiles == 0 && !sh_log_has_task_file()))) return;
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -204,12 +258,13 @@ void sh_log_printf(int level, const char *fmt, ...) {
   sh_log_write(level, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
-void sh_log_output(const char *label, const char *line, size_t len) {
-  int console = sh_log_enabled(SH_LOG_DEBUG);
-  if (!console && sh_log.nfiles == 0) return;
-  char head[96];
-  snprintf(head, sizeof head, "%s| ", label);
-  sh_log_emit(console, head, line, len);
+void sh_log_output(sh_log_ctx_t *ctx, const char *label, const char *line, size_t len) {
+  int console = sh_log_enabled(SH_LOG_DEBUG) || (sh_log_echo && sh_log.level < SH_LOG_OFF);
+  if (!console && sh_log.nfiles == 0 && !(ctx && ctx->fd >= 0)) return;
+  char head[160];
+  if (ctx && ctx->prefix[0]) snprintf(head, sizeof head, "[%s] %s| ", ctx->prefix, label);
+  else snprintf(head, sizeof head, "%s| ", label);
+  sh_log_emit(ctx, console, 1, head, line, len);
 }
 
 int sh_log_add_file(const char *path) {

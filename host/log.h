@@ -21,8 +21,13 @@ int sh_log_enabled(int level);
 /* Write one message (masked) with a timestamp and level to stderr and to every file sink. */
 void sh_log_write(int level, const char *msg, size_t len);
 void sh_log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A line of a child's output: always to file sinks, to the console only at debug level. */
-void sh_log_output(const char *label, const char *line, size_t len);
+struct sh_log_ctx;
+/* A line of a child's output: always to the log files (ctx's included: the context of the task
+ * that started the child), to the console only at debug level. */
+void sh_log_output(struct sh_log_ctx *ctx, const char *label, const char *line, size_t len);
+
+/* Show children's output on the console whatever the level (a pipeline run does). */
+void sh_log_set_echo(int on);
 
 /* Secrets. Shorter than SH_MASK_MIN bytes are refused: masking "1" would mangle every line. */
 #define SH_MASK_MIN 4
@@ -36,7 +41,21 @@ size_t sh_mask_safe_cut(const char *s, size_t len);
 /* Write s masked to a FILE-like fd. */
 void sh_mask_fwrite(const char *s, size_t len, void *file);
 
-/* Log files besides the console (a stage log later). Returns 0 or -errno. */
+/* Log files besides the console. Returns 0 or -errno. */
 int sh_log_add_file(const char *path);
+
+/* A task's log context: a prefix for its console lines and a file that gets all of its lines
+ * (its children's output included, whatever the level). Shared by the tasks it spawns. */
+typedef struct sh_log_ctx {
+  int refs;
+  int fd;              /* -1 when none */
+  char prefix[64];     /* "" when none */
+} sh_log_ctx_t;
+
+sh_log_ctx_t *sh_log_ctx_new(const char *prefix, const char *path, int *err);
+void sh_log_ctx_retain(sh_log_ctx_t *c);
+void sh_log_ctx_release(sh_log_ctx_t *c);
+/* The scheduler tells the log whose context applies to the lines written now. */
+void sh_log_set_context_source(sh_log_ctx_t *(*current)(void));
 
 #endif

@@ -25,8 +25,11 @@ enum { SH_EXIT_OK = 0, SH_EXIT_FAILED = 1, SH_EXIT_USAGE = 2, SH_EXIT_CANCELLED 
 
 static const char sh_usage[] =
     "usage: stagehost [options] [SCRIPT.lua [args...]]\n"
+    "       stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v] [--only S] [--from S] [--dry-run]\n"
+    "       stagehost graph PIPELINE.lua [--format mermaid|dot|json]\n"
     "\n"
-    "Runs SCRIPT.lua as a task on stagehost's event loop.\n"
+    "Runs SCRIPT.lua as a task on stagehost's event loop; a script that returns\n"
+    "pipeline.define{...} runs that pipeline (the same flags as 'run' follow it).\n"
     "\n"
     "options:\n"
     "  -e CODE      run CODE (before SCRIPT, if one is given)\n"
@@ -207,10 +210,25 @@ static void sh_signals_start(sh_host_t *host) {
 
 /* ---- the main task ---- */
 
+/* Runs the -e chunks, then the script; a script that returns a pipeline has it run. */
 static const char sh_driver[] =
     "local chunks, args = ...\n"
     "for i = 1, #chunks - 1 do chunks[i]() end\n"
-    "return chunks[#chunks](table.unpack(args, 1, args.n))\n";
+    "local results = table.pack(chunks[#chunks](table.unpack(args, 1, args.n)))\n"
+    "local pipeline = package.loaded['stagehost.pipeline']\n"
+    "if pipeline and pipeline.is(results[1]) then return pipeline.main(results[1], args) end\n"
+    "return table.unpack(results, 1, results.n)\n";
+
+/* Subcommands, handled by the Lua side (stdlib/stagehost/cli.lua). */
+static const char *const sh_subcommands[] = {"run", "graph", "approve", "runs", "status", "logs",
+                                             "resume", "cancel", "serve", "artifacts", NULL};
+static const char sh_cli_chunk[] = "return require('stagehost.cli').main(...)";
+
+static int sh_is_subcommand(const char *a) {
+  for (const char *const *c = sh_subcommands; *c; c++)
+    if (strcmp(a, *c) == 0) return 1;
+  return 0;
+}
 
 static void sh_build_arg(lua_State *L, char **argv, int argc, int script_at) {
   lua_createtable(L, argc - script_at, script_at + 1);
@@ -262,6 +280,22 @@ static int sh_main_outcome(sh_host_t *host) {
     return SH_EXIT_FAILED;
   }
   if (sh_task_outcome(t) == SH_TASK_ERROR) {
+    /* an error object with an exit_code (a pipeline mistake, a failed run) is one line, no
+     * traceback: it says what happened and where already */
+    sh_task_push_error(L, t);
+    int code = -1;
+    if (lua_istable(L, -1)) {
+      if (lua_getfield(L, -1, "exit_code") == LUA_TNUMBER && lua_isinteger(L, -1)) code = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+    if (code >= 0) {
+      size_t len;
+      const char *msg = luaL_tolstring(L, -1, &len);
+      if (len > 0) sh_report(msg, len);
+      lua_pop(L, 2);
+      return code;
+    }
+    lua_pop(L, 1);
     sh_task_push_traceback(L, t);
     size_t len;
     const char *tb = lua_tolstring(L, -1, &len);
@@ -311,6 +345,7 @@ int main(int argc, char **argv) {
   }
   const char *script = script_at < argc ? argv[script_at] : NULL;
   if (!script && ncodes == 0) return sh_usage_error("%s", "nothing to run: give a script or -e CODE");
+  int subcommand = script && ncodes == 0 && sh_is_subcommand(script) && access(script, F_OK) != 0;
 
   signal(SIGPIPE, SIG_IGN); /* a closed pipe is an error result, not a reason to die */
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -344,7 +379,10 @@ int main(int argc, char **argv) {
     }
     lua_rawseti(L, -2, i + 1);
   }
-  if (script) {
+  if (subcommand) {
+    if (luaL_loadbuffer(L, sh_cli_chunk, sizeof sh_cli_chunk - 1, "=stagehost") != LUA_OK) abort();
+    lua_rawseti(L, -2, ncodes + 1);
+  } else if (script) {
     int rc = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
     if (rc != LUA_OK) {
       size_t len;
@@ -358,10 +396,12 @@ int main(int argc, char **argv) {
     }
     lua_rawseti(L, -2, ncodes + 1);
   }
-  int nargs = script ? argc - script_at - 1 : 0;
+  /* a subcommand gets its own name as the first argument */
+  int first = subcommand ? script_at : script_at + 1;
+  int nargs = script ? argc - first : 0;
   lua_createtable(L, nargs, 1);
   for (int i = 0; i < nargs; i++) {
-    lua_pushstring(L, argv[script_at + 1 + i]);
+    lua_pushstring(L, argv[first + i]);
     lua_rawseti(L, -2, i + 1);
   }
   lua_pushinteger(L, nargs);

@@ -256,6 +256,8 @@ static void sh_task_interrupt(sh_task_t *t) {
 
 static int sh_task_gc(lua_State *L) {
   sh_task_t *t = luaL_checkudata(L, 1, SH_TASK_MT);
+  sh_log_ctx_release(t->log_ctx);
+  t->log_ctx = NULL;
   if (t->reported && t->co) { /* failed, and nobody will ever join it now */
     size_t len;
     const char *tb = lua_tolstring(t->co, 2, &len);
@@ -277,6 +279,11 @@ sh_task_t *sh_task_spawn(lua_State *L, int nargs) {
   luaL_setmetatable(L, SH_TASK_MT);
   t->sched = s;
   t->id = ++s->next_id;
+  sh_task_t *parent = sh_task_of(L);
+  if (parent && parent->log_ctx) {
+    t->log_ctx = parent->log_ctx;
+    sh_log_ctx_retain(t->log_ctx);
+  }
   t->co = lua_newthread(L);
   *(sh_task_t **)lua_getextraspace(t->co) = t;
   lua_setiuservalue(L, -2, 1);
@@ -535,6 +542,22 @@ int sh_task_cancel(sh_task_t *t, const char *reason) {
   return 1;
 }
 
+void sh_task_set_log_ctx(lua_State *L, sh_log_ctx_t *ctx) {
+  sh_task_t *t = sh_task_of(L);
+  if (!t) {
+    sh_log_ctx_release(ctx);
+    return;
+  }
+  sh_log_ctx_release(t->log_ctx);
+  t->log_ctx = ctx;
+}
+
+static sh_sched_t *sh_log_sched; /* whose running task the log asks about */
+
+static sh_log_ctx_t *sh_sched_log_ctx(void) {
+  return sh_log_sched && sh_log_sched->running ? sh_log_sched->running->log_ctx : NULL;
+}
+
 void sh_task_observe(sh_task_t *t) {
   t->observed = 1;
   if (t->reported) { /* reported as unobserved already; now somebody handles it */
@@ -595,6 +618,8 @@ sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop) {
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   *(sh_task_t **)lua_getextraspace(L) = NULL;
+  sh_log_sched = s;
+  sh_log_set_context_source(sh_sched_log_ctx);
   lua_pushlightuserdata(L, s);
   lua_setfield(L, LUA_REGISTRYINDEX, SH_SCHED_KEY);
   if (luaL_newmetatable(L, SH_TASK_MT)) {
@@ -628,6 +653,10 @@ void sh_sched_shutdown(sh_sched_t *s) {
 
 static void sh_sched_closed(uv_handle_t *h) {
   sh_sched_t *s = h->data;
+  if (sh_log_sched == s) {
+    sh_log_sched = NULL;
+    sh_log_set_context_source(NULL);
+  }
   if (--s->handles_closing == 0) {
     free(s->heap);
     free(s->hooks);

@@ -68,6 +68,7 @@ struct sh_task {
   sh_wait_t join_wait;        /* embedded: a task waits on one thing at a time */
   sh_wait_t sleep_wait;
   sh_timer_t sleep_timer;
+  struct sh_log_ctx *log_ctx;  /* prefix and file for its log lines; inherited by its spawns */
 };
 
 sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop);
@@ -119,6 +120,10 @@ void sh_timer_disarm(sh_sched_t *s, sh_timer_t *t);
  * Registered once per module; keeps the shutdown path free of module knowledge. */
 void sh_sched_on_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg);
 void sh_sched_run_shutdown_hooks(sh_sched_t *s);
+
+/* Give the running task (and the tasks it spawns from now on) a log context; takes the
+ * caller's reference. */
+void sh_task_set_log_ctx(lua_State *L, struct sh_log_ctx *ctx);
 
 /* Debug logging of task state changes (tests assert on it with STAGEHOST_LOG_LEVEL=debug). */
 void sh_sched_trace(sh_task_t *t, const char *what);

@@ -1,0 +1,192 @@
+-- The command line beyond `stagehost FILE.lua`: run, graph, runs, status, logs, resume, cancel,
+-- artifacts prune. Exit codes travel as error objects with an exit_code field, which the host
+-- prints as one line, without a traceback.
+local pipeline = require "stagehost.pipeline"
+local engine = require "stagehost.pipeline.engine"
+local json = require "stagehost.json"
+local fs = require "stagehost.fs"
+local log = require "stagehost.log"
+
+local cli = {}
+
+local Exit = { __name = "stagehost.exit", __tostring = function(e) return e.message end }
+
+local function exit(code, fmt, ...)
+  error(setmetatable({ exit_code = code, message = fmt and fmt:format(...) or "" }, Exit), 0)
+end
+cli.exit = exit
+
+local USAGE = [==[
+usage: stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v]... [--only S]... [--from S]
+                                  [--state DIR] [--dry-run]
+       stagehost graph PIPELINE.lua [--format mermaid|dot|json]
+       stagehost runs [--json] | status RUN [--json] | logs RUN [STAGE] | resume RUN
+       stagehost cancel RUN | artifacts prune [--older-than 30d]]==]
+
+local function usage_error(fmt, ...)
+  exit(2, "%s\n\n%s", fmt:format(...), USAGE)
+end
+
+-- Parse flags; spec maps a flag to "value", "list" or "flag". Returns options and positionals.
+local function parse(args, spec, first)
+  local opts, pos = {}, {}
+  local i = first or 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w-]+)$")
+    if name then
+      local kind = spec[name]
+      if not kind then usage_error("unknown option '--%s'", name) end
+      if kind == "flag" then
+        opts[name] = true
+      else
+        local v = inline
+        if not v then
+          i = i + 1
+          v = args[i]
+          if v == nil then usage_error("option '--%s' needs a value", name) end
+        end
+        if kind == "list" then
+          opts[name] = opts[name] or {}
+          for part in v:gmatch("[^,]+") do opts[name][#opts[name] + 1] = part end
+        else
+          opts[name] = v
+        end
+      end
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      usage_error("unknown option '%s'", a)
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+local RUN_FLAGS = { tag = "value", env = "value", var = "list", only = "list", from = "value",
+  state = "value", ["dry-run"] = "flag", actor = "value", sandbox = "flag" }
+
+function cli.state_dir(opts)
+  return (opts and opts.state) or os.getenv("STAGEHOST_STATE_DIR") or ".stagehost"
+end
+
+-- Load a pipeline file: it must return pipeline.define{...}.
+function cli.load(path)
+  if not path then usage_error("give the pipeline file") end
+  local chunk, err = loadfile(path)
+  if not chunk then
+    if err:find("cannot open") then exit(2, "cannot open pipeline '%s' (check the path)", path) end
+    exit(2, "%s", err)
+  end
+  pipeline.loading = path
+  local ok, p = pcall(chunk)
+  pipeline.loading = nil
+  if not ok then
+    if type(p) == "table" and p.exit_code then error(p, 0) end
+    exit(2, "%s", tostring(p))
+  end
+  if not pipeline.is(p) then exit(2, "%s does not return pipeline.define{...} (it returned %s)", path, type(p)) end
+  return p
+end
+
+local function vars_of(list)
+  local vars = {}
+  for _, kv in ipairs(list or {}) do
+    local k, v = kv:match("^([%w_.-]+)=(.*)$")
+    if not k then usage_error("--var wants key=value (got '%s')", kv) end
+    vars[k] = v
+  end
+  return vars
+end
+
+local SYMBOLS = { success = "✓", failure = "✗", skipped = "○", cancelled = "■", running = "…", pending = " " }
+
+local function summary(run)
+  local lines = { "", ("run %s: %s"):format(run.id, run.status) }
+  for _, name in ipairs(run.order) do
+    local r = run.stages[name]
+    local extra = r.duration and engine.fmt_duration(r.duration) or ""
+    if r.status == "skipped" and r.reason then extra = r.reason end
+    if r.status == "failure" and r.error then extra = extra .. "  " .. r.error end
+    lines[#lines + 1] = ("  %s %-28s %-9s %s"):format(SYMBOLS[r.status] or "?", name, r.status, extra)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- Write run.json beside the run's logs and artifacts (atomic, so a reader never sees half).
+local function write_record(run)
+  if not run.dir then return end
+  local record = { id = run.id, pipeline = run.pipeline, file = run.file, tag = run.tag, env = run.env,
+    actor = run.actor, vars = run.vars, status = run.status, started_at = run.started_at,
+    finished_at = run.finished_at, stages = json.array{} }
+  for _, name in ipairs(run.order) do
+    local r = run.stages[name]
+    record.stages[#record.stages + 1] = { name = name, status = r.status, started_at = r.started_at,
+      finished_at = r.finished_at, duration = r.duration, attempts = r.attempts, outputs = r.outputs,
+      error = r.error, reason = r.reason, allowed_failure = r.allowed_failure,
+      artifacts = json.array(r.artifacts or {}) }
+  end
+  assert(fs.write(run.dir .. "/run.json", json.encode(record, { pretty = true }) .. "\n"))
+end
+
+-- Run pipeline p with command-line args; raises an exit object for anything but success.
+function cli.run_pipeline(p, args)
+  local opts = parse(args, RUN_FLAGS)
+  if opts.sandbox then usage_error("--sandbox is not available yet (the cloud clients land with a later issue)") end
+  local selected, err = engine.select(p, opts.only, opts.from)
+  if not selected then usage_error("%s", err) end
+  if opts["dry-run"] then
+    print(engine.plan(p, selected))
+    return 0
+  end
+  log.echo_output(true) -- a run shows its stages' output, as a CI log does
+  local state_dir = cli.state_dir(opts)
+  local ok, mkerr = fs.mkdir(state_dir .. "/runs")
+  if not ok then exit(2, "cannot use state directory '%s': %s", state_dir, mkerr) end
+  local id = engine.new_run_id()
+  print("run " .. id)
+  log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
+    opts.env and (", env " .. opts.env) or ""))
+  local run = engine.execute(p, {
+    id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
+    vars = vars_of(opts.var), selected = selected, state_dir = state_dir,
+    on_change = write_record,
+  })
+  print(summary(run))
+  if run.status == "failure" then exit(1, "run %s failed", run.id) end
+  if run.status == "cancelled" then exit(3, "run %s was cancelled", run.id) end
+  return 0
+end
+
+local function cmd_graph(args)
+  local opts, pos = parse(args, { format = "value" }, 2)
+  local p = cli.load(pos[1])
+  local format = opts.format or "mermaid"
+  if format == "mermaid" then io.stdout:write(pipeline.mermaid(p))
+  elseif format == "dot" then io.stdout:write(pipeline.dot(p))
+  elseif format == "json" then io.stdout:write(json.encode(pipeline.describe(p), { pretty = true }), "\n")
+  else usage_error("--format must be mermaid, dot or json (got '%s')", format) end
+  return 0
+end
+
+local COMMANDS = {
+  run = function(args)
+    local p = cli.load(args[2])
+    local rest = {}
+    for i = 3, #args do rest[#rest + 1] = args[i] end
+    return cli.run_pipeline(p, rest)
+  end,
+  graph = cmd_graph,
+}
+
+-- stagehost SUBCOMMAND args...
+function cli.main(...)
+  local args = table.pack(...)
+  local cmd = COMMANDS[args[1]]
+  if not cmd then usage_error("unknown command '%s'", tostring(args[1])) end
+  return cmd(args)
+end
+
+cli.commands = COMMANDS
+return cli

@@ -1,0 +1,334 @@
+-- Pipelines: pipeline.define{name, trigger, stages} checks a pipeline when its file loads and
+-- returns the object `stagehost FILE.lua` and `stagehost run` execute. Every mistake is one
+-- line with the pipeline's file:line and exit code 2.
+local pipeline = {}
+
+local PIPELINE_MT = { __name = "stagehost.pipeline" }
+local STAGE_FIELDS = { name = true, needs = true, run = true, timeout = true, retry = true,
+  continue_on_error = true, when = true, description = true }
+local PIPELINE_FIELDS = { name = true, trigger = true, stages = true, description = true, env = true }
+local WHEN_WORDS = { success = true, failure = true, always = true }
+
+-- A configuration error: printed as one line, no traceback, exit code 2.
+local ConfigError = {
+  __name = "stagehost.config_error",
+  __tostring = function(e) return e.message end,
+}
+
+local function config_error(where, fmt, ...)
+  error(setmetatable({ message = where .. ": " .. fmt:format(...), exit_code = 2 }, ConfigError), 0)
+end
+pipeline.config_error = config_error
+
+function pipeline.is(value)
+  return getmetatable(value) == PIPELINE_MT
+end
+
+-- "90", 90, "10s", "30m", "24h", "1h30m" -> seconds; nil when unreadable.
+function pipeline.seconds(value)
+  if type(value) == "number" then return value >= 0 and value or nil end
+  if type(value) ~= "string" then return nil end
+  if value:match("^%d+%.?%d*$") then return tonumber(value) end
+  local total, rest = 0, value
+  local units = { s = 1, m = 60, h = 3600, d = 86400 }
+  while #rest > 0 do
+    local n, unit, tail = rest:match("^(%d+%.?%d*)([smhd])(.*)$")
+    if not n then return nil end
+    total, rest = total + tonumber(n) * units[unit], tail
+  end
+  return total
+end
+
+local function closest(word, candidates)
+  local best, best_d
+  for _, c in ipairs(candidates) do
+    -- edit distance, small strings only
+    local m, n = #word, #c
+    local prev = {}
+    for j = 0, n do prev[j] = j end
+    for i = 1, m do
+      local cur = { [0] = i }
+      for j = 1, n do
+        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (word:sub(i, i) == c:sub(j, j) and 0 or 1))
+      end
+      prev = cur
+    end
+    if prev[n] <= 2 and (not best_d or prev[n] < best_d) then best, best_d = c, prev[n] end
+  end
+  return best
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  return keys
+end
+
+-- Load a Lua file named relative to the pipeline file; it must return a function.
+local function load_relative(where, dir, path, what)
+  local full = path:sub(1, 1) == "/" and path or (dir .. "/" .. path)
+  local chunk, err = loadfile(full)
+  if not chunk then
+    if err:find("cannot open") then config_error(where, "%s file '%s' not found (looked at %s)", what, path, full) end
+    config_error(where, "%s file '%s' does not load: %s", what, path, err)
+  end
+  return chunk, full
+end
+
+local function check_stage(where, dir, st, i, names)
+  if type(st) ~= "table" then config_error(where, "stages[%d] must be a table (got %s)", i, type(st)) end
+  if type(st.name) ~= "string" or not st.name:match("^[%w][%w_.%-]*$") then
+    config_error(where, "stages[%d] needs a name of letters, digits, '-', '_' or '.' (got %s)", i, tostring(st.name))
+  end
+  local label = ("stage '%s'"):format(st.name)
+  for key in pairs(st) do
+    if not STAGE_FIELDS[key] then
+      local hint = type(key) == "string" and closest(key, sorted_keys(STAGE_FIELDS))
+      config_error(where, "%s has an unknown field '%s'%s", label, tostring(key),
+        hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+  end
+  if names[st.name] then config_error(where, "two stages are named '%s' (names must be unique)", st.name) end
+  names[st.name] = i
+  local stage = { name = st.name, needs = {}, retry = 0, continue_on_error = st.continue_on_error == true,
+    when = "success", description = st.description }
+  if st.needs ~= nil then
+    local needs = type(st.needs) == "string" and { st.needs } or st.needs
+    if type(needs) ~= "table" then config_error(where, "%s: needs must be a list of stage names", label) end
+    for j, n in ipairs(needs) do
+      if type(n) ~= "string" then config_error(where, "%s: needs[%d] must be a stage name (got %s)", label, j, type(n)) end
+      stage.needs[#stage.needs + 1] = n
+    end
+  end
+  if type(st.run) == "function" then
+    stage.run = st.run
+  elseif type(st.run) == "string" then
+    stage.run_chunk, stage.run_file = load_relative(where, dir, st.run, label .. ": run")
+    stage.run_name = st.run
+  else
+    config_error(where, "%s needs run = \"stages/FILE.lua\" or a function (got %s)", label, type(st.run))
+  end
+  if st.timeout ~= nil then
+    stage.timeout = pipeline.seconds(st.timeout)
+    if not stage.timeout then
+      config_error(where, "%s: timeout must be seconds or like \"10s\", \"30m\", \"24h\" (got %s)", label, tostring(st.timeout))
+    end
+    stage.timeout_text = tostring(st.timeout)
+  end
+  if st.retry ~= nil then
+    if math.type(st.retry) ~= "integer" or st.retry < 0 then
+      config_error(where, "%s: retry must be a whole number of extra attempts (got %s)", label, tostring(st.retry))
+    end
+    stage.retry = st.retry
+  end
+  if st.continue_on_error ~= nil and type(st.continue_on_error) ~= "boolean" then
+    config_error(where, "%s: continue_on_error must be true or false", label)
+  end
+  local when = st.when
+  if when == nil then
+    stage.when = "success"
+  elseif type(when) == "function" then
+    stage.when, stage.decision = "decision", when
+    stage.decision_name = "function"
+  elseif type(when) == "string" and WHEN_WORDS[when] then
+    stage.when = when
+  elseif type(when) == "string" and when:match("%.lua$") then
+    stage.when = "decision"
+    stage.decision_chunk = load_relative(where, dir, when, label .. ": when")
+    stage.decision_name = when
+  else
+    config_error(where, "%s: when must be \"success\", \"failure\", \"always\", a decision file (.lua) or a function (got %s)",
+      label, tostring(when))
+  end
+  return stage
+end
+
+-- Depth-first search for a cycle; returns the names along it, first repeated at the end.
+local function find_cycle(stages, by_name)
+  local state, stack = {}, {}
+  local function visit(name)
+    state[name] = "open"
+    stack[#stack + 1] = name
+    for _, n in ipairs(by_name[name].needs) do
+      if state[n] == "open" then
+        local cycle, started = {}, false
+        for _, s in ipairs(stack) do
+          if s == n then started = true end
+          if started then cycle[#cycle + 1] = s end
+        end
+        cycle[#cycle + 1] = n
+        return cycle
+      elseif not state[n] then
+        local c = visit(n)
+        if c then return c end
+      end
+    end
+    stack[#stack] = nil
+    state[name] = "done"
+  end
+  for _, st in ipairs(stages) do
+    if not state[st.name] then
+      local c = visit(st.name)
+      if c then return c end
+    end
+  end
+end
+
+-- The file being loaded as a pipeline: set by whoever loads it, because `return
+-- pipeline.define{...}` is a tail call and leaves no frame of the file on the stack.
+pipeline.loading = nil
+
+-- The first line of a file that matches a pattern, for messages that point at the mistake.
+local function line_of(file, pattern)
+  local f = io.open(file)
+  if not f then return nil end
+  local n = 0
+  for line in f:lines() do
+    n = n + 1
+    if line:find(pattern) then
+      f:close()
+      return n
+    end
+  end
+  f:close()
+  return nil
+end
+
+local function stage_pattern(name)
+  return "name%s*=%s*[\"']" .. name:gsub("%p", "%%%0") .. "[\"']"
+end
+
+-- pipeline.define{name, trigger = {tags, manual}, stages = {...}} -> pipeline
+function pipeline.define(spec)
+  local info = debug.getinfo(2, "Sl")
+  local file = pipeline.loading or (info and info.source:sub(1, 1) == "@" and info.source:sub(2))
+    or (arg and arg[0]) or "(pipeline)"
+  local define_line = (info and info.source == "@" .. file and info.currentline > 0 and info.currentline)
+    or line_of(file, "define") or 0
+  local where = ("%s:%d"):format(file, define_line)
+  local dir = file:match("^(.*)/[^/]*$") or "."
+  -- a mistake in one stage points at that stage's name = "..." line when it can be found
+  local function at_stage(name)
+    local line = type(name) == "string" and line_of(file, stage_pattern(name))
+    return line and ("%s:%d"):format(file, line) or where
+  end
+  if type(spec) ~= "table" then config_error(where, "pipeline.define needs a table (got %s)", type(spec)) end
+  for key in pairs(spec) do
+    if not PIPELINE_FIELDS[key] then
+      local hint = type(key) == "string" and closest(key, sorted_keys(PIPELINE_FIELDS))
+      config_error(where, "the pipeline has an unknown field '%s'%s", tostring(key),
+        hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+  end
+  if type(spec.name) ~= "string" or spec.name == "" then config_error(where, "the pipeline needs a name (a string)") end
+  if type(spec.stages) ~= "table" or #spec.stages == 0 then
+    config_error(where, "pipeline '%s' needs stages = { {name = ..., run = ...}, ... }", spec.name)
+  end
+  local stages, by_name, names = {}, {}, {}
+  for i, st in ipairs(spec.stages) do
+    local stage = check_stage(at_stage(type(st) == "table" and st.name), dir, st, i, names)
+    stage.index = i
+    stages[i] = stage
+    by_name[stage.name] = stage
+  end
+  for _, st in ipairs(stages) do
+    for _, n in ipairs(st.needs) do
+      if not by_name[n] then
+        local hint = closest(n, sorted_keys(by_name))
+        config_error(at_stage(st.name), "stage '%s' needs '%s', which is not a stage%s", st.name, n,
+          hint and (" (did you mean '" .. hint .. "'?)") or "")
+      end
+      if n == st.name then config_error(at_stage(n), "stage '%s' needs itself", n) end
+    end
+  end
+  local cycle = find_cycle(stages, by_name)
+  if cycle then config_error(at_stage(cycle[1]), "the stages form a cycle: %s", table.concat(cycle, " -> ")) end
+  local trigger = spec.trigger or { manual = true }
+  if type(trigger) ~= "table" then config_error(where, "trigger must be a table like {tags = {\"rc-*\"}, manual = true}") end
+  for _, st in ipairs(stages) do
+    st.dependents = {}
+  end
+  for _, st in ipairs(stages) do
+    for _, n in ipairs(st.needs) do
+      local dep = by_name[n].dependents
+      dep[#dep + 1] = st.name
+    end
+  end
+  return setmetatable({ name = spec.name, description = spec.description, trigger = trigger, stages = stages,
+    by_name = by_name, file = file, dir = dir, where = where, env = spec.env }, PIPELINE_MT)
+end
+
+-- ---- graphs ----
+
+local function edge_kind(stage)
+  if stage.when == "failure" then return "failure" end
+  if stage.when == "always" then return "always" end
+  if stage.when == "decision" then return "if " .. (stage.decision_name or "decision"):gsub("%.lua$", ""):gsub("^.*/", "") end
+  return nil
+end
+
+-- Mermaid in the style of the seed's "Job Dependencies": solid edges for success, dotted and
+-- labelled for failure/always/decisions. statuses (optional) colours the nodes.
+function pipeline.mermaid(p, statuses)
+  local ids, lines = {}, { "graph LR" }
+  for i, st in ipairs(p.stages) do
+    ids[st.name] = i <= 26 and string.char(64 + i) or ("S" .. i)
+    lines[#lines + 1] = ("    %s[%s]"):format(ids[st.name], st.name)
+  end
+  for _, st in ipairs(p.stages) do
+    local kind = edge_kind(st)
+    for _, n in ipairs(st.needs) do
+      if kind then
+        lines[#lines + 1] = ("    %s -.%s.-> %s"):format(ids[n], kind, ids[st.name])
+      else
+        lines[#lines + 1] = ("    %s --> %s"):format(ids[n], ids[st.name])
+      end
+    end
+  end
+  if statuses then
+    local colours = { success = "#e1f5e1", failure = "#ffe1e1", cancelled = "#ffe1e1", skipped = "#eeeeee",
+      running = "#fff4e1", pending = "#ffffff" }
+    for _, st in ipairs(p.stages) do
+      local c = colours[statuses[st.name] or "pending"]
+      if c then lines[#lines + 1] = ("    style %s fill:%s"):format(ids[st.name], c) end
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+function pipeline.dot(p)
+  local lines = { ("digraph %q {"):format(p.name), "  rankdir=LR;", "  node [shape=box];" }
+  for _, st in ipairs(p.stages) do lines[#lines + 1] = ("  %q;"):format(st.name) end
+  for _, st in ipairs(p.stages) do
+    local kind = edge_kind(st)
+    for _, n in ipairs(st.needs) do
+      lines[#lines + 1] = kind and ("  %q -> %q [style=dashed, label=%q];"):format(n, st.name, kind)
+        or ("  %q -> %q;"):format(n, st.name)
+    end
+  end
+  lines[#lines + 1] = "}"
+  return table.concat(lines, "\n") .. "\n"
+end
+
+function pipeline.describe(p)
+  local json = require "stagehost.json"
+  local out = { name = p.name, file = p.file, stages = json.array{} }
+  for _, st in ipairs(p.stages) do
+    out.stages[#out.stages + 1] = {
+      name = st.name, needs = json.array(st.needs), when = st.when, decision = st.decision_name,
+      timeout = st.timeout, retry = st.retry, continue_on_error = st.continue_on_error,
+      run = st.run_name or "function",
+    }
+  end
+  return out
+end
+
+-- ---- running ----
+
+-- `stagehost FILE.lua [--tag T ...]`: run the pipeline the file returned.
+function pipeline.main(p, args)
+  return require("stagehost.cli").run_pipeline(p, args or {})
+end
+
+return pipeline
