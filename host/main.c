@@ -214,7 +214,9 @@ static void sh_signals_start(sh_host_t *host) {
 static const char sh_driver[] =
     "local chunks, args = ...\n"
     "for i = 1, #chunks - 1 do chunks[i]() end\n"
-    "local results = table.pack(chunks[#chunks](table.unpack(args, 1, args.n)))\n"
+    /* through select: a function value that comes from a call has no name, so tracebacks
+     * call the script "main chunk", as lua(1) does */
+    "local results = table.pack(select(1, chunks[#chunks])(table.unpack(args, 1, args.n)))\n"
     "local pipeline = package.loaded['stagehost.pipeline']\n"
     "if pipeline and pipeline.is(results[1]) then return pipeline.main(results[1], args) end\n"
     "return table.unpack(results, 1, results.n)\n";
