@@ -24,15 +24,17 @@ function pipeline.is(value)
   return getmetatable(value) == PIPELINE_MT
 end
 
--- "90", 90, "10s", "30m", "24h", "1h30m" -> seconds; nil when unreadable.
+-- "90", 90, "500ms", "10s", "30m", "24h", "1h30m" -> seconds; nil when unreadable.
 function pipeline.seconds(value)
   if type(value) == "number" then return value >= 0 and value or nil end
   if type(value) ~= "string" then return nil end
   if value:match("^%d+%.?%d*$") then return tonumber(value) end
   local total, rest = 0, value
-  local units = { s = 1, m = 60, h = 3600, d = 86400 }
+  local units = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
   while #rest > 0 do
-    local n, unit, tail = rest:match("^(%d+%.?%d*)([smhd])(.*)$")
+    local n, tail = rest:match("^(%d+%.?%d*)ms(.*)$")
+    local unit = "ms"
+    if not n then n, unit, tail = rest:match("^(%d+%.?%d*)([smhd])(.*)$") end
     if not n then return nil end
     total, rest = total + tonumber(n) * units[unit], tail
   end

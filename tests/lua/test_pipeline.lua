@@ -1,0 +1,263 @@
+-- The pipeline engine: order, parallelism, failure paths, decisions, timeouts, retries, bad
+-- pipelines, graphs and the command line around them.
+local T = require "harness"
+local task = require "stagehost.task"
+local proc = require "stagehost.proc"
+local fs = require "stagehost.fs"
+local json = require "stagehost.json"
+local pipeline = require "stagehost.pipeline"
+local engine = require "stagehost.pipeline.engine"
+
+local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
+
+local function tempdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(fs.mkdir(dir .. "/stages"))
+  assert(fs.mkdir(dir .. "/decisions"))
+  return dir
+end
+
+local function run(p, opts)
+  opts = opts or {}
+  opts.selected = opts.selected or engine.select(p)
+  return engine.execute(p, opts)
+end
+
+-- Write files into a fresh dir, run `stagehost run pipeline.lua ARGS` there.
+local function cli(files, args, env)
+  local dir = tempdir()
+  for name, text in pairs(files) do assert(fs.write(dir .. "/" .. name, text)) end
+  local argv = { STAGEHOST }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.cwd, argv.env, argv.timeout = dir, env, 60
+  local r = proc.run(argv)
+  r.dir = dir
+  return r
+end
+
+T.test("independent stages run concurrently; needs wait; outputs flow", function()
+  local p = pipeline.define{ name = "par", stages = {
+    { name = "a", run = function() local t0 = task.now() task.sleep(0.3) return { t0 = t0, t1 = task.now() } end },
+    { name = "b", run = function() local t0 = task.now() task.sleep(0.3) return { t0 = t0, t1 = task.now() } end },
+    { name = "c", needs = { "a", "b" }, run = function(ctx)
+      return { started = task.now(), sum = ctx.outputs.a.t0 + ctx.outputs.b.t0 } end },
+  } }
+  local t0 = task.now()
+  local r = run(p)
+  local took = task.now() - t0
+  T.eq(r.status, "success")
+  local a, b, c = r.stages.a.outputs, r.stages.b.outputs, r.stages.c.outputs
+  T.ok(b.t0 < a.t1 and a.t0 < b.t1, "a and b overlapped")
+  T.ok(c.started >= math.max(a.t1, b.t1), "c started after both")
+  T.ok(took < 0.55, "took " .. took .. "s for two 0.3 s stages")
+  T.eq(c.sum, a.t0 + b.t0)
+end)
+
+T.test("a failure reaches when = failure and always stages and skips the rest", function()
+  local ran = {}
+  local function mark(name) return function() ran[#ran + 1] = name end end
+  local p = pipeline.define{ name = "fail", stages = {
+    { name = "build", run = mark("build") },
+    { name = "deploy", needs = { "build" }, run = function() error("stack failed") end },
+    { name = "tests", needs = { "deploy" }, run = mark("tests") },
+    { name = "release", needs = { "tests" }, run = mark("release") },
+    { name = "notify-failure", needs = { "deploy", "tests" }, when = "failure", run = mark("notify-failure") },
+    { name = "notify", needs = { "release" }, when = "always", run = mark("notify") },
+    { name = "only-on-success", needs = { "build" }, when = "failure", run = mark("never") },
+  } }
+  local r = run(p)
+  T.eq(r.status, "failure")
+  T.eq(r.stages.deploy.status, "failure"); T.match(r.stages.deploy.error, "stack failed")
+  T.eq(r.stages.tests.status, "skipped"); T.eq(r.stages.release.status, "skipped")
+  T.eq(r.stages["notify-failure"].status, "success")
+  T.eq(r.stages.notify.status, "success")
+  T.eq(r.stages["only-on-success"].status, "skipped")
+  table.sort(ran)
+  T.eq(table.concat(ran, ","), "build,notify,notify-failure")
+end)
+
+T.test("decisions: a function, a file, a failing decision", function()
+  local dir = tempdir()
+  assert(fs.write(dir .. "/decisions/tests_passed.lua",
+    "return function(run) return run.stages.tests.outputs.failed == 0 end\n"))
+  assert(fs.write(dir .. "/decisions/broken.lua", "return function(run) error('no data') end\n"))
+  assert(fs.write(dir .. "/pipeline.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "dec", stages = {
+      { name = "tests", run = function() return { failed = 0 } end },
+      { name = "mark-ready", needs = { "tests" }, when = "decisions/tests_passed.lua", run = function() return { ok = true } end },
+      { name = "big-change", needs = { "tests" }, when = function(run) return run.vars.big == "yes" end, run = function() end },
+      { name = "weird", needs = { "tests" }, when = "decisions/broken.lua", run = function() end },
+    } }
+  ]]))
+  pipeline.loading = dir .. "/pipeline.lua"
+  local p = dofile(dir .. "/pipeline.lua")
+  pipeline.loading = nil
+  local r = run(p, { vars = { big = "no" } })
+  T.eq(r.stages["mark-ready"].status, "success")
+  T.eq(r.stages["big-change"].status, "skipped"); T.match(r.stages["big-change"].reason, "said no")
+  T.eq(r.stages.weird.status, "failure"); T.match(r.stages.weird.error, "decisions/broken.lua failed: .*no data")
+  T.eq(r.status, "failure")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("a stage timeout fails it and stops its processes", function()
+  local pid
+  local p = pipeline.define{ name = "to", stages = {
+    { name = "hang", timeout = "300ms", run = function()
+      proc.run{ "sh", "-c", "echo $$; sleep 30", on_line = function(_, l) pid = tonumber(l) end }
+    end },
+    { name = "after", needs = { "hang" }, when = "always", run = function() return { ran = true } end },
+  } }
+  local t0 = task.now()
+  local r = run(p)
+  T.ok(task.now() - t0 < 3)
+  T.eq(r.stages.hang.status, "failure"); T.eq(r.stages.hang.error, "timed out after 300ms")
+  T.ok(pid and T.gone(-pid), "the stage's process group is gone")
+  T.eq(r.stages.after.outputs.ran, true)
+end)
+
+T.test("retry: extra attempts until one succeeds, or the last failure", function()
+  local calls = 0
+  local p = pipeline.define{ name = "retry", stages = {
+    { name = "flaky", retry = 2, run = function() calls = calls + 1 if calls < 3 then error("try " .. calls) end return { calls = calls } end },
+    { name = "broken", retry = 1, run = function() error("always") end },
+  } }
+  local r = run(p)
+  T.eq(r.stages.flaky.status, "success"); T.eq(r.stages.flaky.attempts, 3); T.eq(r.stages.flaky.outputs.calls, 3)
+  T.eq(r.stages.broken.status, "failure"); T.eq(r.stages.broken.attempts, 2)
+end)
+
+T.test("continue_on_error: the stage fails, the run and its dependents go on", function()
+  local p = pipeline.define{ name = "coe", stages = {
+    { name = "scan", continue_on_error = true, run = function() error("3 findings") end },
+    { name = "deploy", needs = { "scan" }, run = function() return { done = true } end },
+  } }
+  local r = run(p)
+  T.eq(r.status, "success")
+  T.eq(r.stages.scan.status, "failure"); T.eq(r.stages.scan.allowed_failure, true)
+  T.eq(r.stages.deploy.status, "success")
+end)
+
+T.test("a stage returning a non-table fails clearly; a stage file must return a function", function()
+  local p = pipeline.define{ name = "bad-return", stages = { { name = "x", run = function() return "done" end } } }
+  local r = run(p)
+  T.eq(r.stages.x.status, "failure"); T.match(r.stages.x.error, "returned a string; return a table")
+end)
+
+T.test("bad pipelines: one line with file:line, exit 2", function()
+  local head = 'local pipeline = require "stagehost.pipeline"\nreturn pipeline.define{ name = "p", stages = {\n'
+  local cases = {
+    { '  { name = "build", run = function() end },\n  { name = "deploy", needs = { "biuld" }, run = function() end },\n',
+      "pipeline.lua:4: stage 'deploy' needs 'biuld', which is not a stage (did you mean 'build'?)" },
+    { '  { name = "a", needs = { "c" }, run = function() end },\n  { name = "b", needs = { "a" }, run = function() end },\n  { name = "c", needs = { "b" }, run = function() end },\n',
+      "the stages form a cycle: a -> c -> b -> a" },
+    { '  { name = "a", run = function() end },\n  { name = "a", run = function() end },\n', "two stages are named 'a'" },
+    { '  { name = "a", run = function() end, need = { "x" } },\n', "pipeline.lua:3: stage 'a' has an unknown field 'need' (did you mean 'needs'?)" },
+    { '  { name = "a", run = 42 },\n', "stage 'a' needs run = \"stages/FILE.lua\" or a function (got number)" },
+    { '  { name = "a", run = "stages/missing.lua" },\n', "stage 'a': run file 'stages/missing.lua' not found" },
+    { '  { name = "a", run = function() end, timeout = "soon" },\n', "timeout must be seconds or like" },
+    { '  { name = "a", run = function() end, retry = -1 },\n', "retry must be a whole number" },
+    { '  { name = "a", run = function() end, when = "sometimes" },\n', "when must be \"success\", \"failure\", \"always\"" },
+    { '  { name = "a b", run = function() end },\n', "needs a name of letters, digits" },
+  }
+  for _, c in ipairs(cases) do
+    local r = cli({ ["pipeline.lua"] = head .. c[1] .. "} }\n" }, { "run", "pipeline.lua" })
+    T.eq(r.code, 2, c[2] .. " -> " .. r.stderr)
+    T.has(r.stderr, c[2])
+    T.eq(select(2, r.stderr:gsub("\n", "")), 1, "one line: " .. r.stderr)
+    T.eq(r.stdout, "", "nothing ran")
+    fs.remove(r.dir, { recursive = true })
+  end
+  local syntax = cli({ ["pipeline.lua"] = head .. '  { name = "a", run = "stages/a.lua" },\n} }\n',
+    ["stages/a.lua"] = "return function(ctx)\n  local x = = 1\nend\n" }, { "run", "pipeline.lua" })
+  T.eq(syntax.code, 2); T.has(syntax.stderr, "stages/a.lua:2:")
+  fs.remove(syntax.dir, { recursive = true })
+  local notp = cli({ ["pipeline.lua"] = "return 42\n" }, { "run", "pipeline.lua" })
+  T.eq(notp.code, 2); T.has(notp.stderr, "does not return pipeline.define{...}")
+  fs.remove(notp.dir, { recursive = true })
+  local missing = cli({}, { "run", "nope.lua" })
+  T.eq(missing.code, 2); T.has(missing.stderr, "cannot open pipeline 'nope.lua'")
+  fs.remove(missing.dir, { recursive = true })
+end)
+
+local SEED = [[
+local pipeline = require "stagehost.pipeline"
+return pipeline.define {
+  name = "staging",
+  trigger = { tags = { "rc-*" }, manual = true },
+  stages = {
+    { name = "pre-deployment-checks", run = function(ctx) ctx.log.info("checks", ctx.vars.who) return { ok = true } end },
+    { name = "approval-gate", needs = { "pre-deployment-checks" }, run = function() end, timeout = "24h" },
+    { name = "deploy-infrastructure", needs = { "approval-gate" }, run = function(ctx) return { tag = ctx.run.tag } end },
+    { name = "notify", needs = { "deploy-infrastructure" }, when = "always", run = function() end },
+    { name = "notify-failure", needs = { "deploy-infrastructure" }, when = "failure", run = function() end },
+  },
+}
+]]
+
+T.test("graph: mermaid like the seed's Job Dependencies, dot, json", function()
+  local r = cli({ ["staging.lua"] = SEED }, { "graph", "staging.lua" })
+  T.eq(r.code, 0, r.stderr)
+  T.eq(r.stdout, table.concat({
+    "graph LR",
+    "    A[pre-deployment-checks]", "    B[approval-gate]", "    C[deploy-infrastructure]",
+    "    D[notify]", "    E[notify-failure]",
+    "    A --> B", "    B --> C", "    C -.always.-> D", "    C -.failure.-> E", "" }, "\n"))
+  local dot = proc.run{ STAGEHOST, "graph", "staging.lua", "--format", "dot", cwd = r.dir }
+  T.has(dot.stdout, '"deploy-infrastructure" -> "notify-failure" [style=dashed, label="failure"];')
+  local js = proc.run{ STAGEHOST, "graph", "staging.lua", "--format=json", cwd = r.dir }
+  local g = json.decode(js.stdout)
+  T.eq(g.name, "staging"); T.eq(#g.stages, 5); T.eq(g.stages[2].timeout, 86400)
+  local bad = proc.run{ STAGEHOST, "graph", "staging.lua", "--format", "svg", cwd = r.dir }
+  T.eq(bad.code, 2); T.has(bad.stderr, "--format must be mermaid, dot or json")
+  fs.remove(r.dir, { recursive = true })
+end)
+
+T.test("run from the command line: first line 'run ID', --var, --tag, run.json and stage logs", function()
+  local r = cli({ ["staging.lua"] = SEED }, { "run", "staging.lua", "--tag", "rc-1.2.0", "--var", "who=ci" })
+  T.eq(r.code, 0, r.stderr)
+  local id = r.stdout:match("^run (%S+)\n")
+  T.ok(id, "first line is 'run ID': " .. r.stdout)
+  local record = json.decode(assert(fs.read(r.dir .. "/.stagehost/runs/" .. id .. "/run.json")))
+  T.eq(record.status, "success"); T.eq(record.tag, "rc-1.2.0"); T.eq(record.vars.who, "ci")
+  T.eq(record.stages[3].name, "deploy-infrastructure"); T.eq(record.stages[3].outputs.tag, "rc-1.2.0")
+  T.eq(record.stages[5].status, "skipped")
+  local stage_log = assert(fs.read(r.dir .. "/.stagehost/runs/" .. id .. "/logs/pre-deployment-checks.log"))
+  T.match(stage_log, "INFO  %[pre%-deployment%-checks%] checks ci")
+  -- the same pipeline run directly: stagehost FILE.lua
+  local direct = proc.run{ STAGEHOST, "staging.lua", "--env", "staging", cwd = r.dir }
+  T.eq(direct.code, 0, direct.stderr); T.match(direct.stdout, "^run %S+\n")
+  fs.remove(r.dir, { recursive = true })
+end)
+
+T.test("--only, --from and --dry-run", function()
+  local r = cli({ ["staging.lua"] = SEED }, { "run", "staging.lua", "--dry-run" })
+  T.eq(r.code, 0, r.stderr)
+  T.match(r.stdout, "dry run, nothing is executed")
+  T.match(r.stdout, " 3%. deploy%-infrastructure +runs %(function%) +needs approval%-gate")
+  T.eq(fs.exists(r.dir .. "/.stagehost"), false, "nothing written")
+  local only = proc.run{ STAGEHOST, "run", "staging.lua", "--only", "deploy-infrastructure", cwd = r.dir }
+  T.eq(only.code, 0, only.stderr)
+  T.match(only.stdout, "✓ deploy%-infrastructure")
+  T.match(only.stdout, "○ pre%-deployment%-checks +skipped +not selected")
+  local from = proc.run{ STAGEHOST, "run", "staging.lua", "--from", "approval-gate", cwd = r.dir }
+  T.match(from.stdout, "○ pre%-deployment%-checks +skipped"); T.match(from.stdout, "✓ approval%-gate")
+  local bad = proc.run{ STAGEHOST, "run", "staging.lua", "--only", "deploy", cwd = r.dir }
+  T.eq(bad.code, 2); T.has(bad.stderr, "--only: 'deploy' is not a stage of 'staging'")
+  local flag = proc.run{ STAGEHOST, "run", "staging.lua", "--tagg", "x", cwd = r.dir }
+  T.eq(flag.code, 2); T.has(flag.stderr, "unknown option '--tagg'")
+  fs.remove(r.dir, { recursive = true })
+end)
+
+T.test("a failed run exits 1 with one line after the summary", function()
+  local r = cli({ ["p.lua"] = 'local pipeline = require "stagehost.pipeline"\nreturn pipeline.define{ name = "f", stages = { { name = "x", run = function() error("nope") end } } }\n' },
+    { "run", "p.lua" })
+  T.eq(r.code, 1)
+  T.match(r.stdout, "✗ x +failure")
+  T.match(r.stderr, "\nstagehost: run %S+ failed\n$")
+  fs.remove(r.dir, { recursive = true })
+end)
+
+T.run()
