@@ -352,9 +352,20 @@ static int sh_fs_remove(lua_State *L) {
   return sh_fs_start(L, SH_FS_REMOVE);
 }
 
+/* fs.cwd() -> the process's working directory (not $PWD, which a parent may not have updated) */
+static int sh_fs_cwd(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  int rc = uv_cwd(buf, &n);
+  if (rc != 0) return luaL_error(L, "fs.cwd: %s", uv_strerror(rc));
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
 static const luaL_Reg sh_fs_funcs[] = {
     {"read", sh_fs_read},     {"write", sh_fs_write}, {"exists", sh_fs_exists},
     {"mkdir", sh_fs_mkdir},   {"list", sh_fs_list},   {"remove", sh_fs_remove},
+    {"cwd", sh_fs_cwd},
     {NULL, NULL},
 };
 

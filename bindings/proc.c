@@ -1004,8 +1004,25 @@ static const luaL_Reg sh_proc_methods[] = {
     {NULL, NULL},
 };
 
+/* proc.stop_leftovers() -> n: terminate the still-running children started under the calling
+ * task's log context (a pipeline stage and its sub-tasks), as a CI runner ends a job's leftover
+ * processes when the job ends. */
+static int sh_proc_stop_leftovers(lua_State *L) {
+  sh_task_t *t = sh_task_current(L);
+  int n = 0;
+  if (t && t->log_ctx)
+    for (sh_proc_t *p = sh_proc_all; p; p = p->next)
+      if (p->spawned && !p->exited && !p->terminating && p->log_ctx == t->log_ctx) {
+        sh_proc_terminate(p);
+        n++;
+      }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static const luaL_Reg sh_proc_funcs[] = {
     {"spawn", sh_proc_spawn},
+    {"stop_leftovers", sh_proc_stop_leftovers},
     {NULL, NULL},
 };
 

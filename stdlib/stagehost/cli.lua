@@ -130,6 +130,17 @@ local function write_record(run)
   assert(fs.write(run.dir .. "/run.json", json.encode(record, { pretty = true }) .. "\n"))
 end
 
+local function open_store(state_dir, readonly)
+  return require("stagehost.pipeline.store").open(state_dir, { readonly = readonly })
+end
+
+local function finish(run)
+  print(summary(run))
+  if run.status == "failure" then exit(1, "run %s failed", run.id) end
+  if run.status == "cancelled" then exit(3, "run %s was cancelled", run.id) end
+  return 0
+end
+
 -- Run pipeline p with command-line args; raises an exit object for anything but success.
 function cli.run_pipeline(p, args)
   local opts = parse(args, RUN_FLAGS)
@@ -144,19 +155,19 @@ function cli.run_pipeline(p, args)
   local state_dir = cli.state_dir(opts)
   local ok, mkerr = fs.mkdir(state_dir .. "/runs")
   if not ok then exit(2, "cannot use state directory '%s': %s", state_dir, mkerr) end
+  local store = open_store(state_dir)
   local id = engine.new_run_id()
-  print("run " .. id)
-  log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
-    opts.env and (", env " .. opts.env) or ""))
   local run = engine.execute(p, {
+    on_start = function()
+      print("run " .. id)
+      log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
+        opts.env and (", env " .. opts.env) or ""))
+    end,
     id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
-    vars = vars_of(opts.var), selected = selected, state_dir = state_dir,
-    on_change = write_record,
+    vars = vars_of(opts.var), selected = selected, state_dir = state_dir, store = store,
+    cwd = fs.cwd(), args = args, on_change = write_record,
   })
-  print(summary(run))
-  if run.status == "failure" then exit(1, "run %s failed", run.id) end
-  if run.status == "cancelled" then exit(3, "run %s was cancelled", run.id) end
-  return 0
+  return finish(run)
 end
 
 local function cmd_graph(args)
@@ -170,7 +181,158 @@ local function cmd_graph(args)
   return 0
 end
 
+local function state_of(args, first, spec)
+  spec = spec or {}
+  spec.state = "value"
+  local opts, pos = parse(args, spec, first)
+  return opts, pos, cli.state_dir(opts)
+end
+
+local function need_run(store, id)
+  if not id then usage_error("give the run ID (see 'stagehost runs')") end
+  local r = store:run(id)
+  if not r then exit(2, "no run '%s' in %s (see 'stagehost runs')", id, store.path) end
+  return r
+end
+
+local function cmd_runs(args)
+  local opts, _, dir = state_of(args, 2, { json = "flag" })
+  if not fs.exists(dir .. "/state.db") then
+    if opts.json then print("[]") else print("no runs yet in " .. dir) end
+    return 0
+  end
+  local store = open_store(dir, true)
+  local rows = store:runs(50)
+  store:close()
+  if opts.json then
+    local out = json.array{}
+    for _, r in ipairs(rows) do
+      out[#out + 1] = { id = r.id, pipeline = r.pipeline, status = r.status, tag = r.tag, env = r.env,
+        started_at = r.started_at, finished_at = r.finished_at }
+    end
+    print(json.encode(out, { pretty = true }))
+    return 0
+  end
+  print(("%-22s %-16s %-12s %-20s %s"):format("RUN", "PIPELINE", "STATUS", "STARTED", "TAG"))
+  for _, r in ipairs(rows) do
+    print(("%-22s %-16s %-12s %-20s %s"):format(r.id, r.pipeline, r.status, r.started_at or "", r.tag or ""))
+  end
+  return 0
+end
+
+local function cmd_status(args)
+  local opts, pos, dir = state_of(args, 2, { json = "flag" })
+  local store = open_store(dir, true)
+  local r = need_run(store, pos[1])
+  store:close()
+  if opts.json then
+    r.recorded_status = nil
+    for _, s in ipairs(r.stages) do s.run_id = nil end
+    r.stages = json.array(r.stages)
+    r.artifacts = json.array(r.artifacts)
+    print(json.encode(r, { pretty = true }))
+    return 0
+  end
+  print(("run %s: %s — pipeline '%s' (%s)%s"):format(r.id, r.status, r.pipeline, r.file,
+    r.tag and (", tag " .. r.tag) or ""))
+  for _, s in ipairs(r.stages) do
+    local extra = s.duration and engine.fmt_duration(s.duration) or ""
+    if s.status == "skipped" and s.reason then extra = s.reason end
+    if s.error then extra = extra .. "  " .. s.error end
+    print(("  %s %-28s %-9s %s"):format(SYMBOLS[s.status] or "?", s.name, s.status, extra))
+  end
+  if r.status == "interrupted" then print("\nits host is gone: 'stagehost resume " .. r.id .. "' continues it") end
+  return 0
+end
+
+local function cmd_logs(args)
+  local _, pos, dir = state_of(args, 2)
+  local store = open_store(dir, true)
+  local r = need_run(store, pos[1])
+  store:close()
+  local names = {}
+  if pos[2] then
+    local known = false
+    for _, s in ipairs(r.stages) do if s.name == pos[2] then known = true end end
+    if not known then exit(2, "run %s has no stage '%s'", r.id, pos[2]) end
+    names = { pos[2] }
+  else
+    for _, s in ipairs(r.stages) do names[#names + 1] = s.name end
+  end
+  for _, name in ipairs(names) do
+    local text = fs.read(dir .. "/runs/" .. r.id .. "/logs/" .. name .. ".log")
+    if text then
+      if #names > 1 then print("== " .. name) end
+      io.stdout:write(text)
+    end
+  end
+  return 0
+end
+
+local function cmd_resume(args)
+  local _, pos, dir = state_of(args, 2)
+  local store = open_store(dir)
+  local r = need_run(store, pos[1])
+  if r.status == "running" then exit(2, "run %s is still running (host pid %d)", r.id, r.pid) end
+  if r.status ~= "interrupted" then exit(2, "run %s already ended (%s): nothing to resume", r.id, r.status) end
+  local path = (r.file:sub(1, 1) == "/" or not r.cwd) and r.file or (r.cwd .. "/" .. r.file)
+  local p = cli.load(path)
+  local ropts = parse(r.args, RUN_FLAGS)
+  local selected, err = engine.select(p, ropts.only, ropts.from)
+  if not selected then exit(2, "%s", err) end
+  local previous = {}
+  for _, s in ipairs(r.stages) do
+    previous[s.name] = { name = s.name, status = s.status, started_at = s.started_at, finished_at = s.finished_at,
+      duration = s.duration, attempts = s.attempts, outputs = s.outputs, error = s.error, reason = s.reason,
+      allowed_failure = s.allowed_failure, artifacts = {} }
+  end
+  log.echo_output(true)
+  local run = engine.execute(p, {
+    on_start = function()
+      print("run " .. r.id)
+      log.info(("resuming run %s of '%s' (%s)"):format(r.id, p.name, path))
+    end,
+    id = r.id, tag = r.tag, env = r.env, actor = r.actor, vars = r.vars, selected = selected, state_dir = dir,
+    store = store, previous = previous, started_at = r.started_at, cwd = r.cwd, args = r.args,
+    on_change = write_record,
+  })
+  return finish(run)
+end
+
+local function cmd_cancel(args)
+  local _, pos, dir = state_of(args, 2)
+  local store = open_store(dir)
+  local r = need_run(store, pos[1])
+  if r.status ~= "running" then exit(2, "run %s is not running (%s)", r.id, r.status) end
+  store:request_cancel(r.id)
+  store:close()
+  print(("cancel requested for run %s (host pid %d)"):format(r.id, r.pid))
+  return 0
+end
+
+local function cmd_artifacts(args)
+  if args[2] ~= "prune" then usage_error("artifacts: the only action is 'prune'") end
+  local opts, _, dir = state_of(args, 3, { ["older-than"] = "value" })
+  local older
+  if opts["older-than"] then
+    older = pipeline.seconds(opts["older-than"])
+    if not older then usage_error("--older-than wants a duration like 30d or 12h (got '%s')", opts["older-than"]) end
+  end
+  if not fs.exists(dir .. "/state.db") then print("no artifacts in " .. dir) return 0 end
+  local store = open_store(dir)
+  local n, bytes = store:prune(older)
+  store:close()
+  print(("pruned %d artifact(s), %d bytes"):format(n, bytes))
+  return 0
+end
+
 local COMMANDS = {
+  runs = cmd_runs,
+  status = cmd_status,
+  logs = cmd_logs,
+  resume = cmd_resume,
+  cancel = cmd_cancel,
+  artifacts = cmd_artifacts,
   run = function(args)
     local p = cli.load(args[2])
     local rest = {}

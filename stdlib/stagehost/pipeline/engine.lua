@@ -111,8 +111,8 @@ function M.execute(p, opts)
   local store = opts.store or memory_store()
   local run = {
     id = opts.id or M.new_run_id(), pipeline = p.name, file = p.file, tag = opts.tag, env = opts.env,
-    actor = opts.actor, vars = opts.vars or {}, status = "running", started_at = now_iso(),
-    dir = opts.state_dir and (opts.state_dir .. "/runs/" .. (opts.id or "")) or nil,
+    actor = opts.actor, vars = opts.vars or {}, status = "running",
+    started_at = opts.started_at or now_iso(), cwd = opts.cwd, args = opts.args,
   }
   if opts.state_dir then run.dir = opts.state_dir .. "/runs/" .. run.id end
   local records, order = {}, M.order(p)
@@ -144,6 +144,8 @@ function M.execute(p, opts)
   end
   store:save_run(run)
   for _, st in ipairs(order) do store:save_stage(run, records[st.name]) end
+  -- only now is there something to resume: announce the id
+  if opts.on_start then opts.on_start(run) end
 
   local outputs = setmetatable({}, {
     __index = function(_, name) local r = records[name] return r and r.outputs end,
@@ -201,6 +203,12 @@ function M.execute(p, opts)
     local rec = records[st.name]
     if rec.status ~= "pending" then return end
     for _, n in ipairs(st.needs) do if not finished(records[n]) then return end end
+    if run.cancelling then -- a cancelled run starts nothing new
+      rec.status, rec.reason = "cancelled", run.cancelling
+      changed(rec)
+      settle(st)
+      return
+    end
     local go, reason = decide(st)
     if go then
       rec.status = "running"
@@ -285,6 +293,8 @@ function M.execute(p, opts)
       if cancelled or attempt == attempts then break end
       log.warn(("attempt %d of %d failed: %s — retrying"):format(attempt, attempts, first_line(result)))
     end
+    local leftovers = require("stagehost.core.proc").stop_leftovers()
+    if leftovers > 0 then log.warn(("stopped %d process(es) the stage left running"):format(leftovers)) end
     rec.finished_at = now_iso()
     rec.duration = task.now() - t0
     if ok then
@@ -308,16 +318,46 @@ function M.execute(p, opts)
       log.error(("✗ failed after %s: %s%s"):format(fmt_duration(rec.duration), rec.error,
         rec.allowed_failure and " (continue_on_error: the run goes on)" or ""))
     end
-    changed(rec)
-    settle(st)
+    -- the record and what follows are written by a fresh task: a cancelled stage task cannot
+    -- wait on anything any more, not even the file write of the run record
+    tasks[#tasks + 1] = task.spawn(function()
+      changed(rec)
+      settle(st)
+    end)
+  end
+
+  -- `stagehost cancel ID` from another terminal: the store says so; stop what runs
+  local function cancel_stages(reason)
+    if run.cancelling then return end
+    run.cancelling = reason
+    log.warn(("run %s: %s; stopping its stages"):format(run.id, reason))
+    for _, t in ipairs(tasks) do t:cancel(reason) end
+  end
+  local watcher
+  if store.cancel_requested then
+    watcher = task.spawn(function()
+      while true do
+        task.sleep(opts.cancel_poll or 0.25)
+        if store:cancel_requested(run.id) then cancel_stages("cancelled by 'stagehost cancel'") end
+      end
+    end)
   end
 
   -- stages that can start now (no needs, or needs finished in an earlier run)
   for _, st in ipairs(order) do maybe_start(st) end
-  local i = 1
-  while i <= #tasks do -- the list grows as finishing stages start their dependents
-    tasks[i]:join()
-    i = i + 1
+  local joined, jerr = pcall(function()
+    local i = 1
+    while i <= #tasks do -- the list grows as finishing stages start their dependents
+      tasks[i]:join()
+      i = i + 1
+    end
+  end)
+  if watcher then watcher:cancel("run finished") end
+  if not joined then -- the host itself is being stopped (SIGINT, SIGTERM): record that, then go
+    cancel_stages(tostring(jerr))
+    run.status, run.finished_at = "cancelled", now_iso()
+    changed(nil)
+    error(jerr, 0)
   end
 
   local status = "success"

@@ -1,0 +1,238 @@
+-- Durable run state: kill -9 at many points and resume, cancel from another process, readers
+-- while a host writes, artifact pruning, and a corrupt database left as it was.
+local T = require "harness"
+local task = require "stagehost.task"
+local proc = require "stagehost.proc"
+local fs = require "stagehost.fs"
+local json = require "stagehost.json"
+
+local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
+
+local function tempdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(fs.mkdir(dir))
+  return dir
+end
+
+local function sh(dir, args, opts)
+  local argv = { STAGEHOST }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.cwd, argv.timeout = dir, 120
+  for k, v in pairs(opts or {}) do argv[k] = v end
+  return proc.run(argv)
+end
+
+-- Each stage does three checkpointed steps and notes in journal.txt what it did.
+local RESUMABLE = [[
+local pipeline = require "stagehost.pipeline"
+local task = require "stagehost.task"
+local function note(line)
+  local f = assert(io.open("journal.txt", "a"))
+  f:write(line, "\n")
+  f:close()
+end
+local function stage(name)
+  return function(ctx)
+    local from = (ctx:checkpoint("step") or 0) + 1
+    note(("start %s at %d"):format(name, from))
+    for i = from, 3 do
+      task.sleep(0.01)
+      ctx:checkpoint("step", i)
+      note(("step %s %d"):format(name, i))
+    end
+    note("done " .. name)
+    return { steps = 3 }
+  end
+end
+return pipeline.define{ name = "resumable", stages = {
+  { name = "a", run = stage("a") },
+  { name = "b", run = stage("b") },
+  { name = "c", needs = { "a", "b" }, run = stage("c") },
+  { name = "d", needs = { "c" }, run = stage("d") },
+  { name = "e", needs = { "d" }, run = stage("e") },
+  { name = "f", needs = { "c" }, run = stage("f") },
+} }
+]]
+
+local function journal(dir)
+  local counts, text = {}, fs.read(dir .. "/journal.txt") or ""
+  for line in text:gmatch("[^\n]+") do counts[line] = (counts[line] or 0) + 1 end
+  return counts, text
+end
+
+T.test("kill -9 at 22 points, then resume: nothing finished runs again, checkpoints read back", function()
+  for point = 1, 22 do
+    local dir = tempdir()
+    assert(fs.write(dir .. "/p.lua", RESUMABLE))
+    local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
+    local id
+    for _ = 1, point do
+      local _, line = host:read_line()
+      if not line then break end
+      id = id or line:match("^run (%S+)")
+    end
+    host:kill("KILL")
+    host:wait()
+    T.ok(id, "point " .. point .. ": saw the run id")
+    local status = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+    local finished_before = {}
+    for _, s in ipairs(status.stages) do
+      if s.status == "success" then finished_before[s.name] = true end
+    end
+    if status.status ~= "success" then
+      T.eq(status.status, "interrupted", "point " .. point .. ": a killed host's run")
+      local r = sh(dir, { "resume", id })
+      T.eq(r.code, 0, "point " .. point .. ": " .. r.stderr)
+      T.eq(r.stdout:match("^run (%S+)\n"), id)
+    end
+    local final = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+    T.eq(final.status, "success", "point " .. point)
+    local counts, text = journal(dir)
+    for _, name in ipairs{ "a", "b", "c", "d", "e", "f" } do
+      T.ok((counts["done " .. name] or 0) >= 1, ("point %d: %s finished: %s"):format(point, name, text))
+      if finished_before[name] then
+        T.eq(counts["done " .. name], 1, ("point %d: %s had finished before the kill and ran again"):format(point, name))
+        T.eq(counts["start " .. name .. " at 1"], 1, ("point %d: %s started once"):format(point, name))
+      end
+      -- a step recorded in a checkpoint is never done twice: the resumed stage starts after it
+      for i = 1, 3 do
+        T.ok((counts[("step %s %d"):format(name, i)] or 0) <= 2, ("point %d: step %s %d repeated"):format(point, name, i))
+      end
+      for line in text:gmatch("start " .. name .. " at (%d)") do
+        if tonumber(line) > 1 then
+          T.ok(counts[("step %s %d"):format(name, tonumber(line) - 1)], "resumed after a recorded step")
+        end
+      end
+    end
+    fs.remove(dir, { recursive = true })
+  end
+end, { timeout = 240 })
+
+T.test("resume refuses a run that is running or finished, and unknown ids", function()
+  local dir = tempdir()
+  assert(fs.write(dir .. "/p.lua", RESUMABLE))
+  local r = sh(dir, { "run", "p.lua" })
+  T.eq(r.code, 0, r.stderr)
+  local id = r.stdout:match("^run (%S+)")
+  local again = sh(dir, { "resume", id })
+  T.eq(again.code, 2); T.match(again.stderr, "already ended %(success%): nothing to resume")
+  local unknown = sh(dir, { "resume", "nope" })
+  T.eq(unknown.code, 2); T.match(unknown.stderr, "no run 'nope'")
+  -- a unique prefix of the id is enough
+  T.eq(sh(dir, { "status", id:sub(1, 17) }).code, 0)
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("cancel from another process: the host stops its stages, records cancelled, exits 3", function()
+  local dir = tempdir()
+  assert(fs.write(dir .. "/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    local proc = require "stagehost.proc"
+    return pipeline.define{ name = "long", stages = {
+      { name = "wait", run = function() print("child " .. proc.spawn{ "sleep", "30" }.pid) proc.run{ "sleep", "30" } end },
+      { name = "after", needs = { "wait" }, when = "always", run = function() end },
+    } }
+  ]]))
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
+  local id
+  repeat
+    local _, line = host:read_line()
+    id = id or (line and line:match("^run (%S+)"))
+  until (line and line:match("▶ started")) or not line
+  local c = sh(dir, { "cancel", id })
+  T.eq(c.code, 0, c.stderr)
+  T.has(c.stdout, "cancel requested for run " .. id)
+  local t0 = task.now()
+  local r = host:wait()
+  T.eq(r.code, 3)
+  T.ok(task.now() - t0 < 5, "stopped promptly")
+  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  T.eq(st.status, "cancelled")
+  T.eq(st.stages[1].status, "cancelled"); T.eq(st.stages[2].status, "cancelled")
+  local not_running = sh(dir, { "cancel", id })
+  T.eq(not_running.code, 2); T.match(not_running.stderr, "is not running")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("runs and status while another host writes", function()
+  local dir = tempdir()
+  local stages = {}
+  for i = 1, 40 do
+    stages[#stages + 1] = ("{ name = 's%d', %s run = function() require('stagehost.task').sleep(0.01) end },"):format(i,
+      i > 1 and ("needs = { 's%d' },"):format(i - 1) or "")
+  end
+  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'busy', stages = {\n"
+    .. table.concat(stages, "\n") .. "\n} }\n"))
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
+  local _, first = host:read_line()
+  local id = first:match("^run (%S+)")
+  local reads = 0
+  for _ = 1, 15 do
+    local runs = sh(dir, { "runs", "--json" })
+    T.eq(runs.code, 0, runs.stderr)
+    T.eq(json.decode(runs.stdout)[1].id, id)
+    local st = sh(dir, { "status", id, "--json" })
+    T.eq(st.code, 0, st.stderr)
+    T.eq(#json.decode(st.stdout).stages, 40)
+    reads = reads + 1
+  end
+  repeat local _, l = host:read_line() until not l
+  T.eq(host:wait().code, 0)
+  T.eq(reads, 15)
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("artifacts: stored with sha256, pruned with their rows", function()
+  local dir = tempdir()
+  assert(fs.write(dir .. "/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "art", stages = {
+      { name = "report", run = function(ctx)
+        ctx:artifact("keep.txt", "kept for long")
+        ctx:artifact("short.txt", "expires now", { retention_days = 0 })
+        ctx:artifact("data.json", { a = 1 })
+      end },
+    } }
+  ]]))
+  local r = sh(dir, { "run", "p.lua" })
+  T.eq(r.code, 0, r.stderr)
+  local id = r.stdout:match("^run (%S+)")
+  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  T.eq(#st.artifacts, 3)
+  T.eq(st.artifacts[1].sha256, require("stagehost.crypto").sha256("kept for long"))
+  local adir = dir .. "/.stagehost/runs/" .. id .. "/artifacts/"
+  T.eq(fs.read(adir .. "report--keep.txt"), "kept for long")
+  local pr = sh(dir, { "artifacts", "prune" })
+  T.eq(pr.code, 0, pr.stderr); T.match(pr.stdout, "pruned 1 artifact")
+  T.eq(fs.exists(adir .. "report--short.txt"), false)
+  T.eq(#json.decode(sh(dir, { "status", id, "--json" }).stdout).artifacts, 2)
+  local all = sh(dir, { "artifacts", "prune", "--older-than", "0s" })
+  T.match(all.stdout, "pruned 2 artifact")
+  T.eq(fs.exists(adir .. "report--keep.txt"), false)
+  local bad = sh(dir, { "artifacts", "prune", "--older-than", "soon" })
+  T.eq(bad.code, 2); T.match(bad.stderr, "%-%-older%-than wants a duration")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("a corrupt state database: a clear message, nothing overwritten", function()
+  local dir = tempdir()
+  assert(fs.mkdir(dir .. "/.stagehost"))
+  local garbage = ("this is not sqlite "):rep(300)
+  assert(fs.write(dir .. "/.stagehost/state.db", garbage))
+  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'x', stages = { { name = 'a', run = function() end } } }\n"))
+  local r = sh(dir, { "run", "p.lua" })
+  T.eq(r.code, 2)
+  T.match(r.stderr, "is not a usable state database")
+  T.match(r.stderr, "nothing was changed")
+  T.eq(fs.read(dir .. "/.stagehost/state.db"), garbage, "left as it was")
+  -- --state and STAGEHOST_STATE_DIR choose another place
+  local other = sh(dir, { "run", "p.lua", "--state", dir .. "/elsewhere" })
+  T.eq(other.code, 0, other.stderr)
+  T.ok(fs.exists(dir .. "/elsewhere/state.db"))
+  local env = sh(dir, { "runs" }, { env = { STAGEHOST_STATE_DIR = dir .. "/elsewhere" } })
+  T.match(env.stdout, "\n%S+ +x +success")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.run()
