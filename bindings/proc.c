@@ -1020,8 +1020,19 @@ static int sh_proc_stop_leftovers(lua_State *L) {
   return 1;
 }
 
+/* proc.executable() -> the path of the running stagehost, to run it again (tests, stages) */
+static int sh_proc_executable(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  int rc = uv_exepath(buf, &n);
+  if (rc != 0) return luaL_error(L, "proc.executable: %s", uv_strerror(rc));
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
 static const luaL_Reg sh_proc_funcs[] = {
     {"spawn", sh_proc_spawn},
+    {"executable", sh_proc_executable},
     {"stop_leftovers", sh_proc_stop_leftovers},
     {NULL, NULL},
 };

@@ -39,4 +39,7 @@ function proc.spawn(opts)
   return p
 end
 
+proc.executable = core.executable
+proc.stop_leftovers = core.stop_leftovers
+
 return proc

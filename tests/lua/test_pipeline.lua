@@ -118,6 +118,16 @@ T.test("a stage timeout fails it and stops its processes", function()
   T.eq(r.stages.after.outputs.ran, true)
 end)
 
+T.test("errors and outputs of a stage with a timeout come through", function()
+  local p = pipeline.define{ name = "to2", stages = {
+    { name = "fails", timeout = "10s", run = function() error("boom inside a timeout", 0) end },
+    { name = "works", timeout = "10s", run = function() return { value = 42 } end },
+  } }
+  local r = run(p)
+  T.eq(r.stages.fails.status, "failure"); T.eq(r.stages.fails.error, "boom inside a timeout")
+  T.eq(r.stages.works.outputs.value, 42)
+end)
+
 T.test("retry: extra attempts until one succeeds, or the last failure", function()
   local calls = 0
   local p = pipeline.define{ name = "retry", stages = {

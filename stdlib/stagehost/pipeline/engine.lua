@@ -250,6 +250,8 @@ function M.execute(p, opts)
       stage = st.name,
       run = { id = run.id, tag = run.tag, env = run.env, actor = run.actor, pipeline = p.name },
       vars = run.vars, outputs = outputs, log = log,
+      pipeline = { name = p.name, file = p.file, dir = p.dir },
+      dir = run.dir, -- this run's directory (logs, artifacts)
     }
     function ctx:artifact(name, content, aopts)
       if type(name) ~= "string" or name == "" or name:find("/") or name:find("^%.") then
@@ -264,6 +266,11 @@ function M.execute(p, opts)
       rec.artifacts[#rec.artifacts + 1] = entry
       store:artifact(run, entry)
       return path
+    end
+    -- End the whole run as cancelled (exit 3), e.g. when an approval is rejected.
+    function ctx:cancel(reason)
+      error(setmetatable({ kind = "cancelled", reason = tostring(reason or "cancelled") },
+        { __tostring = function(e) return e.reason end }), 0)
     end
     function ctx:checkpoint(key, value)
       if type(key) ~= "string" then error("ctx:checkpoint: key must be a string", 2) end
@@ -282,9 +289,11 @@ function M.execute(p, opts)
     for attempt = 1, attempts do
       rec.attempts = attempt
       if st.timeout then
-        local in_time
-        ok, in_time, result = xpcall(task.timeout, traceback_of, st.timeout, fn, ctx)
-        if ok and not in_time then ok, result = false, ("timed out after %s"):format(st.timeout_text) end
+        local first, second
+        ok, first, second = xpcall(task.timeout, traceback_of, st.timeout, fn, ctx)
+        if not ok then result = first -- the error
+        elseif first then result = second -- in time: the stage's outputs
+        else ok, result = false, ("timed out after %s"):format(st.timeout_text) end
       else
         ok, result = xpcall(fn, traceback_of, ctx)
       end
@@ -305,6 +314,7 @@ function M.execute(p, opts)
       end
     elseif type(result) == "table" and result.kind == "cancelled" then
       rec.status, rec.error = "cancelled", tostring(result)
+      if not run.cancelling then run.cancelling = "cancelled by stage '" .. st.name .. "': " .. rec.error end
     else
       rec.status, rec.error = "failure", first_line(result)
       if type(result) == "string" and result:find("\n") then log.error(result) end
