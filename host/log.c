@@ -24,6 +24,7 @@ static struct {
   size_t nfiles;
 } sh_log = {SH_LOG_INFO, NULL, 0, {0}, NULL, 0};
 
+static void sh_write_all(int fd, const char *s, size_t len);
 static sh_log_ctx_t *(*sh_log_context)(void);
 static int sh_log_echo; /* show children's output on the console at any level (pipeline runs) */
 
@@ -110,11 +111,31 @@ void sh_log_shutdown(void) {
   sh_log.level = SH_LOG_INFO;
 }
 
+/* Under GitHub Actions the runner masks too, but only what it is told: tell it, line by line,
+ * bypassing our own masking (which would print the command as "::add-mask::***"). */
+static void sh_mask_tell_actions(const char *secret, size_t len) {
+  const char *gha = getenv("GITHUB_ACTIONS");
+  if (!gha || strcmp(gha, "true") != 0) return;
+  fflush(stdout);
+  const char *p = secret, *end = secret + len;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    if (n > 0) {
+      sh_write_all(STDOUT_FILENO, "::add-mask::", 12);
+      sh_write_all(STDOUT_FILENO, p, n);
+      sh_write_all(STDOUT_FILENO, "\n", 1);
+    }
+    p += n + 1;
+  }
+}
+
 int sh_mask_add(const char *secret, size_t len) {
   if (len < SH_MASK_MIN) return -1;
   for (size_t i = 0; i < sh_log.nsecrets; i++)
     if (sh_log.secrets[i].len == len && memcmp(sh_log.secrets[i].bytes, secret, len) == 0)
       return 0;
+  sh_mask_tell_actions(secret, len);
   sh_secret_t *grown = realloc(sh_log.secrets, (sh_log.nsecrets + 1) * sizeof *grown);
   if (!grown) return -1;
   sh_log.secrets = grown;

@@ -151,7 +151,9 @@ function cli.run_pipeline(p, args)
     print(engine.plan(p, selected))
     return 0
   end
-  log.echo_output(true) -- a run shows its stages' output, as a CI log does
+  -- a run shows its stages' output as it comes, as a CI log does (under GitHub Actions each
+  -- stage's log is printed folded when it ends instead)
+  log.echo_output(os.getenv("GITHUB_ACTIONS") ~= "true")
   local state_dir = cli.state_dir(opts)
   local ok, mkerr = fs.mkdir(state_dir .. "/runs")
   if not ok then exit(2, "cannot use state directory '%s': %s", state_dir, mkerr) end
@@ -286,7 +288,7 @@ local function cmd_resume(args)
       duration = s.duration, attempts = s.attempts, outputs = s.outputs, error = s.error, reason = s.reason,
       allowed_failure = s.allowed_failure, artifacts = {} }
   end
-  log.echo_output(true)
+  log.echo_output(os.getenv("GITHUB_ACTIONS") ~= "true")
   local run = engine.execute(p, {
     on_start = function()
       print("run " .. r.id)

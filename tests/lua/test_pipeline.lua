@@ -261,6 +261,30 @@ T.test("--only, --from and --dry-run", function()
   fs.remove(r.dir, { recursive = true })
 end)
 
+T.test("under GitHub Actions: ::add-mask:: for secrets, a fold per stage, ::error for failures", function()
+  local r = cli({ ["p.lua"] = [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "gha", stages = {
+      { name = "build", run = function(ctx)
+        ctx.log.info("token is", os.getenv("DEPLOY_TOKEN"))
+        require("stagehost.proc").run{ "echo", "child line" }
+      end },
+      { name = "deploy", needs = { "build" }, run = function() error("stack failed at 100%\nsecond line", 0) end },
+    } }
+  ]] }, { "run", "p.lua" }, { GITHUB_ACTIONS = "true", DEPLOY_TOKEN = "gha-secret-value-1" })
+  T.eq(r.code, 1, r.stderr)
+  T.match(r.stdout, "^::add%-mask::gha%-secret%-value%-1\nrun %S+\n")
+  local _, raw = (r.stdout .. r.stderr):gsub("gha%-secret%-value%-1", "")
+  T.eq(raw, 1, "the secret appears once: in the add-mask command")
+  T.match(r.stdout, "::group::✓ build — success in [%d.]+s\n[^\n]*%[build%] ▶ started")
+  T.match(r.stdout, "%[build%] echo%[%d+%]| child line\n")
+  T.match(r.stdout, "token is %*%*%*")
+  T.match(r.stdout, "::endgroup::\n")
+  T.match(r.stdout, "::error title=stage deploy failed::stack failed at 100%%25\n")
+  T.no_match(r.stderr, "child line", "not echoed live under Actions")
+  fs.remove(r.dir, { recursive = true })
+end)
+
 T.test("a failed run exits 1 with one line after the summary", function()
   local r = cli({ ["p.lua"] = 'local pipeline = require "stagehost.pipeline"\nreturn pipeline.define{ name = "f", stages = { { name = "x", run = function() error("nope") end } } }\n' },
     { "run", "p.lua" })

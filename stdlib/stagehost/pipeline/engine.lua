@@ -8,6 +8,10 @@ local json = require "stagehost.json"
 
 local M = {}
 
+-- Under GitHub Actions a finished stage's whole log is printed folded in a group, failures
+-- become annotations, and children's output is not echoed live as well.
+local in_actions = os.getenv("GITHUB_ACTIONS") == "true"
+
 local function now_iso() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
 
 function M.new_run_id()
@@ -103,6 +107,23 @@ M.fmt_duration = fmt_duration
 local function first_line(s)
   s = tostring(s)
   return s:match("^[^\n]*")
+end
+
+local SYMBOL = { success = "✓", failure = "✗", cancelled = "■", skipped = "○" }
+
+-- GitHub Actions: the stage's log in a fold, and an error annotation when it failed.
+function M.actions_fold(run, rec)
+  local text = run.dir and fs.read(run.dir .. "/logs/" .. rec.name .. ".log") or ""
+  io.stdout:write(("::group::%s %s — %s%s\n"):format(SYMBOL[rec.status] or "", rec.name, rec.status,
+    rec.duration and (" in " .. fmt_duration(rec.duration)) or ""))
+  io.stdout:write(log.masked(text))
+  io.stdout:write("::endgroup::\n")
+  if rec.status == "failure" and not rec.allowed_failure then
+    -- annotation text: one line, with %, CR and LF escaped as the runner expects
+    local msg = log.masked(tostring(rec.error or "failed")):gsub("%%", "%%25"):gsub("\r", "%%0D"):gsub("\n", "%%0A")
+    io.stdout:write(("::error title=stage %s failed::%s\n"):format(rec.name, msg))
+  end
+  io.stdout:flush()
 end
 
 -- M.execute(p, opts) -> run record. opts: id, tag, env, actor, vars, selected (set), state_dir,
@@ -332,6 +353,7 @@ function M.execute(p, opts)
     -- wait on anything any more, not even the file write of the run record
     tasks[#tasks + 1] = task.spawn(function()
       changed(rec)
+      if in_actions then M.actions_fold(run, rec) end
       settle(st)
     end)
   end
