@@ -1,6 +1,7 @@
 /* stagehost.core.log: leveled, timestamped, masked log lines; log.group is Lua. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -67,17 +68,51 @@ static int sh_log_masked_l(lua_State *L) {
   return 1;
 }
 
-/* log.bind(prefix [, path]): from now on this task's lines (and those of the tasks it spawns)
- * carry [prefix] on the console and also go to the file at path */
+#define SH_LOG_CTX_MT "stagehost.log.context"
+
+static int sh_log_ctx_gc(lua_State *L) {
+  sh_log_ctx_t **cc = luaL_checkudata(L, 1, SH_LOG_CTX_MT);
+  sh_log_ctx_release(*cc);
+  *cc = NULL;
+  return 0;
+}
+
+/* context:last() -> the latest line logged under it (masked), or "" */
+static int sh_log_ctx_last(lua_State *L) {
+  sh_log_ctx_t **cc = luaL_checkudata(L, 1, SH_LOG_CTX_MT);
+  lua_pushstring(L, *cc ? (*cc)->last : "");
+  return 1;
+}
+
+/* log.bind(prefix [, path]) -> context: from now on this task's lines (and those of the tasks it
+ * spawns) carry [prefix] on the console and also go to the file at path */
 static int sh_log_bind_l(lua_State *L) {
   const char *prefix = luaL_optstring(L, 1, NULL);
   const char *path = luaL_optstring(L, 2, NULL);
   if (!sh_task_current(L)) return luaL_error(L, "log.bind: only inside a stagehost task");
   int err = 0;
+  sh_log_ctx_t **cc = lua_newuserdatauv(L, sizeof *cc, 0);
+  *cc = NULL;
+  luaL_setmetatable(L, SH_LOG_CTX_MT);
   sh_log_ctx_t *ctx = sh_log_ctx_new(prefix, path, &err);
   if (!ctx) return luaL_error(L, "log.bind: cannot open log file '%s': %s", path ? path : "", strerror(err));
+  sh_log_ctx_retain(ctx); /* one reference for the task, one for the returned handle */
+  *cc = ctx;
   sh_task_set_log_ctx(L, ctx);
+  return 1;
+}
+
+/* log.console(on): off while a live view owns the screen */
+static int sh_log_console_l(lua_State *L) {
+  sh_log_set_console(lua_toboolean(L, 1));
   return 0;
+}
+
+/* log.isatty() -> is standard output a terminal that can redraw (not TERM=dumb)? */
+static int sh_log_isatty_l(lua_State *L) {
+  const char *term = getenv("TERM");
+  lua_pushboolean(L, isatty(STDOUT_FILENO) && term && strcmp(term, "dumb") != 0);
+  return 1;
 }
 
 /* log.echo_output(on): children's output lines on the console whatever the level */
@@ -89,10 +124,20 @@ static int sh_log_echo_l(lua_State *L) {
 static const luaL_Reg sh_log_funcs[] = {
     {"debug", sh_log_debug_l}, {"info", sh_log_info_l},   {"warn", sh_log_warn_l},
     {"error", sh_log_error_l}, {"mask", sh_log_mask_l},   {"level", sh_log_level_l},
-    {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l},   {"echo_output", sh_log_echo_l}, {NULL, NULL},
+    {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l},   {"echo_output", sh_log_echo_l},
+    {"console", sh_log_console_l}, {"isatty", sh_log_isatty_l}, {NULL, NULL},
 };
 
 int sh_log_open(lua_State *L) {
+  if (luaL_newmetatable(L, SH_LOG_CTX_MT)) {
+    lua_pushcfunction(L, sh_log_ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushcfunction(L, sh_log_ctx_last);
+    lua_setfield(L, -2, "last");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
   luaL_newlib(L, sh_log_funcs);
   return 1;
 }

@@ -27,8 +27,10 @@ static struct {
 static void sh_write_all(int fd, const char *s, size_t len);
 static sh_log_ctx_t *(*sh_log_context)(void);
 static int sh_log_echo; /* show children's output on the console at any level (pipeline runs) */
+static int sh_log_quiet; /* a live view owns the console */
 
 void sh_log_set_echo(int on) { sh_log_echo = on; }
+void sh_log_set_console(int on) { sh_log_quiet = !on; }
 
 void sh_log_set_context_source(sh_log_ctx_t *(*current)(void)) { sh_log_context = current; }
 
@@ -246,7 +248,18 @@ static void sh_log_emit(sh_log_ctx_t *ctx, int to_console, int to_files, const c
   free(line);
   if (!masked) return;
   fflush(stdout); /* keep print() and log lines in order on a shared terminal */
-  if (to_console) sh_write_all(STDERR_FILENO, masked, ml);
+  if (to_console && !sh_log_quiet) sh_write_all(STDERR_FILENO, masked, ml);
+  if (ctx) { /* the body alone, masked, first line only: a live view's "last line" */
+    size_t bl;
+    char *mb = sh_mask_apply(body, len, &bl);
+    if (mb) {
+      size_t n = 0;
+      while (n < bl && n < sizeof ctx->last - 1 && mb[n] != '\n') n++;
+      memcpy(ctx->last, mb, n);
+      ctx->last[n] = '\0';
+      free(mb);
+    }
+  }
   if (to_files) {
     for (size_t i = 0; i < sh_log.nfiles; i++) sh_write_all(sh_log.files[i], masked, ml);
     if (ctx && ctx->fd >= 0) sh_write_all(ctx->fd, masked, ml);

@@ -28,6 +28,8 @@ void sh_log_output(struct sh_log_ctx *ctx, const char *label, const char *line, 
 
 /* Show children's output on the console whatever the level (a pipeline run does). */
 void sh_log_set_echo(int on);
+/* Keep the console quiet (a live view owns the screen); files still get everything. */
+void sh_log_set_console(int on);
 
 /* Secrets. Shorter than SH_MASK_MIN bytes are refused: masking "1" would mangle every line. */
 #define SH_MASK_MIN 4
@@ -50,6 +52,7 @@ typedef struct sh_log_ctx {
   int refs;
   int fd;              /* -1 when none */
   char prefix[64];     /* "" when none */
+  char last[160];      /* its latest line, masked, for a live view */
 } sh_log_ctx_t;
 
 sh_log_ctx_t *sh_log_ctx_new(const char *prefix, const char *path, int *err);

@@ -114,6 +114,42 @@ local function summary(run)
   return table.concat(lines, "\n")
 end
 
+-- A live view for a terminal: a line per stage — status, name, elapsed time, last log line —
+-- redrawn in place. The console's log lines stay off meanwhile (they are in the stage logs).
+local function live_view(run)
+  local task = require "stagehost.task"
+  local spin = { "⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏" }
+  local frame, drawn = 0, false
+  local function draw()
+    frame = frame + 1
+    local out = {}
+    if drawn then out[1] = ("\27[%dA"):format(#run.order) end
+    for _, name in ipairs(run.order) do
+      local r = run.stages[name]
+      local symbol = r.status == "running" and spin[frame % #spin + 1] or (SYMBOLS[r.status] or " ")
+      local elapsed = r.duration or (r.t0 and task.now() - r.t0)
+      local last = r.status == "skipped" and (r.reason or "") or (r.log_context and r.log_context:last() or "")
+      last = last:gsub("[%c]", " "):sub(1, 70)
+      out[#out + 1] = ("\27[2K%s %-26s %8s  %s\n"):format(symbol, name, elapsed and engine.fmt_duration(elapsed) or "", last)
+    end
+    io.stdout:write(table.concat(out))
+    io.stdout:flush()
+    drawn = true
+  end
+  log.console(false)
+  local t = task.spawn(function()
+    while true do
+      draw()
+      task.sleep(0.1)
+    end
+  end)
+  return function()
+    t:cancel("run finished")
+    draw()
+    log.console(true)
+  end
+end
+
 -- Write run.json beside the run's logs and artifacts (atomic, so a reader never sees half).
 local function write_record(run)
   if not run.dir then return end
@@ -134,8 +170,8 @@ local function open_store(state_dir, readonly)
   return require("stagehost.pipeline.store").open(state_dir, { readonly = readonly })
 end
 
-local function finish(run)
-  print(summary(run))
+local function finish(run, viewed)
+  if viewed then print(("run %s: %s"):format(run.id, run.status)) else print(summary(run)) end
   if run.status == "failure" then exit(1, "run %s failed", run.id) end
   if run.status == "cancelled" then exit(3, "run %s was cancelled", run.id) end
   return 0
@@ -159,17 +195,21 @@ function cli.run_pipeline(p, args)
   if not ok then exit(2, "cannot use state directory '%s': %s", state_dir, mkerr) end
   local store = open_store(state_dir)
   local id = engine.new_run_id()
+  local live = log.isatty() and os.getenv("GITHUB_ACTIONS") ~= "true"
+  local stop_view
   local run = engine.execute(p, {
-    on_start = function()
+    on_start = function(r)
       print("run " .. id)
       log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
         opts.env and (", env " .. opts.env) or ""))
+      if live then stop_view = live_view(r) end
     end,
     id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
     vars = vars_of(opts.var), selected = selected, state_dir = state_dir, store = store,
     cwd = fs.cwd(), args = args, on_change = write_record,
   })
-  return finish(run)
+  if stop_view then stop_view() end
+  return finish(run, stop_view ~= nil)
 end
 
 local function cmd_graph(args)

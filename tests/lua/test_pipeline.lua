@@ -285,6 +285,28 @@ T.test("under GitHub Actions: ::add-mask:: for secrets, a fold per stage, ::erro
   fs.remove(r.dir, { recursive = true })
 end)
 
+T.test("on a terminal: a live view redrawn in place, a line per stage", function()
+  local dir = tempdir()
+  assert(fs.write(dir .. "/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    local task = require "stagehost.task"
+    return pipeline.define{ name = "live", stages = {
+      { name = "first", run = function(ctx) ctx.log.info("warming up") task.sleep(0.4) end },
+      { name = "second", needs = { "first" }, run = function(ctx) ctx.log.info("last words") task.sleep(0.3) end },
+    } }
+  ]]))
+  -- script(1) gives the host a pseudo-terminal
+  local r = proc.run{ "script", "-qfec", STAGEHOST .. " run p.lua", "/dev/null", cwd = dir,
+    env = { TERM = "xterm" }, timeout = 60 }
+  T.eq(r.code, 0, r.stdout)
+  T.has(r.stdout, "\27[2A", "cursor moved up over the two stage lines")
+  T.match(r.stdout, "\27%[2K✓ first +[%d.]+s  ✓ succeeded")
+  T.match(r.stdout, "\27%[2K[^\n]* second +[%d.]+s  last words")
+  T.match(r.stdout, "run %S+: success\r?\n$")
+  T.no_match(r.stdout, "INFO  %[first%]", "log lines stay off the screen while the view is up")
+  fs.remove(dir, { recursive = true })
+end)
+
 T.test("a failed run exits 1 with one line after the summary", function()
   local r = cli({ ["p.lua"] = 'local pipeline = require "stagehost.pipeline"\nreturn pipeline.define{ name = "f", stages = { { name = "x", run = function() error("nope") end } } }\n' },
     { "run", "p.lua" })

@@ -263,9 +263,10 @@ function M.execute(p, opts)
 
   function run_stage(st)
     local rec = records[st.name]
-    if run.dir then log.bind(st.name, run.dir .. "/logs/" .. st.name .. ".log") else log.bind(st.name) end
+    rec.log_context = log.bind(st.name, run.dir and (run.dir .. "/logs/" .. st.name .. ".log"))
     rec.started_at = now_iso()
     local t0 = task.now()
+    rec.t0 = t0
     log.info("▶ started" .. (rec.resumed_attempt and " again (resumed)" or ""))
     local ctx = {
       stage = st.name,
