@@ -82,6 +82,16 @@ function T.alive(pid)
   return false
 end
 
+-- A fresh empty directory under /tmp (with the given subdirectories); remove it when done.
+function T.tempdir(...)
+  local fs = require "stagehost.fs"
+  local dir = os.tmpname() -- a unique name; the file it created makes way for the directory
+  os.remove(dir)
+  assert(fs.mkdir(dir))
+  for _, sub in ipairs{ ... } do assert(fs.mkdir(dir .. "/" .. sub)) end
+  return dir
+end
+
 -- Wait until T.alive(pid) is false; returns whether it happened within the time.
 function T.gone(pid, within)
   local deadline = task.now() + (within or 3)

@@ -14,12 +14,6 @@ local function sh(args, opts)
   return proc.run(argv)
 end
 
-local function tempdir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(fs.mkdir(dir))
-  return dir
-end
 
 local function first_line(s) return (s:match("^[^\n]*")) end
 
@@ -49,7 +43,7 @@ T.test("a missing script exits 2 with one line naming it", function()
 end)
 
 T.test("a syntax error exits 2 with file:line", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/bad.lua", "local x = 1\nlocal y = = 2\n"))
   local r = sh{ dir .. "/bad.lua" }
   T.eq(r.code, 2)
@@ -60,7 +54,7 @@ T.test("a syntax error exits 2 with file:line", function()
 end)
 
 T.test("an uncaught error exits 1 with file:line and a traceback", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/fail.lua", "local function deploy()\n  error('stack not found')\nend\ndeploy()\n"))
   local r = sh{ dir .. "/fail.lua" }
   T.eq(r.code, 1)
@@ -90,7 +84,7 @@ T.test("strange error values never crash the host", function()
 end)
 
 T.test("arg and ... as lua(1) gives them; -e runs before the script", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/args.lua", "print(arg[0], arg[1], arg[2], #arg, select('#', ...), table.concat({...}, ','), X)\n"))
   local r = sh{ "-e", "X = 'set by -e'", dir .. "/args.lua", "one", "two words" }
   T.eq(r.code, 0, r.stderr)
@@ -99,7 +93,7 @@ T.test("arg and ... as lua(1) gives them; -e runs before the script", function()
 end)
 
 T.test("modules beside the script are found; require 'stagehost' gives every module", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/helper.lua", "return { greet = function() return 'hi from helper' end }\n"))
   assert(fs.write(dir .. "/main.lua", [[
     local sh = require "stagehost"

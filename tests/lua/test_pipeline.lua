@@ -10,13 +10,6 @@ local engine = require "stagehost.pipeline.engine"
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
-local function tempdir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(fs.mkdir(dir .. "/stages"))
-  assert(fs.mkdir(dir .. "/decisions"))
-  return dir
-end
 
 local function run(p, opts)
   opts = opts or {}
@@ -26,7 +19,7 @@ end
 
 -- Write files into a fresh dir, run `stagehost run pipeline.lua ARGS` there.
 local function cli(files, args, env)
-  local dir = tempdir()
+  local dir = T.tempdir("stages", "decisions")
   for name, text in pairs(files) do assert(fs.write(dir .. "/" .. name, text)) end
   local argv = { STAGEHOST }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
@@ -78,7 +71,7 @@ T.test("a failure reaches when = failure and always stages and skips the rest", 
 end)
 
 T.test("decisions: a function, a file, a failing decision", function()
-  local dir = tempdir()
+  local dir = T.tempdir("stages", "decisions")
   assert(fs.write(dir .. "/decisions/tests_passed.lua",
     "return function(run) return run.stages.tests.outputs.failed == 0 end\n"))
   assert(fs.write(dir .. "/decisions/broken.lua", "return function(run) error('no data') end\n"))
@@ -286,7 +279,7 @@ T.test("under GitHub Actions: ::add-mask:: for secrets, a fold per stage, ::erro
 end)
 
 T.test("on a terminal: a live view redrawn in place, a line per stage", function()
-  local dir = tempdir()
+  local dir = T.tempdir("stages", "decisions")
   assert(fs.write(dir .. "/p.lua", [[
     local pipeline = require "stagehost.pipeline"
     local task = require "stagehost.task"

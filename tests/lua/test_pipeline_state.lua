@@ -8,12 +8,6 @@ local json = require "stagehost.json"
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
-local function tempdir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(fs.mkdir(dir))
-  return dir
-end
 
 local function sh(dir, args, opts)
   local argv = { STAGEHOST }
@@ -63,7 +57,7 @@ end
 
 T.test("kill -9 at 22 points, then resume: nothing finished runs again, checkpoints read back", function()
   for point = 1, 22 do
-    local dir = tempdir()
+    local dir = T.tempdir()
     assert(fs.write(dir .. "/p.lua", RESUMABLE))
     local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
     local id
@@ -110,7 +104,7 @@ T.test("kill -9 at 22 points, then resume: nothing finished runs again, checkpoi
 end, { timeout = 240 })
 
 T.test("resume refuses a run that is running or finished, and unknown ids", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", RESUMABLE))
   local r = sh(dir, { "run", "p.lua" })
   T.eq(r.code, 0, r.stderr)
@@ -125,7 +119,7 @@ T.test("resume refuses a run that is running or finished, and unknown ids", func
 end)
 
 T.test("cancel from another process: the host stops its stages, records cancelled, exits 3", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
     local pipeline = require "stagehost.pipeline"
     local proc = require "stagehost.proc"
@@ -156,7 +150,7 @@ T.test("cancel from another process: the host stops its stages, records cancelle
 end)
 
 T.test("runs and status while another host writes", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   local stages = {}
   for i = 1, 40 do
     stages[#stages + 1] = ("{ name = 's%d', %s run = function() require('stagehost.task').sleep(0.01) end },"):format(i,
@@ -184,7 +178,7 @@ T.test("runs and status while another host writes", function()
 end)
 
 T.test("artifacts: stored with sha256, pruned with their rows", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
     local pipeline = require "stagehost.pipeline"
     return pipeline.define{ name = "art", stages = {
@@ -216,7 +210,7 @@ T.test("artifacts: stored with sha256, pruned with their rows", function()
 end)
 
 T.test("a corrupt state database: a clear message, nothing overwritten", function()
-  local dir = tempdir()
+  local dir = T.tempdir()
   assert(fs.mkdir(dir .. "/.stagehost"))
   local garbage = ("this is not sqlite "):rep(300)
   assert(fs.write(dir .. "/.stagehost/state.db", garbage))
