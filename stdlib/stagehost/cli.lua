@@ -177,6 +177,12 @@ local function finish(run, viewed)
   return 0
 end
 
+-- report.html, junit.xml (when stages reported tests) and the GitHub step summary.
+local function write_reports(run, p)
+  local ok, err = require("stagehost.pipeline.report").write_all(run, p)
+  if not ok then log.warn("the run's reports could not be written: " .. tostring(err)) end
+end
+
 -- Run pipeline p with command-line args; raises an exit object for anything but success.
 function cli.run_pipeline(p, args)
   local opts = parse(args, RUN_FLAGS)
@@ -206,8 +212,13 @@ function cli.run_pipeline(p, args)
     end,
     id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
     vars = vars_of(opts.var), selected = selected, state_dir = state_dir, store = store,
-    cwd = fs.cwd(), args = args, on_change = write_record,
+    cwd = fs.cwd(), args = args,
   })
+  -- SQLite holds every transition as it happens; run.json and the reports are the run's
+  -- record once it is over
+  write_record(run)
+  write_reports(run, p)
+  store:close()
   if stop_view then stop_view() end
   return finish(run, stop_view ~= nil)
 end
@@ -336,8 +347,10 @@ local function cmd_resume(args)
     end,
     id = r.id, tag = r.tag, env = r.env, actor = r.actor, vars = r.vars, selected = selected, state_dir = dir,
     store = store, previous = previous, started_at = r.started_at, cwd = r.cwd, args = r.args,
-    on_change = write_record,
   })
+  write_record(run)
+  write_reports(run, p)
+  store:close()
   return finish(run)
 end
 

@@ -207,19 +207,20 @@ local function timing(run, names)
   return spans, last
 end
 
+-- The run's length: its own timestamps (whole seconds), or the end of its last stage when that
+-- is later (exact durations). Nothing while the run has not finished.
 local function total_duration(run, names)
-  local spans, last = timing(run, names)
-  local s, f = epoch(run.started_at), epoch(run.finished_at)
-  if not (s and f) and next(spans) == nil then return nil end
+  if not (epoch(run.started_at) and epoch(run.finished_at)) then return nil end
+  local _, last = timing(run, names)
   return last
 end
 
 -- ---- SVG: the stage graph ----
 
--- Long names go on two lines, split at the '-', '_' or '.' nearest the middle, so a nine-column
--- chain still fits a laptop screen.
+-- Long names go on two lines, split at the '-', '_' or '.' nearest the middle, so the seed's
+-- nine-stage chain still fits a laptop screen without scrolling.
 local function name_lines(name)
-  if #name <= 18 then return { name } end
+  if #name <= 15 then return { name } end
   local best
   for i = 2, #name - 1 do
     if name:sub(i, i):match("[-_.]") and (not best or math.abs(i - #name / 2) < math.abs(best - #name / 2)) then
@@ -259,8 +260,22 @@ local function graph_svg(run, p, names)
   if p then for _, st in ipairs(p.stages) do decl[#decl + 1], seen[st.name] = st.name, true end end
   for _, n in ipairs(names) do if not seen[n] then decl[#decl + 1] = n end end
 
+  -- what each box says: its name, status and duration, then how it runs when that is unusual
+  local function status_line(rec)
+    local status = FILL[rec.status] and rec.status or "pending"
+    local text = SYMBOL[status] .. " " .. status
+    if rec.duration then text = text .. " · " .. fmt_duration(rec.duration) end
+    return text
+  end
+  local function extra_line(n, rec)
+    local bits = { when_label(spec(p, n)) }
+    if (rec.attempts or 0) > 1 then bits[#bits + 1] = ("%d tries"):format(rec.attempts) end
+    if rec.allowed_failure then bits[#bits + 1] = "allowed to fail" end
+    return #bits > 0 and table.concat(bits, " · ") or nil
+  end
+
   local rows, ncols, nrows, row = {}, 0, 0, {}
-  local longest, max_lines, any_when = 0, 1, false
+  local widest, max_lines, any_extra = 0, 1, false
   for _, n in ipairs(decl) do
     local c = column(n)
     rows[c] = (rows[c] or 0) + 1
@@ -268,12 +283,18 @@ local function graph_svg(run, p, names)
     ncols, nrows = math.max(ncols, c), math.max(nrows, rows[c])
     local lines = name_lines(clean(n))
     max_lines = math.max(max_lines, #lines)
-    for _, l in ipairs(lines) do longest = math.max(longest, text_width(l, 13, true)) end
-    if when_label(spec(p, n)) then any_when = true end
+    for _, l in ipairs(lines) do widest = math.max(widest, text_width(l, 13, true)) end
+    local rec = record(run, n)
+    widest = math.max(widest, text_width(status_line(rec), 11.5, false))
+    local extra = extra_line(n, rec)
+    if extra then
+      any_extra = true
+      widest = math.max(widest, text_width(extra, 10.5, false))
+    end
   end
-  local NODE_W = math.max(140, math.ceil(longest) + 24)
-  local NODE_H = 14 + max_lines * 16 + 16 + (any_when and 14 or 0)
-  local GAP_X, GAP_Y, PAD, LANE_H = 64, 22, 12, 12
+  local NODE_W = math.max(120, math.ceil(widest) + 20)
+  local NODE_H = 14 + max_lines * 16 + 16 + (any_extra and 14 or 0)
+  local GAP_X, GAP_Y, PAD, LANE_H = 44, 22, 12, 12
 
   local function box(n)
     return PAD + (col[n] - 1) * (NODE_W + GAP_X), (row[n] - 1) * (NODE_H + GAP_Y) -- y before the lanes
@@ -308,7 +329,15 @@ local function graph_svg(run, p, names)
     if sa ~= sb then return sa > sb end
     return col[a.from] < col[b.from]
   end)
-  for i, e in ipairs(laned) do e.lane = i end
+  -- Where a laned edge rises and drops: in the gap beside its box, the outer lane nearest the
+  -- source box and nearest the target box, so lanes that share a box do not cross each other.
+  local rank_out, rank_in = {}, {}
+  for i, e in ipairs(laned) do
+    e.lane = i
+    rank_out[e.from] = (rank_out[e.from] or 0) + 1
+    rank_in[e.to] = (rank_in[e.to] or 0) + 1
+    e.rise, e.drop = math.min(rank_out[e.from] - 1, 3) * 7, math.min(rank_in[e.to] - 1, 3) * 7
+  end
   local top = PAD + #laned * LANE_H + (#laned > 0 and 6 or 0)
 
   -- Ports: where edges leave and enter a box. Laned edges use the top ports in lane order,
@@ -328,7 +357,7 @@ local function graph_svg(run, p, names)
       if ra ~= rb then return ra < rb end
       return col[other_end(a)] < col[other_end(b)]
     end)
-    local step = math.min(10, (NODE_H - 12) / math.max(1, #list))
+    local step = math.min(14, (NODE_H - 12) / math.max(1, #list))
     for i, e in ipairs(list) do
       list[i] = { edge = e, dy = (i - (#list + 1) / 2) * step }
     end
@@ -349,15 +378,15 @@ local function graph_svg(run, p, names)
   local height = top + nrows * NODE_H + (nrows - 1) * GAP_Y + PAD
   local out = {}
   local function w(...) for i = 1, select("#", ...) do out[#out + 1] = select(i, ...) end end
-  -- the natural size is the most it grows to; it shrinks with the window down to 70 %, then the
+  -- the natural size is the most it grows to; it shrinks with the window down to 60 %, then the
   -- wrapper scrolls, so names stay readable
   w(('<svg class="graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" '
     .. 'style="min-width:%dpx" role="img" aria-label="stage graph">\n'):format(width, height, width, height,
-    math.floor(width * 0.7)))
+    math.floor(width * 0.6)))
   w("<defs>")
   for kind, colour in pairs(EDGE_COLOUR) do
-    w(('<marker id="arrow-%s" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-      .. 'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="%s"/></marker>'):format(kind, colour))
+    w(('<marker id="arrow-%s" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" '
+      .. 'markerHeight="9" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="%s"/></marker>'):format(kind, colour))
   end
   w("</defs>\n")
 
@@ -370,8 +399,7 @@ local function graph_svg(run, p, names)
     local d
     if e.lane then
       local ly = PAD + (e.lane - 0.5) * LANE_H
-      local off = ((e.lane - 1) % 4) * 8
-      local a, b, r = x1 + 14 + off, x2 - 14 - off, 6
+      local a, b, r = x1 + 10 + e.rise, x2 - 16 - e.drop, 6
       d = ("M%s,%s H%s Q%s,%s %s,%s V%s Q%s,%s %s,%s H%s Q%s,%s %s,%s V%s Q%s,%s %s,%s H%s"):format(
         f1(x1), f1(y1), f1(a - r), f1(a), f1(y1), f1(a), f1(y1 - r), f1(ly + r), f1(a), f1(ly), f1(a + r), f1(ly),
         f1(b - r), f1(b), f1(ly), f1(b), f1(ly + r), f1(y2 - r), f1(b), f1(y2), f1(b + r), f1(y2), f1(x2))
@@ -391,10 +419,6 @@ local function graph_svg(run, p, names)
     local status = FILL[rec.status] and rec.status or "pending"
     local x, y = box(n)
     y = top + y
-    local note = SYMBOL[status] .. " " .. status
-    if rec.allowed_failure then note = note .. " (allowed)" end
-    if rec.duration then note = note .. " · " .. fmt_duration(rec.duration) end
-    if (rec.attempts or 0) > 1 then note = note .. (" · %d tries"):format(rec.attempts) end
     w(('<a href="#stage-%s"><g class="node status-%s">'):format(url_segment(n), status))
     w(('<title>%s: %s%s</title>'):format(esc(n), esc(status),
       (rec.error or rec.reason) and (" — " .. esc(rec.error or rec.reason)) or ""))
@@ -406,10 +430,10 @@ local function graph_svg(run, p, names)
       ty = ty + 16
     end
     w(('<text x="%s" y="%d" class="node-status" text-anchor="middle" fill="%s">%s</text>'):format(
-      f1(x + NODE_W / 2), ty + 1, STROKE[status], esc(note)))
-    local wl = when_label(spec(p, n))
-    if wl then
-      w(('<text x="%s" y="%d" class="node-when" text-anchor="middle">%s</text>'):format(f1(x + NODE_W / 2), ty + 15, esc(wl)))
+      f1(x + NODE_W / 2), ty + 1, STROKE[status], esc(status_line(rec))))
+    local extra = extra_line(n, rec)
+    if extra then
+      w(('<text x="%s" y="%d" class="node-when" text-anchor="middle">%s</text>'):format(f1(x + NODE_W / 2), ty + 15, esc(extra)))
     end
     w("</g></a>\n")
   end
@@ -432,15 +456,16 @@ end
 local function timeline_svg(run, names)
   local spans, last = timing(run, names)
   local span = math.max(last, 1)
-  local step = TICK_STEPS[#TICK_STEPS]
+  local step
   for _, s in ipairs(TICK_STEPS) do
     if span / s <= 10 then step = s break end
   end
+  step = step or 86400 * math.ceil(span / 86400 / 10) -- a run that took weeks: whole days
   span = math.ceil(span / step) * step -- the axis ends on a tick
   local label_w = 0
   for _, n in ipairs(names) do label_w = math.max(label_w, text_width(clean(n), 12, false)) end
   label_w = math.ceil(label_w) + 24
-  local CHART_W, ROW_H, AXIS_H, RIGHT, TOP = 860, 26, 28, 96, 6
+  local CHART_W, ROW_H, AXIS_H, RIGHT, TOP = 940, 26, 28, 100, 6
   local width = label_w + CHART_W + RIGHT
   local height = TOP + #names * ROW_H + AXIS_H
   local scale = CHART_W / span
@@ -522,7 +547,7 @@ code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", "DejaVu Sans Mon
 svg { display: block; max-width: 100%; height: auto; }
 svg text { font-family: inherit; }
 .node-name { font-size: 13px; font-weight: 600; fill: #1f2328; }
-.node-status { font-size: 11px; }
+.node-status { font-size: 11.5px; }
 .node-when { font-size: 10.5px; font-style: italic; fill: #656d76; }
 .row-label { font-size: 12px; fill: #1f2328; text-anchor: end; }
 .tick { font-size: 11px; fill: #656d76; }
@@ -534,7 +559,9 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #d8dee4; vertical-align: top; }
 th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: #656d76; background: #f6f8fa; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-td.nowrap { white-space: nowrap; }
+td.nowrap, td.name { white-space: nowrap; }
+td.note-cell { min-width: 16em; }
+.table-scroll { overflow-x: auto; }
 .note { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
 .sha { font-size: 11.5px; overflow-wrap: anywhere; color: #424a53; }
 details { margin: 6px 0; }
@@ -598,7 +625,6 @@ function report.html(run, p)
     w("<div><dt>", label, "</dt><dd", mono and ' class="mono"' or "", ">", esc(value), "</dd></div>")
   end
   meta("run", run.id, true)
-  meta("status", run.status)
   meta("tag", run.tag, true)
   meta("environment", run.env)
   meta("actor", run.actor)
@@ -606,10 +632,15 @@ function report.html(run, p)
   meta("finished", human_time(run.finished_at))
   meta("duration", total and fmt_duration(total))
   meta("pipeline file", run.file or (p and p.file), true)
+  local vars = type(run.vars) == "table" and run.vars or {}
   local var_keys = {}
-  for k in pairs(type(run.vars) == "table" and run.vars or {}) do var_keys[#var_keys + 1] = tostring(k) end
-  table.sort(var_keys)
-  for _, k in ipairs(var_keys) do meta("var " .. esc(k), run.vars[k], true) end
+  for k in pairs(vars) do var_keys[#var_keys + 1] = k end
+  table.sort(var_keys, function(a, b) return tostring(a) < tostring(b) end)
+  if #var_keys > 0 then
+    local lines = {}
+    for _, k in ipairs(var_keys) do lines[#lines + 1] = esc(k) .. "=" .. esc(vars[k]) end
+    w('<div><dt>vars</dt><dd class="mono">', table.concat(lines, "<br>"), "</dd></div>")
+  end
   w("</dl>\n</header>\n")
 
   -- graph
@@ -619,7 +650,7 @@ function report.html(run, p)
   w('<h2>Timeline</h2>\n<div class="scroll">', timeline_svg(run, names), "</div>\n")
 
   -- stages
-  w('<h2>Stages</h2>\n<table class="stages">\n<thead><tr><th>Stage</th><th>Status</th><th>Started</th>',
+  w('<h2>Stages</h2>\n<div class="table-scroll"><table class="stages">\n<thead><tr><th>Stage</th><th>Status</th><th>Started</th>',
     "<th>Duration</th><th>Attempts</th><th>Error / reason</th><th>Log</th></tr></thead>\n<tbody>\n")
   for _, n in ipairs(names) do
     local rec = record(run, n)
@@ -639,12 +670,13 @@ function report.html(run, p)
     if not log_path or fs.exists(log_path) then
       log_cell = ('<a href="logs/%s.log">%s.log</a>'):format(url_segment(n), esc(n))
     end
-    w(('<tr id="stage-%s"><td><strong>%s</strong></td><td class="nowrap">%s</td><td class="nowrap">%s</td>'
-      .. '<td class="num">%s</td><td class="num">%s</td><td><div class="note">%s</div></td><td class="nowrap">%s</td></tr>\n'):format(
+    w(('<tr id="stage-%s"><td class="name"><strong>%s</strong></td><td class="nowrap">%s</td><td class="nowrap">%s</td>'
+      .. '<td class="num">%s</td><td class="num">%s</td><td class="note-cell"><div class="note">%s</div></td>'
+      .. '<td class="nowrap">%s</td></tr>\n'):format(
       url_segment(n), esc(n), badge(status), esc(clock(rec.started_at)), esc(fmt_duration(rec.duration)),
       (rec.attempts or 0) > 0 and tostring(rec.attempts) or "", table.concat(note, "\n"), log_cell))
   end
-  w("</tbody>\n</table>\n")
+  w("</tbody>\n</table></div>\n")
 
   -- tests that did not pass
   local failed_cases, any_tests = {}, false
@@ -674,9 +706,13 @@ function report.html(run, p)
 
   -- artifacts
   w("<h2>Artifacts</h2>\n")
-  local arts = {}
+  -- a retried stage stores its artifact again under the same path: one row, the newest entry
+  local arts, at = {}, {}
   for _, n in ipairs(names) do
-    for _, a in ipairs(record(run, n).artifacts or {}) do arts[#arts + 1] = a end
+    for _, a in ipairs(record(run, n).artifacts or {}) do
+      local key = a.path or (tostring(a.stage) .. "\0" .. tostring(a.name))
+      if at[key] then arts[at[key]] = a else arts[#arts + 1], at[key] = a, #arts + 1 end
+    end
   end
   if #arts == 0 then
     w('<p class="muted">No artifacts.</p>\n')

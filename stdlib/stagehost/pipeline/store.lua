@@ -77,17 +77,24 @@ function Store.open(dir, opts)
     fail("cannot open state database %s: %s", path, msg)
   end
   if not (opts and opts.readonly) then
-    local done, xerr, xcode = db:exec("PRAGMA synchronous=NORMAL;" .. SCHEMA)
+    -- checkpoints of the WAL into the database fsync; done when the store closes rather than
+    -- every ~1000 pages in the middle of a run, where they stall the loop
+    local done, xerr, xcode = db:exec("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
     if not done then
       db:close()
       if xcode == "SQLITE_BUSY" then fail("state database %s is locked by another process: %s", path, xerr) end
       fail("state database %s: %s", path, xerr)
     end
   end
-  return setmetatable({ db = db, dir = dir, path = path }, Store)
+  return setmetatable({ db = db, dir = dir, path = path, readonly = opts and opts.readonly }, Store)
 end
 
-function Store:close() self.db:close() end
+function Store:close()
+  if self.closed then return end
+  self.closed = true
+  if not self.readonly then self.db:query("PRAGMA wal_checkpoint(PASSIVE)") end -- never waits on readers
+  self.db:close()
+end
 
 local function q(self, sql, ...)
   local rows, err, code = self.db:query(sql, ...)
@@ -120,6 +127,10 @@ function Store:save_run(run)
 end
 
 function Store:save_stage(run, rec)
+  self.db:transaction(self.save_stage_now, self, run, rec) -- the row and its event together
+end
+
+function Store.save_stage_now(self, run, rec)
   local position = 0
   for i, name in ipairs(run.order or {}) do if name == rec.name then position = i end end
   q(self, [[INSERT INTO stages (run_id, name, position, status, started_at, finished_at, duration,
