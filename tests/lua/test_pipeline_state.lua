@@ -229,4 +229,27 @@ T.test("a corrupt state database: a clear message, nothing overwritten", functio
   fs.remove(dir, { recursive = true })
 end)
 
+T.test("a locked state database: a clear message after STAGEHOST_STATE_TIMEOUT, exit 2", function()
+  local dir = T.tempdir()
+  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'x', stages = { { name = 'a', run = function() end } } }\n"))
+  T.eq(sh(dir, { "run", "p.lua" }).code, 0) -- the database exists
+  local holder = proc.spawn{ STAGEHOST, "-e", [[
+    local db = assert(require("stagehost.core.sqlite").open(".stagehost/state.db"))
+    assert(db:exec("BEGIN IMMEDIATE"))
+    print("locked")
+    require("stagehost.task").sleep(5)
+  ]], cwd = dir, lines = true }
+  local _, line = holder:read_line()
+  T.eq(line, "locked")
+  local t0 = task.now()
+  local r = sh(dir, { "run", "p.lua" }, { env = { STAGEHOST_STATE_TIMEOUT = "200" } })
+  T.eq(r.code, 2, r.stderr)
+  T.match(r.stderr, "is locked by another process")
+  T.eq(select(2, r.stderr:gsub("\n", "")), 1, "one line")
+  T.ok(task.now() - t0 < 4, "did not wait for the holder")
+  holder:kill("TERM")
+  holder:wait()
+  fs.remove(dir, { recursive = true })
+end)
+
 T.run()

@@ -69,7 +69,8 @@ function Store.open(dir, opts)
   local ok, err = fs.mkdir(dir)
   if not ok then fail("cannot use state directory '%s': %s", dir, err) end
   local path = dir .. "/state.db"
-  local db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = 5000 })
+  local wait = tonumber(os.getenv("STAGEHOST_STATE_TIMEOUT") or "") or 5000 -- ms to wait for a lock
+  local db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = math.floor(wait) })
   if not db then
     if code == "SQLITE_NOTADB" or code == "SQLITE_CORRUPT" then
       fail("%s is not a usable state database (%s); move it aside to start afresh, nothing was changed", path, msg)
@@ -98,6 +99,10 @@ end
 
 local function q(self, sql, ...)
   local rows, err, code = self.db:query(sql, ...)
+  if code == "SQLITE_BUSY" then
+    fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT ms); this change was not written: %s",
+      self.path, err)
+  end
   if not rows then error(("state database %s: %s (%s)"):format(self.path, err, code), 2) end
   return rows
 end
