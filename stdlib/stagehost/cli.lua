@@ -163,7 +163,7 @@ local function write_record(run)
       error = r.error, reason = r.reason, allowed_failure = r.allowed_failure,
       artifacts = json.array(r.artifacts or {}) }
   end
-  assert(fs.write(run.dir .. "/run.json", json.encode(record, { pretty = true }) .. "\n"))
+  assert(fs.write(run.dir .. "/run.json", log.masked(json.encode(record, { pretty = true })) .. "\n"))
 end
 
 local function open_store(state_dir, readonly)

@@ -229,6 +229,33 @@ T.test("a corrupt state database: a clear message, nothing overwritten", functio
   fs.remove(dir, { recursive = true })
 end)
 
+T.test("secrets are masked in everything a run stores: state, run.json, artifacts, reports", function()
+  local dir = T.tempdir()
+  assert(fs.write(dir .. "/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "sec", stages = {
+      { name = "leaky", run = function(ctx)
+        local token = os.getenv("RELEASE_TOKEN")
+        ctx:checkpoint("token", token)
+        ctx:artifact("notes.txt", "token: " .. token)
+        return { token = token, note = "uses " .. token }
+      end },
+      { name = "after", needs = { "leaky" }, run = function(ctx) error("failed with " .. ctx.outputs.leaky.token, 0) end },
+    } }
+  ]]))
+  local secret = "rel-secret-XYZ-123"
+  local r = sh(dir, { "run", "p.lua" }, { env = { RELEASE_TOKEN = secret } })
+  T.eq(r.code, 1, r.stderr)
+  T.no_match(r.stdout .. r.stderr, secret)
+  local found = proc.run{ "grep", "-rl", secret, dir .. "/.stagehost" }
+  T.eq(found.stdout, "", "files holding the secret")
+  local id = r.stdout:match("^run (%S+)")
+  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  T.eq(st.stages[1].outputs.token, "***")
+  T.eq(st.stages[2].error, "failed with ***")
+  fs.remove(dir, { recursive = true })
+end)
+
 T.test("a locked state database: a clear message after STAGEHOST_STATE_TIMEOUT, exit 2", function()
   local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'x', stages = { { name = 'a', run = function() end } } }\n"))

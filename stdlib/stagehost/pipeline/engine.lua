@@ -280,6 +280,7 @@ function M.execute(p, opts)
         error("ctx:artifact: name must be a file name without '/' (got " .. tostring(name) .. ")", 2)
       end
       if type(content) ~= "string" then content = json.encode(content, { pretty = true }) end
+      content = log.masked(content) -- an artifact is output too: no secret in it
       local path = (run.dir or ".") .. "/artifacts/" .. st.name .. "--" .. name
       assert(fs.write(path, content))
       local entry = { name = name, stage = st.name, path = path, size = #content,

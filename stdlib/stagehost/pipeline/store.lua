@@ -5,6 +5,12 @@
 local sqlite = require "stagehost.core.sqlite"
 local json = require "stagehost.json"
 local fs = require "stagehost.fs"
+local log = require "stagehost.log"
+
+-- What is stored has every secret masked, as what is printed does (a resumed run sees *** where
+-- a secret was: it is never written down).
+local function stored(value) return log.masked(json.encode(value)) end
+local function stored_text(s) return s and log.masked(tostring(s)) end
 
 local Store = {}
 Store.__index = Store
@@ -126,8 +132,8 @@ function Store:save_run(run)
       finished_at, pid, host_started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
     ON CONFLICT(id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at,
       pid = excluded.pid, host_started = excluded.host_started]],
-    run.id, run.pipeline, run.file, run.cwd, json.encode(list_of(run.args)), run.tag, run.env,
-    run.actor, json.encode(run.vars or {}), run.status, run.started_at, run.finished_at,
+    run.id, run.pipeline, run.file, run.cwd, stored(list_of(run.args)), run.tag, run.env,
+    run.actor, stored(run.vars or {}), run.status, run.started_at, run.finished_at,
     self.host_pid, self.host_started)
 end
 
@@ -145,14 +151,14 @@ function Store.save_stage_now(self, run, rec)
       outputs = excluded.outputs, error = excluded.error, reason = excluded.reason,
       allowed_failure = excluded.allowed_failure]],
     run.id, rec.name, position, rec.status, rec.started_at, rec.finished_at, rec.duration, rec.attempts,
-    json.encode(rec.outputs or {}), rec.error, rec.reason, rec.allowed_failure and 1 or 0)
+    stored(rec.outputs or {}), stored_text(rec.error), stored_text(rec.reason), rec.allowed_failure and 1 or 0)
   q(self, "INSERT INTO events (run_id, stage, at, kind, message) VALUES (?,?,?,?,?)",
-    run.id, rec.name, now_iso(), rec.status, rec.error or rec.reason)
+    run.id, rec.name, now_iso(), rec.status, stored_text(rec.error or rec.reason))
 end
 
 function Store:event(run_id, stage, kind, message)
   q(self, "INSERT INTO events (run_id, stage, at, kind, message) VALUES (?,?,?,?,?)",
-    run_id, stage, now_iso(), kind, message)
+    run_id, stage, now_iso(), kind, stored_text(message))
 end
 
 -- ctx:checkpoint: set writes at once (and returns the value); get reads it back.
@@ -160,7 +166,7 @@ function Store:checkpoint(run_id, stage, key, value, set)
   if set then
     q(self, [[INSERT INTO checkpoints (run_id, stage, key, value) VALUES (?,?,?,?)
       ON CONFLICT(run_id, stage, key) DO UPDATE SET value = excluded.value]],
-      run_id, stage, key, json.encode({ v = value }))
+      run_id, stage, key, stored({ v = value }))
     return value
   end
   local rows = q(self, "SELECT value FROM checkpoints WHERE run_id = ? AND stage = ? AND key = ?", run_id, stage, key)
