@@ -32,8 +32,9 @@ local function stage(name)
     note(("start %s at %d"):format(name, from))
     for i = from, 3 do
       task.sleep(0.01)
-      ctx:checkpoint("step", i)
+      -- do the step, then record it: a kill between the two repeats the step, never skips it
       note(("step %s %d"):format(name, i))
+      ctx:checkpoint("step", i)
     end
     note("done " .. name)
     return { steps = 3 }
