@@ -1,0 +1,89 @@
+-- The sandbox: one loopback server that emulates the AWS APIs stagehost uses (CloudFormation,
+-- STS, Amplify) and the GitHub REST API, so the whole flow runs with no account. The tests use
+-- it as their fake of AWS and GitHub, and its fidelity is checked with the real `aws` CLI and
+-- @octokit/rest.
+--
+--   local sb = require("stagehost.sandbox").start{ port = 0 }
+--   sb.url        -- "http://127.0.0.1:PORT": AWS_ENDPOINT_URL for every AWS service
+--   sb.github_url -- sb.url .. "/github": GITHUB_API_URL (a path prefix, as GitHub Enterprise has)
+--   sb.state      -- the emulated world: sb.state.aws, sb.state.github (tests may look and seed)
+--   sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 400,
+--                 code = "Throttling", message = "Rate exceeded", times = 2, headers = {} }
+--   sb.requests   -- every request seen: { service =, action =, method =, path = }
+--   sb:close()
+local http = require "stagehost.http"
+local log = require "stagehost.log"
+
+local sandbox = {}
+
+local Sandbox = {}
+Sandbox.__index = Sandbox
+
+-- Queue a fault: the next `times` requests matching service (and action, when given) get it
+-- instead of their normal answer. The service module renders it in its own protocol.
+function Sandbox:fail_next(fault)
+  if type(fault) ~= "table" or type(fault.service) ~= "string" then
+    error("bad argument #1 to 'sandbox:fail_next' (table with service expected)", 2)
+  end
+  local f = {}
+  for k, v in pairs(fault) do f[k] = v end
+  f.times = f.times or 1
+  table.insert(self.faults, f)
+end
+
+-- The queued fault for this service and action, consumed; nil when none applies.
+function Sandbox:take_fault(service, action)
+  for i, f in ipairs(self.faults) do
+    if f.service == service and (f.action == nil or f.action == action) then
+      f.times = f.times - 1
+      if f.times <= 0 then table.remove(self.faults, i) end
+      return f
+    end
+  end
+  return nil
+end
+
+function Sandbox:record(service, action, req)
+  self.requests[#self.requests + 1] = { service = service, action = action, method = req.method, path = req.path }
+end
+
+function Sandbox:close()
+  if self.server then
+    self.server:close()
+    self.server = nil
+  end
+end
+
+local GITHUB_PREFIX = "/github"
+
+-- sandbox.start{ host = "127.0.0.1", port = 0, seed = {...} } -> sandbox
+function sandbox.start(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'sandbox.start' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  local self = setmetatable({ faults = {}, requests = {}, state = { aws = {}, github = {} } }, Sandbox)
+  local aws = require "stagehost.sandbox.aws"
+  local github = require "stagehost.sandbox.github"
+  aws.init(self)
+  github.init(self)
+  self.server = http.serve{
+    host = opts.host or "127.0.0.1",
+    port = opts.port or 0,
+    handler = function(req)
+      if req.path == GITHUB_PREFIX or req.path:sub(1, #GITHUB_PREFIX + 1) == GITHUB_PREFIX .. "/" then
+        req.path = req.path:sub(#GITHUB_PREFIX + 1)
+        if req.path == "" then req.path = "/" end
+        return github.handle(self, req)
+      end
+      return aws.handle(self, req)
+    end,
+  }
+  self.port = self.server.port
+  self.url = ("http://%s:%d"):format(opts.host or "127.0.0.1", self.port)
+  self.github_url = self.url .. GITHUB_PREFIX
+  log.debug(("sandbox: AWS and GitHub emulator on %s"):format(self.url))
+  return self
+end
+
+return sandbox
