@@ -1,0 +1,640 @@
+-- GitHub REST client for pipelines: releases, issues, commit statuses, deployments. It follows
+-- pagination, waits out GitHub's rate limits (the task yields, the loop goes on) and checks
+-- webhook signatures.
+--
+--   local github = require "stagehost.github"
+--   local gh = github.client{ token =, repo = "owner/name", api_url =, max_wait = 900,
+--                             retries = 3, backoff = 1, secondary_wait = 60, timeout = 300 }
+--
+--   token           GITHUB_TOKEN by default; masked in every line stagehost writes from now on
+--   repo            GITHUB_REPOSITORY by default; the repository methods below need it
+--   api_url         GITHUB_API_URL, else https://api.github.com (Enterprise: https://HOST/api/v3)
+--   max_wait        longest wait for a rate limit to reset, seconds; beyond it the call raises
+--   retries         extra attempts after a 5xx or a rate limit (a refused or cut connection is
+--                   retried by http.request)
+--   backoff         first pause after a 5xx, doubled each time (with jitter)
+--   secondary_wait  pause after a secondary rate limit that names no Retry-After, doubled
+--                   each time (GitHub asks for at least a minute)
+--   timeout         seconds for each request, uploads included
+--
+-- Generic
+--   gh:request(method, path, {query =, body = string | table, json =, headers =}) -> data, response
+--       path is relative to api_url ("/repos/o/r") or an absolute URL; data is the decoded
+--       JSON (nil for an empty body); a table body is sent as JSON
+--   gh:paginate(path [, query]) -> every item of every page (per_page = 100 unless given),
+--       following the Link header's rel="next"
+--   gh:get_repo() -> repository
+-- Releases
+--   gh:get_release_by_tag(tag) -> release, or nil when the tag has none
+--   gh:create_release{tag_name, name, body, draft, prerelease, target_commitish,
+--                     generate_release_notes} -> release
+--   gh:update_release(id, fields) -> release
+--   gh:generate_release_notes{tag_name, previous_tag_name, target_commitish} -> {name, body}
+--   gh:upload_release_asset(release | release_id, {name, path | content, content_type,
+--                           label}) -> asset (a path is streamed; name defaults to its basename)
+-- Issues
+--   gh:create_issue{title, body, labels, assignees, milestone} -> issue
+--   gh:list_issues([query]) -> every issue of every page (GitHub lists pull requests too)
+--   gh:comment(number, body) -> comment
+--   gh:list_comments(number) -> every comment
+--   gh:close_issue(number [, state_reason]) -> issue
+-- Commit statuses
+--   gh:create_status(sha, {state, target_url, description, context}) -> status
+--   gh:list_statuses(ref) -> every status of the ref, newest first
+-- Deployments
+--   gh:create_deployment{ref, environment, description, auto_merge = false, required_contexts,
+--                        payload, task, transient_environment, production_environment} -> deployment
+--   gh:create_deployment_status(id, {state, environment_url, log_url, description,
+--                               environment, auto_inactive}) -> status
+--   gh:list_deployments([query]) -> every deployment
+--   gh:list_deployment_statuses(id) -> every status of the deployment
+-- Webhooks
+--   github.verify_webhook(secret, body, signature_header) -> true | false
+--
+-- A non-2xx answer raises a table {status, message, documentation_url, errors, method, path}
+-- whose tostring is one line: "github: POST /repos/o/r/releases: 422 Validation Failed
+-- (Release.tag_name already_exists)". A body that is not JSON raises "github: GET /path:
+-- malformed JSON in the response: at line L, column C ...". Misuse raises "bad argument #N to
+-- 'github.NAME' (...)", counting arguments after the client.
+local http = require "stagehost.http"
+local json = require "stagehost.json"
+local log = require "stagehost.log"
+local task = require "stagehost.task"
+local crypto = require "stagehost.crypto"
+local fs = require "stagehost.fs"
+
+local github = {}
+
+local DEFAULT_API_URL = "https://api.github.com"
+local API_VERSION = "2022-11-28"
+
+-- Errors ------------------------------------------------------------------------------------
+
+local GitHubError = { __name = "github.error" }
+GitHubError.__index = GitHubError
+GitHubError.__tostring = function(e) return e.text end
+
+-- "Release.tag_name already_exists; body is too long": what GitHub says went wrong, in short
+local function describe_details(errors)
+  if type(errors) ~= "table" then return nil end
+  local parts = {}
+  for _, e in ipairs(errors) do
+    if type(e) == "string" then
+      parts[#parts + 1] = e
+    elseif type(e) == "table" then
+      if type(e.message) == "string" and e.message ~= "" then
+        parts[#parts + 1] = e.message
+      else
+        local where = table.concat({ type(e.resource) == "string" and e.resource or nil,
+          type(e.field) == "string" and e.field or nil }, ".")
+        local code = type(e.code) == "string" and e.code or "invalid"
+        parts[#parts + 1] = where ~= "" and (where .. " " .. code) or code
+      end
+    end
+  end
+  if #parts == 0 then return nil end
+  return table.concat(parts, "; ")
+end
+
+local function one_line(s)
+  return (tostring(s):gsub("%s*[\r\n]+%s*", " "))
+end
+
+-- The error every failed call raises. Its text goes through the mask: a server that echoes the
+-- Authorization header back must not put the token into a log or a report.
+local function api_error(fields, text)
+  local e = setmetatable(fields, GitHubError)
+  if not text then
+    local message = e.message ~= nil and one_line(e.message) or "(no message)"
+    text = ("github: %s %s: %s %s"):format(e.method, e.path, tostring(e.status), message)
+    local details = describe_details(e.errors)
+    if details then text = text .. " (" .. one_line(details) .. ")" end
+  end
+  e.text = log.masked(text)
+  if type(e.message) == "string" then e.message = log.masked(e.message) end
+  return e
+end
+
+-- check_arg("comment", 2, body, "string") raises, at the caller's line, "bad argument #2 to
+-- 'github.comment' (string expected, got nil)"; field names a field of a table argument.
+local function check_arg(fname, n, value, expected, optional, field)
+  if value == nil and optional then return end
+  local kind = type(value)
+  for want in expected:gmatch("[^|]+") do
+    if kind == want then return end
+  end
+  error(("bad argument #%d to 'github.%s' (%s%s expected, got %s)"):format(n, fname,
+    field and (field .. ": ") or "", (expected:gsub("|", " or ")), kind), 3)
+end
+
+-- URLs --------------------------------------------------------------------------------------
+
+local function url_encode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- Sorted keys, so the same query always gives the same URL; lists are joined with commas, as
+-- GitHub takes them (labels=bug,ui).
+local function encode_query(query)
+  if not query then return "" end
+  local keys = {}
+  for k in pairs(query) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = query[k]
+    if type(v) == "table" then
+      local items = {}
+      for i, item in ipairs(v) do items[i] = tostring(item) end
+      v = table.concat(items, ",")
+    end
+    parts[#parts + 1] = url_encode(k) .. "=" .. url_encode(v)
+  end
+  return table.concat(parts, "&")
+end
+
+local function with_query(url, query)
+  local q = encode_query(query)
+  if q == "" then return url end
+  return url .. (url:find("?", 1, true) and "&" or "?") .. q
+end
+
+local function origin_of(url)
+  return url:match("^(https?://[^/?#]+)")
+end
+
+-- Link: <https://api.github.com/repositories/1/issues?page=2>; rel="next", <...>; rel="last"
+local function link_rel(header, rel)
+  if type(header) ~= "string" then return nil end
+  for target, rels in header:gmatch("<([^>]*)>%s*;[^,]-rel=\"([^\"]*)\"") do
+    for r in rels:gmatch("%S+") do
+      if r == rel then return target end
+    end
+  end
+  return nil
+end
+
+-- A copy of a list that encodes as a JSON array even when empty (required_contexts = {} means
+-- "no checks", which an empty object would not).
+local function as_array(list)
+  if list == nil then return nil end
+  local out = json.array{}
+  for i, v in ipairs(list) do out[i] = v end
+  return out
+end
+
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t or {}) do out[k] = v end
+  return out
+end
+
+-- The client --------------------------------------------------------------------------------
+
+local Client = { __name = "github.client" }
+Client.__index = Client
+Client.__tostring = function(c)
+  return ("github client for %s at %s"):format(c.repo or "(no repository)", c.api_url)
+end
+
+-- the tokens live here rather than on the client, so printing or encoding a client shows none
+local tokens = setmetatable({}, { __mode = "k" })
+
+local function method_check(self, fname)
+  if getmetatable(self) ~= Client then
+    error(("github.%s: call it as a method of a client, gh:%s(...)"):format(fname, fname), 3)
+  end
+end
+
+-- github.client{token, repo, api_url, max_wait, retries, backoff, secondary_wait, timeout}
+function github.client(opts)
+  check_arg("client", 1, opts, "table", true)
+  opts = opts or {}
+  for _, name in ipairs{ "token", "repo", "api_url" } do
+    if opts[name] ~= nil and type(opts[name]) ~= "string" then
+      error(("bad argument #1 to 'github.client' (%s must be a string, got %s)"):format(name, type(opts[name])), 2)
+    end
+  end
+  for _, name in ipairs{ "max_wait", "retries", "backoff", "secondary_wait", "timeout" } do
+    local v = opts[name]
+    if v ~= nil and (type(v) ~= "number" or v < 0) then
+      error(("bad argument #1 to 'github.client' (%s must be a number >= 0, got %s)"):format(name,
+        type(v) == "number" and tostring(v) or type(v)), 2)
+    end
+  end
+  local token = opts.token or os.getenv("GITHUB_TOKEN")
+  if token == nil or token == "" then
+    error("github.client: no token: set GITHUB_TOKEN or pass token = ...", 2)
+  end
+  -- a token shorter than the mask accepts is not a GitHub token; let the server say so
+  if #token >= 4 then log.mask(token) end
+  local repo = opts.repo or os.getenv("GITHUB_REPOSITORY")
+  if repo == "" then repo = nil end
+  if repo and not repo:match("^[%w%-%._]+/[%w%-%._]+$") then
+    error(("github.client: repo must be \"owner/name\", got %q"):format(repo), 2)
+  end
+  local api_url = opts.api_url or os.getenv("GITHUB_API_URL")
+  if api_url == nil or api_url == "" then api_url = DEFAULT_API_URL end
+  api_url = api_url:gsub("/+$", "")
+  if not origin_of(api_url) then
+    error(("github.client: api_url must be an http:// or https:// URL, got %q"):format(api_url), 2)
+  end
+  local self = setmetatable({
+    repo = repo,
+    api_url = api_url,
+    max_wait = opts.max_wait or 900,
+    retries = math.floor(opts.retries or 3),
+    backoff = opts.backoff or 1,
+    secondary_wait = opts.secondary_wait or 60,
+    timeout = opts.timeout or 300,
+  }, Client)
+  tokens[self] = token
+  return self
+end
+
+-- "/repos/owner/name" plus the rest; one clear line when no repository was given
+local function repo_path(self, rest)
+  if not self.repo then
+    error("github: no repository: set GITHUB_REPOSITORY (owner/name) or pass repo = ... to github.client", 3)
+  end
+  return "/repos/" .. self.repo .. (rest or "")
+end
+
+-- what errors and logs call a URL: the part after api_url (or after the host, for uploads)
+local function display_path(self, url)
+  local shown
+  if url:sub(1, #self.api_url) == self.api_url then
+    shown = url:sub(#self.api_url + 1)
+  else
+    shown = url:sub(#(origin_of(url) or "") + 1)
+  end
+  shown = shown:gsub("[?#].*$", "")
+  return shown ~= "" and shown or "/"
+end
+
+-- How long to wait before trying again after this answer, or nil when it is final. Raises
+-- when a rate limit resets later than max_wait allows.
+local function wait_before_retry(self, res, method, shown, secondary_hits)
+  local h = res.headers
+  local status = res.status
+  if status == 403 or status == 429 then
+    local retry_after = http.retry_after(h["retry-after"])
+    if retry_after then
+      if retry_after > self.max_wait then
+        error(api_error({ status = status, method = method, path = shown, message = "secondary rate limit" },
+          ("github: %s %s: %d secondary rate limit: GitHub asks to wait %d s, more than max_wait = %d s"):format(
+            method, shown, status, retry_after, self.max_wait)), 0)
+      end
+      return retry_after, "secondary rate limit"
+    end
+    if h["x-ratelimit-remaining"] == "0" then
+      local reset = tonumber(h["x-ratelimit-reset"])
+      -- the reset time has one-second resolution and clocks drift: one more second of margin
+      local wait = reset and math.max(0, reset - os.time()) + 1 or 60
+      if wait > self.max_wait then
+        local when = reset and os.date("!%Y-%m-%d %H:%M:%S UTC", reset) or "an unknown time"
+        error(api_error({ status = status, method = method, path = shown, rate_limit_reset = reset,
+          message = "API rate limit exceeded" },
+          ("github: %s %s: %d API rate limit exceeded; it resets at %s, in %d s, more than max_wait = %d s"):format(
+            method, shown, status, when, wait, self.max_wait)), 0)
+      end
+      return wait, "rate limit exhausted"
+    end
+    -- a secondary limit without Retry-After: GitHub says wait at least a minute, then longer
+    local body = type(res.body) == "string" and res.body:lower() or ""
+    if status == 429 or body:find("secondary rate limit", 1, true) then
+      local wait = self.secondary_wait * 2 ^ secondary_hits
+      if wait > self.max_wait then
+        error(api_error({ status = status, method = method, path = shown, message = "secondary rate limit" },
+          ("github: %s %s: %d secondary rate limit: the next wait, %d s, would exceed max_wait = %d s"):format(
+            method, shown, status, wait, self.max_wait)), 0)
+      end
+      return wait, "secondary rate limit"
+    end
+    return nil
+  end
+  if status >= 500 then return "backoff", "server error" end
+  return nil
+end
+
+-- One call: rate limits and server errors waited out, the answer decoded, a failure raised.
+-- allow = {[404] = true} returns those statuses instead of raising.
+local function send(self, method, target, opts)
+  opts = opts or {}
+  local url = with_query(target:match("^https?://") and target or (self.api_url .. target), opts.query)
+  local shown = display_path(self, url)
+  local headers = {
+    ["Accept"] = "application/vnd.github+json",
+    ["X-GitHub-Api-Version"] = API_VERSION,
+    ["Authorization"] = "Bearer " .. tokens[self],
+    ["User-Agent"] = "stagehost",
+  }
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  local req = { method = method, url = url, headers = headers, timeout = self.timeout }
+  -- a connection cut after a POST was sent may have created the release already: only reads
+  -- are retried on transport failures; statuses are this client's to judge (rate limits, 5xx)
+  if method == "GET" or method == "HEAD" then
+    req.retry = { attempts = self.retries + 1, statuses = {}, base = math.max(self.backoff, 0.01) }
+  end
+  if opts.json ~= nil then
+    req.json = opts.json
+  elseif opts.body_file then
+    req.body_file = opts.body_file
+  elseif opts.body ~= nil then
+    req.body = opts.body
+  end
+  local res
+  local attempt, secondary_hits = 0, 0
+  while true do
+    attempt = attempt + 1
+    local started = task.now()
+    local ok, result = pcall(http.request, req)
+    if not ok then
+      if type(result) ~= "string" then error(result, 0) end -- a cancellation passes untouched
+      error(log.masked(("github: %s %s: %s"):format(method, shown, (result:gsub("^.-http%.request: ", "")))), 0)
+    end
+    res = result
+    log.debug(("github: %s %s: %d (%.2fs)"):format(method, shown, res.status, task.now() - started))
+    if res.status < 300 or (opts.allow and opts.allow[res.status]) then break end
+    local wait, why = wait_before_retry(self, res, method, shown, secondary_hits)
+    if not wait or attempt > self.retries then break end
+    if why == "secondary rate limit" then secondary_hits = secondary_hits + 1 end
+    if wait == "backoff" then
+      local ceiling = self.backoff * 2 ^ (attempt - 1)
+      wait = ceiling / 2 + math.random() * ceiling / 2
+    end
+    log.warn(("github: %s %s: %d %s; attempt %d of %d in %.1fs"):format(method, shown, res.status, why,
+      attempt + 1, self.retries + 1, wait))
+    task.sleep(wait)
+  end
+  local data
+  if res.body and res.body:find("%S") then
+    local ok, decoded = pcall(json.decode, res.body)
+    if ok then
+      data = decoded
+    elseif res.status < 300 then
+      local where = tostring(decoded):gsub("^json%.decode: ", ""):gsub("^invalid JSON ", "")
+      error(api_error({ status = res.status, method = method, path = shown, message = "malformed JSON in the response" },
+        ("github: %s %s: malformed JSON in the response: %s"):format(method, shown, where)), 0)
+    else -- an HTML page from a proxy, say: its first line says more than nothing
+      data = { message = res.body:match("^%s*([^\r\n]*)"):sub(1, 200) }
+    end
+  end
+  if res.status >= 300 and not (opts.allow and opts.allow[res.status]) then
+    local body = type(data) == "table" and data or {}
+    error(api_error({
+      status = res.status, method = method, path = shown,
+      message = type(body.message) == "string" and body.message or nil,
+      documentation_url = type(body.documentation_url) == "string" and body.documentation_url or nil,
+      errors = type(body.errors) == "table" and body.errors or nil,
+    }), 0)
+  end
+  return data, res
+end
+
+function Client:request(method, path, opts)
+  method_check(self, "request")
+  check_arg("request", 1, method, "string")
+  check_arg("request", 2, path, "string")
+  check_arg("request", 3, opts, "table", true)
+  if not method:match("^[A-Z]+$") then
+    error(("bad argument #1 to 'github.request' (an upper-case HTTP method expected, got %q)"):format(method), 2)
+  end
+  opts = opts or {}
+  if opts.body ~= nil and opts.json ~= nil then
+    error("bad argument #3 to 'github.request' (give either body or json, not both)", 2)
+  end
+  local call = { query = opts.query, headers = opts.headers }
+  if type(opts.body) == "table" then call.json = opts.body
+  elseif opts.body ~= nil then call.body = opts.body
+  else call.json = opts.json end
+  if path:match("^https?://") and origin_of(path) ~= origin_of(self.api_url) then
+    error(("bad argument #2 to 'github.request' (a path under %s expected; the token is not sent elsewhere)"):format(
+      self.api_url), 2)
+  end
+  if not path:match("^https?://") and path:sub(1, 1) ~= "/" then path = "/" .. path end
+  return send(self, method, path, call)
+end
+
+-- The list on a page: most endpoints answer an array; a few wrap it ({total_count, items}).
+local function page_items(data)
+  if type(data) ~= "table" then return {} end
+  if json.is_array(data) or data[1] ~= nil then return data end
+  for key, value in pairs(data) do
+    if type(value) == "table" and json.is_array(value) and key ~= "errors" then return value end
+  end
+  return {}
+end
+
+local function collect(self, path, query)
+  local q = copy(query)
+  if q.per_page == nil then q.per_page = 100 end
+  local items = {}
+  local target, target_query = path, q
+  local api_origin = origin_of(self.api_url)
+  while target do
+    local data, res = send(self, "GET", target, { query = target_query })
+    for _, item in ipairs(page_items(data)) do items[#items + 1] = item end
+    target = link_rel(res.headers["link"], "next")
+    target_query = nil -- the next link carries the whole query
+    if target and origin_of(target) ~= api_origin then
+      error(("github: GET %s: the next page is on another host (%s); the token is not sent there"):format(
+        display_path(self, res.url or path), origin_of(target) or target), 0)
+    end
+  end
+  return json.array(items)
+end
+
+function Client:paginate(path, query)
+  method_check(self, "paginate")
+  check_arg("paginate", 1, path, "string")
+  check_arg("paginate", 2, query, "table", true)
+  if path:sub(1, 1) ~= "/" then path = "/" .. path end
+  return collect(self, path, query)
+end
+
+function Client:get_repo()
+  method_check(self, "get_repo")
+  return (send(self, "GET", repo_path(self)))
+end
+
+-- Releases ----------------------------------------------------------------------------------
+
+function Client:get_release_by_tag(tag)
+  method_check(self, "get_release_by_tag")
+  check_arg("get_release_by_tag", 1, tag, "string")
+  local data, res = send(self, "GET", repo_path(self, "/releases/tags/" .. url_encode(tag)), { allow = { [404] = true } })
+  if res.status == 404 then return nil end
+  return data
+end
+
+function Client:create_release(fields)
+  method_check(self, "create_release")
+  check_arg("create_release", 1, fields, "table")
+  check_arg("create_release", 1, fields.tag_name, "string", false, "tag_name")
+  return (send(self, "POST", repo_path(self, "/releases"), { json = copy(fields) }))
+end
+
+function Client:update_release(id, fields)
+  method_check(self, "update_release")
+  check_arg("update_release", 1, id, "number")
+  check_arg("update_release", 2, fields, "table")
+  return (send(self, "PATCH", repo_path(self, ("/releases/%d"):format(id)), { json = copy(fields) }))
+end
+
+function Client:generate_release_notes(fields)
+  method_check(self, "generate_release_notes")
+  check_arg("generate_release_notes", 1, fields, "table")
+  check_arg("generate_release_notes", 1, fields.tag_name, "string", false, "tag_name")
+  return (send(self, "POST", repo_path(self, "/releases/generate-notes"), { json = copy(fields) }))
+end
+
+function Client:upload_release_asset(release, asset)
+  method_check(self, "upload_release_asset")
+  check_arg("upload_release_asset", 1, release, "table|number")
+  check_arg("upload_release_asset", 2, asset, "table")
+  if (asset.path == nil) == (asset.content == nil) then
+    error("bad argument #2 to 'github.upload_release_asset' (give either path or content)", 2)
+  end
+  check_arg("upload_release_asset", 2, asset.path, "string", true, "path")
+  check_arg("upload_release_asset", 2, asset.content, "string", true, "content")
+  check_arg("upload_release_asset", 2, asset.name, "string", asset.path ~= nil, "name")
+  check_arg("upload_release_asset", 2, asset.content_type, "string", true, "content_type")
+  check_arg("upload_release_asset", 2, asset.label, "string", true, "label")
+  if type(release) == "number" then
+    release = send(self, "GET", repo_path(self, ("/releases/%d"):format(release)))
+  end
+  if type(release.upload_url) ~= "string" then
+    error("bad argument #1 to 'github.upload_release_asset' (a release with an upload_url expected)", 2)
+  end
+  local name = asset.name or asset.path:match("([^/]+)$")
+  if asset.path then
+    local exists, kind = fs.exists(asset.path)
+    if not exists or kind ~= "file" then
+      error(("github.upload_release_asset: cannot read '%s': %s"):format(asset.path,
+        exists and "not a regular file" or "No such file or directory"), 2)
+    end
+  end
+  -- upload_url is a URI template: ".../assets{?name,label}"
+  local url = release.upload_url:gsub("{[^}]*}$", "")
+  local data = send(self, "POST", url, {
+    query = { name = name, label = asset.label },
+    headers = { ["Content-Type"] = asset.content_type or "application/octet-stream" },
+    body = asset.content, body_file = asset.path,
+  })
+  return data
+end
+
+-- Issues ------------------------------------------------------------------------------------
+
+local function issue_fields(fields)
+  local out = copy(fields)
+  out.labels = as_array(fields.labels)
+  out.assignees = as_array(fields.assignees)
+  return out
+end
+
+function Client:create_issue(fields)
+  method_check(self, "create_issue")
+  check_arg("create_issue", 1, fields, "table")
+  check_arg("create_issue", 1, fields.title, "string", false, "title")
+  return (send(self, "POST", repo_path(self, "/issues"), { json = issue_fields(fields) }))
+end
+
+function Client:list_issues(query)
+  method_check(self, "list_issues")
+  check_arg("list_issues", 1, query, "table", true)
+  return collect(self, repo_path(self, "/issues"), query)
+end
+
+function Client:comment(number, body)
+  method_check(self, "comment")
+  check_arg("comment", 1, number, "number")
+  check_arg("comment", 2, body, "string")
+  return (send(self, "POST", repo_path(self, ("/issues/%d/comments"):format(number)), { json = { body = body } }))
+end
+
+function Client:list_comments(number)
+  method_check(self, "list_comments")
+  check_arg("list_comments", 1, number, "number")
+  return collect(self, repo_path(self, ("/issues/%d/comments"):format(number)))
+end
+
+function Client:close_issue(number, state_reason)
+  method_check(self, "close_issue")
+  check_arg("close_issue", 1, number, "number")
+  check_arg("close_issue", 2, state_reason, "string", true)
+  return (send(self, "PATCH", repo_path(self, ("/issues/%d"):format(number)),
+    { json = { state = "closed", state_reason = state_reason } }))
+end
+
+-- Commit statuses ---------------------------------------------------------------------------
+
+function Client:create_status(sha, fields)
+  method_check(self, "create_status")
+  check_arg("create_status", 1, sha, "string")
+  check_arg("create_status", 2, fields, "table")
+  check_arg("create_status", 2, fields.state, "string", false, "state")
+  return (send(self, "POST", repo_path(self, "/statuses/" .. url_encode(sha)), { json = copy(fields) }))
+end
+
+function Client:list_statuses(ref)
+  method_check(self, "list_statuses")
+  check_arg("list_statuses", 1, ref, "string")
+  return collect(self, repo_path(self, "/commits/" .. url_encode(ref) .. "/statuses"))
+end
+
+-- Deployments -------------------------------------------------------------------------------
+
+function Client:create_deployment(fields)
+  method_check(self, "create_deployment")
+  check_arg("create_deployment", 1, fields, "table")
+  check_arg("create_deployment", 1, fields.ref, "string", false, "ref")
+  local body = copy(fields)
+  -- GitHub merges the default branch into ref first unless told not to: a deployment of an
+  -- exact build must not change what it deploys
+  if body.auto_merge == nil then body.auto_merge = false end
+  body.required_contexts = as_array(fields.required_contexts)
+  return (send(self, "POST", repo_path(self, "/deployments"), { json = body }))
+end
+
+function Client:create_deployment_status(id, fields)
+  method_check(self, "create_deployment_status")
+  check_arg("create_deployment_status", 1, id, "number")
+  check_arg("create_deployment_status", 2, fields, "table")
+  check_arg("create_deployment_status", 2, fields.state, "string", false, "state")
+  return (send(self, "POST", repo_path(self, ("/deployments/%d/statuses"):format(id)), { json = copy(fields) }))
+end
+
+function Client:list_deployments(query)
+  method_check(self, "list_deployments")
+  check_arg("list_deployments", 1, query, "table", true)
+  return collect(self, repo_path(self, "/deployments"), query)
+end
+
+function Client:list_deployment_statuses(id)
+  method_check(self, "list_deployment_statuses")
+  check_arg("list_deployment_statuses", 1, id, "number")
+  return collect(self, repo_path(self, ("/deployments/%d/statuses"):format(id)))
+end
+
+-- Webhooks ----------------------------------------------------------------------------------
+
+-- github.verify_webhook(secret, body, signature_header) -> bool. A missing header (nil) is a
+-- delivery that fails verification, not a mistake in the caller.
+function github.verify_webhook(secret, body, signature_header)
+  check_arg("verify_webhook", 1, secret, "string")
+  if secret == "" then
+    error("bad argument #1 to 'github.verify_webhook' (the webhook secret is empty)", 2)
+  end
+  check_arg("verify_webhook", 2, body, "string")
+  check_arg("verify_webhook", 3, signature_header, "string", true)
+  if signature_header == nil then return false end
+  local given = signature_header:match("^sha256=(%x+)$")
+  if not given or #given ~= 64 then return false end
+  return crypto.equal(given:lower(), crypto.hmac_sha256(secret, body))
+end
+
+github.Error = GitHubError
+
+return github

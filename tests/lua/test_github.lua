@@ -1,0 +1,400 @@
+-- stagehost.github against the sandbox's GitHub emulator: every call over real HTTP on
+-- loopback, the emulator's faults standing in for GitHub's rate limits and failures.
+local T = require "harness"
+local task = require "stagehost.task"
+local github = require "stagehost.github"
+local sandbox = require "stagehost.sandbox"
+local http = require "stagehost.http"
+local json = require "stagehost.json"
+local log = require "stagehost.log"
+local fs = require "stagehost.fs"
+local proc = require "stagehost.proc"
+
+local TOKEN = "ghp_stagehostSandboxToken0123456789abcdef"
+local REPO = "acme/widgets"
+
+-- A sandbox and a client on it for one test, closed whatever the test does.
+local function with_github(fn, client_opts)
+  return function()
+    local sb = sandbox.start{}
+    local opts = { token = TOKEN, repo = REPO, api_url = sb.github_url, backoff = 0.05 }
+    for k, v in pairs(client_opts or {}) do opts[k] = v end
+    local gh = github.client(opts)
+    local ok, err = xpcall(fn, debug.traceback, sb, gh)
+    sb:close()
+    if not ok then error(err, 0) end
+  end
+end
+
+local function seen(sb, action)
+  local n = 0
+  for _, r in ipairs(sb.requests) do
+    if r.service == "github" and r.action == action then n = n + 1 end
+  end
+  return n
+end
+
+-- pcall that returns the error object itself
+local function caught(fn, ...)
+  local ok, err = pcall(fn, ...)
+  T.eq(ok, false, "the call should have raised")
+  return err
+end
+
+T.test("list_issues follows the Link header across three pages", with_github(function(sb, gh)
+  local issues = {}
+  for i = 1, 250 do issues[i] = { title = "flaky test #" .. i } end
+  for i = 1, 5 do issues[#issues + 1] = { title = "fixed #" .. i, state = "closed" } end
+  sb.state.github.repos[REPO] = { issues = issues }
+  local open = gh:list_issues()
+  T.eq(#open, 250)
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}/issues"), 3, "one request per page of 100")
+  local numbers = {}
+  for i, issue in ipairs(open) do
+    T.eq(issue.state, "open")
+    T.ok(not numbers[issue.number], "issue " .. issue.number .. " listed twice")
+    numbers[issue.number] = true
+    if i > 1 then T.ok(issue.number < open[i - 1].number, "newest first") end
+  end
+  T.eq(#gh:list_issues{ state = "all" }, 255)
+  local closed = gh:paginate("/repos/" .. REPO .. "/issues", { state = "closed", per_page = 2 })
+  T.eq(#closed, 5)
+  T.eq(closed[1].title, "fixed #5")
+end))
+
+T.test("the emulator's Link and rate-limit headers are GitHub's", with_github(function(sb)
+  local issues = {}
+  for i = 1, 7 do issues[i] = { title = "t" .. i } end
+  sb.state.github.repos[REPO] = { issues = issues }
+  local r = http.request{ url = sb.github_url .. "/repos/" .. REPO .. "/issues?per_page=3&page=2",
+    headers = { Authorization = "Bearer " .. TOKEN } }
+  T.eq(r.status, 200)
+  T.eq(#json.decode(r.body), 3)
+  local base = sb.github_url .. "/repos/" .. REPO .. "/issues?"
+  T.has(r.headers.link, "<" .. base .. "page=3&per_page=3>; rel=\"next\"")
+  T.has(r.headers.link, "<" .. base .. "page=3&per_page=3>; rel=\"last\"")
+  T.has(r.headers.link, "<" .. base .. "page=1&per_page=3>; rel=\"prev\"")
+  T.has(r.headers.link, "<" .. base .. "page=1&per_page=3>; rel=\"first\"")
+  T.eq(r.headers["x-ratelimit-limit"], "5000")
+  T.match(r.headers["x-ratelimit-remaining"], "^%d+$")
+  T.ok(tonumber(r.headers["x-ratelimit-reset"]) > os.time(), "the reset is ahead")
+  local last = http.request{ url = base .. "per_page=3&page=3", headers = { Authorization = "token " .. TOKEN } }
+  T.eq(#json.decode(last.body), 1)
+  T.no_match(last.headers.link, "rel=\"next\"")
+  local anonymous = http.request{ url = sb.github_url .. "/repos/" .. REPO }
+  T.eq(anonymous.status, 401)
+  T.eq(json.decode(anonymous.body).message, "Bad credentials")
+  T.ok(anonymous.headers["x-ratelimit-limit"], "rate-limit headers on a 401 too")
+end))
+
+T.test("a secondary rate limit with Retry-After is waited out", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "POST /repos/{owner}/{repo}/issues", status = 403,
+    headers = { ["Retry-After"] = "1" }, message = "You have exceeded a secondary rate limit." }
+  local started = task.now()
+  local issue = gh:create_issue{ title = "after the limit" }
+  T.ok(task.now() - started >= 1, "waited " .. (task.now() - started) .. " s")
+  T.eq(issue.title, "after the limit")
+  T.eq(seen(sb, "POST /repos/{owner}/{repo}/issues"), 2)
+  T.eq(#sb.state.github.repos[REPO].issues, 1, "the refused attempt created nothing")
+end))
+
+T.test("a primary rate limit waits until X-RateLimit-Reset", with_github(function(sb, gh)
+  local reset = os.time() + 1
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 403,
+    headers = { ["X-RateLimit-Remaining"] = "0", ["X-RateLimit-Reset"] = tostring(reset) },
+    message = "API rate limit exceeded for user ID 1." }
+  local repo = gh:get_repo()
+  T.eq(repo.full_name, REPO)
+  T.ok(os.time() >= reset, "retried before the limit reset")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 2)
+end))
+
+T.test("a rate limit that resets after max_wait raises at once, saying when", with_github(function(sb, gh)
+  local reset = os.time() + 3600
+  sb:fail_next{ service = "github", status = 429,
+    headers = { ["X-RateLimit-Remaining"] = "0", ["X-RateLimit-Reset"] = tostring(reset) },
+    message = "API rate limit exceeded" }
+  local started = task.now()
+  local err = caught(gh.get_repo, gh)
+  T.ok(task.now() - started < 1, "no waiting")
+  T.eq(err.status, 429)
+  T.eq(err.rate_limit_reset, reset)
+  T.has(tostring(err), "github: GET /repos/acme/widgets: 429 API rate limit exceeded; it resets at "
+    .. os.date("!%Y-%m-%d %H:%M:%S UTC", reset))
+  T.has(tostring(err), "more than max_wait = 30 s")
+end, { max_wait = 30 }))
+
+T.test("a secondary limit without Retry-After backs off exponentially; a plain 403 is final", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 403, times = 2,
+    message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again." }
+  local started = task.now()
+  T.eq(gh:get_repo().full_name, REPO)
+  T.ok(task.now() - started >= 0.2 + 0.4, "waited " .. (task.now() - started) .. " s: 0.2 then 0.4")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 3)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 403,
+    message = "Resource not accessible by integration" }
+  local err = caught(gh.get_repo, gh)
+  T.eq(err.status, 403)
+  T.eq(tostring(err), "github: GET /repos/acme/widgets: 403 Resource not accessible by integration")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 4, "a permission error is not retried")
+end, { secondary_wait = 0.2 }))
+
+T.test("5xx answers are retried with backoff, then raised", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 502, times = 2,
+    message = "Server Error" }
+  T.eq(gh:get_repo().name, "widgets")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 3)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 503, times = 10,
+    message = "Service Unavailable" }
+  local err = caught(gh.get_repo, gh)
+  T.eq(err.status, 503)
+  T.eq(err.message, "Service Unavailable")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 3 + 3, "retries = 2: three attempts")
+end, { retries = 2 }))
+
+T.test("releases: create, get by tag, update, generate notes, upload assets", with_github(function(sb, gh)
+  T.eq(gh:get_release_by_tag("v1.0.0"), nil)
+  local first = gh:create_release{ tag_name = "v0.9.0", name = "0.9", body = "the first" }
+  T.eq(first.tag_name, "v0.9.0")
+  local release = gh:create_release{ tag_name = "v1.0.0", name = "1.0", body = "notes", draft = false,
+    prerelease = false, target_commitish = "main" }
+  T.ok(math.type(release.id) == "integer", "an integer id")
+  T.ok(release.id ~= first.id, "ids differ")
+  T.eq(release.prerelease, false)
+  T.match(release.created_at, "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$")
+  T.has(release.upload_url, sb.github_url .. "/uploads/repos/acme/widgets/releases/" .. release.id .. "/assets{?name,label}")
+
+  local by_tag = gh:get_release_by_tag("v1.0.0")
+  T.eq(by_tag.id, release.id)
+  T.eq(by_tag.body, "notes")
+
+  local updated = gh:update_release(release.id, { prerelease = true, name = "1.0 RC" })
+  T.eq(updated.prerelease, true)
+  T.eq(updated.name, "1.0 RC")
+  T.eq(gh:get_release_by_tag("v1.0.0").prerelease, true)
+
+  local notes = gh:generate_release_notes{ tag_name = "v1.0.0", previous_tag_name = "v0.9.0" }
+  T.eq(notes.name, "v1.0.0")
+  T.has(notes.body, "compare/v0.9.0...v1.0.0")
+
+  local from_content = gh:upload_release_asset(release, { name = "checksums.txt", content = "abc  stagehost\n",
+    content_type = "text/plain" })
+  T.eq(from_content.name, "checksums.txt")
+  T.eq(from_content.size, 15)
+  T.eq(from_content.content_type, "text/plain")
+  T.eq(sb.state.github.assets[from_content.id], "abc  stagehost\n")
+
+  local dir = T.tempdir()
+  local bytes = {}
+  for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+  local blob = table.concat(bytes):rep(64)
+  assert(fs.write(dir .. "/stagehost-linux.tar.gz", blob))
+  local from_file = gh:upload_release_asset(release.id, { path = dir .. "/stagehost-linux.tar.gz", label = "Linux" })
+  fs.remove(dir, { recursive = true })
+  T.eq(from_file.name, "stagehost-linux.tar.gz")
+  T.eq(from_file.label, "Linux")
+  T.eq(from_file.content_type, "application/octet-stream")
+  T.ok(sb.state.github.assets[from_file.id] == blob, "the file arrived byte for byte")
+  T.eq(#gh:get_release_by_tag("v1.0.0").assets, 2)
+  T.raises(function() gh:upload_release_asset(release, { path = "/no/such/asset.zip" }) end,
+    "cannot read '/no/such/asset.zip'")
+end))
+
+T.test("a tag that already has a release: 422 raised as a table", with_github(function(_, gh)
+  gh:create_release{ tag_name = "v2.0.0" }
+  local err = caught(gh.create_release, gh, { tag_name = "v2.0.0" })
+  T.eq(type(err), "table")
+  T.eq(err.status, 422)
+  T.eq(err.message, "Validation Failed")
+  T.eq(err.method, "POST")
+  T.eq(err.path, "/repos/acme/widgets/releases")
+  T.eq(err.errors[1].code, "already_exists")
+  T.eq(err.documentation_url, "https://docs.github.com/rest")
+  T.eq(tostring(err), "github: POST /repos/acme/widgets/releases: 422 Validation Failed (Release.tag_name already_exists)")
+  T.ok(getmetatable(err) == github.Error, "a github.Error")
+end))
+
+T.test("issues: create, comment, list comments, close", with_github(function(sb, gh)
+  local issue = gh:create_issue{ title = "Deploy failed on staging", body = "see the log", labels = { "deploy", "bug" } }
+  T.eq(issue.number, 1)
+  T.eq(issue.state, "open")
+  T.eq(issue.labels[2].name, "bug")
+  T.eq(issue.user.login, "stagehost-bot")
+  local second = gh:create_issue{ title = "second", labels = {} }
+  T.eq(second.number, 2)
+  T.ok(json.is_array(second.labels), "labels stay a list")
+  for i = 1, 3 do
+    local c = gh:comment(issue.number, "attempt " .. i)
+    T.eq(c.body, "attempt " .. i)
+  end
+  local comments = gh:list_comments(issue.number)
+  T.eq(#comments, 3)
+  T.eq(comments[3].body, "attempt 3")
+  local closed = gh:close_issue(issue.number)
+  T.eq(closed.state, "closed")
+  T.eq(closed.state_reason, "completed")
+  T.match(closed.closed_at, "Z$")
+  local open = gh:list_issues()
+  T.eq(#open, 1)
+  T.eq(open[1].number, 2)
+  T.eq(#gh:list_issues{ state = "closed" }, 1)
+  T.eq(#gh:list_issues{ state = "all", labels = "deploy" }, 1)
+  T.eq(sb.state.github.repos[REPO].issues[1].comments, 3)
+  local err = caught(gh.comment, gh, 99, "nobody")
+  T.eq(err.status, 404)
+  T.eq(tostring(err), "github: POST /repos/acme/widgets/issues/99/comments: 404 Not Found")
+end))
+
+T.test("commit statuses", with_github(function(_, gh)
+  local sha = ("a1b2c3d4e5"):rep(4)
+  local s = gh:create_status(sha, { state = "pending", context = "stagehost/deploy", description = "deploying",
+    target_url = "https://ci.example/run/1" })
+  T.eq(s.state, "pending")
+  T.eq(s.context, "stagehost/deploy")
+  gh:create_status(sha, { state = "success", context = "stagehost/deploy" })
+  local statuses = gh:list_statuses(sha)
+  T.eq(#statuses, 2)
+  T.eq(statuses[1].state, "success", "newest first")
+  local err = caught(gh.create_status, gh, sha, { state = "green" })
+  T.eq(err.status, 422)
+  T.has(tostring(err), "state is not included in the list")
+end))
+
+T.test("deployments and their statuses", with_github(function(_, gh)
+  local sha = ("0123456789"):rep(4)
+  gh:create_status(sha, { state = "failure", context = "lint" })
+  -- every context must pass unless told which: GitHub answers 409
+  local err = caught(gh.create_deployment, gh, { ref = sha, environment = "staging" })
+  T.eq(err.status, 409)
+  T.has(tostring(err), "Commit status checks failed")
+  local d = gh:create_deployment{ ref = sha, environment = "staging", description = "rc-1", required_contexts = {} }
+  T.eq(d.sha, sha)
+  T.eq(d.environment, "staging")
+  T.eq(d.description, "rc-1")
+  local st = gh:create_deployment_status(d.id, { state = "in_progress", log_url = "https://ci.example/log" })
+  T.eq(st.state, "in_progress")
+  T.eq(st.log_url, "https://ci.example/log")
+  gh:create_deployment_status(d.id, { state = "success", environment_url = "https://staging.example" })
+  local statuses = gh:list_deployment_statuses(d.id)
+  T.eq(#statuses, 2)
+  T.eq(statuses[1].environment_url, "https://staging.example")
+  local other = gh:create_deployment{ ref = sha, environment = "production", required_contexts = {} }
+  T.eq(#gh:list_deployments(), 2)
+  local staging = gh:list_deployments{ environment = "staging" }
+  T.eq(#staging, 1)
+  T.eq(staging[1].id, d.id)
+  T.ok(other.id ~= d.id)
+  T.eq(caught(gh.create_deployment_status, gh, 424242, { state = "success" }).status, 404)
+end))
+
+T.test("generic request and paginate", with_github(function(sb, gh)
+  local data, res = gh:request("GET", "/repos/" .. REPO)
+  T.eq(res.status, 200)
+  T.eq(data.full_name, REPO)
+  local issue = gh:request("POST", "repos/" .. REPO .. "/issues", { body = { title = "via request" } })
+  T.eq(issue.title, "via request")
+  local page = gh:request("GET", "/repos/" .. REPO .. "/issues", { query = { state = "all", per_page = 1 } })
+  T.eq(#page, 1)
+  T.eq(#gh:paginate("/repos/" .. REPO .. "/issues", { per_page = 1 }), 1)
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}/issues"), 2)
+end))
+
+T.test("malformed JSON from the server names the method and path", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 200, body = "{oops" }
+  local err = caught(gh.get_repo, gh)
+  T.match(tostring(err), "^github: GET /repos/acme/widgets: malformed JSON in the response: at line 1, column %d+")
+end))
+
+T.test("the token never appears in an error or a log line", with_github(function(sb, gh)
+  T.no_match(log.masked("Authorization: Bearer " .. TOKEN), TOKEN, "masked")
+  local texts = {}
+  -- a server that echoes the credentials back
+  sb:fail_next{ service = "github", status = 400, message = "bad header: Bearer " .. TOKEN }
+  texts[#texts + 1] = tostring(caught(gh.get_repo, gh))
+  sb.state.github.tokens = { "another-token-entirely" }
+  local refused = caught(gh.get_repo, gh)
+  T.eq(refused.status, 401)
+  T.eq(refused.message, "Bad credentials")
+  texts[#texts + 1] = tostring(refused)
+  texts[#texts + 1] = tostring(caught(gh.create_release, gh, { tag_name = "x" }))
+  local url = sb.github_url
+  sb:close()
+  local gone = github.client{ token = TOKEN, repo = REPO, api_url = url, retries = 0 }
+  texts[#texts + 1] = tostring(caught(gone.get_repo, gone))
+  for _, text in ipairs(texts) do
+    T.ok(#text > 0)
+    T.ok(not text:find(TOKEN, 1, true), "token in: " .. log.masked(text))
+  end
+  T.has(texts[1], "400 bad header: Bearer ***")
+end))
+
+T.test("verify_webhook: GitHub's example, tampering, garbage, wrong types", function()
+  local secret, payload = "It's a Secret to Everybody", "Hello, World!"
+  local good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+  T.eq(github.verify_webhook(secret, payload, good), true)
+  T.eq(github.verify_webhook(secret, payload, good:upper():gsub("^SHA256", "sha256")), true)
+  T.eq(github.verify_webhook("another secret", payload, good), false)
+  T.eq(github.verify_webhook(secret, "Hello, World?", good), false)
+  T.eq(github.verify_webhook(secret, payload, good:sub(1, -2) .. "0"), false)
+  T.eq(github.verify_webhook(secret, payload, good:sub(8)), false, "no sha256= prefix")
+  T.eq(github.verify_webhook(secret, payload, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d"), false)
+  T.eq(github.verify_webhook(secret, payload, good .. "00"), false, "too long")
+  T.eq(github.verify_webhook(secret, payload, "sha256=" .. ("zz"):rep(32)), false, "not hex")
+  T.eq(github.verify_webhook(secret, payload, ""), false)
+  T.eq(github.verify_webhook(secret, payload, nil), false, "a delivery without the header")
+  T.raises(function() github.verify_webhook(secret, payload, 757107) end,
+    "bad argument #3 to 'github.verify_webhook' (string expected, got number)")
+  T.raises(function() github.verify_webhook(nil, payload, good) end,
+    "bad argument #1 to 'github.verify_webhook' (string expected, got nil)")
+  T.raises(function() github.verify_webhook("", payload, good) end, "the webhook secret is empty")
+  T.raises(function() github.verify_webhook(secret, nil, good) end,
+    "bad argument #2 to 'github.verify_webhook' (string expected, got nil)")
+end)
+
+T.test("misuse raises naming the function and the argument", function()
+  local gh = github.client{ token = TOKEN, repo = REPO, api_url = "http://127.0.0.1:9" }
+  T.raises(function() gh:get_release_by_tag(42) end,
+    "bad argument #1 to 'github.get_release_by_tag' (string expected, got number)")
+  T.raises(function() gh:create_release{ name = "no tag" } end,
+    "bad argument #1 to 'github.create_release' (tag_name: string expected, got nil)")
+  T.raises(function() gh:comment("7", "x") end, "bad argument #1 to 'github.comment' (number expected, got string)")
+  T.raises(function() gh:update_release(1) end, "bad argument #2 to 'github.update_release' (table expected, got nil)")
+  T.raises(function() gh.comment(1, "x") end, "call it as a method of a client, gh:comment(...)")
+  T.raises(function() gh:upload_release_asset({ upload_url = "x" }, { name = "a" }) end, "give either path or content")
+  T.raises(function() gh:request("get", "/x") end, "an upper-case HTTP method expected")
+  T.raises(function() gh:request("GET", "https://elsewhere.example/x") end, "the token is not sent elsewhere")
+  T.raises(function() github.client("token") end, "bad argument #1 to 'github.client' (table expected, got string)")
+  T.raises(function() github.client{ token = TOKEN, repo = "no-slash" } end, "repo must be \"owner/name\"")
+  T.raises(function() github.client{ token = TOKEN, max_wait = "long" } end, "max_wait must be a number")
+  local where = T.raises(function() gh:list_comments() end, "github.list_comments")
+  T.match(tostring(where), "test_github%.lua:%d+:", "the error points at the caller")
+end)
+
+T.test("settings come from GITHUB_TOKEN, GITHUB_REPOSITORY and GITHUB_API_URL", function()
+  local script = [[
+    local gh = require("stagehost.github").client()
+    io.write(gh.repo, " ", gh.api_url, " ", tostring(gh))
+  ]]
+  local r = proc.run{ os.getenv("STAGEHOST_BIN"), "-e", script, env = { GITHUB_TOKEN = TOKEN,
+    GITHUB_REPOSITORY = "octo/cat", GITHUB_API_URL = "https://ghe.example/api/v3/" } }
+  T.eq(r.code, 0, r.stderr)
+  T.eq(r.stdout, "octo/cat https://ghe.example/api/v3 github client for octo/cat at https://ghe.example/api/v3")
+  local default = proc.run{ os.getenv("STAGEHOST_BIN"), "-e", "io.write(require('stagehost.github').client().api_url)",
+    env = { GITHUB_TOKEN = TOKEN, GITHUB_REPOSITORY = false, GITHUB_API_URL = false } }
+  T.eq(default.stdout, "https://api.github.com", default.stderr)
+end)
+
+T.test("a missing token or repository is one clear line", function()
+  local no_token = proc.run{ os.getenv("STAGEHOST_BIN"), "-e", "require('stagehost.github').client{ repo = 'o/r' }",
+    env = { GITHUB_TOKEN = false } }
+  T.eq(no_token.code, 1)
+  T.has(no_token.stderr, "github.client: no token: set GITHUB_TOKEN or pass token = ...")
+  local no_repo = proc.run{ os.getenv("STAGEHOST_BIN"), "-e",
+    "require('stagehost.github').client{ token = 'abcdefgh', api_url = 'http://127.0.0.1:9' }:get_repo()",
+    env = { GITHUB_REPOSITORY = false } }
+  T.eq(no_repo.code, 1)
+  T.has(no_repo.stderr, "github: no repository: set GITHUB_REPOSITORY (owner/name) or pass repo = ...")
+  T.no_match(no_repo.stderr, "abcdefgh")
+end)
+
+T.run()
