@@ -11,7 +11,7 @@ local CHECKS = {
     shell = "cc -fsyntax-only -std=gnu11 -Wall -Wextra -Werror $(pkg-config --cflags lua5.4 libuv libcjson libcurl libcrypto sqlite3) -DSTAGEHOST_VERSION='\"0\"' host/*.c bindings/*.c" },
   { name = "unit-tests", label = "unit tests pass", argv = { "tests/lua/test_json.lua", "tests/lua/test_task.lua" } },
   { name = "security", label = "no credentials in the sources",
-    shell = "! grep -rnE 'AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY' --include='*.lua' --include='*.c' --include='*.h' --include='*.md' ." },
+    shell = "! grep -rnE 'AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY' --include='*.lua' --include='*.c' --include='*.h' --include='*.md' --exclude-dir=node_modules --exclude-dir=.git ." },
 }
 
 local function run_check(root, check)

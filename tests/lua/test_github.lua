@@ -10,7 +10,7 @@ local log = require "stagehost.log"
 local fs = require "stagehost.fs"
 local proc = require "stagehost.proc"
 
-local TOKEN = "ghp_stagehostSandboxToken0123456789abcdef"
+local TOKEN = "sandboxtoken0stagehost0123456789abcdef"
 local REPO = "acme/widgets"
 
 -- A sandbox and a client on it for one test, closed whatever the test does.

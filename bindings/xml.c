@@ -1,0 +1,305 @@
+/* stagehost.core.xml: XML documents (AWS query API responses, S3 listings) to Lua tables, on
+ * expat. decode(s) -> root | nil, "line L, column C: reason"; escape(s) -> s.
+ *
+ * An element is { name = "Tag", attrs = { k = v }, text = "direct character data", [i] = child }.
+ * Names are kept as written (no namespace processing): AWS responses put one default namespace
+ * on the root, and callers want "DescribeStacksResult", not a URI-qualified name.
+ *
+ * The input is data from the world: malformed XML is a nil + message, never a raise. A DOCTYPE
+ * that declares entities is refused outright (billion laughs, external entities: no AWS
+ * response declares any), and nesting is bounded.
+ *
+ * A Lua error must never unwind through expat: it would leave memory expat holds in its own
+ * locals (the bindings of an empty element, ...) unreachable, and XML_ParserFree could not
+ * free it. So each handler does its Lua work in a protected call, and a failure there (out
+ * of memory) stops the parser; the error is raised again once the parser is freed. The parser
+ * itself lives in a to-be-closed userdata, freed on every exit. */
+#include <stdio.h>
+#include <string.h>
+
+#include <expat.h>
+#include <lauxlib.h>
+
+#define SH_XML_PARSER_MT "stagehost.xml.parser"
+#define SH_XML_MAX_DEPTH 512
+/* XML_Parse takes an int length */
+#define SH_XML_CHUNK (1 << 30)
+
+typedef struct {
+  XML_Parser parser;
+} sh_xml_box;
+
+/* The state a parse shares with its handlers. The open elements live in a Lua table, two
+ * slots each: [2d - 1] the element, [2d] the table of its text pieces (joined when it closes,
+ * so long text arriving in many chunks is not copied over and over); [0] the root, once done.
+ * The current event's data waits in cur_* for the protected call that uses it. */
+typedef struct {
+  lua_State *L;
+  XML_Parser parser;
+  int stack;   /* index of the element table */
+  int errslot; /* index of a Lua error raised by a handler's protected call */
+  int depth;
+  int have_root;
+  int failed; /* a protected call failed: the error is in errslot */
+  char err[160]; /* our own reason to stop ("" when expat's error stands) */
+  unsigned long line, column;
+  const XML_Char *cur_name;
+  const XML_Char **cur_attrs;
+  const XML_Char *cur_text;
+  int cur_len;
+} sh_xml_state;
+
+static int sh_xml_box_close(lua_State *L) {
+  sh_xml_box *box = luaL_checkudata(L, 1, SH_XML_PARSER_MT);
+  if (box->parser) {
+    XML_ParserFree(box->parser);
+    box->parser = NULL;
+  }
+  return 0;
+}
+
+/* Stop the parse with our own reason, at the position of the current event */
+static void sh_xml_stop(sh_xml_state *st, const char *why) {
+  if (st->err[0]) return;
+  snprintf(st->err, sizeof st->err, "%s", why);
+  st->line = (unsigned long)XML_GetCurrentLineNumber(st->parser);
+  st->column = (unsigned long)XML_GetCurrentColumnNumber(st->parser) + 1;
+  XML_StopParser(st->parser, XML_FALSE);
+}
+
+/* ---- the protected halves of the handlers: fn(state, stack) ---- */
+
+static int sh_xml_p_start(lua_State *L) {
+  const sh_xml_state *st = lua_touserdata(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, st->cur_name);
+  lua_setfield(L, -2, "name");
+  lua_newtable(L);
+  for (int i = 0; st->cur_attrs[i]; i += 2) {
+    lua_pushstring(L, st->cur_attrs[i + 1]);
+    lua_setfield(L, -2, st->cur_attrs[i]);
+  }
+  lua_setfield(L, -2, "attrs");
+  lua_rawseti(L, 2, 2 * (lua_Integer)st->depth + 1);
+  lua_newtable(L);
+  lua_rawseti(L, 2, 2 * (lua_Integer)st->depth + 2);
+  return 0;
+}
+
+static int sh_xml_p_text(lua_State *L) {
+  const sh_xml_state *st = lua_touserdata(L, 1);
+  lua_rawgeti(L, 2, 2 * (lua_Integer)st->depth);
+  lua_pushlstring(L, st->cur_text, (size_t)st->cur_len);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+static int sh_xml_p_end(lua_State *L) {
+  const sh_xml_state *st = lua_touserdata(L, 1);
+  lua_Integer d = st->depth;
+  lua_rawgeti(L, 2, 2 * d - 1);
+  int elem = lua_gettop(L);
+  lua_rawgeti(L, 2, 2 * d);
+  int pieces = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, pieces);
+  if (n == 1) {
+    lua_rawgeti(L, pieces, 1);
+  } else {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, pieces, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+  }
+  lua_setfield(L, elem, "text");
+  if (d > 1) {
+    lua_rawgeti(L, 2, 2 * d - 3);
+    lua_pushvalue(L, elem);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  } else {
+    lua_pushvalue(L, elem);
+    lua_rawseti(L, 2, 0);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, 2, 2 * d);
+  lua_pushnil(L);
+  lua_rawseti(L, 2, 2 * d - 1);
+  return 0;
+}
+
+/* Run fn(state, stack) protected; -> 0, or -1 with the parser stopped */
+static int sh_xml_call(sh_xml_state *st, lua_CFunction fn) {
+  lua_State *L = st->L;
+  /* neither pushing nor checking raises: lua_checkstack answers 0 when it cannot grow */
+  if (lua_checkstack(L, 3)) {
+    lua_pushcfunction(L, fn);
+    lua_pushlightuserdata(L, st);
+    lua_pushvalue(L, st->stack);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) return 0;
+    lua_replace(L, st->errslot);
+  }
+  st->failed = 1;
+  XML_StopParser(st->parser, XML_FALSE);
+  return -1;
+}
+
+static void XMLCALL sh_xml_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
+  sh_xml_state *st = ud;
+  if (st->err[0] || st->failed) return;
+  if (st->depth >= SH_XML_MAX_DEPTH) {
+    sh_xml_stop(st, "elements nested deeper than 512");
+    return;
+  }
+  st->cur_name = name;
+  st->cur_attrs = attrs;
+  if (sh_xml_call(st, sh_xml_p_start) == 0) st->depth++;
+}
+
+static void XMLCALL sh_xml_text(void *ud, const XML_Char *s, int len) {
+  sh_xml_state *st = ud;
+  if (st->err[0] || st->failed || st->depth == 0) return;
+  st->cur_text = s;
+  st->cur_len = len;
+  sh_xml_call(st, sh_xml_p_text);
+}
+
+static void XMLCALL sh_xml_end(void *ud, const XML_Char *name) {
+  sh_xml_state *st = ud;
+  (void)name; /* expat has checked it matches the start tag */
+  if (st->err[0] || st->failed || st->depth == 0) return;
+  if (sh_xml_call(st, sh_xml_p_end) != 0) return;
+  if (--st->depth == 0) st->have_root = 1;
+}
+
+/* Any entity declaration, general or parameter, internal or external: refused. */
+static void XMLCALL sh_xml_entity_decl(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
+                                       int value_len, const XML_Char *base, const XML_Char *system_id,
+                                       const XML_Char *public_id, const XML_Char *notation) {
+  (void)name, (void)is_param, (void)value, (void)value_len, (void)base, (void)system_id, (void)public_id,
+      (void)notation;
+  sh_xml_stop(ud, "entity declarations are not allowed");
+}
+
+/* A reference expat could not resolve because the DOCTYPE names an external subset it does not
+ * read: the text would silently lose it, so it is an error like any undefined entity. */
+static void XMLCALL sh_xml_skipped(void *ud, const XML_Char *name, int is_param) {
+  (void)is_param;
+  char why[128];
+  snprintf(why, sizeof why, "undefined entity '%.80s'", name);
+  sh_xml_stop(ud, why);
+}
+
+static int sh_xml_fail(lua_State *L, unsigned long line, unsigned long column, const char *why) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "line %I, column %I: %s", (lua_Integer)line, (lua_Integer)column, why);
+  return 2;
+}
+
+/* decode(s) -> root element | nil, "line L, column C: reason" */
+static int sh_xml_decode(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "xml.decode: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
+  size_t len;
+  const char *s = lua_tolstring(L, 1, &len);
+  lua_settop(L, 1);
+
+  sh_xml_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->parser = NULL;
+  luaL_setmetatable(L, SH_XML_PARSER_MT);
+  lua_toclose(L, 2);
+  /* NULL encoding: the document's declaration decides, UTF-8 otherwise; names stay unsplit */
+  box->parser = XML_ParserCreate(NULL);
+  if (!box->parser) return luaL_error(L, "xml.decode: out of memory");
+
+  sh_xml_state st;
+  memset(&st, 0, sizeof st);
+  st.L = L;
+  st.parser = box->parser;
+  lua_newtable(L);
+  st.stack = lua_gettop(L);
+  lua_pushnil(L);
+  st.errslot = lua_gettop(L);
+  XML_SetUserData(box->parser, &st);
+  XML_SetElementHandler(box->parser, sh_xml_start, sh_xml_end);
+  XML_SetCharacterDataHandler(box->parser, sh_xml_text);
+  XML_SetEntityDeclHandler(box->parser, sh_xml_entity_decl);
+  XML_SetSkippedEntityHandler(box->parser, sh_xml_skipped);
+  XML_SetParamEntityParsing(box->parser, XML_PARAM_ENTITY_PARSING_NEVER);
+
+  enum XML_Status status = XML_STATUS_OK;
+  size_t off = 0;
+  do {
+    size_t n = len - off < SH_XML_CHUNK ? len - off : SH_XML_CHUNK;
+    int last = off + n == len;
+    status = XML_Parse(box->parser, s + off, (int)n, last);
+    off += n;
+  } while (status == XML_STATUS_OK && off < len);
+
+  if (st.failed) {
+    /* free the parser first: the error may not unwind through anything holding it */
+    XML_ParserFree(box->parser);
+    box->parser = NULL;
+    if (lua_isnil(L, st.errslot)) return luaL_error(L, "xml.decode: out of memory");
+    lua_pushvalue(L, st.errslot);
+    return lua_error(L);
+  }
+  if (st.err[0]) return sh_xml_fail(L, st.line, st.column, st.err);
+  if (status != XML_STATUS_OK) {
+    return sh_xml_fail(L, (unsigned long)XML_GetCurrentLineNumber(box->parser),
+                       (unsigned long)XML_GetCurrentColumnNumber(box->parser) + 1,
+                       XML_ErrorString(XML_GetErrorCode(box->parser)));
+  }
+  if (!st.have_root) return sh_xml_fail(L, 1, 1, "no element found");
+  lua_rawgeti(L, st.stack, 0);
+  return 1; /* closing the box frees the parser */
+}
+
+/* escape(s): for text and attribute values alike. Tab, line feed and carriage return become
+ * character references too, so a value survives an attribute's white-space normalisation and
+ * a "\r\n" is not turned into "\n". */
+static int sh_xml_escape(lua_State *L) {
+  int ty = lua_type(L, 1);
+  if (ty != LUA_TSTRING && ty != LUA_TNUMBER)
+    return luaL_error(L, "xml.escape: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
+  size_t len;
+  const char *s = lua_tolstring(L, 1, &len);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len; i++) {
+    switch (s[i]) {
+    case '&': luaL_addstring(&b, "&amp;"); break;
+    case '<': luaL_addstring(&b, "&lt;"); break;
+    case '>': luaL_addstring(&b, "&gt;"); break;
+    case '"': luaL_addstring(&b, "&quot;"); break;
+    case '\'': luaL_addstring(&b, "&apos;"); break;
+    case '\t': luaL_addstring(&b, "&#9;"); break;
+    case '\n': luaL_addstring(&b, "&#10;"); break;
+    case '\r': luaL_addstring(&b, "&#13;"); break;
+    default: luaL_addchar(&b, s[i]);
+    }
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static const luaL_Reg sh_xml_funcs[] = {
+    {"decode", sh_xml_decode},
+    {"escape", sh_xml_escape},
+    {NULL, NULL},
+};
+
+int luaopen_stagehost_core_xml(lua_State *L);
+
+int luaopen_stagehost_core_xml(lua_State *L) {
+  if (luaL_newmetatable(L, SH_XML_PARSER_MT)) {
+    lua_pushcfunction(L, sh_xml_box_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, sh_xml_box_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, sh_xml_funcs);
+  return 1;
+}

@@ -1,0 +1,265 @@
+local T = require "harness"
+local xml = require "stagehost.xml"
+
+local function trim(s) return (s:match("^%s*(.-)%s*$")) end
+
+-- decoding must fail with nil + "line L, column C: reason"
+local function rejected(s, line, column, reason)
+  local v, err = xml.decode(s)
+  T.eq(v, nil, ("decode(%q) value"):format(s:sub(1, 60)))
+  T.eq(err, ("line %d, column %d: %s"):format(line, column, reason), ("decode(%q)"):format(s:sub(1, 60)))
+end
+
+-- A CloudFormation DescribeStacks response, shaped as the Query API returns it.
+local DESCRIBE_STACKS = [[<?xml version="1.0" encoding="UTF-8"?>
+<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">
+  <DescribeStacksResult>
+    <Stacks>
+      <member>
+        <StackName>staging-web</StackName>
+        <StackId>arn:aws:cloudformation:us-east-1:123456789012:stack/staging-web/6f1e0a60-3a41-11e5-94eb-0a1b2c3d4e5f</StackId>
+        <CreationTime>2015-08-30T12:36:00.000Z</CreationTime>
+        <StackStatus>UPDATE_COMPLETE</StackStatus>
+        <Parameters>
+          <member><ParameterKey>Env</ParameterKey><ParameterValue>staging</ParameterValue></member>
+        </Parameters>
+        <Outputs>
+          <member>
+            <OutputKey>BucketName</OutputKey>
+            <OutputValue>staging-web-assets</OutputValue>
+            <Description>Where the assets go</Description>
+          </member>
+          <member>
+            <OutputKey>Url</OutputKey>
+            <OutputValue>https://example.com/?a=1&amp;b=2</OutputValue>
+          </member>
+        </Outputs>
+        <Tags/>
+      </member>
+    </Stacks>
+  </DescribeStacksResult>
+  <ResponseMetadata>
+    <RequestId>b9b4b068-3a41-11e5-94eb-example</RequestId>
+  </ResponseMetadata>
+</DescribeStacksResponse>
+]]
+
+T.test("a CloudFormation DescribeStacks response", function()
+  local root = assert(xml.decode(DESCRIBE_STACKS))
+  T.eq(root.name, "DescribeStacksResponse")
+  T.eq(root.attrs.xmlns, "http://cloudformation.amazonaws.com/doc/2010-05-15/", "attributes, namespaces unprocessed")
+  T.eq(#root, 2, "two child elements")
+  T.eq(root[1].name, "DescribeStacksResult")
+  T.eq(root[2].name, "ResponseMetadata")
+  local stacks = xml.path(root, "DescribeStacksResult", "Stacks")
+  T.eq(#xml.children(stacks, "member"), 1)
+  local stack = xml.child(stacks, "member")
+  T.eq(xml.text(stack, "StackName"), "staging-web")
+  T.eq(xml.text(stack, "StackStatus"), "UPDATE_COMPLETE")
+  local outputs = {}
+  for _, m in ipairs(xml.children(xml.child(stack, "Outputs"), "member")) do
+    outputs[xml.text(m, "OutputKey")] = xml.text(m, "OutputValue")
+  end
+  T.eq(outputs.BucketName, "staging-web-assets")
+  T.eq(outputs.Url, "https://example.com/?a=1&b=2", "entity decoded")
+  T.eq(xml.text(root, "ResponseMetadata", "RequestId"), "b9b4b068-3a41-11e5-94eb-example")
+  T.eq(xml.text(root, "DescribeStacksResult", "Stacks", "member", "Parameters", "member", "ParameterValue"), "staging")
+  -- an empty element
+  local tags = xml.path(stack, "Tags")
+  T.eq(tags.text, "")
+  T.eq(#tags, 0)
+  T.eq(next(tags.attrs), nil)
+  T.eq(xml.text(stack, "Tags"), "")
+  -- missing steps give nil, never an error
+  T.eq(xml.path(root, "DescribeStacksResult", "Nope", "Deeper"), nil)
+  T.eq(xml.text(root, "Nope"), nil)
+  T.eq(xml.child(nil, "x"), nil)
+  T.eq(#xml.children(nil, "x"), 0)
+  T.eq(#xml.children(stack, "Nope"), 0)
+  -- text is the direct character data only, untrimmed
+  T.eq(trim(root.text), "")
+  T.ok(root.text:find("\n  ", 1, true), "white space between children kept")
+  T.eq(xml.text(root), "", "text with no path: the node's own")
+end)
+
+T.test("an ErrorResponse", function()
+  local root = assert(xml.decode([[<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">
+  <Error>
+    <Type>Sender</Type>
+    <Code>ValidationError</Code>
+    <Message>Stack with id staging-web does not exist</Message>
+  </Error>
+  <RequestId>42c7b8e0-3a41-11e5-94eb-example</RequestId>
+</ErrorResponse>]]))
+  T.eq(root.name, "ErrorResponse")
+  T.eq(xml.text(root, "Error", "Code"), "ValidationError")
+  T.eq(xml.text(root, "Error", "Type"), "Sender")
+  T.eq(xml.text(root, "Error", "Message"), "Stack with id staging-web does not exist")
+  T.eq(xml.text(root, "RequestId"), "42c7b8e0-3a41-11e5-94eb-example")
+end)
+
+T.test("an S3 ListBucketResult with a prefixed namespace", function()
+  local root = assert(xml.decode([[<?xml version="1.0" encoding="UTF-8"?>
+<s3:ListBucketResult xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:Name>bucket</s3:Name>
+<s3:Contents><s3:Key>a &lt;b&gt;.txt</s3:Key><s3:Size>42</s3:Size></s3:Contents>
+<s3:Contents><s3:Key>c.txt</s3:Key><s3:Size>0</s3:Size></s3:Contents></s3:ListBucketResult>]]))
+  T.eq(root.name, "s3:ListBucketResult", "names as written")
+  T.eq(root.attrs["xmlns:s3"], "http://s3.amazonaws.com/doc/2006-03-01/")
+  local keys = {}
+  for _, c in ipairs(xml.children(root, "s3:Contents")) do keys[#keys + 1] = xml.text(c, "s3:Key") end
+  T.eq(table.concat(keys, "|"), "a <b>.txt|c.txt")
+end)
+
+T.test("entities, character references, CDATA, mixed content", function()
+  local root = assert(xml.decode("<a>&amp; &lt; &gt; &quot; &apos; &#x20AC; &#8364; &#65;</a>"))
+  T.eq(root.text, "& < > \" ' \u{20AC} \u{20AC} A")
+  root = assert(xml.decode("<a><![CDATA[<not> & markup ]]]]><![CDATA[>]]></a>"))
+  T.eq(root.text, "<not> & markup ]]>", "CDATA kept literally, split sections joined")
+  root = assert(xml.decode("<p>one <b>two</b> three <i>four</i> five</p>"))
+  T.eq(root.text, "one  three  five", "direct text only, concatenated")
+  T.eq(root[1].text, "two")
+  T.eq(root[2].text, "four")
+  T.eq(#root, 2)
+  root = assert(xml.decode("<a>\r\nx\ry\n</a>"))
+  T.eq(root.text, "\nx\ny\n", "line ends normalised as XML requires")
+  root = assert(xml.decode("<a><!-- comment --><?pi data?>x</a>"))
+  T.eq(root.text, "x", "comments and processing instructions are dropped")
+  T.eq(#root, 0)
+end)
+
+T.test("attributes", function()
+  local root = assert(xml.decode([[<a id="1" name='single' esc="&lt;&amp;&quot;" ws="a
+b	c" empty=""><b x="y"/></a>]]))
+  T.eq(root.attrs.id, "1")
+  T.eq(root.attrs.name, "single")
+  T.eq(root.attrs.esc, "<&\"")
+  T.eq(root.attrs.ws, "a b c", "attribute white space normalised as XML requires")
+  T.eq(root.attrs.empty, "")
+  T.eq(root[1].attrs.x, "y")
+  local n = 0
+  for _ in pairs(root.attrs) do n = n + 1 end
+  T.eq(n, 5)
+end)
+
+T.test("encodings: UTF-8 by default, a declared ISO-8859-1 converted to UTF-8", function()
+  T.eq(assert(xml.decode("<a>caf\u{e9} \u{1F600}</a>")).text, "caf\u{e9} \u{1F600}")
+  T.eq(assert(xml.decode("<?xml version='1.0' encoding='ISO-8859-1'?><a>caf\xe9</a>")).text, "caf\u{e9}")
+  T.eq(assert(xml.decode("\xef\xbb\xbf<a>bom</a>")).text, "bom", "a UTF-8 byte order mark")
+end)
+
+T.test("malformed documents: nil and line:column", function()
+  rejected("", 1, 1, "no element found")
+  rejected("   \n  ", 2, 3, "no element found")
+  rejected("<a>", 1, 4, "no element found")
+  rejected("<a><b></a>", 1, 9, "mismatched tag")
+  rejected("<a>\n <b>\n</a>", 3, 3, "mismatched tag")
+  rejected("<a/><b/>", 1, 5, "junk after document element")
+  rejected("<a/>junk", 1, 5, "junk after document element")
+  rejected("<a>\xff</a>", 1, 4, "not well-formed (invalid token)")
+  rejected("<a>\xc3\x28</a>", 1, 4, "not well-formed (invalid token)")
+  rejected("<a>\0</a>", 1, 4, "not well-formed (invalid token)")
+  rejected("text", 1, 1, "syntax error")
+  rejected("<a b=c/>", 1, 6, "not well-formed (invalid token)")
+  rejected("<a x='1' x='2'/>", 1, 10, "duplicate attribute")
+  rejected("<a>&foo;</a>", 1, 4, "undefined entity")
+  rejected("<a>& b</a>", 1, 5, "not well-formed (invalid token)")
+end)
+
+T.test("entity declarations are refused: billion laughs, external entities", function()
+  local laughs = [[<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<lolz>&lol9;</lolz>]]
+  local v, err = xml.decode(laughs)
+  T.eq(v, nil)
+  T.match(err, "^line 3, column %d+: entity declarations are not allowed$")
+  v, err = xml.decode('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>')
+  T.eq(v, nil)
+  T.match(err, "^line 1, column %d+: entity declarations are not allowed$", "external entity")
+  v, err = xml.decode('<!DOCTYPE x [<!ENTITY % p SYSTEM "http://127.0.0.1:1/evil.dtd"> %p;]><x/>')
+  T.eq(v, nil)
+  T.match(err, "entity declarations are not allowed", "parameter entity")
+  -- a DOCTYPE without declarations is fine; an external subset is never read
+  T.eq(assert(xml.decode("<!DOCTYPE a><a>x</a>")).text, "x")
+  T.eq(assert(xml.decode('<!DOCTYPE a SYSTEM "http://127.0.0.1:1/a.dtd"><a>x</a>')).text, "x")
+  rejected('<!DOCTYPE x SYSTEM "x.dtd"><x>&e;</x>', 1, 31, "undefined entity 'e'")
+end)
+
+T.test("nesting: 512 levels decode, 513 do not", function()
+  local function nested(n) return ("<a>"):rep(n) .. "x" .. ("</a>"):rep(n) end
+  local root = assert(xml.decode(nested(512)))
+  local depth, node = 1, root
+  while node[1] do
+    node, depth = node[1], depth + 1
+  end
+  T.eq(depth, 512)
+  T.eq(node.text, "x")
+  local v, err = xml.decode(nested(513))
+  T.eq(v, nil)
+  T.eq(err, "line 1, column 1537: elements nested deeper than 512")
+  v, err = xml.decode(nested(100000))
+  T.eq(v, nil)
+  T.has(err, "nested deeper than 512")
+end)
+
+T.test("big documents: long text in many pieces, many children", function()
+  local parts = {}
+  for i = 1, 20000 do parts[i] = ("line %d &amp; more\n"):format(i) end
+  local body = table.concat(parts)
+  local root = assert(xml.decode("<a>" .. body .. "</a>"))
+  T.eq(root.text, (body:gsub("&amp;", "&")))
+  local items = {}
+  for i = 1, 5000 do items[i] = ('<member i="%d">%d</member>'):format(i, i * 2) end
+  root = assert(xml.decode("<list>" .. table.concat(items) .. "</list>"))
+  T.eq(#root, 5000)
+  T.eq(root[4321].attrs.i, "4321")
+  T.eq(root[4321].text, "8642")
+end)
+
+T.test("escape: the five characters, white space as references, round trips", function()
+  T.eq(xml.escape([[<a href="x">'&'</a>]]), "&lt;a href=&quot;x&quot;&gt;&apos;&amp;&apos;&lt;/a&gt;")
+  T.eq(xml.escape(""), "")
+  T.eq(xml.escape("plain text \u{20AC}"), "plain text \u{20AC}")
+  T.eq(xml.escape("a\tb\nc\r"), "a&#9;b&#10;c&#13;")
+  T.eq(xml.escape(42), "42")
+  local samples = { "", "a & b", "<tag attr=\"v\">", "it's", "]]>", "tab\there", "two\r\nlines\n", "  padded  ",
+    "&amp; already", "\u{1F600} emoji", "'\"<>&" }
+  for _, s in ipairs(samples) do
+    local e = xml.escape(s)
+    local root = assert(xml.decode(('<r v="%s">%s</r>'):format(e, e)))
+    T.eq(root.text, s, "text round trip of " .. ("%q"):format(s))
+    T.eq(root.attrs.v, s, "attribute round trip of " .. ("%q"):format(s))
+    root = assert(xml.decode(("<r v='%s'/>"):format(e)))
+    T.eq(root.attrs.v, s, "single-quoted attribute round trip of " .. ("%q"):format(s))
+  end
+end)
+
+T.test("wrong argument types raise naming the function", function()
+  for _, v in ipairs { 42, {}, true, print, io.stdout } do
+    local err = T.raises(function() xml.decode(v) end, "xml.decode: bad argument #1 (string expected, got ")
+    T.eq(tostring(err):find("\n"), nil, "one line")
+  end
+  T.raises(function() xml.decode() end, "xml.decode: bad argument #1 (string expected, got no value)")
+  T.raises(function() xml.decode(nil) end, "xml.decode: bad argument #1 (string expected, got nil)")
+  for _, v in ipairs { {}, true, print } do
+    T.raises(function() xml.escape(v) end, "xml.escape: bad argument #1 (string expected, got ")
+  end
+  T.raises(function() xml.escape() end, "xml.escape: bad argument #1")
+end)
+
+T.test("module shape", function()
+  local core = require "stagehost.core.xml"
+  T.eq(xml.decode, core.decode)
+  T.eq(xml.escape, core.escape)
+  for _, name in ipairs { "decode", "escape", "child", "children", "path", "text" } do
+    T.eq(type(xml[name]), "function", name)
+  end
+  T.eq(require("stagehost").xml, xml)
+end)
+
+T.run()
