@@ -4,6 +4,7 @@ local core = require "stagehost.core.http_client"
 local json = require "stagehost.json"
 local task = require "stagehost.task"
 local log = require "stagehost.log"
+local time = require "stagehost.util.time"
 
 local http = {}
 
@@ -11,15 +12,6 @@ local RETRY_STATUSES = { [408] = true, [425] = true, [429] = true, [500] = true,
   [503] = true, [504] = true }
 -- transport failures worth another attempt; a TLS or a URL problem will not heal by waiting
 local RETRY_KINDS = { timeout = true, refused = true, resolve = true, transport = true }
-
-local function days_from_civil(y, m, d) -- proleptic Gregorian, days since 1970-01-01
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
   Oct = 10, Nov = 11, Dec = 12 }
@@ -31,7 +23,7 @@ function http.retry_after(value, now)
   if secs then return tonumber(secs) end
   local d, mon, y, hh, mm, ss = value:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
   if not d or not MONTHS[mon] then return nil end
-  local at = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400 + hh * 3600 + mm * 60 + ss
+  local at = time.epoch(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss))
   return math.max(0, at - (now or os.time()))
 end
 

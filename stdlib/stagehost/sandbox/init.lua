@@ -56,6 +56,12 @@ end
 
 local GITHUB_PREFIX = "/github"
 
+-- sandbox.signature_verifier(sb) -> a function for sb.verify_signature that checks SigV4 with
+-- the keys in sb.state.aws.keys (the ones STS issued, and any a test adds).
+function sandbox.signature_verifier(sb)
+  return require("stagehost.sandbox.signature").verifier(sb)
+end
+
 -- sandbox.start{ host = "127.0.0.1", port = 0, seed = {...} } -> sandbox
 function sandbox.start(opts)
   opts = opts or {}

@@ -1,0 +1,162 @@
+-- Amplify Hosting (REST-JSON): apps, branches, release jobs and a waiter that streams each
+-- step's status and names the failing step.
+--
+--   local amp = aws.amplify{ region = "eu-west-1", poll = { min = 5, max = 15 } }
+--   amp:get_app(app_id) -> app;  amp:get_branch(app_id, branch) -> branch
+--   amp:update_branch(app_id, branch, { environment_variables = {K = "v"}, ... })
+--       environment variables are merged into the branch's, not replaced
+--   amp:start_job(app_id, branch, { commit_id, commit_message, job_reason }) -> job summary
+--   amp:get_job(app_id, branch, job_id) -> {summary, steps}
+--   amp:wait_job(app_id, branch, job_id, { timeout }) -> {status, ok, failed_step, steps}
+--   amp:branch_url(app_id, branch) -> "https://branch.d123.amplifyapp.com"
+local aws = require "stagehost.aws"
+local log = require "stagehost.log"
+local task = require "stagehost.task"
+
+local amplify = {}
+local Client = {}
+Client.__index = Client
+
+function amplify.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'aws.amplify' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  local poll = opts.poll or {}
+  return setmetatable({ region = aws.region(opts.region, "aws.amplify"), credentials = opts.credentials,
+    endpoint = opts.endpoint, poll_min = poll.min or 5, poll_max = poll.max or 15 }, Client)
+end
+
+local function check_id(value, what, who)
+  if type(value) ~= "string" or value == "" then
+    error(("aws.amplify: %s: %s must be a non-empty string (got %s)"):format(who, what,
+      type(value) == "string" and "an empty string" or type(value)), 3)
+  end
+  return aws.uri_encode(value)
+end
+
+function Client:call(method, path, operation, body)
+  local res = aws.request{ service = "amplify", region = self.region, method = method, path = path,
+    json = body, operation = operation, credentials = self.credentials, endpoint = self.endpoint }
+  if type(res.json) ~= "table" then
+    error(aws.error{ service = "amplify", operation = operation, code = "MalformedResponse", status = res.status,
+      request_id = res.request_id, message = "expected a JSON object in the response" }, 3)
+  end
+  return res.json
+end
+
+local function field(doc, name, operation)
+  local v = doc[name]
+  if type(v) ~= "table" then
+    error(aws.error{ service = "amplify", operation = operation, code = "MalformedResponse",
+      message = ("the response has no '%s' object"):format(name) }, 3)
+  end
+  return v
+end
+
+function Client:get_app(app_id)
+  local app = check_id(app_id, "app_id", "get_app")
+  return field(self:call("GET", "/apps/" .. app, "GetApp"), "app", "GetApp")
+end
+
+function Client:get_branch(app_id, branch)
+  local path = ("/apps/%s/branches/%s"):format(check_id(app_id, "app_id", "get_branch"), check_id(branch, "branch", "get_branch"))
+  return field(self:call("GET", path, "GetBranch"), "branch", "GetBranch")
+end
+
+-- update_branch(app_id, branch, fields): fields in snake_case or Amplify's camelCase;
+-- environment_variables are merged over the branch's current ones (UpdateBranch itself
+-- replaces the whole map, which would silently drop variables set elsewhere).
+function Client:update_branch(app_id, branch, fields)
+  if type(fields) ~= "table" then
+    error(("bad argument #3 to 'update_branch' (table expected, got %s)"):format(type(fields)), 2)
+  end
+  local path = ("/apps/%s/branches/%s"):format(check_id(app_id, "app_id", "update_branch"), check_id(branch, "branch", "update_branch"))
+  local body = {}
+  for k, v in pairs(fields) do
+    local camel = k:gsub("_(%l)", string.upper)
+    body[camel] = v
+  end
+  if body.environmentVariables ~= nil then
+    local current = self:get_branch(app_id, branch).environmentVariables or {}
+    local merged = {}
+    for k, v in pairs(current) do merged[k] = v end
+    for k, v in pairs(body.environmentVariables) do
+      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
+        error(("aws.amplify: update_branch: environment variable %s must be a string"):format(tostring(k)), 2)
+      end
+      merged[k] = tostring(v)
+    end
+    body.environmentVariables = merged
+  end
+  return field(self:call("POST", path, "UpdateBranch", body), "branch", "UpdateBranch")
+end
+
+function Client:start_job(app_id, branch, opts)
+  opts = opts or {}
+  local path = ("/apps/%s/branches/%s/jobs"):format(check_id(app_id, "app_id", "start_job"), check_id(branch, "branch", "start_job"))
+  local doc = self:call("POST", path, "StartJob", { jobType = opts.job_type or "RELEASE", commitId = opts.commit_id,
+    commitMessage = opts.commit_message, jobReason = opts.job_reason })
+  return field(doc, "jobSummary", "StartJob")
+end
+
+function Client:get_job(app_id, branch, job_id)
+  local path = ("/apps/%s/branches/%s/jobs/%s"):format(check_id(app_id, "app_id", "get_job"),
+    check_id(branch, "branch", "get_job"), check_id(tostring(job_id), "job_id", "get_job"))
+  local job = field(self:call("GET", path, "GetJob"), "job", "GetJob")
+  job.summary = job.summary or {}
+  job.steps = job.steps or {}
+  return job
+end
+
+local DONE = { SUCCEED = true, FAILED = true, CANCELLED = true }
+
+-- wait_job(app_id, branch, job_id, {timeout = 3600}) -> {status, ok, failed_step, steps, job}
+function Client:wait_job(app_id, branch, job_id, opts)
+  local deadline = task.now() + ((opts and opts.timeout) or 3600)
+  local shown = {}
+  local delay = self.poll_min
+  while true do
+    local job = self:get_job(app_id, branch, job_id)
+    for _, step in ipairs(job.steps) do
+      local key = tostring(step.stepName) .. "=" .. tostring(step.status)
+      if not shown[key] then
+        shown[key] = true
+        local line = ("amplify: %s/%s job %s: %s %s"):format(app_id, branch, job_id, tostring(step.stepName), tostring(step.status))
+        if step.statusReason then line = line .. ": " .. tostring(step.statusReason) end
+        if step.status == "FAILED" then log.warn(line) else log.info(line) end
+      end
+    end
+    local status = job.summary.status
+    if DONE[status] then
+      local failed
+      for _, step in ipairs(job.steps) do
+        if step.status == "FAILED" or step.status == "CANCELLED" then
+          failed = { name = step.stepName, status = step.status, reason = step.statusReason, log_url = step.logUrl }
+          break
+        end
+      end
+      return { status = status, ok = status == "SUCCEED", failed_step = failed, steps = job.steps, job = job }
+    end
+    if task.now() >= deadline then
+      error(("aws.amplify: wait_job: job %s of %s/%s still %s after %ds"):format(job_id, app_id, branch,
+        tostring(status), (opts and opts.timeout) or 3600), 2)
+    end
+    task.sleep(delay)
+    delay = math.min(self.poll_max, delay * 1.5)
+  end
+end
+
+-- The branch's URL as Amplify serves it: https://<display name>.<app's default domain>.
+function Client:branch_url(app_id, branch)
+  local app = self:get_app(app_id)
+  local b = self:get_branch(app_id, branch)
+  local label = b.displayName or branch:gsub("[^%w%-]", "-")
+  if type(app.defaultDomain) ~= "string" then
+    error(aws.error{ service = "amplify", operation = "GetApp", code = "MalformedResponse",
+      message = "the app has no defaultDomain" }, 2)
+  end
+  return ("https://%s.%s"):format(label, app.defaultDomain)
+end
+
+return amplify

@@ -1,0 +1,312 @@
+-- AWS: SigV4 signing (C), the standard credential chain, signed requests with retries, and
+-- the CloudFormation and Amplify clients.
+--
+--   aws.sign{method, url, headers, body, service, region, credentials, time} -> headers to add
+--   aws.credentials{profile=} -> {access_key_id, secret_access_key, session_token, expires, source}
+--   aws.request{service, region, method, path, query, headers, body | form | json, credentials,
+--               endpoint, operation, retry} -> response (+ .xml or .json decoded)
+--   aws.query(service, region, action, version, params, opts) -> the <ActionResult> element
+--   aws.region(region) -> a checked region name;  aws.endpoint(service, region) -> base URL
+--   aws.parse_arn(arn) -> {partition, service, region, account, resource}
+--   aws.cloudformation{region=}, aws.amplify{region=}, aws.sts{region=}
+--
+-- AWS errors are raised as tables {code, message, request_id, status, service, operation}
+-- that print as one line.
+local http = require "stagehost.http"
+local json = require "stagehost.json"
+local log = require "stagehost.log"
+local task = require "stagehost.task"
+
+local aws = {}
+
+local sigv4 -- loaded on first use: a script that only reads outputs never pays for OpenSSL
+local function signer()
+  sigv4 = sigv4 or require "stagehost.core.aws_sigv4"
+  return sigv4
+end
+
+-- ---- errors ----
+
+local AwsError = {}
+AwsError.__index = AwsError
+AwsError.__name = "stagehost.aws.error"
+function AwsError.__tostring(e)
+  local where = e.service and ("%s %s"):format(e.service, e.operation or "request") or "request"
+  local line = ("aws: %s: %s%s"):format(where, e.code or "Error", e.message and e.message ~= "" and (": " .. e.message) or "")
+  if e.status then line = line .. (" (HTTP %d"):format(e.status) .. (e.request_id and (", request " .. e.request_id) or "") .. ")" end
+  return line
+end
+
+function aws.error(fields) return setmetatable(fields, AwsError) end
+function aws.is_error(e, code)
+  return getmetatable(e) == AwsError and (code == nil or e.code == code)
+end
+
+-- A mistake of the caller or the environment: one line saying what to set, raised as a string.
+local function misuse(fmt, ...) error(("aws: " .. fmt):format(...), 3) end
+
+-- ---- regions, endpoints, ARNs ----
+
+-- Region names are partition-prefix-number: us-east-1, eu-central-2, us-gov-west-1,
+-- cn-northwest-1, us-iso-east-1. A new region of that shape is accepted without a release
+-- of ours; a typo like "us-east1" or "virginia" is not.
+function aws.region(region, who)
+  region = region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION")
+  if region == nil or region == "" then
+    region = require("stagehost.aws.credentials").profile_region()
+  end
+  if region == nil or region == "" then
+    misuse("%sno region: pass region = \"us-east-1\" or set AWS_REGION", who and (who .. ": ") or "")
+  end
+  if type(region) ~= "string" or not region:match("^%l%l%-[%l%-]*%l%-%d+$") then
+    misuse("%sunknown region '%s' (expected a name like us-east-1 or eu-west-2; check region = or AWS_REGION)",
+      who and (who .. ": ") or "", tostring(region))
+  end
+  return region
+end
+
+-- Endpoint prefixes that differ from the service name used in signing.
+local ENDPOINT_PREFIX = { cloudformation = "cloudformation", sts = "sts", amplify = "amplify" }
+
+-- AWS_ENDPOINT_URL_<SERVICE> beats AWS_ENDPOINT_URL beats the regional endpoint, as the SDKs
+-- do; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true turns the first two off.
+function aws.endpoint(service, region)
+  local ignore = (os.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or ""):lower() == "true"
+  if not ignore then
+    local specific = os.getenv("AWS_ENDPOINT_URL_" .. service:upper():gsub("[%s%-]", "_"))
+    if specific and specific ~= "" then return (specific:gsub("/+$", "")) end
+    local global = os.getenv("AWS_ENDPOINT_URL")
+    if global and global ~= "" then return (global:gsub("/+$", "")) end
+  end
+  local suffix = region:match("^cn%-") and "amazonaws.com.cn" or "amazonaws.com"
+  return ("https://%s.%s.%s"):format(ENDPOINT_PREFIX[service] or service, region, suffix)
+end
+
+function aws.parse_arn(arn)
+  local partition, service, region, account, resource
+  if type(arn) == "string" then
+    partition, service, region, account, resource = arn:match("^arn:([%w%-]+):([%w%-]+):([%w%-]*):(%d*):(.+)$")
+  end
+  if not partition then
+    misuse("malformed ARN '%s' (expected arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE, e.g. arn:aws:iam::123456789012:role/deploy)",
+      tostring(arn))
+  end
+  return { partition = partition, service = service, region = region, account = account, resource = resource }
+end
+
+-- AWS writes times as ISO 8601 (Query/XML) or epoch seconds (REST-JSON).
+function aws.parse_time(v)
+  if type(v) == "number" then return v end
+  return require("stagehost.util.time").parse_iso8601(v)
+end
+
+-- ---- encoding ----
+
+local function uri_encode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+aws.uri_encode = uri_encode
+
+-- Query-protocol parameters: nested Lua values flattened as AWS names them —
+-- {Capabilities = {"A"}} -> Capabilities.member.1=A; {Parameters = {{ParameterKey = "k"}}} ->
+-- Parameters.member.1.ParameterKey=k. Sorted, so a request is reproducible.
+local function flatten(prefix, value, out)
+  if type(value) == "table" then
+    if #value > 0 or json.is_array(value) then
+      for i, v in ipairs(value) do flatten(prefix .. ".member." .. i, v, out) end
+    else
+      for k, v in pairs(value) do flatten(prefix == "" and k or (prefix .. "." .. k), v, out) end
+    end
+  elseif type(value) == "boolean" then
+    out[#out + 1] = { prefix, value and "true" or "false" }
+  elseif value ~= nil then
+    out[#out + 1] = { prefix, tostring(value) }
+  end
+  return out
+end
+
+function aws.form(params)
+  local pairs_ = flatten("", params, {})
+  table.sort(pairs_, function(a, b) return a[1] < b[1] end)
+  local parts = {}
+  for i, p in ipairs(pairs_) do parts[i] = uri_encode(p[1]) .. "=" .. uri_encode(p[2]) end
+  return table.concat(parts, "&")
+end
+
+-- ---- signing and credentials ----
+
+function aws.sign(opts)
+  return signer().sign(opts)
+end
+
+function aws.credentials(opts)
+  return require("stagehost.aws.credentials").resolve(opts)
+end
+
+-- ---- requests ----
+
+local THROTTLE_CODES = {
+  Throttling = true, ThrottlingException = true, ThrottledException = true, RequestThrottledException = true,
+  TooManyRequestsException = true, RequestLimitExceeded = true, RequestThrottled = true,
+  SlowDown = true, PriorRequestNotComplete = true, BandwidthLimitExceeded = true,
+  EC2ThrottledException = true, TransactionInProgressException = true,
+}
+
+local function request_id(res)
+  return res.headers["x-amzn-requestid"] or res.headers["x-amz-request-id"]
+end
+
+local function xml_decode(text)
+  return require("stagehost.xml").decode(text)
+end
+
+-- An error answer in whichever protocol the service speaks, as an AwsError.
+local function decode_error(res, service, operation)
+  local e = { status = res.status, service = service, operation = operation, request_id = request_id(res) }
+  local ctype = res.headers["content-type"] or ""
+  local body = res.body or ""
+  if body:match("^%s*<") then
+    local root = xml_decode(body)
+    if root then
+      local xml = require "stagehost.xml"
+      local err = xml.path(root, "Error") or root -- Query wraps it in ErrorResponse; S3 does not
+      e.code = xml.text(err, "Code")
+      e.message = xml.text(err, "Message")
+      e.request_id = e.request_id or xml.text(root, "RequestId") or xml.text(root, "RequestID")
+    end
+  elseif body:match("^%s*{") or ctype:find("json", 1, true) then
+    local ok, doc = pcall(json.decode, body)
+    if ok and type(doc) == "table" then
+      e.code = doc.__type or doc.code or doc.Code
+      e.message = doc.message or doc.Message
+    end
+  end
+  local header_type = res.headers["x-amzn-errortype"]
+  if header_type and header_type ~= "" then e.code = header_type end
+  if e.code then e.code = tostring(e.code):gsub("^.*#", ""):gsub(":.*$", "") end
+  if not e.code then
+    e.code = res.status >= 500 and "InternalFailure" or (res.status == 429 and "TooManyRequestsException" or "HTTP" .. res.status)
+    e.message = e.message or (body ~= "" and body:sub(1, 200):gsub("%s+", " ") or nil)
+  end
+  return aws.error(e)
+end
+
+local function retryable(e, status)
+  return THROTTLE_CODES[e.code] or (status and status >= 500) or status == 429
+end
+
+local function max_attempts(opts)
+  if opts.retry ~= nil then return opts.retry == false and 1 or tonumber(opts.retry) end
+  return tonumber(os.getenv("AWS_MAX_ATTEMPTS") or "") or 5
+end
+
+-- aws.request{service, region, method = "POST", path = "/", query = {k = v} | "raw",
+--             headers, body | form = {...} | json = value, credentials, endpoint, operation,
+--             timeout, retry = attempts | false, unsigned} -> response with .xml / .json
+function aws.request(opts)
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'aws.request' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  local service = opts.service
+  if type(service) ~= "string" or service == "" then
+    error("bad argument #1 to 'aws.request' (service must be a string such as \"cloudformation\")", 2)
+  end
+  local region = aws.region(opts.region, "aws.request")
+  local operation = opts.operation or (type(opts.form) == "table" and opts.form.Action) or opts.path or "/"
+  local base = opts.endpoint or aws.endpoint(service, region)
+  local path = opts.path or "/"
+  local query = opts.query
+  if type(query) == "table" then query = aws.form(query) end
+  local url = base .. path .. ((query and query ~= "") and ("?" .. query) or "")
+
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  local body = opts.body or ""
+  if opts.form ~= nil then
+    body = aws.form(opts.form)
+    headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
+  elseif opts.json ~= nil then
+    body = json.encode(opts.json)
+    headers["Content-Type"] = headers["Content-Type"] or "application/json"
+  end
+  headers["User-Agent"] = headers["User-Agent"] or "stagehost"
+
+  local attempts = max_attempts(opts)
+  local res, err
+  for attempt = 1, attempts do
+    local send = {}
+    for k, v in pairs(headers) do send[k] = v end
+    if not opts.unsigned then
+      local creds = opts.credentials or aws.credentials()
+      local added = aws.sign{ method = opts.method or "POST", url = url, headers = send, body = body,
+        service = service, region = region, credentials = creds }
+      for k, v in pairs(added) do send[k] = v end
+    end
+    local ok, r = pcall(http.request, { method = opts.method or "POST", url = url, headers = send, body = body,
+      timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10 })
+    local wait_ok
+    if ok then
+      res = r
+      if res.status < 300 then break end
+      err = decode_error(res, service, operation)
+      wait_ok = retryable(err, res.status)
+    else
+      -- a transport failure (refused, reset, timed out) is worth another try; misuse is not
+      res, err = nil, aws.error{ service = service, operation = operation, code = "TransportError",
+        message = tostring(r):gsub("^[^:]*:%d+: ", "") }
+      wait_ok = not tostring(r):find("bad argument", 1, true)
+    end
+    if not wait_ok or attempt == attempts then error(err, 2) end
+    -- exponential backoff with full jitter, as the SDKs' "standard" retry mode
+    local wait = math.random() * math.min(20, 0.1 * 2 ^ attempt)
+    log.warn(("aws: %s %s: %s; attempt %d of %d in %.1fs"):format(service, operation, err.code,
+      attempt + 1, attempts, wait))
+    task.sleep(wait)
+  end
+
+  local text = res.body or ""
+  local ctype = res.headers["content-type"] or ""
+  if text:match("^%s*<") or ctype:find("xml", 1, true) then
+    local root, why = xml_decode(text)
+    if not root then
+      error(aws.error{ service = service, operation = operation, code = "MalformedResponse", status = res.status,
+        request_id = request_id(res), message = "malformed XML in the response (" .. tostring(why) .. ")" }, 2)
+    end
+    res.xml = root
+  elseif text ~= "" and (text:match("^%s*[%[{]") or ctype:find("json", 1, true)) then
+    local ok, doc = pcall(json.decode, text)
+    if not ok then
+      error(aws.error{ service = service, operation = operation, code = "MalformedResponse", status = res.status,
+        request_id = request_id(res), message = "malformed JSON in the response (" .. tostring(doc):gsub("^[^:]*:%d+: ", "") .. ")" }, 2)
+    end
+    res.json = doc
+  end
+  res.request_id = request_id(res)
+  return res
+end
+
+-- The Query protocol (CloudFormation, STS, …): form-encoded Action + Version, an XML answer
+-- whose <ActionResult> is returned.
+function aws.query(service, region, action, version, params, opts)
+  local form = { Action = action, Version = version }
+  for k, v in pairs(params or {}) do form[k] = v end
+  local req = { service = service, region = region, form = form, operation = action }
+  for k, v in pairs(opts or {}) do req[k] = v end
+  local res = aws.request(req)
+  local xml = require "stagehost.xml"
+  local result = res.xml and xml.path(res.xml, action .. "Result")
+  if not res.xml or res.xml.name ~= action .. "Response" then
+    error(aws.error{ service = service, operation = action, code = "MalformedResponse", status = res.status,
+      request_id = res.request_id, message = ("expected a <%sResponse> document, got %s"):format(action,
+        res.xml and ("<" .. res.xml.name .. ">") or "no XML") }, 2)
+  end
+  return result or { name = action .. "Result", attrs = {}, text = "" }, res
+end
+
+-- ---- clients ----
+
+function aws.cloudformation(opts) return require("stagehost.aws.cloudformation").new(opts) end
+function aws.amplify(opts) return require("stagehost.aws.amplify").new(opts) end
+function aws.sts(opts) return require("stagehost.aws.sts").new(opts) end
+
+return aws

@@ -1,0 +1,586 @@
+-- The sandbox's AWS emulator (CloudFormation, STS, Amplify) checked against the real awscli:
+-- if Debian's aws parses what the sandbox answers, waits on it with its own waiters, retries
+-- its throttling and prints its errors as it does against AWS, then the emulator speaks the
+-- protocols faithfully enough for every client built to them. Raw requests check what awscli
+-- never sends (no signature, unknown actions, broken bodies). awscli takes about a second to
+-- start, so independent invocations run concurrently and the total stays under 40.
+local T = require "harness"
+local task = require "stagehost.task"
+local proc = require "stagehost.proc"
+local json = require "stagehost.json"
+local http = require "stagehost.http"
+local sandbox = require "stagehost.sandbox"
+
+-- Debian's awscli, by path: a version manager's `aws` shim earlier on PATH is not the reference
+local AWS = "/usr/bin/aws"
+local SECRET = "sandbox-secret-access-key-0123456789abcd"
+local STEP = 0.05
+
+local function require_awscli()
+  local f = io.open(AWS)
+  if not f then error(("Debian's awscli is missing (%s): run .ci/install-deps"):format(AWS), 0) end
+  f:close()
+end
+
+-- aws(sb, {args...}, env_overrides) -> proc.run's result, with .json when stdout is JSON
+local function aws(sb, args, env)
+  require_awscli()
+  local argv = { AWS }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
+  argv.env = {
+    AWS_ACCESS_KEY_ID = "AKIDSANDBOX", AWS_SECRET_ACCESS_KEY = SECRET, AWS_SESSION_TOKEN = false,
+    AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
+    AWS_CONFIG_FILE = "/nonexistent", AWS_SHARED_CREDENTIALS_FILE = "/nonexistent",
+    AWS_PAGER = "", AWS_EC2_METADATA_DISABLED = "true",
+  }
+  for k, v in pairs(env or {}) do argv.env[k] = v end
+  argv.timeout = 90
+  local r = proc.run(argv)
+  if r.code == 0 and r.stdout:match("^%s*[%[{]") then r.json = json.decode(r.stdout) end
+  return r
+end
+
+-- Like aws, but the call must succeed: returns its JSON (or {} when it printed nothing).
+local function aws_ok(sb, args, env)
+  local r = aws(sb, args, env)
+  T.eq(r.code, 0, "aws " .. table.concat(args, " ") .. ": " .. r.stderr)
+  return r.json or {}
+end
+
+-- Run fn(sb) with a fresh sandbox that is closed whatever happens.
+local function with_sandbox(fn)
+  local sb = sandbox.start{}
+  sb.state.aws.step_seconds = STEP
+  local ok, err = xpcall(fn, debug.traceback, sb)
+  sb:close()
+  if not ok then error(err, 0) end
+end
+
+local function count_requests(sb, service, action)
+  local n = 0
+  for _, q in ipairs(sb.requests) do
+    if q.service == service and q.action == action then n = n + 1 end
+  end
+  return n
+end
+
+-- A signed-looking request in the Query protocol (no verifier is set, so the signature itself
+-- is not checked): query(sb, service, params[, access_key]) -> http response
+local function query(sb, service, params, access_key)
+  local parts = {}
+  for _, k in ipairs(params) do parts[#parts + 1] = k end
+  local body = table.concat(parts, "&")
+  return http.request{ method = "POST", url = sb.url .. "/", body = body, headers = {
+    ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8",
+    ["Authorization"] = ("AWS4-HMAC-SHA256 Credential=%s/20260101/us-east-1/%s/aws4_request, SignedHeaders=host;x-amz-date, Signature=%s")
+      :format(access_key or "AKIDSANDBOX", service, ("0"):rep(64)),
+  } }
+end
+
+local function form_escape(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- Statuses of one logical resource, oldest first, from awscli's newest-first event list.
+local function history(events, logical)
+  local out = {}
+  for i = #events, 1, -1 do
+    if events[i].LogicalResourceId == logical then out[#out + 1] = events[i].ResourceStatus end
+  end
+  return table.concat(out, " ")
+end
+
+local function find(list, field, value)
+  for _, item in ipairs(list or {}) do
+    if item[field] == value then return item end
+  end
+  return nil
+end
+
+local function outputs_of(stack)
+  local out = {}
+  for _, o in ipairs(stack.Outputs or {}) do out[o.OutputKey] = o end
+  return out
+end
+
+---------------------------------------------------------------------------------------------------
+
+local TEMPLATE = json.encode{
+  AWSTemplateFormatVersion = "2010-09-09",
+  Description = "stagehost sandbox fidelity stack",
+  Parameters = {
+    Stage = { Type = "String", Default = "staging", AllowedValues = { "staging", "production" },
+      Description = "where it runs" },
+    ApiKey = { Type = "String", NoEcho = true },
+  },
+  Resources = {
+    Site = { Type = "AWS::S3::Bucket" },
+    Role = { Type = "AWS::IAM::Role", Properties = { AssumeRolePolicyDocument = { Version = "2012-10-17" } } },
+    Handler = { Type = "AWS::Lambda::Function", Properties = {
+      Role = { ["Fn::GetAtt"] = { "Role", "Arn" } },
+      Environment = { Variables = { STAGE = { Ref = "Stage" }, BUCKET = { Ref = "Site" } } },
+    } },
+    Api = { Type = "AWS::ApiGateway::RestApi", DependsOn = "Handler",
+      Properties = { Name = { ["Fn::Sub"] = "${AWS::StackName}-api" } } },
+  },
+  Outputs = {
+    SiteBucket = { Value = { Ref = "Site" }, Description = "the site's bucket" },
+    ApiUrl = { Value = { ["Fn::GetAtt"] = { "Api", "Url" } } },
+    HandlerArn = { Value = { ["Fn::GetAtt"] = { "Handler", "Arn" } },
+      Export = { Name = { ["Fn::Sub"] = "${AWS::StackName}-handler" } } },
+    Summary = { Value = { ["Fn::Sub"] = "${Stage} in ${AWS::Region} for ${AWS::StackName}: ${Site}" } },
+    Literal = { Value = "plain text" },
+  },
+}
+
+local SAM_YAML = [[
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Description: a SAM app in YAML
+Parameters:
+  Stage:
+    Type: String
+    Default: staging
+Resources:
+  HelloFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+      Runtime: nodejs18.x
+      Environment:
+        Variables:
+          STAGE: !Ref Stage
+      Events:
+        Root:
+          Type: Api
+          Properties: { Path: /, Method: get }
+Outputs:
+  Endpoint:
+    Value: !Sub "https://${ServerlessRestApi}.execute-api.${AWS::Region}.amazonaws.com/Prod/"
+  FunctionArn:
+    Value: !GetAtt HelloFunction.Arn
+]]
+
+T.test("awscli is Debian's, at /usr/bin/aws", function()
+  require_awscli()
+  with_sandbox(function(sb)
+    local r = aws(sb, { "--version" })
+    T.eq(r.code, 0, r.stderr)
+    T.match(r.stdout .. r.stderr, "^aws%-cli/2%.")
+  end)
+end)
+
+T.test("cloudformation validate-template: JSON, and a SAM template in YAML", function()
+  with_sandbox(function(sb)
+    local r = task.all{
+      function() return aws_ok(sb, { "cloudformation", "validate-template", "--template-body", TEMPLATE }) end,
+      function() return aws_ok(sb, { "cloudformation", "validate-template", "--template-body", SAM_YAML }) end,
+    }
+    local plain, sam = r[1], r[2]
+    T.eq(plain.Description, "stagehost sandbox fidelity stack")
+    local stage, key = find(plain.Parameters, "ParameterKey", "Stage"), find(plain.Parameters, "ParameterKey", "ApiKey")
+    T.eq(stage.DefaultValue, "staging"); T.eq(stage.NoEcho, false); T.eq(stage.Description, "where it runs")
+    T.eq(key.NoEcho, true); T.eq(key.DefaultValue, nil)
+    T.eq(table.concat(plain.Capabilities, ","), "CAPABILITY_IAM")
+    T.eq(plain.CapabilitiesReason, "The following resource(s) require capabilities: [AWS::IAM::Role]")
+
+    T.eq(sam.Description, "a SAM app in YAML")
+    T.eq(find(sam.Parameters, "ParameterKey", "Stage").DefaultValue, "staging")
+    T.eq(table.concat(sam.Capabilities, ","), "CAPABILITY_AUTO_EXPAND")
+    T.has(sam.CapabilitiesReason, "AWS::Serverless-2016-10-31")
+    T.eq(table.concat(sam.DeclaredTransforms, ","), "AWS::Serverless-2016-10-31")
+    T.eq(count_requests(sb, "cloudformation", "ValidateTemplate"), 2)
+  end)
+end, { timeout = 120 })
+
+T.test("cloudformation: change set, execute, wait, outputs and events; no-change and changed updates", function()
+  with_sandbox(function(sb)
+    -- small pages, so awscli's own pagination of DescribeStackEvents is exercised
+    sb.state.aws.page_size = 4
+    local name = "web-staging"
+    local created = aws_ok(sb, { "cloudformation", "create-change-set", "--stack-name", name, "--change-set-name", "first",
+      "--change-set-type", "CREATE", "--template-body", TEMPLATE, "--capabilities", "CAPABILITY_IAM",
+      "--parameters", "ParameterKey=ApiKey,ParameterValue=k3y-value", "--tags", "Key=team,Value=web" })
+    T.match(created.Id, "^arn:aws:cloudformation:us%-east%-1:123456789012:changeSet/first/[%x%-]+$")
+    T.match(created.StackId, "^arn:aws:cloudformation:us%-east%-1:123456789012:stack/web%-staging/[%x%-]+$")
+
+    aws_ok(sb, { "cloudformation", "wait", "change-set-create-complete", "--stack-name", name, "--change-set-name", "first" })
+    local cs = aws_ok(sb, { "cloudformation", "describe-change-set", "--change-set-name", created.Id })
+    T.eq(cs.Status, "CREATE_COMPLETE"); T.eq(cs.ExecutionStatus, "AVAILABLE"); T.eq(cs.StackName, name)
+    local changes = {}
+    for _, c in ipairs(cs.Changes) do
+      T.eq(c.Type, "Resource")
+      changes[#changes + 1] = c.ResourceChange.Action .. " " .. c.ResourceChange.LogicalResourceId .. " " .. c.ResourceChange.ResourceType
+    end
+    T.eq(table.concat(changes, ", "), "Add Role AWS::IAM::Role, Add Site AWS::S3::Bucket, "
+      .. "Add Handler AWS::Lambda::Function, Add Api AWS::ApiGateway::RestApi", "dependency order")
+    T.eq(find(cs.Parameters, "ParameterKey", "ApiKey").ParameterValue, "****", "NoEcho masked")
+    T.eq(find(cs.Parameters, "ParameterKey", "Stage").ParameterValue, "staging", "the default applied")
+
+    aws_ok(sb, { "cloudformation", "execute-change-set", "--stack-name", name, "--change-set-name", "first" })
+    aws_ok(sb, { "cloudformation", "wait", "stack-create-complete", "--stack-name", name })
+    local described = task.all{
+      stacks = function() return aws_ok(sb, { "cloudformation", "describe-stacks", "--stack-name", name }) end,
+      events = function() return aws_ok(sb, { "cloudformation", "describe-stack-events", "--stack-name", name }) end,
+    }
+    local stack = described.stacks.Stacks[1]
+    T.eq(stack.StackStatus, "CREATE_COMPLETE"); T.eq(stack.StackId, created.StackId)
+    T.eq(stack.Description, "stagehost sandbox fidelity stack")
+    T.eq(table.concat(stack.Capabilities, ","), "CAPABILITY_IAM")
+    T.eq(find(stack.Tags, "Key", "team").Value, "web")
+    T.eq(find(stack.Parameters, "ParameterKey", "ApiKey").ParameterValue, "****")
+
+    local resources = sb.state.aws.stacks[created.StackId].resources
+    local out = outputs_of(stack)
+    T.eq(out.SiteBucket.OutputValue, resources.Site.physical, "Ref is the physical id")
+    T.match(out.SiteBucket.OutputValue, "^web%-staging%-site%-[%l%d]+$")
+    T.eq(out.SiteBucket.Description, "the site's bucket")
+    T.eq(out.HandlerArn.OutputValue, "arn:aws:lambda:us-east-1:123456789012:function:" .. resources.Handler.physical)
+    T.eq(out.HandlerArn.ExportName, "web-staging-handler")
+    T.eq(out.ApiUrl.OutputValue, ("https://%s.execute-api.us-east-1.amazonaws.com/Prod/"):format(resources.Api.physical))
+    T.eq(out.Summary.OutputValue, "staging in us-east-1 for web-staging: " .. resources.Site.physical)
+    T.eq(out.Literal.OutputValue, "plain text")
+
+    local events = described.events.StackEvents
+    T.ok(count_requests(sb, "cloudformation", "DescribeStackEvents") > 1, "awscli followed NextToken")
+    T.eq(events[1].LogicalResourceId, name); T.eq(events[1].ResourceStatus, "CREATE_COMPLETE")
+    T.eq(events[#events].ResourceStatus, "REVIEW_IN_PROGRESS")
+    T.eq(history(events, name), "REVIEW_IN_PROGRESS CREATE_IN_PROGRESS CREATE_COMPLETE")
+    for _, logical in ipairs{ "Role", "Site", "Handler", "Api" } do
+      T.eq(history(events, logical), "CREATE_IN_PROGRESS CREATE_IN_PROGRESS CREATE_COMPLETE", logical)
+    end
+    local order = {}
+    for i = #events, 1, -1 do
+      if events[i].ResourceStatus == "CREATE_COMPLETE" then order[#order + 1] = events[i].LogicalResourceId end
+    end
+    T.eq(table.concat(order, " "), "Role Site Handler Api " .. name, "created in dependency order")
+    T.eq(find(events, "ResourceStatus", "CREATE_COMPLETE").PhysicalResourceId, created.StackId)
+
+    -- the same template and parameters again: AWS refuses to make an empty change set
+    aws_ok(sb, { "cloudformation", "create-change-set", "--stack-name", name, "--change-set-name", "same",
+      "--template-body", TEMPLATE, "--capabilities", "CAPABILITY_IAM",
+      "--parameters", "ParameterKey=ApiKey,UsePreviousValue=true", "ParameterKey=Stage,ParameterValue=staging" })
+    local waited = aws(sb, { "cloudformation", "wait", "change-set-create-complete", "--stack-name", name, "--change-set-name", "same" })
+    T.eq(waited.code, 255, "the waiter fails on FAILED")
+    T.has(waited.stderr, "Waiter ChangeSetCreateComplete failed")
+    local same = aws_ok(sb, { "cloudformation", "describe-change-set", "--stack-name", name, "--change-set-name", "same" })
+    T.eq(same.Status, "FAILED")
+    T.eq(same.StatusReason, "The submitted information didn't contain changes. Submit different information to create a change set.")
+    T.eq(same.ExecutionStatus, "UNAVAILABLE")
+
+    -- a changed parameter modifies the one resource using it
+    aws_ok(sb, { "cloudformation", "create-change-set", "--stack-name", name, "--change-set-name", "promote",
+      "--template-body", TEMPLATE, "--capabilities", "CAPABILITY_IAM",
+      "--parameters", "ParameterKey=ApiKey,UsePreviousValue=true", "ParameterKey=Stage,ParameterValue=production" })
+    task.sleep(3 * STEP)
+    local promote = aws_ok(sb, { "cloudformation", "describe-change-set", "--stack-name", name, "--change-set-name", "promote" })
+    T.eq(promote.Status, "CREATE_COMPLETE")
+    T.eq(#promote.Changes, 1, "only Handler changes")
+    local change = promote.Changes[1].ResourceChange
+    T.eq(change.Action, "Modify"); T.eq(change.LogicalResourceId, "Handler"); T.eq(change.Replacement, "False")
+    T.eq(change.PhysicalResourceId, resources.Handler.physical)
+    T.eq(change.Details[1].ChangeSource, "ParameterReference"); T.eq(change.Details[1].CausingEntity, "Stage")
+    aws_ok(sb, { "cloudformation", "execute-change-set", "--stack-name", name, "--change-set-name", "promote" })
+    aws_ok(sb, { "cloudformation", "wait", "stack-update-complete", "--stack-name", name })
+    local updated = aws_ok(sb, { "cloudformation", "describe-stacks", "--stack-name", name }).Stacks[1]
+    T.eq(updated.StackStatus, "UPDATE_COMPLETE")
+    T.ok(updated.LastUpdatedTime, "LastUpdatedTime once updated")
+    T.eq(outputs_of(updated).Summary.OutputValue, "production in us-east-1 for web-staging: " .. resources.Site.physical)
+    T.eq(find(updated.Parameters, "ParameterKey", "Stage").ParameterValue, "production")
+    T.eq(sb.state.aws.stacks[created.StackId].events[#sb.state.aws.stacks[created.StackId].events].status, "UPDATE_COMPLETE")
+  end)
+end, { timeout = 240 })
+
+T.test("cloudformation: a failing resource rolls the create back; a missing stack as awscli prints it", function()
+  with_sandbox(function(sb)
+    local failing = json.encode{ Resources = {
+      Queue = { Type = "AWS::SQS::Queue" },
+      Db = { Type = "AWS::DynamoDB::Table", Metadata = { ["stagehost:fail"] = "Table limit exceeded for the account" },
+        Properties = { StreamTarget = { Ref = "Queue" } } },
+      Worker = { Type = "AWS::Lambda::Function", Properties = { Table = { Ref = "Db" } } },
+    } }
+    local first = task.all{
+      create = function()
+        return aws_ok(sb, { "cloudformation", "create-change-set", "--stack-name", "doomed", "--change-set-name", "c1",
+          "--change-set-type", "CREATE", "--template-body", failing })
+      end,
+      missing = function() return aws(sb, { "cloudformation", "describe-stacks", "--stack-name", "no-such-stack" }) end,
+    }
+    T.eq(first.missing.code, 254)
+    T.has(first.missing.stderr,
+      "An error occurred (ValidationError) when calling the DescribeStacks operation: Stack with id no-such-stack does not exist")
+
+    task.sleep(3 * STEP)
+    aws_ok(sb, { "cloudformation", "execute-change-set", "--change-set-name", first.create.Id })
+    local waited = aws(sb, { "cloudformation", "wait", "stack-create-complete", "--stack-name", "doomed" })
+    T.eq(waited.code, 255, "the waiter fails")
+    T.has(waited.stderr, "ROLLBACK_COMPLETE")
+    local r = task.all{
+      events = function() return aws_ok(sb, { "cloudformation", "describe-stack-events", "--stack-name", "doomed" }) end,
+      stacks = function() return aws_ok(sb, { "cloudformation", "describe-stacks", "--stack-name", "doomed" }) end,
+    }
+    local stack = r.stacks.Stacks[1]
+    T.eq(stack.StackStatus, "ROLLBACK_COMPLETE")
+    T.eq(stack.StackStatusReason, "The following resource(s) failed to create: [Db]. Rollback requested by user.")
+    T.eq(stack.Outputs, nil, "no outputs from a failed create")
+    local events = r.events.StackEvents
+    local failed = find(events, "ResourceStatus", "CREATE_FAILED")
+    T.eq(failed.LogicalResourceId, "Db")
+    T.eq(failed.ResourceStatusReason, "Table limit exceeded for the account")
+    T.eq(history(events, "Queue"), "CREATE_IN_PROGRESS CREATE_IN_PROGRESS CREATE_COMPLETE DELETE_IN_PROGRESS DELETE_COMPLETE")
+    T.eq(history(events, "Db"), "CREATE_IN_PROGRESS CREATE_IN_PROGRESS CREATE_FAILED DELETE_IN_PROGRESS DELETE_COMPLETE")
+    T.eq(history(events, "Worker"), "", "nothing after the failure is created")
+    T.eq(history(events, "doomed"), "REVIEW_IN_PROGRESS CREATE_IN_PROGRESS ROLLBACK_IN_PROGRESS ROLLBACK_COMPLETE")
+    T.eq(find(events, "ResourceStatus", "ROLLBACK_IN_PROGRESS").ResourceStatusReason, stack.StackStatusReason)
+  end)
+end, { timeout = 180 })
+
+T.test("a queued Throttling fault: awscli retries by itself and succeeds", function()
+  with_sandbox(function(sb)
+    sb:fail_next{ service = "cloudformation", action = "DescribeStacks", code = "Throttling", message = "Rate exceeded" }
+    local listed = aws_ok(sb, { "cloudformation", "describe-stacks" })
+    T.eq(#listed.Stacks, 0)
+    T.eq(count_requests(sb, "cloudformation", "DescribeStacks"), 2, "the throttled call and its retry")
+    T.eq(#sb.faults, 0, "the fault was consumed")
+  end)
+end, { timeout = 120 })
+
+-- header.payload.signature with the claims a GitHub Actions OIDC token carries
+local function oidc_token(claims)
+  local crypto = require "stagehost.crypto"
+  return crypto.base64url_encode(json.encode{ alg = "RS256", typ = "JWT" }) .. "."
+    .. crypto.base64url_encode(json.encode(claims)) .. "." .. crypto.base64url_encode("not-a-real-signature")
+end
+
+T.test("sts: get-caller-identity, assume-role, the issued credentials, unsigned assume-role-with-web-identity", function()
+  with_sandbox(function(sb)
+    local ROLE = "arn:aws:iam::123456789012:role/deployer"
+    local r = task.all{
+      me = function() return aws_ok(sb, { "sts", "get-caller-identity" }) end,
+      assumed = function()
+        return aws_ok(sb, { "sts", "assume-role", "--role-arn", ROLE, "--role-session-name", "pipeline",
+          "--duration-seconds", "900" })
+      end,
+    }
+    T.eq(r.me.Account, "123456789012")
+    T.eq(r.me.Arn, "arn:aws:iam::123456789012:user/stagehost-sandbox")
+    T.match(r.me.UserId, "^AIDA[%u%d]+$")
+    local creds = r.assumed.Credentials
+    T.match(creds.AccessKeyId, "^ASIA[%u%d]+$"); T.eq(#creds.AccessKeyId, 20)
+    local kept = sb.state.aws.keys[creds.AccessKeyId]
+    T.eq(kept.secret, creds.SecretAccessKey); T.eq(kept.token, creds.SessionToken)
+    T.eq(creds.Expiration, os.date("!%Y-%m-%dT%H:%M:%S+00:00", kept.expires), "the expiry awscli parsed")
+    T.ok(math.abs(kept.expires - os.time() - 900) <= 5, "DurationSeconds honoured")
+    T.eq(r.assumed.AssumedRoleUser.Arn, "arn:aws:sts::123456789012:assumed-role/deployer/pipeline")
+    T.match(r.assumed.AssumedRoleUser.AssumedRoleId, "^AROA[%u%d]+:pipeline$")
+    T.eq(sb.state.aws.issued, 1)
+
+    -- awscli signs with the issued key and token; a real SigV4 check finds them in keys
+    sb.verify_signature = sandbox.signature_verifier(sb)
+    local as_role = aws_ok(sb, { "sts", "get-caller-identity" }, { AWS_ACCESS_KEY_ID = creds.AccessKeyId,
+      AWS_SECRET_ACCESS_KEY = creds.SecretAccessKey, AWS_SESSION_TOKEN = creds.SessionToken })
+    T.eq(as_role.Arn, r.assumed.AssumedRoleUser.Arn, "the assumed role is the caller")
+    T.eq(as_role.UserId, r.assumed.AssumedRoleUser.AssumedRoleId)
+    T.eq(query(sb, "sts", { "Action=GetCallerIdentity", "Version=2011-06-15" }, creds.AccessKeyId).status, 403,
+      "the verifier was on: a forged signature is refused")
+
+    -- a verifier refusing every signature: only an unsigned call can pass it
+    local verified = 0
+    sb.verify_signature = function(req, service, region)
+      verified = verified + 1
+      T.eq(region, "us-east-1"); T.eq(service, "sts"); T.ok(req.headers.authorization, "a signed request")
+      return false, "SignatureDoesNotMatch", "refused by the test's verifier"
+    end
+    local token = oidc_token{ sub = "repo:acme/web:environment:staging", aud = "sts.amazonaws.com",
+      iss = "https://token.actions.githubusercontent.com", exp = os.time() + 600 }
+    r = task.all{
+      web = function()
+        return aws_ok(sb, { "sts", "assume-role-with-web-identity", "--role-arn", ROLE, "--role-session-name", "gha",
+          "--web-identity-token", token })
+      end,
+      refused = function() return aws(sb, { "sts", "get-caller-identity" }) end,
+    }
+    T.eq(r.refused.code, 254)
+    T.has(r.refused.stderr, "(SignatureDoesNotMatch) when calling the GetCallerIdentity operation: refused by the test's verifier")
+    T.eq(verified, 1, "the web identity call was not signed")
+    T.eq(r.web.SubjectFromWebIdentityToken, "repo:acme/web:environment:staging")
+    T.eq(r.web.Audience, "sts.amazonaws.com")
+    T.eq(r.web.Provider, "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com")
+    T.eq(r.web.AssumedRoleUser.Arn, "arn:aws:sts::123456789012:assumed-role/deployer/gha")
+    T.match(r.web.Credentials.AccessKeyId, "^ASIA")
+    T.ok(sb.state.aws.keys[r.web.Credentials.AccessKeyId], "remembered for a verifier")
+    T.eq(sb.state.aws.issued, 2)
+  end)
+end, { timeout = 120 })
+
+T.test("amplify: app, branch, variables replaced, a release job succeeds, a failing step fails the job", function()
+  with_sandbox(function(sb)
+    local app = aws_ok(sb, { "amplify", "create-app", "--name", "web", "--environment-variables", "APP_LEVEL=1" }).app
+    T.match(app.appId, "^d[%l%d]+$"); T.eq(#app.appId, 14)
+    T.eq(app.defaultDomain, app.appId .. ".amplifyapp.com")
+    T.eq(app.appArn, "arn:aws:amplify:us-east-1:123456789012:apps/" .. app.appId)
+    T.eq(app.environmentVariables.APP_LEVEL, "1")
+    local branch = aws_ok(sb, { "amplify", "create-branch", "--app-id", app.appId, "--branch-name", "main",
+      "--stage", "PRODUCTION", "--environment-variables", "API_URL=https://api.example,KEEP=1" }).branch
+    T.eq(branch.branchArn, app.appArn .. "/branches/main"); T.eq(branch.stage, "PRODUCTION")
+
+    local r = task.all{
+      app = function() return aws_ok(sb, { "amplify", "get-app", "--app-id", app.appId }) end,
+      branch = function() return aws_ok(sb, { "amplify", "get-branch", "--app-id", app.appId, "--branch-name", "main" }) end,
+      missing = function() return aws(sb, { "amplify", "get-app", "--app-id", "dmissing000000" }) end,
+    }
+    T.eq(r.app.app.name, "web"); T.eq(r.app.app.productionBranch.branchName, "main")
+    T.eq(r.branch.branch.environmentVariables.API_URL, "https://api.example")
+    T.eq(r.branch.branch.environmentVariables.KEEP, "1")
+    T.eq(r.missing.code, 254)
+    T.has(r.missing.stderr, "An error occurred (NotFoundException) when calling the GetApp operation: App dmissing000000 not found.")
+
+    local started = task.now()
+    local job = aws_ok(sb, { "amplify", "start-job", "--app-id", app.appId, "--branch-name", "main",
+      "--job-type", "RELEASE", "--commit-id", "abc123" }).jobSummary
+    T.eq(job.jobId, "1"); T.eq(job.jobType, "RELEASE"); T.eq(job.commitId, "abc123")
+    T.ok(job.status == "PENDING" or job.status == "PROVISIONING" or job.status == "RUNNING", "not finished at once: " .. job.status)
+    task.sleep(math.max(0, started + 6 * STEP - task.now()))
+    local done = aws_ok(sb, { "amplify", "get-job", "--app-id", app.appId, "--branch-name", "main", "--job-id", "1" }).job
+    T.eq(done.summary.status, "SUCCEED"); T.ok(done.summary.endTime, "an end time")
+    local names = {}
+    for i, s in ipairs(done.steps) do
+      names[i] = s.stepName .. "=" .. s.status
+      T.ok(s.endTime >= s.startTime, "awscli parsed the epoch timestamps in order")
+    end
+    T.eq(table.concat(names, " "), "BUILD=SUCCEED DEPLOY=SUCCEED VERIFY=SUCCEED")
+
+    -- the API replaces the variables with what is sent (merging is the client's business)
+    local updated = aws_ok(sb, { "amplify", "update-branch", "--app-id", app.appId, "--branch-name", "main",
+      "--environment-variables", "STAGEHOST_FAIL_STEP=DEPLOY" }).branch
+    T.eq(updated.environmentVariables.STAGEHOST_FAIL_STEP, "DEPLOY")
+    T.eq(updated.environmentVariables.KEEP, nil, "replaced, not merged")
+
+    started = task.now()
+    job = aws_ok(sb, { "amplify", "start-job", "--app-id", app.appId, "--branch-name", "main", "--job-type", "RELEASE" }).jobSummary
+    T.eq(job.jobId, "2")
+    task.sleep(math.max(0, started + 6 * STEP - task.now()))
+    local failed = aws_ok(sb, { "amplify", "get-job", "--app-id", app.appId, "--branch-name", "main", "--job-id", "2" }).job
+    T.eq(failed.summary.status, "FAILED")
+    names = {}
+    for i, s in ipairs(failed.steps) do names[i] = s.stepName .. "=" .. s.status end
+    T.eq(table.concat(names, " "), "BUILD=SUCCEED DEPLOY=FAILED", "nothing runs after the failing step")
+    T.has(failed.steps[2].statusReason, "DEPLOY")
+
+    -- the failing step's log, fetched from its logUrl as a client would (unsigned)
+    local log = http.request{ url = failed.steps[2].logUrl }
+    T.eq(log.status, 200)
+    T.has(log.body, failed.steps[2].statusReason)
+    T.has(log.body, "STAGEHOST_FAIL_STEP", "variable names are listed")
+    -- timestamps go over the wire as epoch seconds, which is what awscli expects of REST-JSON
+    local raw = http.request{ url = ("%s/apps/%s/branches/main/jobs/2"):format(sb.url, app.appId), headers = {
+      Authorization = "AWS4-HMAC-SHA256 Credential=AKIDSANDBOX/20260101/us-east-1/amplify/aws4_request, SignedHeaders=host, Signature=00" } }
+    T.eq(type(json.decode(raw.body).job.summary.startTime), "number")
+  end)
+end, { timeout = 180 })
+
+T.test("raw requests: missing or malformed signatures, unknown actions, broken bodies, template errors", function()
+  with_sandbox(function(sb)
+    local unsigned = http.request{ method = "POST", url = sb.url .. "/", body = "Action=DescribeStacks&Version=2010-05-15",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded" } }
+    T.eq(unsigned.status, 403)
+    T.has(unsigned.body, "<Code>MissingAuthenticationToken</Code>")
+    T.match(unsigned.headers["x-amzn-requestid"], "^%x+%-")
+
+    local unsigned_rest = http.request{ url = sb.url .. "/apps" }
+    T.eq(unsigned_rest.status, 403)
+    T.eq(unsigned_rest.headers["x-amzn-errortype"], "MissingAuthenticationTokenException")
+    T.ok(json.decode(unsigned_rest.body).message, "a message")
+
+    local malformed = http.request{ method = "POST", url = sb.url .. "/", body = "Action=GetCallerIdentity&Version=2011-06-15",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded",
+        Authorization = "AWS4-HMAC-SHA256 Credential=AKIDSANDBOX/20260101/us-east-1/sts/aws4_request" } }
+    T.eq(malformed.status, 403)
+    T.has(malformed.body, "<Code>IncompleteSignature</Code>")
+    T.has(malformed.body, "Signature")
+
+    local unknown = query(sb, "cloudformation", { "Action=DescribeEverything", "Version=2010-05-15" })
+    T.eq(unknown.status, 400)
+    T.has(unknown.body, "<Code>InvalidAction</Code>")
+    T.has(unknown.body, "DescribeEverything")
+
+    local broken = query(sb, "cloudformation", { "%zz=%", "&&=", "Action%", "==x" })
+    T.eq(broken.status, 400)
+    T.has(broken.body, "<Code>MissingAction</Code>")
+    local still = query(sb, "cloudformation", { "Action=DescribeStacks", "Version=2010-05-15" })
+    T.eq(still.status, 200, "the server still answers")
+    T.has(still.body, "<DescribeStacksResponse")
+
+    local bad_template = query(sb, "cloudformation", { "Action=ValidateTemplate", "Version=2010-05-15",
+      "TemplateBody=" .. form_escape('{"Resources": {') })
+    T.eq(bad_template.status, 400)
+    T.has(bad_template.body, "<Code>ValidationError</Code>")
+    T.has(bad_template.body, "Template format error: JSON not well-formed.")
+    local dangling = query(sb, "cloudformation", { "Action=ValidateTemplate", "Version=2010-05-15",
+      "TemplateBody=" .. form_escape(json.encode{ Resources = { A = { Type = "AWS::S3::Bucket",
+        Properties = { Tag = { Ref = "Nowhere" } } } } }) })
+    T.has(dangling.body, "Template format error: Unresolved resource dependencies [Nowhere] in the Resources block of the template")
+
+    local sam = json.encode{ Transform = "AWS::Serverless-2016-10-31", Resources = {
+      Fn = { Type = "AWS::Serverless::Function", Properties = { Handler = "x", Runtime = "nodejs18.x" } } } }
+    local needs = query(sb, "cloudformation", { "Action=CreateChangeSet", "Version=2010-05-15", "StackName=sam",
+      "ChangeSetName=c1", "ChangeSetType=CREATE", "TemplateBody=" .. form_escape(sam), "Capabilities.member.1=CAPABILITY_IAM" })
+    T.eq(needs.status, 400)
+    T.has(needs.body, "<Code>InsufficientCapabilitiesException</Code>")
+    T.has(needs.body, "Requires capabilities : [CAPABILITY_AUTO_EXPAND]")
+    local update_missing = query(sb, "cloudformation", { "Action=CreateChangeSet", "Version=2010-05-15",
+      "StackName=ghost", "ChangeSetName=c1", "TemplateBody=" .. form_escape(TEMPLATE) })
+    T.has(update_missing.body, "<Message>Stack [ghost] does not exist</Message>")
+
+    local bad_arn = query(sb, "sts", { "Action=AssumeRole", "Version=2011-06-15", "RoleArn=" .. form_escape("role/deployer-not-an-arn"),
+      "RoleSessionName=x1" })
+    T.eq(bad_arn.status, 400)
+    T.has(bad_arn.body, "<Code>ValidationError</Code>")
+    T.has(bad_arn.body, "xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"")
+    local no_token = http.request{ method = "POST", url = sb.url .. "/", headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+      body = "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=" .. form_escape("arn:aws:iam::123456789012:role/x")
+        .. "&RoleSessionName=s1&WebIdentityToken=" }
+    T.eq(no_token.status, 400)
+    T.has(no_token.body, "<Code>InvalidIdentityToken</Code>")
+
+    local cfn_requests = count_requests(sb, "cloudformation", "DescribeStacks")
+    T.eq(cfn_requests, 2, "every request recorded, refused ones too")
+  end)
+end)
+
+T.test("raw requests: issued credentials expire; faults with raw bodies and REST-JSON throttling", function()
+  with_sandbox(function(sb)
+    sb.state.aws.credential_seconds = 1
+    local assumed = query(sb, "sts", { "Action=AssumeRole", "Version=2011-06-15",
+      "RoleArn=" .. form_escape("arn:aws:iam::123456789012:role/short"), "RoleSessionName=brief" })
+    T.eq(assumed.status, 200, assumed.body)
+    local key = assumed.body:match("<AccessKeyId>(.-)</AccessKeyId>")
+    T.ok(sb.state.aws.keys[key].expires <= os.time() + 1, "credential_seconds caps the life")
+    T.eq(query(sb, "sts", { "Action=GetCallerIdentity", "Version=2011-06-15" }, key).status, 200, "fresh: accepted")
+    task.sleep(1.2)
+    local expired = query(sb, "sts", { "Action=GetCallerIdentity", "Version=2011-06-15" }, key)
+    T.eq(expired.status, 403)
+    T.has(expired.body, "<Code>ExpiredToken</Code>")
+
+    sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 200, body = "<DescribeStacksResponse><oops" }
+    local raw = query(sb, "cloudformation", { "Action=DescribeStacks", "Version=2010-05-15" })
+    T.eq(raw.status, 200); T.eq(raw.body, "<DescribeStacksResponse><oops")
+    sb:fail_next{ service = "cloudformation", code = "ServiceUnavailable", message = "try later", status = 503, times = 2 }
+    for _ = 1, 2 do
+      local unavailable = query(sb, "cloudformation", { "Action=ListStacks", "Version=2010-05-15" })
+      T.eq(unavailable.status, 503)
+      T.has(unavailable.body, "<Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>try later</Message>")
+    end
+    T.eq(query(sb, "cloudformation", { "Action=ListStacks", "Version=2010-05-15" }).status, 200, "two times, then served")
+
+    sb:fail_next{ service = "amplify", action = "ListApps", code = "TooManyRequestsException", message = "slow down" }
+    local throttled = http.request{ url = sb.url .. "/apps", headers = {
+      Authorization = "AWS4-HMAC-SHA256 Credential=AKIDSANDBOX/20260101/us-east-1/amplify/aws4_request, SignedHeaders=host, Signature=00" } }
+    T.eq(throttled.status, 429)
+    T.eq(throttled.headers["x-amzn-errortype"], "TooManyRequestsException")
+    T.eq(json.decode(throttled.body).message, "slow down")
+  end)
+end)
+
+T.run()
