@@ -36,7 +36,8 @@ end
 -- The text of the element at that path, trimmed; nil when the element is missing.
 function M.text(node, ...)
   node = M.path(node, ...)
-  if not node then return nil end
+  -- like the other helpers, anything but an element is "not there"
+  if type(node) ~= "table" or type(node.text) ~= "string" then return nil end
   return (node.text:match("^%s*(.-)%s*$"))
 end
 

@@ -23,7 +23,7 @@ function amplify.new(opts)
     error(("bad argument #1 to 'aws.amplify' (table expected, got %s)"):format(type(opts)), 2)
   end
   local poll = opts.poll or {}
-  return setmetatable({ region = aws.region(opts.region, "aws.amplify"), credentials = opts.credentials,
+  return setmetatable({ region = aws.resolve_region(opts.region, "aws.amplify"), credentials = opts.credentials,
     endpoint = opts.endpoint, poll_min = poll.min or 5, poll_max = poll.max or 15 }, Client)
 end
 

@@ -36,7 +36,7 @@ function cloudformation.new(opts)
   end
   local poll = opts.poll or {}
   return setmetatable({
-    region = aws.region(opts.region, "aws.cloudformation"),
+    region = aws.resolve_region(opts.region, "aws.cloudformation"),
     credentials = opts.credentials, endpoint = opts.endpoint,
     poll_min = poll.min or 2, poll_max = poll.max or 15,
     markers = {}, -- stack name -> newest event id seen before an execution

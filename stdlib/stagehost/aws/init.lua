@@ -50,7 +50,8 @@ local function misuse(fmt, ...) error(("aws: " .. fmt):format(...), 3) end
 -- Region names are partition-prefix-number: us-east-1, eu-central-2, us-gov-west-1,
 -- cn-northwest-1, us-iso-east-1. A new region of that shape is accepted without a release
 -- of ours; a typo like "us-east1" or "virginia" is not.
-function aws.region(region, who)
+local function resolve_region(region, who)
+  if type(who) ~= "string" then who = nil end
   region = region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION")
   if region == nil or region == "" then
     region = require("stagehost.aws.credentials").profile_region()
@@ -65,12 +66,25 @@ function aws.region(region, who)
   return region
 end
 
+-- aws.region([region]) -> the region to use: the one given, else AWS_REGION,
+-- AWS_DEFAULT_REGION or the profile's, checked.
+function aws.region(region)
+  if region ~= nil and type(region) ~= "string" then
+    error(("bad argument #1 to 'aws.region' (string expected, got %s)"):format(type(region)), 2)
+  end
+  return resolve_region(region, "aws.region")
+end
+
 -- Endpoint prefixes that differ from the service name used in signing.
 local ENDPOINT_PREFIX = { cloudformation = "cloudformation", sts = "sts", amplify = "amplify" }
 
 -- AWS_ENDPOINT_URL_<SERVICE> beats AWS_ENDPOINT_URL beats the regional endpoint, as the SDKs
 -- do; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true turns the first two off.
 function aws.endpoint(service, region)
+  if type(service) ~= "string" or service == "" then
+    error(("bad argument #1 to 'aws.endpoint' (service name expected, got %s)"):format(type(service)), 2)
+  end
+  region = resolve_region(region, "aws.endpoint")
   local ignore = (os.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or ""):lower() == "true"
   if not ignore then
     local specific = os.getenv("AWS_ENDPOINT_URL_" .. service:upper():gsub("[%s%-]", "_"))
@@ -126,6 +140,9 @@ local function flatten(prefix, value, out)
 end
 
 function aws.form(params)
+  if type(params) ~= "table" then
+    error(("bad argument #1 to 'aws.form' (table expected, got %s)"):format(type(params)), 2)
+  end
   local pairs_ = flatten("", params, {})
   table.sort(pairs_, function(a, b) return a[1] < b[1] end)
   local parts = {}
@@ -211,7 +228,7 @@ function aws.request(opts)
   if type(service) ~= "string" or service == "" then
     error("bad argument #1 to 'aws.request' (service must be a string such as \"cloudformation\")", 2)
   end
-  local region = aws.region(opts.region, "aws.request")
+  local region = resolve_region(opts.region, "aws.request")
   local operation = opts.operation or (type(opts.form) == "table" and opts.form.Action) or opts.path or "/"
   local base = opts.endpoint or aws.endpoint(service, region)
   local path = opts.path or "/"
@@ -288,6 +305,12 @@ end
 -- The Query protocol (CloudFormation, STS, …): form-encoded Action + Version, an XML answer
 -- whose <ActionResult> is returned.
 function aws.query(service, region, action, version, params, opts)
+  for i, v in ipairs{ service, action, version } do
+    if type(v) ~= "string" then
+      error(("bad argument #%d to 'aws.query' (string expected, got %s)"):format(i == 1 and 1 or i + 1, type(v)), 2)
+    end
+  end
+  region = resolve_region(region, "aws.query")
   local form = { Action = action, Version = version }
   for k, v in pairs(params or {}) do form[k] = v end
   local req = { service = service, region = region, form = form, operation = action }
@@ -304,6 +327,8 @@ function aws.query(service, region, action, version, params, opts)
 end
 
 -- ---- clients ----
+
+aws.resolve_region = resolve_region -- for the clients, whose messages name themselves
 
 function aws.cloudformation(opts) return require("stagehost.aws.cloudformation").new(opts) end
 function aws.amplify(opts) return require("stagehost.aws.amplify").new(opts) end

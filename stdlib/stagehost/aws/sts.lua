@@ -16,7 +16,7 @@ function sts.new(opts)
     error(("bad argument #1 to 'aws.sts' (table expected, got %s)"):format(type(opts)), 2)
   end
   -- the global endpoint is legacy; the SDKs use the regional one, and so do we
-  local region = aws.region(opts.region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION") or "us-east-1", "aws.sts")
+  local region = aws.resolve_region(opts.region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION") or "us-east-1", "aws.sts")
   return setmetatable({ region = region, credentials = opts.credentials, endpoint = opts.endpoint }, Client)
 end
 
