@@ -27,8 +27,12 @@ end
 
 local POLL = { min = 0.02, max = 0.1 }
 
-local function cfn(sb) return aws.cloudformation{ region = "us-east-1", endpoint = sb.url, credentials = CREDS, poll = POLL } end
-local function amplify(sb) return aws.amplify{ region = "us-east-1", endpoint = sb.url, credentials = CREDS, poll = POLL } end
+local function cfn(sb)
+  return aws.cloudformation{ region = "us-east-1", endpoint = sb.url, credentials = CREDS, poll = POLL, retry_base = 0.05 }
+end
+local function amplify(sb)
+  return aws.amplify{ region = "us-east-1", endpoint = sb.url, credentials = CREDS, poll = POLL, retry_base = 0.05 }
+end
 
 local TEMPLATE = {
   AWSTemplateFormatVersion = "2010-09-09",
@@ -153,6 +157,51 @@ T.test("throttling then success: the request is retried with backoff", function(
   T.ok(err.request_id, "the request id")
   T.has(tostring(err), "aws: cloudformation DescribeStacks: AccessDenied: User is not authorized (HTTP 403")
   sb:close()
+end)
+
+T.test("after a 5xx only reads are repeated: a change set is never executed twice", function()
+  local sb = start()
+  local c = cfn(sb)
+  local cs = c:create_change_set{ stack_name = "once", template = TEMPLATE }
+  c:wait_change_set(cs)
+  sb:fail_next{ service = "cloudformation", action = "ExecuteChangeSet", status = 502, code = "InternalFailure",
+    message = "upstream went away" }
+  local err = T.raises(function() c:execute_change_set(cs) end, "InternalFailure")
+  T.eq(err.status, 502)
+  local executes, describes = 0, 0
+  for _, r in ipairs(sb.requests) do
+    if r.action == "ExecuteChangeSet" then executes = executes + 1 end
+  end
+  T.eq(executes, 1, "ExecuteChangeSet sent once")
+  sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 503, code = "ServiceUnavailable" }
+  T.ok(c:describe_stack("once"), "a read goes again after a 503")
+  for _, r in ipairs(sb.requests) do
+    if r.action == "DescribeStacks" then describes = describes + 1 end
+  end
+  T.ok(describes >= 2, "DescribeStacks repeated")
+  sb:close()
+end)
+
+T.test("a timeout or cancel stops a request at once and stays a timeout or cancel", function()
+  local slow = http.serve{ handler = function() task.sleep(5) return "late" end }
+  local endpoint = ("http://127.0.0.1:%d"):format(slow.port)
+  local started = task.now()
+  local ok, why = task.timeout(0.2, function()
+    return aws.request{ service = "sts", region = "us-east-1", endpoint = endpoint, credentials = CREDS,
+      form = { Action = "GetCallerIdentity", Version = "2011-06-15" } }
+  end)
+  T.eq(ok, false); T.eq(why, "timeout")
+  T.ok(task.now() - started < 2, "no retries after the timeout")
+  local t = task.spawn(function()
+    return aws.request{ service = "sts", region = "us-east-1", endpoint = endpoint, credentials = CREDS,
+      form = { Action = "GetCallerIdentity", Version = "2011-06-15" } }
+  end)
+  task.sleep(0.1)
+  t:cancel("enough")
+  local done, err = t:join()
+  T.eq(done, false)
+  T.eq(type(err) == "table" and err.kind, "cancelled", "the cancellation itself, not an AWS error")
+  slow:close()
 end)
 
 T.test("malformed XML or JSON from a server: an error naming the service and operation", function()
@@ -284,6 +333,12 @@ T.test("credentials: environment, then profiles in the shared files", function()
   T.has(c.source, "role arn:aws:iam::123456789012:role/deploy")
   T.match(c.id, "^ASIA"); T.eq(c.token, true); T.ok(c.expires, "temporary credentials expire")
   T.eq((sb.state.aws.issued or 0) - before, 1, "one AssumeRole")
+  -- a profile asked for by name wins over keys in the environment
+  local named = child(sb, [[
+local c = require("stagehost.aws").credentials{ profile = "ci" }
+print(c.source)
+]], { files = files, AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = "env-secret-value" })
+  T.eq(named.stdout, "profile ci\n", named.stderr)
   local missing = child(sb, SHOW, { files = files, AWS_PROFILE = "nope" })
   T.eq(missing.code, 1); T.has(missing.stderr, "profile 'nope' (AWS_PROFILE) is not in")
   -- the region comes from the profile when nothing else names one
@@ -358,6 +413,13 @@ T.test("credentials: ECS container credentials and IMDSv2", function()
   c = shown(child(sb, SHOW, { AWS_EC2_METADATA_DISABLED = "false", AWS_EC2_METADATA_SERVICE_ENDPOINT = base }))
   T.eq(c.source, "instance metadata (role ec2-role)"); T.eq(c.id, "ASIAMETA")
   T.has(table.concat(seen, ","), "PUT /latest/api/token,GET /latest/meta-data/iam/security-credentials/,GET /latest/meta-data/iam/security-credentials/ec2-role")
+  -- the token never travels in the clear to anything but loopback or the agents' addresses
+  local remote = child(sb, SHOW, { AWS_CONTAINER_CREDENTIALS_FULL_URI = "http://203.0.113.9/creds",
+    AWS_CONTAINER_AUTHORIZATION_TOKEN = "Bearer ecs-token" })
+  T.eq(remote.code, 1); T.has(remote.stderr, "is neither https nor a loopback or ECS/EKS agent address")
+  local unreadable = child(sb, SHOW, { AWS_CONTAINER_CREDENTIALS_FULL_URI = base .. "/creds",
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE = "$HOME/missing" })
+  T.eq(unreadable.code, 1); T.has(unreadable.stderr, "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
   srv:close()
   sb:close()
 end)

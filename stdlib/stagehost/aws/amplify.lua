@@ -24,7 +24,7 @@ function amplify.new(opts)
   end
   local poll = opts.poll or {}
   return setmetatable({ region = aws.resolve_region(opts.region, "aws.amplify"), credentials = opts.credentials,
-    endpoint = opts.endpoint, poll_min = poll.min or 5, poll_max = poll.max or 15 }, Client)
+    endpoint = opts.endpoint, poll_min = poll.min or 5, poll_max = poll.max or 15, retry_base = opts.retry_base }, Client)
 end
 
 local function check_id(value, what, who)
@@ -35,9 +35,13 @@ local function check_id(value, what, who)
   return aws.uri_encode(value)
 end
 
+-- UpdateBranch sets the same fields again if repeated; StartJob would queue a second job.
+local IDEMPOTENT = { UpdateBranch = true }
+
 function Client:call(method, path, operation, body)
   local res = aws.request{ service = "amplify", region = self.region, method = method, path = path,
-    json = body, operation = operation, credentials = self.credentials, endpoint = self.endpoint }
+    json = body, operation = operation, credentials = self.credentials, endpoint = self.endpoint,
+    retry_base = self.retry_base, idempotent = IDEMPOTENT[operation] }
   if type(res.json) ~= "table" then
     error(aws.error{ service = "amplify", operation = operation, code = "MalformedResponse", status = res.status,
       request_id = res.request_id, message = "expected a JSON object in the response" }, 3)
@@ -102,7 +106,8 @@ end
 
 function Client:get_job(app_id, branch, job_id)
   local path = ("/apps/%s/branches/%s/jobs/%s"):format(check_id(app_id, "app_id", "get_job"),
-    check_id(branch, "branch", "get_job"), check_id(tostring(job_id), "job_id", "get_job"))
+    check_id(branch, "branch", "get_job"),
+    check_id(type(job_id) == "number" and tostring(math.tointeger(job_id) or job_id) or job_id, "job_id", "get_job"))
   local job = field(self:call("GET", path, "GetJob"), "job", "GetJob")
   job.summary = job.summary or {}
   job.steps = job.steps or {}

@@ -38,14 +38,19 @@ function cloudformation.new(opts)
   return setmetatable({
     region = aws.resolve_region(opts.region, "aws.cloudformation"),
     credentials = opts.credentials, endpoint = opts.endpoint,
-    poll_min = poll.min or 2, poll_max = poll.max or 15,
+    poll_min = poll.min or 2, poll_max = poll.max or 15, retry_base = opts.retry_base,
     markers = {}, -- stack name -> newest event id seen before an execution
+    executed = {}, -- stack name -> true from execute_change_set until wait_stack saw it move
   }, Client)
 end
 
+-- Deleting is safe to repeat after a lost answer; creating and executing are not.
+local IDEMPOTENT = { DeleteStack = true }
+
 function Client:call(action, params)
   return aws.query("cloudformation", self.region, action, VERSION, params,
-    { credentials = self.credentials, endpoint = self.endpoint })
+    { credentials = self.credentials, endpoint = self.endpoint, retry_base = self.retry_base,
+      idempotent = IDEMPOTENT[action] })
 end
 
 -- ---- reading answers ----
@@ -62,17 +67,24 @@ local function parse_stack(m)
     creation_time = xml.text(m, "CreationTime"), last_updated_time = xml.text(m, "LastUpdatedTime"),
     outputs = {}, output_list = {}, parameters = {}, capabilities = {}, tags = {},
   }
+  -- an entry without its key is skipped: there is nothing to file it under
   for _, o in ipairs(members(m, "Outputs")) do
     local key = xml.text(o, "OutputKey")
-    stack.outputs[key] = xml.text(o, "OutputValue") or ""
-    stack.output_list[#stack.output_list + 1] = { key = key, value = stack.outputs[key],
-      description = xml.text(o, "Description"), export_name = xml.text(o, "ExportName") }
+    if key then
+      stack.outputs[key] = xml.text(o, "OutputValue") or ""
+      stack.output_list[#stack.output_list + 1] = { key = key, value = stack.outputs[key],
+        description = xml.text(o, "Description"), export_name = xml.text(o, "ExportName") }
+    end
   end
   for _, p in ipairs(members(m, "Parameters")) do
-    stack.parameters[xml.text(p, "ParameterKey")] = xml.text(p, "ParameterValue") or ""
+    local key = xml.text(p, "ParameterKey")
+    if key then stack.parameters[key] = xml.text(p, "ParameterValue") or "" end
   end
   for _, c in ipairs(members(m, "Capabilities")) do stack.capabilities[#stack.capabilities + 1] = xml.text(c) end
-  for _, t in ipairs(members(m, "Tags")) do stack.tags[xml.text(t, "Key")] = xml.text(t, "Value") end
+  for _, t in ipairs(members(m, "Tags")) do
+    local key = xml.text(t, "Key")
+    if key then stack.tags[key] = xml.text(t, "Value") or "" end
+  end
   return stack
 end
 
@@ -155,8 +167,8 @@ function Client:events(name, stop_id, max_pages)
         physical_id = xml.text(m, "PhysicalResourceId"), type = xml.text(m, "ResourceType"),
         status = xml.text(m, "ResourceStatus"), reason = xml.text(m, "ResourceStatusReason"),
         time = xml.text(m, "Timestamp") }
-      if e.id == stop_id then return events end
-      events[#events + 1] = e
+      if stop_id ~= nil and e.id == stop_id then return events end
+      if e.id then events[#events + 1] = e end -- an event without an id cannot be tracked
     end
     token = xml.text(r, "NextToken")
     if not token then break end
@@ -186,15 +198,15 @@ function Client:wait_stack(name, opts)
   -- last moments: whoever started the update did so just before calling us
   local since = opts.since or (os.time() - 30)
   local seen, failed = {}, {}
+  local seen_new, started = false, task.now()
   local first = true
   local delay = self.poll_min
-  while true do
-    -- events first, then the status: an event that ends the wait is logged before we return
+  -- log each new event once, oldest first, and note the failed resources; false when the
+  -- stack is gone (a finished delete)
+  local function drain()
     local got, events = pcall(self.events, self, name, marker, (first and not marker) and 1 or 10)
     if not got then
-      if opts.deleting and missing_stack(events) then
-        return { status = "DELETE_COMPLETE", ok = true, failed_resources = {} }
-      end
+      if opts.deleting and missing_stack(events) then return false end
       error(events, 0)
     end
     for i = #events, 1, -1 do
@@ -203,6 +215,7 @@ function Client:wait_stack(name, opts)
         seen[e.id] = true
         local old = first and not marker and (aws.parse_time(e.time) or 0) < since
         if not old then
+          seen_new = true
           show_event(name, e)
           if e.status and e.status:find("FAILED$") and e.logical_id ~= name then
             failed[#failed + 1] = { logical_id = e.logical_id, type = e.type, status = e.status, reason = e.reason }
@@ -212,20 +225,33 @@ function Client:wait_stack(name, opts)
     end
     if events[1] then marker = events[1].id end
     first = false
+    return true
+  end
+  while true do
+    if not drain() then return { status = "DELETE_COMPLETE", ok = true, failed_resources = {} } end
     local stack = self:describe_stack(name)
     if not stack then
       if opts.deleting then return { status = "DELETE_COMPLETE", ok = true, failed_resources = {} } end
       error(("aws.cloudformation: wait_stack: stack '%s' does not exist in %s"):format(name, self.region), 2)
     end
-    if terminal(stack.status) then
+    -- right after ExecuteChangeSet an update may still show the last run's UPDATE_COMPLETE:
+    -- that is only the end of this run once a new event proves the stack moved (or after a
+    -- minute of silence, in case events are not readable)
+    local moved = seen_new or not self.executed[name] or task.now() - started > 60
+    if terminal(stack.status) and moved then
+      drain() -- the events that arrived between the listing and the status
+      self.executed[name] = nil
       self.markers[name] = marker
       local ok = SUCCEEDED[stack.status] == true
       -- a cancelled resource is collateral damage; the ones that failed for a reason come first
+      for i, f in ipairs(failed) do f.order = i end
       table.sort(failed, function(a, b)
         local ca = tostring(a.reason):find("cancelled", 1, true) and 1 or 0
         local cb = tostring(b.reason):find("cancelled", 1, true) and 1 or 0
-        return ca < cb
+        if ca ~= cb then return ca < cb end
+        return a.order < b.order -- in the order they happened: the root cause first
       end)
+      for _, f in ipairs(failed) do f.order = nil end
       return { status = stack.status, ok = ok, reason = stack.status_reason, failed_resources = ok and {} or failed,
         outputs = stack.outputs, stack = stack }
     end
@@ -376,6 +402,7 @@ function Client:execute_change_set(cs, stack_name)
   if name then
     local last = self:events(name, nil, 1)[1]
     self.markers[name] = last and last.id or nil
+    self.executed[name] = true
   end
   self:call("ExecuteChangeSet", { ChangeSetName = id, StackName = stack })
 end

@@ -7,7 +7,6 @@
 local fs = require "stagehost.fs"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
-local http = require "stagehost.http"
 local task = require "stagehost.task"
 
 local credentials = {}
@@ -217,17 +216,38 @@ local function from_profile(opts)
   return creds
 end
 
--- Container credentials answer {AccessKeyId, SecretAccessKey, Token, Expiration}.
+-- Container credentials answer {AccessKeyId, SecretAccessKey, Token, Expiration}. Temporary
+-- credentials without a readable Expiration would be cached forever and fail hours later:
+-- refuse them now.
 local function from_json_endpoint(url, headers, what)
-  local ok, res = pcall(http.request, { url = url, headers = headers, timeout = 2, connect_timeout = 1 })
-  if not ok then return nil, ("%s: no answer from %s"):format(what, url) end
+  local client = require "stagehost.core.http_client"
+  local res, why = client.request{ url = url, headers = headers, timeout = 2, connect_timeout = 1 }
+  if not res then return nil, ("%s: no answer from %s (%s)"):format(what, url, tostring(why)) end
   if res.status ~= 200 then return nil, ("%s: %s answered HTTP %d"):format(what, url, res.status) end
   local dok, doc = pcall(json.decode, res.body)
-  if not dok or type(doc) ~= "table" or not doc.AccessKeyId or not doc.SecretAccessKey then
+  if not dok or type(doc) ~= "table" or type(doc.AccessKeyId) ~= "string" or type(doc.SecretAccessKey) ~= "string" then
     error(("aws: %s: %s answered something that is not credentials JSON"):format(what, url), 0)
   end
+  local expires = require("stagehost.util.time").parse_iso8601(doc.Expiration)
+  if not expires then
+    error(("aws: %s: %s answered credentials without a valid Expiration"):format(what, url), 0)
+  end
   return masked{ access_key_id = doc.AccessKeyId, secret_access_key = doc.SecretAccessKey,
-    session_token = doc.Token, expires = require("stagehost.util.time").parse_iso8601(doc.Expiration), source = what }
+    session_token = doc.Token, expires = expires, source = what }
+end
+
+-- The SDKs send the container token over plain HTTP only to loopback and to the ECS and EKS
+-- agents' link-local addresses; anywhere else it must be HTTPS.
+local CONTAINER_HOSTS = { ["169.254.170.2"] = true, ["169.254.170.23"] = true, ["[fd00:ec2::23]"] = true,
+  ["localhost"] = true, ["[::1]"] = true }
+
+local function container_url_allowed(url)
+  local scheme, host = url:match("^(%a[%w+.-]*)://(%[[^%]]+%])") -- an IPv6 literal
+  if not scheme then scheme, host = url:match("^(%a[%w+.-]*)://([^/:?#]+)") end
+  if not scheme or not host then return false end
+  scheme, host = scheme:lower(), host:lower()
+  if scheme == "https" then return true end
+  return scheme == "http" and (CONTAINER_HOSTS[host] or host:match("^127%.%d+%.%d+%.%d+$") ~= nil)
 end
 
 function credentials.container()
@@ -236,10 +256,28 @@ function credentials.container()
     return nil, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and AWS_CONTAINER_CREDENTIALS_FULL_URI are not set"
   end
   local url = relative and ("http://169.254.170.2" .. relative) or full
+  if not relative and not container_url_allowed(full) then
+    error(("aws: AWS_CONTAINER_CREDENTIALS_FULL_URI %s is neither https nor a loopback or ECS/EKS agent address: the token would travel in the clear"):format(full), 0)
+  end
   local headers = {}
+  local token
   local token_file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
-  local token = token_file and fs.read(token_file) or env("AWS_CONTAINER_AUTHORIZATION_TOKEN")
-  if token then headers.Authorization = token:gsub("%s+$", "") end
+  if token_file then
+    token = fs.read(token_file)
+    if not token then
+      error(("aws: cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE %s"):format(token_file), 0)
+    end
+  else
+    token = env("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+  end
+  if token then
+    token = token:gsub("%s+$", "")
+    if token:find("[\r\n]") then
+      error("aws: the container authorization token holds a line break: check AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)", 0)
+    end
+    if #token >= 4 then log.mask(token) end
+    headers.Authorization = token
+  end
   return from_json_endpoint(url, headers, "container credentials")
 end
 
@@ -249,15 +287,17 @@ function credentials.instance_metadata()
     return nil, "AWS_EC2_METADATA_DISABLED=true"
   end
   local base = (env("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"):gsub("/+$", "")
-  local ok, res = pcall(http.request, { method = "PUT", url = base .. "/latest/api/token",
-    headers = { ["X-aws-ec2-metadata-token-ttl-seconds"] = "21600" }, timeout = 1, connect_timeout = 1 })
-  if not ok or res.status ~= 200 then
+  local client = require "stagehost.core.http_client"
+  local res = client.request{ method = "PUT", url = base .. "/latest/api/token",
+    headers = { ["X-aws-ec2-metadata-token-ttl-seconds"] = "21600" }, timeout = 1, connect_timeout = 1 }
+  if not res or res.status ~= 200 then
     return nil, ("no instance metadata service at %s"):format(base)
   end
+  if #res.body >= 4 then log.mask(res.body) end
   local headers = { ["X-aws-ec2-metadata-token"] = res.body }
   local list = base .. "/latest/meta-data/iam/security-credentials/"
-  local rok, roles = pcall(http.request, { url = list, headers = headers, timeout = 1, connect_timeout = 1 })
-  if not rok or roles.status ~= 200 then
+  local roles = client.request{ url = list, headers = headers, timeout = 1, connect_timeout = 1 }
+  if not roles or roles.status ~= 200 then
     return nil, "the instance has no IAM role attached"
   end
   local role = roles.body:match("^%s*([^\r\n]+)")
@@ -276,9 +316,12 @@ local SOURCES = {
 local function run_chain(opts)
   local tried = {}
   for _, source in ipairs(SOURCES) do
+    -- a profile asked for by name means that profile, as the SDKs do, not the environment's keys
+    if opts and opts.profile and source[1] ~= "shared config" then goto continue end
     local creds, why = source[2](opts)
     if creds then return creds end
     tried[#tried + 1] = ("%s (%s)"):format(source[1], why)
+    ::continue::
   end
   error("aws: no credentials found; tried " .. table.concat(tried, "; ") ..
     ". Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE", 0)
@@ -306,19 +349,25 @@ function credentials.resolve(opts)
     if creds then return creds end
   end
   if not (opts and opts.refresh) and fresh(cache[key]) then return cache[key] end
+  -- one refresh at a time per profile; it files its own result, so a waiter that is cancelled
+  -- or times out leaves nothing stale behind
   local pending = refreshing[key]
   if not pending then
-    pending = task.spawn(run_chain, opts)
+    pending = task.spawn(function()
+      local ok, creds = pcall(run_chain, opts)
+      refreshing[key] = nil
+      if not ok then error(creds, 0) end
+      cache[key] = creds
+      if creds.expires then
+        log.debug(("aws: credentials from %s, valid until %s"):format(creds.source,
+          require("stagehost.util.time").iso8601(creds.expires)))
+      end
+      return creds
+    end)
     refreshing[key] = pending
   end
   local ok, creds = pending:join()
-  if refreshing[key] == pending then refreshing[key] = nil end
   if not ok then error(creds, 0) end
-  cache[key] = creds
-  if creds.expires then
-    log.debug(("aws: credentials from %s, valid until %s"):format(creds.source,
-      require("stagehost.util.time").iso8601(creds.expires)))
-  end
   return creds
 end
 

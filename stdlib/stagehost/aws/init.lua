@@ -52,14 +52,18 @@ local function misuse(fmt, ...) error(("aws: " .. fmt):format(...), 3) end
 -- of ours; a typo like "us-east1" or "virginia" is not.
 local function resolve_region(region, who)
   if type(who) ~= "string" then who = nil end
-  region = region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION")
+  local function env(name)
+    local v = os.getenv(name)
+    return v ~= "" and v or nil
+  end
+  region = region or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
   if region == nil or region == "" then
     region = require("stagehost.aws.credentials").profile_region()
   end
   if region == nil or region == "" then
     misuse("%sno region: pass region = \"us-east-1\" or set AWS_REGION", who and (who .. ": ") or "")
   end
-  if type(region) ~= "string" or not region:match("^%l%l%-[%l%-]*%l%-%d+$") then
+  if type(region) ~= "string" or not region:match("^%l%l%l?%l?%-[%l%-]*%l%-%d+$") then
     misuse("%sunknown region '%s' (expected a name like us-east-1 or eu-west-2; check region = or AWS_REGION)",
       who and (who .. ": ") or "", tostring(region))
   end
@@ -168,6 +172,9 @@ local THROTTLE_CODES = {
   SlowDown = true, PriorRequestNotComplete = true, BandwidthLimitExceeded = true,
   EC2ThrottledException = true, TransactionInProgressException = true,
 }
+-- Failures the SDKs retry as transient (besides 5xx), for requests safe to repeat.
+local TRANSIENT_CODES = { RequestTimeout = true, RequestTimeoutException = true, IDPCommunicationError = true,
+  InternalFailure = true, ServiceUnavailable = true }
 
 local function request_id(res)
   return res.headers["x-amzn-requestid"] or res.headers["x-amz-request-id"]
@@ -208,18 +215,52 @@ local function decode_error(res, service, operation)
   return aws.error(e)
 end
 
-local function retryable(e, status)
-  return THROTTLE_CODES[e.code] or (status and status >= 500) or status == 429
+-- Transport failures that may heal by waiting; a TLS or URL problem will not.
+local TRANSIENT_KINDS = { timeout = true, refused = true, resolve = true, transport = true }
+
+-- Whether an answer or failure deserves another attempt. Throttling means AWS refused the
+-- request, so it is safe to repeat anything; after a 5xx or a broken connection AWS may have
+-- acted already, so only an idempotent request goes again (no second change set execution,
+-- no second release job).
+local function retryable(e, status, idempotent)
+  if THROTTLE_CODES[e.code] or status == 429 then return true end
+  if not idempotent then return false end
+  return TRANSIENT_CODES[e.code] or (status and status >= 500) or false
 end
 
 local function max_attempts(opts)
-  if opts.retry ~= nil then return opts.retry == false and 1 or tonumber(opts.retry) end
-  return tonumber(os.getenv("AWS_MAX_ATTEMPTS") or "") or 5
+  local n
+  if opts.retry ~= nil then
+    n = opts.retry == false and 1 or opts.retry
+  else
+    n = os.getenv("AWS_MAX_ATTEMPTS")
+    if n == "" then n = nil end
+    n = n or 5
+  end
+  local attempts = math.tointeger(tonumber(n))
+  if not attempts or attempts < 1 then
+    error(("aws.request: retry must be a whole number of attempts of at least 1, or false (got %s; check AWS_MAX_ATTEMPTS)"):format(
+      tostring(n)), 3)
+  end
+  return attempts
+end
+
+-- GET and HEAD, and Query actions that only read, can be repeated whatever happened.
+local function idempotent_by_default(method, operation)
+  if method == "GET" or method == "HEAD" then return true end
+  if type(operation) ~= "string" then return false end
+  for _, prefix in ipairs{ "Describe", "List", "Get", "Validate" } do
+    if operation:sub(1, #prefix) == prefix then return true end
+  end
+  return false
 end
 
 -- aws.request{service, region, method = "POST", path = "/", query = {k = v} | "raw",
 --             headers, body | form = {...} | json = value, credentials, endpoint, operation,
---             timeout, retry = attempts | false, unsigned} -> response with .xml / .json
+--             timeout, retry = attempts | false, retry_base = 1, idempotent, unsigned}
+--   -> response with .xml / .json. `idempotent` defaults to true for GET/HEAD and for Query
+--   actions that read (Describe*, List*, Get*, Validate*): only those are repeated after a 5xx
+--   or a broken connection.
 function aws.request(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'aws.request' (table expected, got %s)"):format(type(opts)), 2)
@@ -249,33 +290,40 @@ function aws.request(opts)
   headers["User-Agent"] = headers["User-Agent"] or "stagehost"
 
   local attempts = max_attempts(opts)
+  local method = opts.method or "POST"
+  local idempotent = opts.idempotent
+  if idempotent == nil then idempotent = idempotent_by_default(method, operation) end
+  local base_wait = tonumber(opts.retry_base) or 1
+  local client = require "stagehost.core.http_client"
   local res, err
   for attempt = 1, attempts do
     local send = {}
     for k, v in pairs(headers) do send[k] = v end
     if not opts.unsigned then
       local creds = opts.credentials or aws.credentials()
-      local added = aws.sign{ method = opts.method or "POST", url = url, headers = send, body = body,
+      local added = aws.sign{ method = method, url = url, headers = send, body = body,
         service = service, region = region, credentials = creds }
       for k, v in pairs(added) do send[k] = v end
     end
-    local ok, r = pcall(http.request, { method = opts.method or "POST", url = url, headers = send, body = body,
-      timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10 })
-    local wait_ok
-    if ok then
+    -- the core call: misuse and a cancelled task raise through; a transport failure returns
+    -- nil, message, kind
+    local r, why, kind = client.request{ method = method, url = url, headers = send, body = body,
+      timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10 }
+    local again, wait
+    if r then
       res = r
       if res.status < 300 then break end
       err = decode_error(res, service, operation)
-      wait_ok = retryable(err, res.status)
+      again = retryable(err, res.status, idempotent)
+      wait = http.retry_after(res.headers["retry-after"] or res.headers["x-amz-retry-after"])
     else
-      -- a transport failure (refused, reset, timed out) is worth another try; misuse is not
       res, err = nil, aws.error{ service = service, operation = operation, code = "TransportError",
-        message = tostring(r):gsub("^[^:]*:%d+: ", "") }
-      wait_ok = not tostring(r):find("bad argument", 1, true)
+        message = tostring(why), kind = kind }
+      again = idempotent and TRANSIENT_KINDS[kind] or false
     end
-    if not wait_ok or attempt == attempts then error(err, 2) end
+    if not again or attempt == attempts then error(err, 2) end
     -- exponential backoff with full jitter, as the SDKs' "standard" retry mode
-    local wait = math.random() * math.min(20, 0.1 * 2 ^ attempt)
+    wait = wait and math.min(wait, 20) or math.random() * math.min(20, base_wait * 2 ^ (attempt - 1))
     log.warn(("aws: %s %s: %s; attempt %d of %d in %.1fs"):format(service, operation, err.code,
       attempt + 1, attempts, wait))
     task.sleep(wait)

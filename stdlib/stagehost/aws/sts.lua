@@ -16,12 +16,19 @@ function sts.new(opts)
     error(("bad argument #1 to 'aws.sts' (table expected, got %s)"):format(type(opts)), 2)
   end
   -- the global endpoint is legacy; the SDKs use the regional one, and so do we
-  local region = aws.resolve_region(opts.region or os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION") or "us-east-1", "aws.sts")
-  return setmetatable({ region = region, credentials = opts.credentials, endpoint = opts.endpoint }, Client)
+  local function env(name)
+    local v = os.getenv(name)
+    return v ~= "" and v or nil
+  end
+  local region = aws.resolve_region(opts.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1", "aws.sts")
+  return setmetatable({ region = region, credentials = opts.credentials, endpoint = opts.endpoint,
+    retry_base = opts.retry_base }, Client)
 end
 
 function Client:call(action, params, extra)
-  local opts = { credentials = self.credentials, endpoint = self.endpoint }
+  -- assuming a role twice only issues a second set of credentials: safe to repeat
+  local opts = { credentials = self.credentials, endpoint = self.endpoint, retry_base = self.retry_base,
+    idempotent = true }
   for k, v in pairs(extra or {}) do opts[k] = v end
   return aws.query("sts", self.region, action, VERSION, params, opts)
 end
