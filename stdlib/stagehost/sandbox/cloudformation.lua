@@ -1092,16 +1092,27 @@ end
 
 local A = cfn.actions
 
-function A.ValidateTemplate(_, params)
-  if params.TemplateURL and not params.TemplateBody then
-    validation("TemplateURL is not supported by the stagehost sandbox: send TemplateBody")
-  end
-  local model = load_template(params.TemplateBody)
+-- The capabilities a template needs, why, and its transforms: what ValidateTemplate and
+-- GetTemplateSummary both answer.
+local function capabilities_summary(model)
   local caps, why = required_capabilities(model, true)
   local reason
   if #caps > 0 then reason = ("The following resource(s) require capabilities: [%s]"):format(table.concat(why, ", ")) end
   local declared = {}
   for _, t in ipairs(model.transforms) do declared[#declared + 1] = tostring(t) end
+  return caps, reason, declared
+end
+
+local function template_body_only(params)
+  if params.TemplateURL and not params.TemplateBody then
+    validation("TemplateURL is not supported by the stagehost sandbox: send TemplateBody")
+  end
+end
+
+function A.ValidateTemplate(_, params)
+  template_body_only(params)
+  local model = load_template(params.TemplateBody)
+  local caps, reason, declared = capabilities_summary(model)
   return table.concat{
     wire.list("Parameters", model.param_keys, function(key)
       local p = model.params[key]
@@ -1125,16 +1136,10 @@ function A.GetTemplateSummary(sb, params)
     if not stack.model then validation(("Stack [%s] does not have a template yet"):format(stack.name)) end
     model = stack.model
   else
-    if params.TemplateURL and not params.TemplateBody then
-      validation("TemplateURL is not supported by the stagehost sandbox: send TemplateBody")
-    end
+    template_body_only(params)
     model = load_template(params.TemplateBody)
   end
-  local caps, why = required_capabilities(model, true)
-  local reason
-  if #caps > 0 then reason = ("The following resource(s) require capabilities: [%s]"):format(table.concat(why, ", ")) end
-  local declared = {}
-  for _, t in ipairs(model.transforms) do declared[#declared + 1] = tostring(t) end
+  local caps, reason, declared = capabilities_summary(model)
   return table.concat{
     wire.list("Parameters", model.param_keys, function(key)
       local p = model.params[key]
