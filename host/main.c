@@ -410,6 +410,7 @@ int main(int argc, char **argv) {
   lua_setfield(L, -2, "n");
   host->main_task = sh_task_spawn(L, 2);
   sh_task_observe(host->main_task);
+  sh_sched_set_main(host->sched, host->main_task);
   lua_setfield(L, LUA_REGISTRYINDEX, "stagehost.main_task"); /* keeps it after it finishes */
 
   sh_signals_start(host);

@@ -30,6 +30,7 @@ struct sh_sched {
   sh_task_t *live;        /* every task not yet done */
   size_t nlive;
   sh_task_t *running;     /* the task being resumed, if any */
+  sh_task_t *main;        /* the script's task: its error ends the run */
   unsigned long next_id;
   int unobserved;         /* failed tasks reported with nobody joining */
   int gc_stress;          /* full GC after each resume (STAGEHOST_GC_STRESS) */
@@ -177,6 +178,8 @@ size_t sh_sched_live_tasks(sh_sched_t *s) { return s->nlive; }
 size_t sh_sched_armed_timers(sh_sched_t *s) { return s->heap_len; }
 int sh_sched_unobserved_failures(sh_sched_t *s) { return s->unobserved; }
 
+void sh_sched_set_main(sh_sched_t *s, sh_task_t *t) { s->main = t; }
+
 sh_sched_t *sh_sched_get(lua_State *L) {
   sh_task_t *t = sh_task_of(L);
   if (t) return t->sched;
@@ -312,6 +315,10 @@ static void sh_task_finish(sh_sched_t *s, sh_task_t *t, int outcome, int nresult
   sh_live_unlink(s, t);
   sh_task_finish_wake(s, t);
   sh_sched_trace(t, outcome == SH_TASK_OK ? "finished" : outcome == SH_TASK_CANCELLED ? "cancelled" : "failed");
+  /* a failed script ends the host even while a server or a timer would keep the loop alive;
+   * after a success they keep it running, as a serving script expects. A cancellation (a
+   * signal, `stagehost cancel`) already has its own way down, with grace periods. */
+  if (t == s->main && outcome == SH_TASK_ERROR) uv_stop(s->loop);
   if (outcome == SH_TASK_ERROR && !t->observed) {
     /* nobody joined it yet; a join may still come (task.all joins one by one), so the error
      * is only printed when the task is collected unjoined, or at exit */

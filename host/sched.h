@@ -96,6 +96,8 @@ int sh_task_cancel(sh_task_t *t, const char *reason);
 void sh_task_cancel_all(sh_sched_t *s, const char *reason);
 /* Tasks that failed with nobody joining them (each already reported on stderr). */
 int sh_sched_unobserved_failures(sh_sched_t *s);
+/* The script's task; when it fails with an error, uv_run returns. */
+void sh_sched_set_main(sh_sched_t *s, sh_task_t *t);
 size_t sh_sched_live_tasks(sh_sched_t *s);
 size_t sh_sched_armed_timers(sh_sched_t *s);
 

@@ -64,6 +64,21 @@ T.test("an uncaught error exits 1 with file:line and a traceback", function()
   fs.remove(dir, { recursive = true })
 end)
 
+T.test("an uncaught error ends the host at once, even with a server, a timer and a child still running", function()
+  local r = sh({ "-e", [[
+local task, proc = require "stagehost.task", require "stagehost.proc"
+local server = require("stagehost.http").serve{ handler = function() return "up" end }
+task.spawn(function() task.sleep(30) end)
+task.spawn(function() proc.run{ "sleep", "30" } end)
+task.sleep(0.1)
+error("deploy failed")
+]] }, { timeout = 20 })
+  T.eq(r.code, 1, r.stderr)
+  T.eq(r.timed_out, false)
+  T.ok(r.duration < 10, "did not wait for the server, the timer or the child: " .. r.duration)
+  T.match(first_line(r.stderr), "deploy failed$")
+end)
+
 T.test("strange error values never crash the host", function()
   local cases = {
     { "error(nil)", "nil" },
