@@ -10,8 +10,10 @@
 --   repo            GITHUB_REPOSITORY by default; the repository methods below need it
 --   api_url         GITHUB_API_URL, else https://api.github.com (Enterprise: https://HOST/api/v3)
 --   max_wait        longest wait for a rate limit to reset, seconds; beyond it the call raises
---   retries         extra attempts after a 5xx or a rate limit (a refused or cut connection is
---                   retried by http.request)
+--   retries         extra attempts after a rate limit (any method: GitHub refused, so did nothing)
+--                   or a 5xx (GET, HEAD, PUT and DELETE only: a POST or PATCH that failed late
+--                   may have created the issue or comment already, and a second one would
+--                   duplicate it); a refused or cut connection is retried for GET and HEAD
 --   backoff         first pause after a 5xx, doubled each time (with jitter)
 --   secondary_wait  pause after a secondary rate limit that names no Retry-After, doubled
 --                   each time (GitHub asks for at least a minute)
@@ -19,10 +21,11 @@
 --
 -- Generic
 --   gh:request(method, path, {query =, body = string | table, json =, headers =}) -> data, response
---       path is relative to api_url ("/repos/o/r") or an absolute URL; data is the decoded
---       JSON (nil for an empty body); a table body is sent as JSON
+--       path is relative to api_url ("/repos/o/r") or an absolute URL on api_url's host; data
+--       is the decoded JSON (nil for an empty body); a table body is sent as JSON; headers
+--       replace the defaults of the same name, whatever its case (accept = ... for Accept)
 --   gh:paginate(path [, query]) -> every item of every page (per_page = 100 unless given),
---       following the Link header's rel="next"
+--       following the Link header's rel="next" (a link back to a page already fetched raises)
 --   gh:get_repo() -> repository
 -- Releases
 --   gh:get_release_by_tag(tag) -> release, or nil when the tag has none
@@ -51,11 +54,15 @@
 -- Webhooks
 --   github.verify_webhook(secret, body, signature_header) -> true | false
 --
+-- Redirects (301, 302, 307, 308) are followed, at most 5 in a row; the token goes only to the
+-- origin the call started at, and a POST or PATCH is not sent to another origin at all.
+-- Asset uploads go only to api_url's origin, or uploads.github.com for api.github.com.
+--
 -- A non-2xx answer raises a table {status, message, documentation_url, errors, method, path}
 -- whose tostring is one line: "github: POST /repos/o/r/releases: 422 Validation Failed
 -- (Release.tag_name already_exists)". A body that is not JSON raises "github: GET /path:
 -- malformed JSON in the response: at line L, column C ...". Misuse raises "bad argument #N to
--- 'github.NAME' (...)", counting arguments after the client.
+-- 'github.NAME' (...)", counting arguments after the client; ids and numbers are integers.
 local http = require "stagehost.http"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
@@ -96,6 +103,18 @@ local function describe_details(errors)
   return table.concat(parts, "; ")
 end
 
+-- A copy with every string masked: GitHub's error details echo what was sent, which may hold a
+-- secret. Metatables are kept so a JSON array stays one.
+local function masked_copy(value, depth)
+  if type(value) == "string" then return log.masked(value) end
+  if type(value) ~= "table" or depth > 16 then return value end
+  local out = setmetatable({}, getmetatable(value))
+  for k, v in pairs(value) do
+    out[type(k) == "string" and log.masked(k) or k] = masked_copy(v, depth + 1)
+  end
+  return out
+end
+
 local function one_line(s)
   return (tostring(s):gsub("%s*[\r\n]+%s*", " "))
 end
@@ -112,19 +131,53 @@ local function api_error(fields, text)
   end
   e.text = log.masked(text)
   if type(e.message) == "string" then e.message = log.masked(e.message) end
+  if type(e.documentation_url) == "string" then e.documentation_url = log.masked(e.documentation_url) end
+  if e.errors ~= nil then e.errors = masked_copy(e.errors, 0) end
   return e
 end
 
 -- check_arg("comment", 2, body, "string") raises, at the caller's line, "bad argument #2 to
 -- 'github.comment' (string expected, got nil)"; field names a field of a table argument.
+-- "integer" takes a number with an integer value (7 or 7.0): ids go into paths with %d.
 local function check_arg(fname, n, value, expected, optional, field)
   if value == nil and optional then return end
   local kind = type(value)
   for want in expected:gmatch("[^|]+") do
-    if kind == want then return end
+    if kind == want or (want == "integer" and kind == "number" and math.tointeger(value)) then return end
   end
+  -- 1.5 says more than "number" when an integer was wanted
+  local got = kind == "number" and expected:find("integer", 1, true) and tostring(value) or kind
   error(("bad argument #%d to 'github.%s' (%s%s expected, got %s)"):format(n, fname,
-    field and (field .. ": ") or "", (expected:gsub("|", " or ")), kind), 3)
+    field and (field .. ": ") or "", (expected:gsub("|", " or ")), got), 3)
+end
+
+-- check_list("create_issue", 1, fields.labels, "labels", "string|table"): nil or a list (keys
+-- 1..n) whose items have those types; a string where a list belongs is a mistake, not [].
+local function check_list(fname, n, value, field, item_types)
+  if value == nil then return end
+  local function bad(what)
+    error(("bad argument #%d to 'github.%s' (%s)"):format(n, fname, what), 4)
+  end
+  if type(value) ~= "table" then
+    bad(("%s: a list expected, got %s"):format(field, type(value)))
+  end
+  local count = 0
+  for k in pairs(value) do
+    count = count + 1
+    if math.type(k) ~= "integer" or k < 1 then
+      bad(("%s: a list expected, got a table with the key %s"):format(field, tostring(k)))
+    end
+  end
+  if count ~= #value then bad(("%s: a list expected, got a table with holes"):format(field)) end
+  for i, item in ipairs(value) do
+    local ok = false
+    for want in item_types:gmatch("[^|]+") do
+      if type(item) == want then ok = true end
+    end
+    if not ok then
+      bad(("%s[%d]: %s expected, got %s"):format(field, i, (item_types:gsub("|", " or ")), type(item)))
+    end
+  end
 end
 
 -- URLs --------------------------------------------------------------------------------------
@@ -159,23 +212,129 @@ local function with_query(url, query)
   return url .. (url:find("?", 1, true) and "&" or "?") .. q
 end
 
-local function origin_of(url)
-  return url:match("^(https?://[^/?#]+)")
+local DEFAULT_PORTS = { http = "80", https = "443" }
+
+-- An absolute http(s) URL as scheme, authority and the rest, the scheme and the host
+-- lower-cased and a default port dropped, so HTTPS://API.github.com:443/x is on the same
+-- origin as https://api.github.com; nil for anything else.
+local function split_url(url)
+  local scheme, authority, rest = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil end
+  scheme = scheme:lower()
+  if not DEFAULT_PORTS[scheme] or authority == "" then return nil end
+  -- user:password@ keeps its case; it is part of the origin, so a URL with one never matches
+  local userinfo, hostport = authority:match("^(.*@)(.*)$")
+  hostport = (hostport or authority):lower()
+  local host, port = hostport:match("^(.*):(%d*)$")
+  if host and (port == "" or port == DEFAULT_PORTS[scheme]) then hostport = host end
+  return scheme, (userinfo or "") .. hostport, rest
 end
 
--- Link: <https://api.github.com/repositories/1/issues?page=2>; rel="next", <...>; rel="last"
+local function origin_of(url)
+  local scheme, authority = split_url(url)
+  return scheme and (scheme .. "://" .. authority) or nil
+end
+
+-- the same URL with its origin written the one way origin_of writes it
+local function canonical_url(url)
+  local scheme, authority, rest = split_url(url)
+  return scheme and (scheme .. "://" .. authority .. rest) or url
+end
+
+local function is_absolute(s)
+  return s:match("^%a[%w+.-]*:") ~= nil
+end
+
+-- RFC 3986 section 5.2.4, on a path that starts with "/"
+local function remove_dot_segments(path)
+  local segments, start = {}, 1
+  while true do
+    local slash = path:find("/", start, true)
+    segments[#segments + 1] = path:sub(start, (slash or 0) - 1)
+    if not slash then break end
+    start = slash + 1
+  end
+  local out = {}
+  for i, seg in ipairs(segments) do
+    if seg == ".." or seg == "." then
+      if seg == ".." and #out > 1 then out[#out] = nil end -- out[1] is the "" before the first /
+      if i == #segments then out[#out + 1] = "" end
+    else
+      out[#out + 1] = seg
+    end
+  end
+  return table.concat(out, "/")
+end
+
+-- A reference (a Link target, a Location) made absolute against the URL it came with.
+local function resolve_url(base, ref)
+  ref = ref:match("^%s*(.-)%s*$")
+  if is_absolute(ref) then return ref end
+  local scheme, authority, rest = split_url(base)
+  if not scheme then return ref end
+  if ref:sub(1, 2) == "//" then return scheme .. ":" .. ref end
+  local origin = scheme .. "://" .. authority
+  local path, query = rest:match("^([^?#]*)([^#]*)")
+  if path == "" then path = "/" end
+  ref = ref:gsub("#.*$", "")
+  if ref == "" then return origin .. path .. query end
+  if ref:sub(1, 1) == "?" then return origin .. path .. ref end
+  local merged = ref:sub(1, 1) == "/" and ref or (path:gsub("[^/]*$", "") .. ref)
+  local merged_path, merged_query = merged:match("^([^?]*)(.*)$")
+  return origin .. remove_dot_segments(merged_path) .. merged_query
+end
+
+-- Split on sep where it is outside <...> and quoted strings (a title="a, b" holds a comma).
+local function split_outside(s, sep)
+  local parts, start, i = {}, 1, 1
+  local in_angle, in_quote = false, false
+  while i <= #s do
+    local c = s:sub(i, i)
+    if in_quote then
+      if c == "\\" then i = i + 1 elseif c == '"' then in_quote = false end
+    elseif in_angle then
+      if c == ">" then in_angle = false end
+    elseif c == '"' then
+      in_quote = true
+    elseif c == "<" then
+      in_angle = true
+    elseif c == sep then
+      parts[#parts + 1] = s:sub(start, i - 1)
+      start = i + 1
+    end
+    i = i + 1
+  end
+  parts[#parts + 1] = s:sub(start)
+  return parts
+end
+
+-- The target of the first link whose rel names rel, as RFC 8288 reads a Link header:
+--   <https://api.github.com/repositories/1/issues?page=2>; rel="next", <...>; rel="last"
+-- Parameter names and relation types are case-insensitive, the value a token or a quoted
+-- string, rel a space-separated list; a link's second rel parameter is ignored.
 local function link_rel(header, rel)
   if type(header) ~= "string" then return nil end
-  for target, rels in header:gmatch("<([^>]*)>%s*;[^,]-rel=\"([^\"]*)\"") do
-    for r in rels:gmatch("%S+") do
-      if r == rel then return target end
+  for _, value in ipairs(split_outside(header, ",")) do
+    local target, params = value:match("^%s*<([^>]*)>(.*)$")
+    if target then
+      for _, param in ipairs(split_outside(params, ";")) do
+        local name, v = param:match("^%s*([^%s=]+)%s*=%s*(.-)%s*$")
+        if name and name:lower() == "rel" then
+          local quoted = v:match('^"(.*)"$')
+          if quoted then v = quoted:gsub("\\(.)", "%1") end
+          for r in v:gmatch("%S+") do
+            if r:lower() == rel then return target end
+          end
+          break
+        end
+      end
     end
   end
   return nil
 end
 
 -- A copy of a list that encodes as a JSON array even when empty (required_contexts = {} means
--- "no checks", which an empty object would not).
+-- "no checks", which an empty object would not). check_list has vetted it.
 local function as_array(list)
   if list == nil then return nil end
   local out = json.array{}
@@ -239,6 +398,7 @@ function github.client(opts)
   if not origin_of(api_url) then
     error(("github.client: api_url must be an http:// or https:// URL, got %q"):format(api_url), 2)
   end
+  api_url = canonical_url(api_url)
   local self = setmetatable({
     repo = repo,
     api_url = api_url,
@@ -261,15 +421,35 @@ local function repo_path(self, rest)
 end
 
 -- what errors and logs call a URL: the part after api_url (or after the host, for uploads)
-local function display_path(self, url)
+local function display_path(self, url, with_query)
   local shown
+  url = canonical_url(url)
   if url:sub(1, #self.api_url) == self.api_url then
     shown = url:sub(#self.api_url + 1)
   else
-    shown = url:sub(#(origin_of(url) or "") + 1)
+    local _, _, rest = split_url(url)
+    shown = rest or url
   end
-  shown = shown:gsub("[?#].*$", "")
-  return shown ~= "" and shown or "/"
+  shown = shown:gsub(with_query and "#.*$" or "[?#].*$", "")
+  if shown == "" or shown:sub(1, 1) == "?" then shown = "/" .. shown end
+  return shown
+end
+
+-- The methods whose 5xx may be retried: repeating them does what one success would have
+-- done. A POST or PATCH may have taken effect before the server failed.
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true }
+
+local REDIRECTS = { [301] = true, [302] = true, [307] = true, [308] = true }
+local MAX_REDIRECTS = 5
+
+-- Set a header over any of the same name in another case: two Accept or two Authorization
+-- headers would both be sent.
+local function set_header(headers, name, value)
+  local lname = name:lower()
+  for k in pairs(headers) do
+    if k:lower() == lname then headers[k] = nil end
+  end
+  headers[name] = value
 end
 
 -- How long to wait before trying again after this answer, or nil when it is final. Raises
@@ -313,15 +493,16 @@ local function wait_before_retry(self, res, method, shown, secondary_hits)
     end
     return nil
   end
-  if status >= 500 then return "backoff", "server error" end
+  if status >= 500 and IDEMPOTENT[method] then return "backoff", "server error" end
   return nil
 end
 
--- One call: rate limits and server errors waited out, the answer decoded, a failure raised.
--- allow = {[404] = true} returns those statuses instead of raising.
+-- One call: rate limits and server errors waited out, redirects followed, the answer
+-- decoded, a failure raised. allow = {[404] = true} returns those statuses instead of
+-- raising. -> data, response, the URL that answered
 local function send(self, method, target, opts)
   opts = opts or {}
-  local url = with_query(target:match("^https?://") and target or (self.api_url .. target), opts.query)
+  local url = with_query(is_absolute(target) and target or (self.api_url .. target), opts.query)
   local shown = display_path(self, url)
   local headers = {
     ["Accept"] = "application/vnd.github+json",
@@ -329,7 +510,7 @@ local function send(self, method, target, opts)
     ["Authorization"] = "Bearer " .. tokens[self],
     ["User-Agent"] = "stagehost",
   }
-  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  for k, v in pairs(opts.headers or {}) do set_header(headers, k, v) end
   local req = { method = method, url = url, headers = headers, timeout = self.timeout }
   -- a connection cut after a POST was sent may have created the release already: only reads
   -- are retried on transport failures; statuses are this client's to judge (rate limits, 5xx)
@@ -344,7 +525,8 @@ local function send(self, method, target, opts)
     req.body = opts.body
   end
   local res
-  local attempt, secondary_hits = 0, 0
+  local attempt, secondary_hits, hops = 0, 0, 0
+  local start_origin = origin_of(url)
   while true do
     attempt = attempt + 1
     local started = task.now()
@@ -356,6 +538,28 @@ local function send(self, method, target, opts)
     res = result
     log.debug(("github: %s %s: %d (%.2fs)"):format(method, shown, res.status, task.now() - started))
     if res.status < 300 or (opts.allow and opts.allow[res.status]) then break end
+    local location = REDIRECTS[res.status] and res.headers["location"]
+    if type(location) == "string" and location ~= "" then
+      local next_url = resolve_url(req.url, location)
+      local next_origin = origin_of(next_url)
+      local same = next_origin == start_origin
+      -- elsewhere only reads go, and without the token; a POST there could act for us
+      if next_origin and (same or method == "GET" or method == "HEAD") then
+        hops = hops + 1
+        if hops > MAX_REDIRECTS then
+          error(api_error({ status = res.status, method = method, path = shown, message = "too many redirects" },
+            ("github: %s %s: %d: more than %d redirects in a row"):format(method, shown, res.status,
+              MAX_REDIRECTS)), 0)
+        end
+        if not same then set_header(req.headers, "Authorization", nil) end
+        log.debug(("github: %s %s: %d, redirected to %s"):format(method, shown, res.status,
+          same and display_path(self, next_url) or next_origin .. display_path(self, next_url)))
+        req.url = canonical_url(next_url)
+        shown = display_path(self, req.url)
+        attempt = attempt - 1 -- a redirect is not a failed attempt
+        goto continue
+      end
+    end
     local wait, why = wait_before_retry(self, res, method, shown, secondary_hits)
     if not wait or attempt > self.retries then break end
     if why == "secondary rate limit" then secondary_hits = secondary_hits + 1 end
@@ -366,6 +570,7 @@ local function send(self, method, target, opts)
     log.warn(("github: %s %s: %d %s; attempt %d of %d in %.1fs"):format(method, shown, res.status, why,
       attempt + 1, self.retries + 1, wait))
     task.sleep(wait)
+    ::continue::
   end
   local data
   if res.body and res.body:find("%S") then
@@ -389,7 +594,7 @@ local function send(self, method, target, opts)
       errors = type(body.errors) == "table" and body.errors or nil,
     }), 0)
   end
-  return data, res
+  return data, res, req.url
 end
 
 function Client:request(method, path, opts)
@@ -404,16 +609,28 @@ function Client:request(method, path, opts)
   if opts.body ~= nil and opts.json ~= nil then
     error("bad argument #3 to 'github.request' (give either body or json, not both)", 2)
   end
+  check_arg("request", 3, opts.headers, "table", true, "headers")
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+      error(("bad argument #3 to 'github.request' (headers: names and string values expected, got %s = %s)"):format(
+        type(k), type(v)), 2)
+    end
+  end
   local call = { query = opts.query, headers = opts.headers }
   if type(opts.body) == "table" then call.json = opts.body
   elseif opts.body ~= nil then call.body = opts.body
   else call.json = opts.json end
-  if path:match("^https?://") and origin_of(path) ~= origin_of(self.api_url) then
-    error(("bad argument #2 to 'github.request' (a path under %s expected; the token is not sent elsewhere)"):format(
-      self.api_url), 2)
+  if is_absolute(path) then
+    if origin_of(path) ~= origin_of(self.api_url) then
+      error(("bad argument #2 to 'github.request' (a path under %s expected; the token is not sent elsewhere)"):format(
+        self.api_url), 2)
+    end
+    path = canonical_url(path)
+  elseif path:sub(1, 1) ~= "/" then
+    path = "/" .. path
   end
-  if not path:match("^https?://") and path:sub(1, 1) ~= "/" then path = "/" .. path end
-  return send(self, method, path, call)
+  local data, res = send(self, method, path, call)
+  return data, res
 end
 
 -- The list on a page: most endpoints answer an array; a few wrap it ({total_count, items}).
@@ -426,21 +643,33 @@ local function page_items(data)
   return {}
 end
 
+-- path is under api_url or an absolute URL on its origin (made canonical by the caller)
 local function collect(self, path, query)
   local q = copy(query)
-  if q.per_page == nil then q.per_page = 100 end
+  if q.per_page == nil and not path:find("[?&]per_page=") then q.per_page = 100 end
   local items = {}
-  local target, target_query = path, q
   local api_origin = origin_of(self.api_url)
-  while target do
-    local data, res = send(self, "GET", target, { query = target_query })
+  local url = with_query(is_absolute(path) and path or (self.api_url .. path), q)
+  -- the next link carries the whole query: pages are told apart by their whole URL
+  local fetched = {}
+  while url do
+    fetched[url] = true
+    local data, res, answered = send(self, "GET", url)
     for _, item in ipairs(page_items(data)) do items[#items + 1] = item end
-    target = link_rel(res.headers["link"], "next")
-    target_query = nil -- the next link carries the whole query
-    if target and origin_of(target) ~= api_origin then
-      error(("github: GET %s: the next page is on another host (%s); the token is not sent there"):format(
-        display_path(self, res.url or path), origin_of(target) or target), 0)
+    local target = link_rel(res.headers["link"], "next")
+    if target then
+      target = resolve_url(answered, target)
+      if origin_of(target) ~= api_origin then
+        error(log.masked(("github: GET %s: the next page is on another host (%s); the token is not sent there"):format(
+          display_path(self, answered), origin_of(target) or target)), 0)
+      end
+      target = canonical_url(target)
+      if fetched[target] then
+        error(log.masked(("github: GET %s: the next page, %s, was fetched already; the Link header loops"):format(
+          display_path(self, answered), display_path(self, target, true))), 0)
+      end
     end
+    url = target
   end
   return json.array(items)
 end
@@ -449,7 +678,15 @@ function Client:paginate(path, query)
   method_check(self, "paginate")
   check_arg("paginate", 1, path, "string")
   check_arg("paginate", 2, query, "table", true)
-  if path:sub(1, 1) ~= "/" then path = "/" .. path end
+  if is_absolute(path) then
+    if origin_of(path) ~= origin_of(self.api_url) then
+      error(("bad argument #1 to 'github.paginate' (a path under %s expected; the token is not sent elsewhere)"):format(
+        self.api_url), 2)
+    end
+    path = canonical_url(path)
+  elseif path:sub(1, 1) ~= "/" then
+    path = "/" .. path
+  end
   return collect(self, path, query)
 end
 
@@ -477,7 +714,7 @@ end
 
 function Client:update_release(id, fields)
   method_check(self, "update_release")
-  check_arg("update_release", 1, id, "number")
+  check_arg("update_release", 1, id, "integer")
   check_arg("update_release", 2, fields, "table")
   return (send(self, "PATCH", repo_path(self, ("/releases/%d"):format(id)), { json = copy(fields) }))
 end
@@ -491,7 +728,7 @@ end
 
 function Client:upload_release_asset(release, asset)
   method_check(self, "upload_release_asset")
-  check_arg("upload_release_asset", 1, release, "table|number")
+  check_arg("upload_release_asset", 1, release, "table|integer")
   check_arg("upload_release_asset", 2, asset, "table")
   if (asset.path == nil) == (asset.content == nil) then
     error("bad argument #2 to 'github.upload_release_asset' (give either path or content)", 2)
@@ -502,10 +739,26 @@ function Client:upload_release_asset(release, asset)
   check_arg("upload_release_asset", 2, asset.content_type, "string", true, "content_type")
   check_arg("upload_release_asset", 2, asset.label, "string", true, "label")
   if type(release) == "number" then
-    release = send(self, "GET", repo_path(self, ("/releases/%d"):format(release)))
+    local path = repo_path(self, ("/releases/%d"):format(release))
+    local res
+    release, res = send(self, "GET", path)
+    if type(release) ~= "table" or type(release.upload_url) ~= "string" then
+      local what = release == nil and "an empty body" or release == json.null and "null"
+        or type(release) == "table" and "no upload_url" or "a " .. type(release)
+      error(api_error({ status = res.status, method = "GET", path = path, message = "not a release" },
+        ("github: GET %s: %d, but the answer is not a release (%s)"):format(path, res.status, what)), 0)
+    end
   end
   if type(release.upload_url) ~= "string" then
     error("bad argument #1 to 'github.upload_release_asset' (a release with an upload_url expected)", 2)
+  end
+  -- the token goes where GitHub puts uploads: uploads.github.com for api.github.com, the
+  -- API's own host on Enterprise; a release from elsewhere must not redirect it
+  local api_origin, upload_origin = origin_of(self.api_url), origin_of(release.upload_url)
+  if upload_origin ~= api_origin
+      and not (api_origin == "https://api.github.com" and upload_origin == "https://uploads.github.com") then
+    error(("bad argument #1 to 'github.upload_release_asset' (upload_url on %s, not %s's host; the token is not sent there)"):format(
+      upload_origin or ("%q"):format(release.upload_url), self.api_url), 2)
   end
   local name = asset.name or asset.path:match("([^/]+)$")
   if asset.path then
@@ -516,7 +769,7 @@ function Client:upload_release_asset(release, asset)
     end
   end
   -- upload_url is a URI template: ".../assets{?name,label}"
-  local url = release.upload_url:gsub("{[^}]*}$", "")
+  local url = canonical_url(release.upload_url):gsub("{[^}]*}$", "")
   local data = send(self, "POST", url, {
     query = { name = name, label = asset.label },
     headers = { ["Content-Type"] = asset.content_type or "application/octet-stream" },
@@ -538,6 +791,8 @@ function Client:create_issue(fields)
   method_check(self, "create_issue")
   check_arg("create_issue", 1, fields, "table")
   check_arg("create_issue", 1, fields.title, "string", false, "title")
+  check_list("create_issue", 1, fields.labels, "labels", "string|table")
+  check_list("create_issue", 1, fields.assignees, "assignees", "string")
   return (send(self, "POST", repo_path(self, "/issues"), { json = issue_fields(fields) }))
 end
 
@@ -549,20 +804,20 @@ end
 
 function Client:comment(number, body)
   method_check(self, "comment")
-  check_arg("comment", 1, number, "number")
+  check_arg("comment", 1, number, "integer")
   check_arg("comment", 2, body, "string")
   return (send(self, "POST", repo_path(self, ("/issues/%d/comments"):format(number)), { json = { body = body } }))
 end
 
 function Client:list_comments(number)
   method_check(self, "list_comments")
-  check_arg("list_comments", 1, number, "number")
+  check_arg("list_comments", 1, number, "integer")
   return collect(self, repo_path(self, ("/issues/%d/comments"):format(number)))
 end
 
 function Client:close_issue(number, state_reason)
   method_check(self, "close_issue")
-  check_arg("close_issue", 1, number, "number")
+  check_arg("close_issue", 1, number, "integer")
   check_arg("close_issue", 2, state_reason, "string", true)
   return (send(self, "PATCH", repo_path(self, ("/issues/%d"):format(number)),
     { json = { state = "closed", state_reason = state_reason } }))
@@ -594,13 +849,14 @@ function Client:create_deployment(fields)
   -- GitHub merges the default branch into ref first unless told not to: a deployment of an
   -- exact build must not change what it deploys
   if body.auto_merge == nil then body.auto_merge = false end
+  check_list("create_deployment", 1, fields.required_contexts, "required_contexts", "string")
   body.required_contexts = as_array(fields.required_contexts)
   return (send(self, "POST", repo_path(self, "/deployments"), { json = body }))
 end
 
 function Client:create_deployment_status(id, fields)
   method_check(self, "create_deployment_status")
-  check_arg("create_deployment_status", 1, id, "number")
+  check_arg("create_deployment_status", 1, id, "integer")
   check_arg("create_deployment_status", 2, fields, "table")
   check_arg("create_deployment_status", 2, fields.state, "string", false, "state")
   return (send(self, "POST", repo_path(self, ("/deployments/%d/statuses"):format(id)), { json = copy(fields) }))
@@ -614,7 +870,7 @@ end
 
 function Client:list_deployment_statuses(id)
   method_check(self, "list_deployment_statuses")
-  check_arg("list_deployment_statuses", 1, id, "number")
+  check_arg("list_deployment_statuses", 1, id, "integer")
   return collect(self, repo_path(self, ("/deployments/%d/statuses"):format(id)))
 end
 

@@ -328,6 +328,250 @@ T.test("the token never appears in an error or a log line", with_github(function
   T.has(texts[1], "400 bad header: Bearer ***")
 end))
 
+-- A bare server whose answers answer(req) decides, and a client with api_url under /api/v3 on it.
+local function with_server(answer, fn)
+  return function()
+    local srv = http.serve{ port = 0, handler = answer }
+    local api = ("http://127.0.0.1:%d/api/v3"):format(srv.port)
+    local gh = github.client{ token = TOKEN, repo = REPO, api_url = api, retries = 0 }
+    local ok, err = xpcall(fn, debug.traceback, gh, api, srv)
+    srv:close()
+    if not ok then error(err, 0) end
+  end
+end
+
+T.test("a 5xx on a POST or PATCH is raised at once; PUT and DELETE are retried", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "POST /repos/{owner}/{repo}/issues", status = 502, message = "Server Error" }
+  local err = caught(gh.create_issue, gh, { title = "only once" })
+  T.eq(err.status, 502)
+  T.eq(seen(sb, "POST /repos/{owner}/{repo}/issues"), 1, "GitHub may have created the issue: no second POST")
+  local number = gh:create_issue{ title = "to close" }.number
+  sb:fail_next{ service = "github", action = "PATCH /repos/{owner}/{repo}/issues/{issue_number}", status = 503 }
+  T.eq(caught(gh.close_issue, gh, number).status, 503)
+  T.eq(seen(sb, "PATCH /repos/{owner}/{repo}/issues/{issue_number}"), 1)
+  -- the emulator has no DELETE route: the retried attempt gets its 404
+  local path = "/repos/" .. REPO .. "/labels/stale"
+  sb:fail_next{ service = "github", action = "DELETE " .. path, status = 502 }
+  T.eq(caught(gh.request, gh, "DELETE", path).status, 404)
+  T.eq(seen(sb, "DELETE " .. path), 2, "DELETE is idempotent: retried")
+end))
+
+T.test("malformed input gets a 422 and leaves the emulated world usable", with_github(function(sb, gh)
+  gh:create_issue{ title = "fine" }
+  local function post(path, body)
+    local r = http.request{ method = "POST", url = sb.github_url .. "/repos/" .. REPO .. path, body = body,
+      headers = { Authorization = "Bearer " .. TOKEN, ["Content-Type"] = "application/json" } }
+    return r.status, json.decode(r.body)
+  end
+  for _, case in ipairs{
+    { "/issues", '{"title":"bad","labels":7}', "labels" },
+    { "/issues", '{"title":"bad","assignees":[5]}', "assignees" },
+    { "/issues", '{"title":"bad","assignees":[{}]}', "assignees" },
+    { "/issues", '{"title":"bad","labels":[{}]}', "labels" },
+    { "/issues", '{"title":{}}', "title" },
+    { "/statuses/abc", '{"state":"success","context":5}', "context" },
+    { "/deployments", '{"ref":"abc","required_contexts":[1,"a"]}', "required_contexts" },
+    { "/releases/generate-notes", '{"tag_name":"v2","previous_tag_name":{}}', "previous_tag_name" },
+  } do
+    local status, body = post(case[1], case[2])
+    T.eq(status, 422, case[2])
+    T.eq(body.message, "Validation Failed", case[2])
+    T.eq(body.errors[1].field, case[3], case[2])
+  end
+  T.eq((post("/issues", "[1,2]")), 400, "a list is not an issue")
+  local open = gh:list_issues()
+  T.eq(#open, 1, "the refused issues were not listed")
+  T.eq(open[1].title, "fine")
+  T.eq(#sb.state.github.repos[REPO].issues, 1)
+  T.eq(#gh:list_statuses("abc"), 0)
+  T.eq(gh:create_deployment{ ref = "abc" }.ref, "abc", "no status with a number for a context in the way")
+  local number = open[1].number
+  local status = post("/issues/" .. number, '{"state":"closed","state_reason":"bogus"}')
+  T.eq(status, 404, "no POST route") -- PATCH is the one, through the client:
+  local err = caught(gh.request, gh, "PATCH", "/repos/" .. REPO .. "/issues/" .. number,
+    { body = { state = "closed", state_reason = "bogus" } })
+  T.eq(err.status, 422)
+  T.eq(gh:list_issues()[1].state, "open", "a refused update changed nothing")
+end))
+
+T.test("a handler that fails answers a JSON 500 with GitHub's headers", with_github(function(sb, gh)
+  -- a seeded issue no handler can complete
+  sb.state.github.repos[REPO] = { issues = { { title = "broken", labels = 7 } } }
+  local r = http.request{ url = sb.github_url .. "/repos/" .. REPO .. "/issues",
+    headers = { Authorization = "Bearer " .. TOKEN } }
+  T.eq(r.status, 500)
+  T.match(r.headers["content-type"], "^application/json")
+  T.eq(json.decode(r.body).message, "Internal Server Error")
+  T.ok(r.headers["x-ratelimit-limit"], "rate-limit headers on a 500 too")
+  sb.state.github.repos[REPO].issues[1].labels = { "fixed" }
+  T.eq(gh:list_issues()[1].labels[1].name, "fixed", "the emulator goes on")
+end))
+
+T.test("lists must be lists: labels, assignees, required_contexts", with_github(function(sb, gh)
+  local where = T.raises(function() gh:create_issue{ title = "t", labels = "bug" } end,
+    "bad argument #1 to 'github.create_issue' (labels: a list expected, got string)")
+  T.match(tostring(where), "test_github%.lua:%d+:", "the error points at the caller")
+  T.raises(function() gh:create_issue{ title = "t", labels = 7 } end, "labels: a list expected, got number")
+  T.raises(function() gh:create_issue{ title = "t", assignees = { 5 } } end,
+    "bad argument #1 to 'github.create_issue' (assignees[1]: string expected, got number)")
+  T.raises(function() gh:create_issue{ title = "t", labels = { name = "bug" } } end, "labels: a list expected")
+  T.raises(function() gh:create_deployment{ ref = "main", required_contexts = "ci/build" } end,
+    "bad argument #1 to 'github.create_deployment' (required_contexts: a list expected, got string)")
+  T.eq(#sb.requests, 0, "nothing was sent")
+  local issue = gh:create_issue{ title = "t", labels = { "bug", { name = "ui" } }, assignees = { "octocat" } }
+  T.eq(issue.labels[2].name, "ui")
+  T.eq(issue.assignees[1].login, "octocat")
+end))
+
+T.test("Link headers are read as RFC 8288 has them; relative links resolve", function()
+  local link_for, hits
+  local srv = http.serve{ port = 0, handler = function(req)
+    hits = hits + 1
+    local page = tonumber(("&" .. (req.query or "")):match("&page=(%d+)")) or 1
+    return { status = 200, headers = { ["Content-Type"] = "application/json", Link = page == 1 and link_for or nil },
+      body = "[" .. page .. "]" }
+  end }
+  local api = ("http://127.0.0.1:%d/api/v3"):format(srv.port)
+  local ok, err = pcall(function()
+    local gh = github.client{ token = TOKEN, repo = REPO, api_url = api, retries = 0 }
+    for _, link in ipairs{
+      "<" .. api .. "/x?page=2>; rel=next",
+      "<" .. api .. "/x?page=2>; REL=\"Next\"",
+      "<" .. api .. "/x?page=2>; rel = \"last next\"",
+      "<" .. api .. "/x?page=1>; rel=\"first\", <" .. api .. "/x?page=2>; title=\"a, b; rel=last\"; rel=\"next\"",
+      "</api/v3/x?page=2>; rel=\"next\"",
+      "<x?page=2>; rel=\"next\"",
+      "<?page=2>; rel=\"next\"",
+      "<" .. api:gsub("^http", "HTTP") .. "/x?page=2>; rel=\"next\"",
+    } do
+      link_for, hits = link, 0
+      local items = gh:paginate("/x")
+      T.eq(#items, 2, link)
+      T.eq(items[2], 2, link)
+      T.eq(hits, 2, link)
+    end
+    link_for, hits = "<" .. api .. "/x?page=2>; rel=\"nextish\"", 0
+    T.eq(#gh:paginate("/x"), 1, "nextish is not next")
+    link_for = "<http://elsewhere.example/x?page=2>; rel=next"
+    T.raises(function() gh:paginate("/x") end, "the next page is on another host (http://elsewhere.example)")
+  end)
+  srv:close()
+  if not ok then error(err, 0) end
+end)
+
+T.test("a Link header that points back at a fetched page raises", with_server(function(req)
+  local self = ("<%s?%s>; rel=\"next\""):format(req.path, req.query)
+  return { status = 200, headers = { ["Content-Type"] = "application/json", Link = self }, body = "[1]" }
+end, function(gh)
+  T.raises(function() gh:paginate("/loop") end,
+    "github: GET /loop: the next page, /loop?per_page=100, was fetched already; the Link header loops")
+end))
+
+T.test("caller headers replace the defaults whatever their case", function()
+  local got
+  with_server(function(req)
+    got = req.headers
+    return { status = 200, headers = { ["Content-Type"] = "application/json" }, body = "{}" }
+  end, function(gh)
+    gh:request("GET", "/x", { headers = { accept = "application/vnd.github.raw" } })
+    T.eq(got.accept, "application/vnd.github.raw", "one Accept, the caller's")
+    T.eq(got.authorization, "Bearer " .. TOKEN)
+    T.eq(got["x-github-api-version"], "2022-11-28")
+    gh:request("GET", "/x", { headers = { AUTHORIZATION = "token other", ["user-agent"] = "mine" } })
+    T.eq(got.authorization, "token other", "never two Authorization headers")
+    T.eq(got["user-agent"], "mine")
+    T.raises(function() gh:request("GET", "/x", { headers = { Accept = {} } }) end, "headers: names and string values")
+  end)()
+end)
+
+T.test("every string of an error is masked", with_github(function(sb, gh)
+  sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 422, body = json.encode{
+    message = "Validation Failed", documentation_url = "https://docs.example/" .. TOKEN,
+    errors = { { resource = "Issue", field = "title", code = "custom", message = "title has " .. TOKEN },
+      "plain " .. TOKEN } } }
+  local err = caught(gh.get_repo, gh)
+  T.eq(err.errors[1].message, "title has ***")
+  T.eq(err.errors[1].field, "title")
+  T.eq(err.errors[2], "plain ***")
+  T.eq(err.documentation_url, "https://docs.example/***")
+  T.eq(tostring(err), "github: GET /repos/acme/widgets: 422 Validation Failed (title has ***; plain ***)")
+end))
+
+T.test("ids must be integers; a release fetch that is not a release is one clear error", with_github(function(sb, gh)
+  T.raises(function() gh:comment(1.5, "x") end, "bad argument #1 to 'github.comment' (integer expected, got 1.5)")
+  T.raises(function() gh:update_release(2 ^ 63, {}) end, "bad argument #1 to 'github.update_release' (integer expected, got")
+  T.raises(function() gh:upload_release_asset(0.5, { name = "a", content = "x" }) end,
+    "bad argument #1 to 'github.upload_release_asset' (table or integer expected, got 0.5)")
+  local issue = gh:create_issue{ title = "floats with integer values do" }
+  T.eq(gh:comment(issue.number + 0.0, "ok").body, "ok")
+  for _, body in ipairs{ "", "null", "[1]" } do
+    sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}/releases/{release_id}", status = 200, body = body }
+    local err = caught(gh.upload_release_asset, gh, 5, { name = "a", content = "x" })
+    T.has(tostring(err), "github: GET /repos/acme/widgets/releases/5: 200, but the answer is not a release", body)
+  end
+  T.raises(function() gh:upload_release_asset({ upload_url = "https://evil.example/assets{?name,label}" },
+    { name = "a", content = "x" }) end, "upload_url on https://evil.example")
+  T.eq(seen(sb, "POST /uploads/repos/{owner}/{repo}/releases/{release_id}/assets"), 0)
+end))
+
+T.test("paginate takes absolute URLs on api_url's origin", with_github(function(sb, gh)
+  local issues = {}
+  for i = 1, 5 do issues[i] = { title = "t" .. i } end
+  sb.state.github.repos[REPO] = { issues = issues }
+  T.eq(#gh:paginate(sb.github_url .. "/repos/" .. REPO .. "/issues", { per_page = 2 }), 5)
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}/issues"), 3)
+  local shouting = sb.github_url:gsub("^http://127", "HTTP://127")
+  T.eq(#gh:paginate(shouting .. "/repos/" .. REPO .. "/issues?per_page=4"), 5, "scheme case does not matter")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}/issues"), 5, "per_page from the URL is kept")
+  T.raises(function() gh:paginate("https://elsewhere.example/repos/" .. REPO .. "/issues") end,
+    "bad argument #1 to 'github.paginate' (a path under")
+end))
+
+T.test("redirects are followed; the token stays on its origin", function()
+  local elsewhere_headers
+  local other = http.serve{ port = 0, handler = function(req)
+    elsewhere_headers = req.headers
+    return { status = 200, headers = { ["Content-Type"] = "application/json" }, body = '{"moved":true}' }
+  end }
+  local other_url = ("http://127.0.0.1:%d"):format(other.port)
+  local ok, err = pcall(with_github(function(sb, gh)
+    sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 301,
+      headers = { Location = "/github/repos/" .. REPO }, message = "Moved Permanently" }
+    T.eq(gh:get_repo().full_name, REPO)
+    T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 2)
+    sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 302,
+      headers = { Location = other_url .. "/download" }, message = "Found" }
+    T.eq(gh:get_repo().moved, true)
+    T.eq(elsewhere_headers.authorization, nil, "no token for another origin")
+    elsewhere_headers = nil
+    sb:fail_next{ service = "github", action = "POST /repos/{owner}/{repo}/issues", status = 307,
+      headers = { Location = other_url .. "/issues" }, message = "Temporary Redirect" }
+    T.eq(caught(gh.create_issue, gh, { title = "x" }).status, 307)
+    T.eq(elsewhere_headers, nil, "a POST is not sent to another origin")
+    sb:fail_next{ service = "github", action = "GET /repos/{owner}/{repo}", status = 308, times = 10,
+      headers = { Location = sb.github_url .. "/repos/" .. REPO }, message = "Permanent Redirect" }
+    T.has(tostring(caught(gh.get_repo, gh)), "more than 5 redirects")
+    T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 2 + 1 + 6)
+  end))
+  other:close()
+  if not ok then error(err, 0) end
+end)
+
+T.test("the emulator enforces an exhausted rate limit until its reset", with_github(function(sb, gh)
+  local reset = os.time() + 1
+  sb.state.github.rate_limit = { remaining = 1, reset = reset }
+  T.eq(gh:get_repo().full_name, REPO)
+  local r = http.request{ url = sb.github_url .. "/repos/" .. REPO, headers = { Authorization = "Bearer " .. TOKEN } }
+  T.eq(r.status, 403)
+  T.has(json.decode(r.body).message, "API rate limit exceeded")
+  T.eq(r.headers["x-ratelimit-remaining"], "0")
+  T.eq(r.headers["x-ratelimit-reset"], tostring(reset))
+  T.eq(gh:get_repo().full_name, REPO)
+  T.ok(os.time() >= reset, "the client waited for the reset")
+  T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 4)
+  T.eq(sb.state.github.rate_limit, nil, "lifted at the reset")
+end))
+
 T.test("verify_webhook: GitHub's example, tampering, garbage, wrong types", function()
   local secret, payload = "It's a Secret to Everybody", "Hello, World!"
   local good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -357,7 +601,7 @@ T.test("misuse raises naming the function and the argument", function()
     "bad argument #1 to 'github.get_release_by_tag' (string expected, got number)")
   T.raises(function() gh:create_release{ name = "no tag" } end,
     "bad argument #1 to 'github.create_release' (tag_name: string expected, got nil)")
-  T.raises(function() gh:comment("7", "x") end, "bad argument #1 to 'github.comment' (number expected, got string)")
+  T.raises(function() gh:comment("7", "x") end, "bad argument #1 to 'github.comment' (integer expected, got string)")
   T.raises(function() gh:update_release(1) end, "bad argument #2 to 'github.update_release' (table expected, got nil)")
   T.raises(function() gh.comment(1, "x") end, "call it as a method of a client, gh:comment(...)")
   T.raises(function() gh:upload_release_asset({ upload_url = "x" }, { name = "a" }) end, "give either path or content")

@@ -11,12 +11,19 @@
 --            the missing fields (number, id, urls, user, times) are filled in when it is first seen.
 --   assets   [asset id] = the bytes uploaded
 --   rate     {limit = 5000, used = 0, reset = epoch}: the X-RateLimit-* headers of every answer
+--   rate_limit  nil, or {remaining = n, reset = epoch} set by a test: n more requests pass, then
+--            each is refused with GitHub's 403 and X-RateLimit-Remaining: 0 until reset
+--
+-- Malformed input gets GitHub's answers (400 "Problems parsing JSON", 422 "Validation Failed"
+-- naming the fields) before anything changes; a handler that fails anyway answers a JSON 500,
+-- logged, so the world stays usable for the next request.
 --
 -- Faults (sb:fail_next{service = "github", action = "GET /repos/{owner}/{repo}/issues",
 -- status =, headers =, message =, body =}) replace the next matching answer: body, when given,
 -- is sent as is (a malformed one, say); otherwise {"message", "documentation_url"} is.
 local json = require "stagehost.json"
 local crypto = require "stagehost.crypto"
+local log = require "stagehost.log"
 
 local emulator = {}
 
@@ -95,6 +102,11 @@ local function standard_headers(gh)
   if os.time() >= rate.reset then
     rate.used, rate.reset = 0, os.time() + 3600
   end
+  local limited = gh.rate_limit
+  if limited then
+    rate.reset = limited.reset or rate.reset
+    rate.used = rate.limit - math.max(0, math.min(rate.limit, limited.remaining or 0))
+  end
   return {
     ["Content-Type"] = "application/json; charset=utf-8",
     ["X-GitHub-Media-Type"] = "github.v3; format=json",
@@ -130,12 +142,56 @@ local function validation_failed(ctx, errors)
   return fail(ctx, 422, "Validation Failed", errors)
 end
 
+-- Input checks: what each field must be when given (JSON null counts as not given).
+local function is_list(v, item_ok)
+  if type(v) ~= "table" or not json.is_array(v) then return false end
+  for _, item in ipairs(v) do
+    if not item_ok(item) then return false end
+  end
+  return true
+end
+
+local function is_string(v) return type(v) == "string" end
+
+local KINDS = {
+  string = is_string,
+  boolean = function(v) return type(v) == "boolean" end,
+  integer = function(v) return math.type(v) == "integer" end,
+  strings = function(v) return is_list(v, is_string) end,
+  -- a label is its name, or an object with one
+  labels = function(v)
+    return is_list(v, function(l) return type(l) == "string" or (type(l) == "table" and is_string(l.name)) end)
+  end,
+  milestone = function(v) return math.type(v) == "integer" or type(v) == "string" end,
+  title = function(v) return type(v) == "string" or math.type(v) == "integer" end,
+  payload = function(v) return type(v) == "string" or (type(v) == "table" and not json.is_array(v)) end,
+}
+
+-- {resource, code = "invalid", field} for each field of body that is not of its kind
+local function invalid_fields(resource, body, fields)
+  local errors = {}
+  for _, f in ipairs(fields) do
+    local v = body[f[1]]
+    if v ~= nil and v ~= json.null and not KINDS[f[2]](v) then
+      errors[#errors + 1] = { resource = resource, code = "invalid", field = f[1] }
+    end
+  end
+  return errors
+end
+
+-- a query parameter as an integer in [lo, hi]; garbage counts as absent, as GitHub takes it
+local function int_param(value, default, lo, hi)
+  local n = tonumber(value)
+  if not n or n ~= n then return default end
+  return math.floor(math.max(lo, math.min(hi, n)))
+end
+
 -- One page of a list, with GitHub's Link header: absolute URLs to the same path and query,
 -- only the page changed; next/last from a page before the last, first/prev after the first.
 local function paginated(ctx, items)
-  local per_page = tonumber(ctx.query.per_page) or DEFAULT_PER_PAGE
-  per_page = math.max(1, math.min(MAX_PER_PAGE, math.floor(per_page)))
-  local page = math.max(1, math.floor(tonumber(ctx.query.page) or 1))
+  local per_page = int_param(ctx.query.per_page, DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+  -- far past any list, and small enough that page * per_page stays exact
+  local page = int_param(ctx.query.page, 1, 1, 1000000000)
   local last = math.max(1, (#items + per_page - 1) // per_page)
   local slice = json.array{}
   for i = (page - 1) * per_page + 1, math.min(#items, page * per_page) do slice[#slice + 1] = items[i] end
@@ -180,8 +236,6 @@ local function complete_issue(ctx, repo, issue)
     issue.number = repo.next_number
   end
   repo.next_number = math.max(repo.next_number, issue.number)
-  issue.id = next_id(gh)
-  issue.node_id = node_id("Issue", issue.id)
   local url = repo_url(ctx, repo) .. "/issues/" .. issue.number
   issue.url = url
   issue.repository_url = repo_url(ctx, repo)
@@ -214,6 +268,10 @@ local function complete_issue(ctx, repo, issue)
   issue.created_at = issue.created_at or now_iso()
   issue.updated_at = issue.updated_at or issue.created_at
   issue.closed_at = or_null(issue.closed_at or (issue.state == "closed" and issue.updated_at or nil))
+  -- the id marks the issue complete: set last, so a seeded issue that failed halfway is
+  -- completed again once a test repairs it
+  issue.id = next_id(gh)
+  issue.node_id = node_id("Issue", issue.id)
 end
 
 -- The repository's state, made on first use; issues a test seeded are completed here.
@@ -313,12 +371,9 @@ local RELEASE_FIELDS = { "tag_name", "target_commitish", "name", "body", "draft"
   "make_latest", "discussion_category_name" }
 
 local function check_release_fields(body)
-  local errors = {}
-  for _, field in ipairs{ "tag_name", "target_commitish", "name", "body" } do
-    if body[field] ~= nil and body[field] ~= json.null and type(body[field]) ~= "string" then
-      errors[#errors + 1] = { resource = "Release", code = "invalid", field = field }
-    end
-  end
+  local errors = invalid_fields("Release", body, { { "tag_name", "string" }, { "target_commitish", "string" },
+    { "name", "string" }, { "body", "string" }, { "make_latest", "string" },
+    { "discussion_category_name", "string" }, { "generate_release_notes", "boolean" } })
   for _, field in ipairs{ "draft", "prerelease" } do
     if body[field] ~= nil and type(body[field]) ~= "boolean" then
       errors[#errors + 1] = { resource = "Release", code = "invalid", field = field }
@@ -403,18 +458,31 @@ end
 
 -- Issues ------------------------------------------------------------------------------------
 
+local ISSUE_FIELDS = { { "title", "title" }, { "body", "string" }, { "labels", "labels" },
+  { "assignees", "strings" }, { "assignee", "string" }, { "milestone", "milestone" } }
+
 local function create_issue(ctx)
   local body = ctx.body
-  if type(body.title) ~= "string" and type(body.title) ~= "number" or body.title == "" then
-    return validation_failed(ctx, { { resource = "Issue", code = "missing_field", field = "title" } })
+  local errors = invalid_fields("Issue", body, ISSUE_FIELDS)
+  if body.title == nil or body.title == json.null or body.title == "" then
+    errors[#errors + 1] = { resource = "Issue", code = "missing_field", field = "title" }
   end
-  local issue = { title = tostring(body.title), body = body.body, labels = body.labels,
-    assignees = {}, state = "open" }
-  for i, login in ipairs(type(body.assignees) == "table" and body.assignees or {}) do
+  if #errors > 0 then return validation_failed(ctx, errors) end
+  local labels = {}
+  for i, label in ipairs(body.labels ~= json.null and body.labels or {}) do
+    labels[i] = type(label) == "table" and label.name or label
+  end
+  local issue = { title = tostring(body.title), body = body.body ~= json.null and body.body or nil,
+    labels = labels, assignees = {}, state = "open",
+    milestone = body.milestone ~= json.null and body.milestone or nil }
+  local logins = body.assignees ~= json.null and body.assignees or {}
+  if #logins == 0 and type(body.assignee) == "string" then logins = { body.assignee } end
+  for i, login in ipairs(logins) do
     issue.assignees[i] = user_object(ctx, login)
   end
-  ctx.repo.issues[#ctx.repo.issues + 1] = issue
+  -- listed only once whole: a half-made issue would break every later listing
   complete_issue(ctx, ctx.repo, issue)
+  ctx.repo.issues[#ctx.repo.issues + 1] = issue
   return answer(ctx, 201, issue, { Location = issue.url })
 end
 
@@ -459,14 +527,21 @@ local function get_issue(ctx)
   return answer(ctx, 200, issue)
 end
 
+local STATE_REASONS = { completed = true, not_planned = true, reopened = true }
+
 local function update_issue(ctx)
   local issue = issue_of(ctx)
   if not issue then return not_found(ctx) end
   local body = ctx.body
+  local errors = invalid_fields("Issue", body, ISSUE_FIELDS)
   if body.state ~= nil and body.state ~= "open" and body.state ~= "closed" then
-    return validation_failed(ctx, { { resource = "Issue", code = "invalid", field = "state" } })
+    errors[#errors + 1] = { resource = "Issue", code = "invalid", field = "state" }
   end
-  if body.title ~= nil then issue.title = tostring(body.title) end
+  if body.state_reason ~= nil and body.state_reason ~= json.null and not STATE_REASONS[body.state_reason] then
+    errors[#errors + 1] = { resource = "Issue", code = "invalid", field = "state_reason" }
+  end
+  if #errors > 0 then return validation_failed(ctx, errors) end
+  if body.title ~= nil and body.title ~= json.null then issue.title = tostring(body.title) end
   if body.body ~= nil then issue.body = body.body end
   issue.updated_at = now_iso()
   if body.state and body.state ~= issue.state then
@@ -474,7 +549,7 @@ local function update_issue(ctx)
     if body.state == "closed" then
       issue.closed_at = issue.updated_at
       issue.closed_by = user_object(ctx)
-      issue.state_reason = body.state_reason or "completed"
+      issue.state_reason = body.state_reason ~= json.null and body.state_reason or "completed"
     else
       issue.closed_at, issue.closed_by, issue.state_reason = json.null, nil, "reopened"
     end
@@ -520,6 +595,9 @@ local function create_status(ctx)
     return validation_failed(ctx, { { resource = "Status", code = "custom", field = "state",
       message = "state is not included in the list" } })
   end
+  local errors = invalid_fields("Status", body, { { "target_url", "string" }, { "description", "string" },
+    { "context", "string" } })
+  if #errors > 0 then return validation_failed(ctx, errors) end
   local sha = sha_of(ctx.params.sha)
   local id = next_id(ctx.gh)
   local status = {
@@ -527,7 +605,7 @@ local function create_status(ctx)
     url = repo_url(ctx, ctx.repo) .. "/statuses/" .. sha,
     avatar_url = user_object(ctx).avatar_url, state = body.state,
     description = or_null(body.description), target_url = or_null(body.target_url),
-    context = body.context or "default", creator = user_object(ctx),
+    context = type(body.context) == "string" and body.context or "default", creator = user_object(ctx),
     created_at = now_iso(), updated_at = now_iso(),
   }
   local list = ctx.repo.statuses[sha] or {}
@@ -573,12 +651,13 @@ local function create_deployment(ctx)
   if type(body.ref) ~= "string" or body.ref == "" then
     return validation_failed(ctx, { { resource = "Deployment", code = "missing_field", field = "ref" } })
   end
-  local required = body.required_contexts
-  -- an empty object where GitHub wants a list is refused, so a client that sends {} for []
-  -- is caught here as it would be there
-  if required ~= nil and not (type(required) == "table" and json.is_array(required)) then
-    return validation_failed(ctx, { { resource = "Deployment", code = "invalid", field = "required_contexts" } })
-  end
+  -- an empty object where GitHub wants a list is refused ("strings" takes only a JSON array),
+  -- so a client that sends {} for [] is caught here as it would be there
+  local errors = invalid_fields("Deployment", body, { { "required_contexts", "strings" }, { "task", "string" },
+    { "environment", "string" }, { "description", "string" }, { "auto_merge", "boolean" },
+    { "transient_environment", "boolean" }, { "production_environment", "boolean" }, { "payload", "payload" } })
+  if #errors > 0 then return validation_failed(ctx, errors) end
+  local required = body.required_contexts ~= json.null and body.required_contexts or nil
   local sha = sha_of(body.ref)
   local failing = failing_contexts(ctx.repo, sha, required)
   if #failing > 0 then
@@ -626,9 +705,13 @@ local function create_deployment_status(ctx)
   local deployment = find_by(ctx.repo.deployments, "id", tonumber(ctx.params.deployment_id))
   if not deployment then return not_found(ctx) end
   local body = ctx.body
+  local errors = invalid_fields("DeploymentStatus", body, { { "description", "string" }, { "environment", "string" },
+    { "environment_url", "string" }, { "log_url", "string" }, { "target_url", "string" },
+    { "auto_inactive", "boolean" } })
   if not DEPLOYMENT_STATES[body.state] then
-    return validation_failed(ctx, { { resource = "DeploymentStatus", code = "invalid", field = "state" } })
+    errors[#errors + 1] = { resource = "DeploymentStatus", code = "invalid", field = "state" }
   end
+  if #errors > 0 then return validation_failed(ctx, errors) end
   local id = next_id(ctx.gh)
   local environment = type(body.environment) == "string" and body.environment or deployment.environment
   local status = {
@@ -666,10 +749,15 @@ local ROUTES = {
   end },
   { "POST", R .. "/releases", create_release },
   { "POST", R .. "/releases/generate-notes", function(ctx)
-    if type(ctx.body.tag_name) ~= "string" or ctx.body.tag_name == "" then
-      return validation_failed(ctx, { { resource = "Release", code = "missing_field", field = "tag_name" } })
+    local body = ctx.body
+    local errors = invalid_fields("Release", body, { { "previous_tag_name", "string" },
+      { "target_commitish", "string" }, { "configuration_file_path", "string" } })
+    if type(body.tag_name) ~= "string" or body.tag_name == "" then
+      errors[#errors + 1] = { resource = "Release", code = "missing_field", field = "tag_name" }
     end
-    return answer(ctx, 200, release_notes(ctx, ctx.repo, ctx.body.tag_name, ctx.body.previous_tag_name))
+    if #errors > 0 then return validation_failed(ctx, errors) end
+    local previous = body.previous_tag_name ~= json.null and body.previous_tag_name or nil
+    return answer(ctx, 200, release_notes(ctx, ctx.repo, body.tag_name, previous))
   end },
   { "GET", R .. "/releases/tags/{tag}", function(ctx)
     local release = find_by(ctx.repo.releases, "tag_name", ctx.params.tag)
@@ -774,6 +862,15 @@ function emulator.handle(sb, req)
   if not token_accepted(gh, bearer_token(req.headers)) then
     return fail(ctx, 401, "Bad credentials")
   end
+  local limited = gh.rate_limit
+  if limited and os.time() >= (limited.reset or 0) then
+    gh.rate_limit, limited = nil, nil -- the window is over: the limit is lifted
+  end
+  if limited and (limited.remaining or 0) <= 0 then
+    return answer(ctx, 403, { message = ("API rate limit exceeded for user ID %d."):format(user_object(ctx).id),
+      documentation_url = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api" })
+  end
+  if limited then limited.remaining = limited.remaining - 1 end
   gh.rate.used = gh.rate.used + 1
   if not route then return not_found(ctx) end
   ctx.params = params
@@ -781,14 +878,22 @@ function emulator.handle(sb, req)
     ctx.body = {}
     if req.body and req.body:find("%S") then
       local ok, decoded = pcall(json.decode, req.body)
-      if not ok or type(decoded) ~= "table" then
+      -- GitHub's bodies are objects; a list or a scalar is as unreadable to it as bad syntax
+      if not ok or type(decoded) ~= "table" or json.is_array(decoded) then
         return fail(ctx, 400, "Problems parsing JSON")
       end
       ctx.body = decoded
     end
   end
-  ctx.repo = repository(ctx, params.owner, params.repo)
-  return route[3](ctx)
+  -- a seeded world a handler trips on, or a bug here, must still answer as GitHub does: a
+  -- raw text 500 would make the client's error say nothing and octokit choke on it
+  local ok, result = xpcall(function()
+    ctx.repo = repository(ctx, params.owner, params.repo)
+    return route[3](ctx)
+  end, debug.traceback)
+  if ok then return result end
+  log.error(("sandbox github: %s %s failed: %s"):format(req.method, req.path, tostring(result)))
+  return fail(ctx, 500, "Internal Server Error")
 end
 
 return emulator
