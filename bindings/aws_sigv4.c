@@ -23,6 +23,7 @@
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -117,6 +118,46 @@ static void sh_sigv4_push_shown(lua_State *L, const char *s, size_t n) {
   luaL_pushresult(&b);
 }
 
+/* An OpenSSL call failed: raise with its reason, and leave the thread's error queue empty so
+ * the reason does not surface later under some unrelated call (as crypto.c's sh_crypto_fail). */
+static int sh_sigv4_ssl_fail(lua_State *L, const char *what) {
+  unsigned long e = ERR_peek_last_error();
+  char reason[256] = "unknown error";
+  if (e) ERR_error_string_n(e, reason, sizeof reason);
+  ERR_clear_error();
+  return luaL_error(L, "aws.sign: %s failed: %s", what, reason);
+}
+
+/* A URL for an error message: its scheme and host only. The userinfo may hold a password and
+ * the query a pre-signed X-Amz-Signature or a session token, so neither is ever echoed; a
+ * "user:password@" becomes "***@". Without a "://" the whole text is taken as the host part. */
+static void sh_sigv4_push_url_shown(lua_State *L, const char *u, size_t n) {
+  /* a scheme is letters, digits, '+', '-', '.' (RFC 3986): a "://" later on is in the path */
+  size_t a = 0, i = 0;
+  while (i < n && ((u[i] >= 'a' && u[i] <= 'z') || (u[i] >= 'A' && u[i] <= 'Z') ||
+                   (i > 0 && ((u[i] >= '0' && u[i] <= '9') || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
+    i++;
+  if (i > 0 && i + 2 < n && u[i] == ':' && u[i + 1] == '/' && u[i + 2] == '/') a = i + 3;
+  size_t e = a, at = 0;
+  int has_at = 0;
+  while (e < n && u[e] != '/' && u[e] != '?' && u[e] != '#') {
+    if (u[e] == '@') at = e, has_at = 1;
+    e++;
+  }
+  lua_pushlstring(L, u, a);
+  if (has_at) {
+    lua_pushliteral(L, "***");
+    lua_pushlstring(L, u + at, e - at);
+  } else {
+    lua_pushlstring(L, u + a, e - a);
+  }
+  lua_concat(L, has_at ? 3 : 2);
+  size_t rn;
+  const char *raw = lua_tolstring(L, -1, &rn);
+  sh_sigv4_push_shown(L, raw, rn);
+  lua_remove(L, -2);
+}
+
 /* ---- options ---- */
 
 /* Push opts[key] and return it as a string, or NULL (nil pushed) when optional and absent. The
@@ -141,6 +182,24 @@ static const char *sh_sigv4_scope_part(lua_State *L, int t, const char *key, con
   return s;
 }
 
+static int sh_sigv4_num(const char *s, int n) {
+  int v = 0;
+  for (int i = 0; i < n; i++) v = v * 10 + (s[i] - '0');
+  return v;
+}
+
+/* "YYYYMMDDTHHMMSSZ", digits already checked: month 1-12, a day the month has (leap years
+ * counted), hour < 24, minute < 60, second < 60 (X-Amz-Date has no leap seconds) */
+static int sh_sigv4_valid_date(const char *s) {
+  static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int year = sh_sigv4_num(s, 4), month = sh_sigv4_num(s + 4, 2), day = sh_sigv4_num(s + 6, 2);
+  int hour = sh_sigv4_num(s + 9, 2), minute = sh_sigv4_num(s + 11, 2), second = sh_sigv4_num(s + 13, 2);
+  if (month < 1 || month > 12 || day < 1) return 0;
+  int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > mdays[month - 1] + (month == 2 && leap)) return 0;
+  return hour < 24 && minute < 60 && second < 60;
+}
+
 /* X-Amz-Date for opts.time: epoch seconds, "YYYYMMDDTHHMMSSZ", or nil for now */
 static void sh_sigv4_date(lua_State *L, int t, char out[SH_SIGV4_DATE_LEN + 1]) {
   int ty = lua_getfield(L, t, "time");
@@ -150,6 +209,11 @@ static void sh_sigv4_date(lua_State *L, int t, char out[SH_SIGV4_DATE_LEN + 1]) 
     int ok = n == SH_SIGV4_DATE_LEN && s[8] == 'T' && s[15] == 'Z';
     for (size_t i = 0; ok && i < 15; i++)
       if (i != 8 && (s[i] < '0' || s[i] > '9')) ok = 0;
+    /* AWS refuses a date that is no date; say so here rather than as a signature mismatch */
+    if (ok && !sh_sigv4_valid_date(s)) {
+      sh_sigv4_push_shown(L, s, n);
+      luaL_error(L, "aws.sign: time '%s' is not a real date and time (UTC)", lua_tostring(L, -1));
+    }
     if (!ok) {
       sh_sigv4_push_shown(L, s, n);
       luaL_error(L, "aws.sign: time must look like 20150830T123600Z (got '%s')", lua_tostring(L, -1));
@@ -189,43 +253,44 @@ static int sh_sigv4_prefix(const char *s, size_t n, const char *p) {
   return 1;
 }
 
-/* Split http(s)://host[:port]/path?query#fragment. -> 0, or -1 when malformed */
-static int sh_sigv4_parse_url(const char *u, size_t n, sh_sigv4_url *out) {
+/* Split http(s)://host[:port]/path?query#fragment. -> NULL, or why it is malformed */
+static const char *sh_sigv4_parse_url(const char *u, size_t n, sh_sigv4_url *out) {
   size_t i, default_port;
   if (sh_sigv4_prefix(u, n, "https://")) i = 8, default_port = 443;
   else if (sh_sigv4_prefix(u, n, "http://")) i = 7, default_port = 80;
-  else return -1;
+  else return "not http:// or https://";
   for (size_t k = 0; k < n; k++)
-    if ((unsigned char)u[k] < 0x20 || u[k] == 0x7f) return -1;
+    if ((unsigned char)u[k] < 0x20 || u[k] == 0x7f) return "it has a control character";
 
   size_t a = i;
   while (i < n && u[i] != '/' && u[i] != '?' && u[i] != '#') i++;
   out->authority = (sh_sigv4_str){u + a, i - a};
-  if (i == a) return -1;
+  if (i == a) return "no host";
+  if (memchr(u + a, '@', i - a)) return "user info (user@ or user:password@) is not supported";
   /* the port is after the last ':' outside an IPv6 literal's brackets */
   size_t host_end = i;
   if (u[a] == '[') {
     size_t k = a;
     while (k < i && u[k] != ']') k++;
-    if (k == i) return -1;
+    if (k == i) return "an unclosed '[' in the host";
     host_end = k + 1;
-    if (host_end < i && u[host_end] != ':') return -1;
+    if (host_end < i && u[host_end] != ':') return "text after the ']' of the host";
   } else {
     for (size_t k = a; k < i; k++)
       if (u[k] == ':') host_end = k;
   }
   for (size_t k = a; k < host_end; k++)
-    if (u[k] == ' ' || u[k] == '@') return -1;
-  if (host_end == a) return -1;
+    if (u[k] == ' ') return "a space in the host";
+  if (host_end == a) return "no host";
   size_t port = 0;
   if (host_end < i) {
     size_t digits = i - host_end - 1;
-    if (digits == 0 || digits > 5) return -1;
+    if (digits == 0 || digits > 5) return "a bad port";
     for (size_t k = host_end + 1; k < i; k++) {
-      if (u[k] < '0' || u[k] > '9') return -1;
+      if (u[k] < '0' || u[k] > '9') return "a bad port";
       port = port * 10 + (size_t)(u[k] - '0');
     }
-    if (port == 0 || port > 65535) return -1;
+    if (port == 0 || port > 65535) return "a bad port";
   }
   /* the Host a client sends: the default port is left out */
   out->host_header = host_end < i && port == default_port ? (sh_sigv4_str){u + a, host_end - a} : out->authority;
@@ -239,10 +304,25 @@ static int sh_sigv4_parse_url(const char *u, size_t n, sh_sigv4_url *out) {
     while (i < n && u[i] != '#') i++;
     out->query = (sh_sigv4_str){u + q, i - q};
   }
-  return 0;
+  return NULL;
 }
 
 /* ---- canonical URI ---- */
+
+/* Does the path have a "." or ".." segment? An S3 key is signed as written, but libcurl (and
+ * most HTTP clients) resolve those segments before sending, so what S3 checks the signature
+ * against would not be what was signed. Escaped dots ("%2E") are left alone by curl. */
+static int sh_sigv4_dot_segments(sh_sigv4_str path) {
+  size_t start = 0;
+  for (size_t i = 0; i <= path.n; i++) {
+    if (i < path.n && path.s[i] != '/') continue;
+    size_t len = i - start;
+    if ((len == 1 && path.s[start] == '.') || (len == 2 && path.s[start] == '.' && path.s[start + 1] == '.'))
+      return 1;
+    start = i + 1;
+  }
+  return 0;
+}
 
 /* S3: the key as it is, each byte encoded once; an escape already there stays (in upper case) */
 static void sh_sigv4_uri_s3(lua_State *L, sh_sigv4_str path) {
@@ -573,6 +653,11 @@ static int sh_sigv4_sign(lua_State *L) {
     luaL_error(L, "aws.sign: credentials.secret_access_key must be 1 to %d bytes", SH_SIGV4_SECRET_MAX);
   const char *token = sh_sigv4_field(L, creds, "session_token", "credentials.session_token", 0, &toklen);
   if (token && toklen == 0) token = NULL;
+  /* checked here so the message names the field the caller set, not the header it becomes; a
+   * tab or line break too: the token is sent as given, and no AWS token has one */
+  for (size_t i = 0; token && i < toklen; i++)
+    if ((unsigned char)token[i] < 0x20 || token[i] == 0x7f)
+      luaL_error(L, "aws.sign: credentials.session_token has a control character");
   int ty = lua_getfield(L, 1, "unsigned_payload");
   if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
     luaL_error(L, "aws.sign: unsigned_payload must be a boolean (got %s)", luaL_typename(L, -1));
@@ -583,9 +668,17 @@ static int sh_sigv4_sign(lua_State *L) {
 
   sh_sigv4_url u;
   memset(&u, 0, sizeof u); /* luaL_error does not return, but the compiler cannot tell */
-  if (sh_sigv4_parse_url(url, ulen, &u) != 0) {
-    sh_sigv4_push_shown(L, url, ulen);
-    luaL_error(L, "aws.sign: malformed URL '%s' (expected http(s)://host/path)", lua_tostring(L, -1));
+  const char *bad_url = sh_sigv4_parse_url(url, ulen, &u);
+  if (bad_url) {
+    sh_sigv4_push_url_shown(L, url, ulen);
+    luaL_error(L, "aws.sign: malformed URL '%s': %s (expected http(s)://host/path)", lua_tostring(L, -1), bad_url);
+  }
+  if (s3 && sh_sigv4_dot_segments(u.path)) {
+    sh_sigv4_push_shown(L, u.path.s, u.path.n);
+    luaL_error(L,
+               "aws.sign: the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they "
+               "are signed",
+               lua_tostring(L, -1));
   }
 
   lua_getfield(L, 1, "headers");
@@ -600,7 +693,7 @@ static int sh_sigv4_sign(lua_State *L) {
   } else if (unsigned_payload) {
     lua_pushliteral(L, "UNSIGNED-PAYLOAD");
   } else {
-    if (sh_sigv4_sha256_hex(body ? body : "", blen, body_hash) != 0) luaL_error(L, "aws.sign: SHA-256 failed");
+    if (sh_sigv4_sha256_hex(body ? body : "", blen, body_hash) != 0) sh_sigv4_ssl_fail(L, "SHA-256");
     lua_pushstring(L, body_hash);
   }
   int payload = lua_gettop(L);
@@ -677,7 +770,7 @@ static int sh_sigv4_sign(lua_State *L) {
   size_t creqlen;
   const char *creqs = lua_tolstring(L, creq, &creqlen);
   char creq_hash[2 * SH_SIGV4_SHA256_LEN + 1];
-  if (sh_sigv4_sha256_hex(creqs, creqlen, creq_hash) != 0) luaL_error(L, "aws.sign: SHA-256 failed");
+  if (sh_sigv4_sha256_hex(creqs, creqlen, creq_hash) != 0) sh_sigv4_ssl_fail(L, "SHA-256");
   lua_pushfstring(L, "AWS4-HMAC-SHA256\n%s\n%s\n%s", date, lua_tostring(L, scope), creq_hash);
   int sts = lua_gettop(L);
 
@@ -685,7 +778,7 @@ static int sh_sigv4_sign(lua_State *L) {
   const char *stss = lua_tolstring(L, sts, &stslen);
   char sig[2 * SH_SIGV4_SHA256_LEN + 1];
   if (sh_sigv4_signature(secret, sklen, date, region, service, stss, stslen, sig) != 0)
-    luaL_error(L, "aws.sign: HMAC-SHA256 failed");
+    sh_sigv4_ssl_fail(L, "HMAC-SHA256");
 
   lua_createtable(L, 0, 4);
   int out = lua_gettop(L);

@@ -489,6 +489,9 @@ static int sh_http_request(lua_State *L) {
       const char *v = lua_tostring(L, -1);
       if (strpbrk(lua_tostring(L, -2), "\r\n:") || strpbrk(v, "\r\n"))
         return luaL_error(L, "http.request: header '%s' has a line break or a colon in it", lua_tostring(L, -2));
+      /* an empty value goes out as "Name;" (below), which curl cannot parse back if Name has a ';' */
+      if (v[strspn(v, " \t")] == '\0' && strchr(lua_tostring(L, -2), ';'))
+        return luaL_error(L, "http.request: header '%s' has a ';' in its name", lua_tostring(L, -2));
       lua_pop(L, 1);
     }
   }
@@ -510,7 +513,12 @@ static int sh_http_request(lua_State *L) {
   if (headers_idx) {
     lua_pushnil(L);
     while (lua_next(L, headers_idx)) {
-      lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+      const char *v = lua_tostring(L, -1);
+      /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
+       * Name"; its documented "Name;" form sends the header with an empty value, which is what
+       * the caller asked for and what aws.sign signs ("name:") */
+      if (v[strspn(v, " \t")] == '\0') lua_pushfstring(L, "%s;", lua_tostring(L, -2));
+      else lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), v);
       r->headers = curl_slist_append(r->headers, lua_tostring(L, -1));
       lua_pop(L, 2);
     }

@@ -11,12 +11,29 @@
 
 #define SH_JSON_ARRAY_MT "stagehost.json.array"
 #define SH_JSON_OBJECT_MT "stagehost.json.object"
+#define SH_JSON_TREE_MT "stagehost.json.tree"
 #define SH_JSON_MAX_DEPTH CJSON_NESTING_LIMIT
 
 /* json.null: a light userdata, like lua-cjson's, so it compares equal to itself everywhere */
 #define sh_json_pushnull(L) lua_pushlightuserdata(L, NULL)
 
 /* ---- decode ---- */
+
+/* cJSON's tree while it is turned into Lua values, in a to-be-closed userdata: building a
+ * table or growing the stack can raise (out of memory, stack overflow), and the tree must be
+ * freed then too, not only on the way out */
+typedef struct {
+  cJSON *root;
+} sh_json_tree;
+
+static int sh_json_tree_close(lua_State *L) {
+  sh_json_tree *t = luaL_checkudata(L, 1, SH_JSON_TREE_MT);
+  if (t->root) {
+    cJSON_Delete(t->root);
+    t->root = NULL;
+  }
+  return 0;
+}
 
 static void sh_json_push(lua_State *L, const cJSON *item, int depth) {
   luaL_checkstack(L, 4, "json.decode: nesting too deep");
@@ -96,9 +113,13 @@ static int sh_json_decode(lua_State *L) {
     sh_json_where(s, nul, &line, &col, &depth);
     return luaL_error(L, "json.decode: \\u0000 in a string at line %d, column %d is not supported", line, col);
   }
+  sh_json_tree *tree = lua_newuserdatauv(L, sizeof *tree, 0);
+  tree->root = NULL;
+  luaL_setmetatable(L, SH_JSON_TREE_MT);
+  lua_toclose(L, -1);
   /* Lua strings end in a NUL; cJSON wants it inside the length to accept the end of input */
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
+  cJSON *root = tree->root = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
   if (!root) {
     size_t off = end && end >= s ? (size_t)(end - s) : 0;
     if (off > len) off = len;
@@ -113,8 +134,7 @@ static int sh_json_decode(lua_State *L) {
                       nl ? " near '" : " (unexpected end)", near, nl ? "'" : "");
   }
   sh_json_push(L, root, 0);
-  cJSON_Delete(root);
-  return 1;
+  return 1; /* closing the tree's userdata frees it */
 }
 
 /* ---- encode ---- */
@@ -353,6 +373,13 @@ static const luaL_Reg sh_json_funcs[] = {
 };
 
 int sh_json_open(lua_State *L) {
+  if (luaL_newmetatable(L, SH_JSON_TREE_MT)) {
+    lua_pushcfunction(L, sh_json_tree_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, sh_json_tree_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   luaL_newmetatable(L, SH_JSON_ARRAY_MT);
   lua_pop(L, 1);
   luaL_newmetatable(L, SH_JSON_OBJECT_MT);

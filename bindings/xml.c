@@ -5,9 +5,10 @@
  * Names are kept as written (no namespace processing): AWS responses put one default namespace
  * on the root, and callers want "DescribeStacksResult", not a URI-qualified name.
  *
- * The input is data from the world: malformed XML is a nil + message, never a raise. A DOCTYPE
- * that declares entities is refused outright (billion laughs, external entities: no AWS
- * response declares any), and nesting is bounded.
+ * The input is data from the world: malformed XML is a nil + message, never a raise. Any
+ * DOCTYPE is refused outright: no AWS response has one, and a DTD is how a document changes
+ * what it means behind the parser's back (billion laughs, external entities, an external subset
+ * whose entities expat never reads, ATTLIST defaults that add attributes). Nesting is bounded.
  *
  * A Lua error must never unwind through expat: it would leave memory expat holds in its own
  * locals (the bindings of an empty element, ...) unreachable, and XML_ParserFree could not
@@ -173,7 +174,15 @@ static void XMLCALL sh_xml_end(void *ud, const XML_Char *name) {
   if (--st->depth == 0) st->have_root = 1;
 }
 
-/* Any entity declaration, general or parameter, internal or external: refused. */
+/* A DOCTYPE of any kind: refused at its start, before expat reads a declaration of it. */
+static void XMLCALL sh_xml_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+                                   int has_internal_subset) {
+  (void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
+  sh_xml_stop(ud, "DOCTYPE is not allowed");
+}
+
+/* The two handlers below cannot fire once every DOCTYPE is refused; they stay as a second line
+ * should that refusal ever be loosened. Any entity declaration: refused. */
 static void XMLCALL sh_xml_entity_decl(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
                                        int value_len, const XML_Char *base, const XML_Char *system_id,
                                        const XML_Char *public_id, const XML_Char *notation) {
@@ -224,6 +233,7 @@ static int sh_xml_decode(lua_State *L) {
   XML_SetUserData(box->parser, &st);
   XML_SetElementHandler(box->parser, sh_xml_start, sh_xml_end);
   XML_SetCharacterDataHandler(box->parser, sh_xml_text);
+  XML_SetStartDoctypeDeclHandler(box->parser, sh_xml_doctype);
   XML_SetEntityDeclHandler(box->parser, sh_xml_entity_decl);
   XML_SetSkippedEntityHandler(box->parser, sh_xml_skipped);
   XML_SetParamEntityParsing(box->parser, XML_PARAM_ENTITY_PARSING_NEVER);
@@ -256,19 +266,58 @@ static int sh_xml_decode(lua_State *L) {
   return 1; /* closing the box frees the parser */
 }
 
+/* The UTF-8 sequence at s[i..len): -> its length with *cp set, or 0 when it is not valid UTF-8
+ * (a stray continuation byte, a truncated or overlong sequence, a surrogate, beyond U+10FFFF). */
+static size_t sh_xml_utf8(const unsigned char *s, size_t len, size_t i, unsigned long *cp) {
+  unsigned char c = s[i];
+  size_t n;
+  unsigned long v, min;
+  if (c < 0x80) return *cp = c, 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 2, v = c & 0x1F, min = 0x80;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3, v = c & 0x0F, min = 0x800;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4, v = c & 0x07, min = 0x10000;
+  else return 0;
+  if (len - i < n) return 0;
+  for (size_t k = 1; k < n; k++) {
+    if ((s[i + k] & 0xC0) != 0x80) return 0;
+    v = (v << 6) | (s[i + k] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+  *cp = v;
+  return n;
+}
+
 /* escape(s): for text and attribute values alike. Tab, line feed and carriage return become
  * character references too, so a value survives an attribute's white-space normalisation and
- * a "\r\n" is not turned into "\n". */
+ * a "\r\n" is not turned into "\n". What XML 1.0 cannot carry at all (NUL, the other C0
+ * controls, U+FFFE, U+FFFF, bytes that are not UTF-8) is an error: no escape exists for it, and
+ * writing it anyway gives a document every parser refuses, AWS's included. */
 static int sh_xml_escape(lua_State *L) {
   int ty = lua_type(L, 1);
   if (ty != LUA_TSTRING && ty != LUA_TNUMBER)
     return luaL_error(L, "xml.escape: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
   size_t len;
   const char *s = lua_tolstring(L, 1, &len);
+  const unsigned char *u = (const unsigned char *)s;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  for (size_t i = 0; i < len; i++) {
-    switch (s[i]) {
+  for (size_t i = 0; i < len;) {
+    unsigned long cp;
+    size_t n = sh_xml_utf8(u, len, i, &cp);
+    if (n == 0) {
+      char hex[3];
+      snprintf(hex, sizeof hex, "%02X", u[i]);
+      return luaL_error(L, "xml.escape: invalid UTF-8 at position %I (byte 0x%s)", (lua_Integer)i + 1, hex);
+    }
+    if (cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') {
+      char hex[3];
+      snprintf(hex, sizeof hex, "%02X", (unsigned)cp);
+      return luaL_error(L, "xml.escape: byte 0x%s at position %I is not allowed in XML", hex, (lua_Integer)i + 1);
+    }
+    if (cp == 0xFFFE || cp == 0xFFFF)
+      return luaL_error(L, "xml.escape: character U+%s at position %I is not allowed in XML",
+                        cp == 0xFFFE ? "FFFE" : "FFFF", (lua_Integer)i + 1);
+    switch (cp) {
     case '&': luaL_addstring(&b, "&amp;"); break;
     case '<': luaL_addstring(&b, "&lt;"); break;
     case '>': luaL_addstring(&b, "&gt;"); break;
@@ -277,8 +326,9 @@ static int sh_xml_escape(lua_State *L) {
     case '\t': luaL_addstring(&b, "&#9;"); break;
     case '\n': luaL_addstring(&b, "&#10;"); break;
     case '\r': luaL_addstring(&b, "&#13;"); break;
-    default: luaL_addchar(&b, s[i]);
+    default: luaL_addlstring(&b, s + i, n);
     }
+    i += n;
   }
   luaL_pushresult(&b);
   return 1;

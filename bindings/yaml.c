@@ -4,7 +4,8 @@
  *   - mappings are tables marked as JSON objects, sequences arrays marked as JSON arrays (the
  *     metatables stagehost.json uses), so json.encode(yaml.decode(s)) keeps {} and [];
  *   - mapping keys are strings, the scalar's text as written ("1: x" has the key "1"): keys
- *     name things in templates and configuration, and Lua or JSON want them as strings. A
+ *     name things in templates and configuration, and Lua or JSON want them as strings (an
+ *     alias used as a key is its anchored scalar's text, "0x10" not "16"). A
  *     duplicate key is an error, as CloudFormation makes it; "<<" merges mappings (explicit keys
  *     win, earlier merged mappings win over later ones);
  *   - plain scalars resolve by the YAML 1.2 core schema (null, bool, int, float, else string),
@@ -61,10 +62,12 @@ typedef struct {
   lua_State *L;
   sh_yaml_box *box;
   const char *input;
+  size_t input_len;
   int depth;
   int result;  /* stack slot of the document's value */
   int anchors; /* name -> value */
   int sizes;   /* name -> nodes the value stands for */
+  int raws;    /* name -> a scalar's text as written (an alias used as a key is that text) */
   int have_root, documents;
   long nodes;
   char err[200];
@@ -125,6 +128,19 @@ static int sh_yaml_is_float(const char *s, size_t n) {
   return i == n;
 }
 
+/* Hex or octal digits (already checked) beyond 64 bits, as the nearest float: strtoull can only
+ * say ERANGE, and strtod reads neither "0o" nor hex without "0x". Multiplying by 8 or 16 is
+ * exact in binary floating point, so only the additions round. */
+static double sh_yaml_big(const char *d, int base) {
+  double v = 0;
+  for (; *d; d++) {
+    int c = *d;
+    int digit = c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0';
+    v = v * base + digit;
+  }
+  return v;
+}
+
 enum { SH_YAML_ANY, SH_YAML_NULL, SH_YAML_BOOL, SH_YAML_INT, SH_YAML_FLOAT };
 
 /* Push s resolved by the core schema. want narrows it to one type: -> -1 (nothing pushed) when s
@@ -157,7 +173,8 @@ static int sh_yaml_resolve(lua_State *L, const char *s, size_t n, int want) {
         else lua_pushinteger(L, (lua_Integer)v);
       } else {
         unsigned long long v = strtoull(d, &end, base);
-        if (errno == ERANGE || v > (unsigned long long)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)v);
+        if (errno == ERANGE) lua_pushnumber(L, sh_yaml_big(d, base)); /* v is ULLONG_MAX: useless */
+        else if (v > (unsigned long long)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)v);
         else lua_pushinteger(L, (lua_Integer)v);
       }
       return 0;
@@ -322,8 +339,10 @@ static void sh_yaml_push_anchor_tag(lua_State *L, const yaml_char_t *anchor, con
   else lua_pushnil(L);
 }
 
-/* Remember the node on top under its anchor, with the number of nodes it stands for */
-static void sh_yaml_anchor(sh_yaml_state *st, int name_idx, long size) {
+/* Remember the node on top under its anchor, with the number of nodes it stands for and, for
+ * a scalar, its text as written (raw, or NULL for a collection; a redefined anchor drops the
+ * text of the one before) */
+static void sh_yaml_anchor(sh_yaml_state *st, int name_idx, long size, const char *raw, size_t raw_len) {
   lua_State *L = st->L;
   lua_pushvalue(L, name_idx);
   lua_pushvalue(L, -2);
@@ -331,6 +350,10 @@ static void sh_yaml_anchor(sh_yaml_state *st, int name_idx, long size) {
   lua_pushvalue(L, name_idx);
   lua_pushinteger(L, size);
   lua_rawset(L, st->sizes);
+  lua_pushvalue(L, name_idx);
+  if (raw) lua_pushlstring(L, raw, raw_len);
+  else lua_pushnil(L);
+  lua_rawset(L, st->raws);
 }
 
 static int sh_yaml_count(sh_yaml_state *st, yaml_mark_t mark, long n) {
@@ -381,7 +404,7 @@ static int sh_yaml_on_scalar(sh_yaml_state *st, const yaml_event_t *ev) {
   if (ev->data.scalar.anchor) {
     lua_pushstring(L, (const char *)ev->data.scalar.anchor);
     lua_insert(L, -2);
-    sh_yaml_anchor(st, lua_gettop(L) - 1, 1);
+    sh_yaml_anchor(st, lua_gettop(L) - 1, 1, s, n);
     lua_remove(L, -2);
   }
   return sh_yaml_attach(st, ev->start_mark, merge);
@@ -395,6 +418,13 @@ static int sh_yaml_on_alias(sh_yaml_state *st, const yaml_event_t *ev) {
   long size = (long)lua_tointeger(L, -1);
   lua_pop(L, 1);
   if (sh_yaml_count(st, ev->start_mark, size)) return -1;
+  /* a key is the text as written ("&x 0x10" then "*x : 1" has the key "0x10", not "16"), as
+   * it would be had the scalar been written there; a collection stays an error in attach */
+  if (sh_yaml_in_key(st)) {
+    lua_pushstring(L, name);
+    if (lua_rawget(L, st->raws) != LUA_TNIL) return sh_yaml_attach(st, ev->start_mark, 0);
+    lua_pop(L, 1);
+  }
   lua_pushstring(L, name);
   lua_rawget(L, st->anchors);
   return sh_yaml_attach(st, ev->start_mark, 0);
@@ -427,7 +457,7 @@ static int sh_yaml_on_end(sh_yaml_state *st, const yaml_event_t *ev) {
   sh_yaml_mark(L, f->kind == SH_YAML_SEQ ? SH_YAML_ARRAY_MT : SH_YAML_OBJECT_MT);
   const char *name = lua_isnil(L, idx - 2) ? NULL : sh_yaml_local_tag(lua_tostring(L, idx - 2));
   if (name) sh_yaml_cfn(L, name);
-  if (!lua_isnil(L, idx - 3)) sh_yaml_anchor(st, idx - 3, st->nodes - f->start_nodes);
+  if (!lua_isnil(L, idx - 3)) sh_yaml_anchor(st, idx - 3, st->nodes - f->start_nodes, NULL, 0);
   lua_copy(L, -1, idx - 3);
   lua_settop(L, idx - 3);
   st->depth--;
@@ -442,10 +472,24 @@ static int sh_yaml_parser_error(lua_State *L, sh_yaml_state *st) {
   size_t line, column;
   if (p->error == YAML_READER_ERROR) {
     line = 1, column = 1;
-    for (size_t i = 0; i < p->problem_offset; i++) {
-      unsigned char c = (unsigned char)st->input[i];
-      if (c == '\n') line++, column = 1;
-      else if ((c & 0xC0) != 0x80) column++;
+    const unsigned char *in = (const unsigned char *)st->input;
+    size_t off = p->problem_offset < st->input_len ? p->problem_offset : st->input_len, i = 0;
+    if (p->encoding == YAML_UTF16LE_ENCODING || p->encoding == YAML_UTF16BE_ENCODING) {
+      /* the offset counts bytes of the UTF-16 input: count its code units instead, a
+       * surrogate pair as one character, and the byte order mark as none */
+      int le = p->encoding == YAML_UTF16LE_ENCODING;
+      if (off >= 2 && ((le && in[0] == 0xFF && in[1] == 0xFE) || (!le && in[0] == 0xFE && in[1] == 0xFF))) i = 2;
+      for (; i + 2 <= off; i += 2) {
+        unsigned u = le ? (unsigned)in[i] | (unsigned)in[i + 1] << 8 : (unsigned)in[i] << 8 | in[i + 1];
+        if (u == '\n') line++, column = 1;
+        else if (u < 0xDC00 || u > 0xDFFF) column++;
+      }
+    } else {
+      if (off >= 3 && in[0] == 0xEF && in[1] == 0xBB && in[2] == 0xBF) i = 3; /* the byte order mark */
+      for (; i < off; i++) {
+        if (in[i] == '\n') line++, column = 1;
+        else if ((in[i] & 0xC0) != 0x80) column++;
+      }
     }
   } else {
     line = p->problem_mark.line + 1, column = p->problem_mark.column + 1;
@@ -482,12 +526,15 @@ static int sh_yaml_decode(lua_State *L) {
   st.L = L;
   st.box = box;
   st.input = s;
+  st.input_len = len;
   lua_pushlightuserdata(L, NULL); /* json.null: the value of an empty stream */
   st.result = lua_gettop(L);
   lua_newtable(L);
   st.anchors = lua_gettop(L);
   lua_newtable(L);
   st.sizes = lua_gettop(L);
+  lua_newtable(L);
+  st.raws = lua_gettop(L);
 
   for (;;) {
     if (!yaml_parser_parse(&box->parser, &box->event)) return sh_yaml_parser_error(L, &st);

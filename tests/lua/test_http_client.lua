@@ -155,6 +155,20 @@ T.test("proxies come from the standard environment variables", function()
   T.match(bypass.stderr, "Could not resolve host")
 end)
 
+T.test("an empty or all-blank header value is sent empty, not dropped", function()
+  -- nginx's config cannot echo an arbitrary header, so a local http.serve records what arrives
+  local seen
+  local srv <close> = http.serve{ handler = function(req) seen = req.headers return "ok" end }
+  local r = http.request{ url = ("http://127.0.0.1:%d/h"):format(srv.port),
+    headers = { ["X-Empty"] = "", ["X-Blank"] = " \t ", ["X-Full"] = "v" } }
+  T.eq(r.status, 200)
+  T.eq(seen["x-empty"], "", "X-Empty arrived")
+  T.eq(seen["x-blank"], "", "X-Blank arrived")
+  T.eq(seen["x-full"], "v")
+  T.raises(function() http.request{ url = ngx.url("/"), headers = { ["X;A"] = "" } } end, "has a ';' in its name")
+  srv:close()
+end)
+
 T.test("malformed URLs and bad options: an error naming them", function()
   T.raises(function() http.request{ url = "ht tp://x" } end, "malformed URL 'ht tp://x'")
   T.raises(function() http.request{ url = "http://" } end, "malformed URL 'http://'")

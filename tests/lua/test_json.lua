@@ -442,6 +442,40 @@ T.test("decode of 100000 nested arrays raises a clear error", function()
   T.eq(json.encode(json.decode("[1]")), "[1]")
 end)
 
+T.test("decode frees cJSON's tree when building the Lua value raises", function()
+  -- The Lua stack is filled until json.decode has room to start but not for every level of the
+  -- document, so luaL_checkstack raises half way through the conversion; each failed decode
+  -- must not keep its cJSON tree (~12 MiB here). Run apart so the RSS measure is its own.
+  local script = [==[
+    local json = require "stagehost.json"
+    local doc = "[" .. ("1,"):rep(200000) .. ("["):rep(900) .. ("]"):rep(900) .. "]"
+    local probe, reached, msg
+    local function dive(n) reached = n if n == 0 then return probe() end local r = dive(n - 1) return r end
+    local function climb(n) reached = n local r = climb(n + 1) return r end
+    pcall(climb, 0)
+    local n = reached - 5
+    probe = function() local ok, e = pcall(json.decode, doc) if not ok then msg = e end return ok end
+    repeat
+      msg = nil
+      pcall(dive, n)
+      if msg and msg:find("nesting too deep", 1, true) then break end
+      n = n - 50
+    until n < 0
+    assert(n > 0, "could not make json.decode run out of stack")
+    local function rss() return tonumber(io.open("/proc/self/status"):read("a"):match("VmRSS:%s*(%d+)")) end
+    pcall(dive, n); pcall(dive, n); collectgarbage()
+    local before = rss()
+    for _ = 1, 10 do pcall(dive, n) collectgarbage() end
+    io.write(rss() - before)
+  ]==]
+  local proc = require "stagehost.proc"
+  local r = proc.run{ os.getenv("STAGEHOST_BIN"), "-e", script,
+    env = { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":quarantine_size_mb=1" } }
+  T.eq(r.code, 0, r.stderr)
+  -- before the fix: ~16 MiB more per failed decode, 160 MiB over ten
+  T.ok(tonumber(r.stdout) < 48 * 1024, "RSS grew by " .. r.stdout .. " KiB over ten failed decodes")
+end, { timeout = 240 })
+
 T.test("decode and encode reject wrong argument types", function()
   T.raises(json.decode, "bad argument #1", nil)
   T.raises(json.decode, "bad argument #1", {})

@@ -263,7 +263,9 @@ T.test("paths: non-S3 paths are normalised and encoded once more, S3 keys are le
   T.eq(canonical_uri(HOST .. "/a%20b/c", "s3"), "/a%20b/c")
   T.eq(canonical_uri(HOST .. "/a%2fb", "s3"), "/a%2Fb", "an escape S3 receives is kept, in upper case")
   T.eq(canonical_uri(HOST .. "/a b+c", "s3"), "/a%20b%2Bc")
-  T.eq(canonical_uri(HOST .. "//a/./b/../c", "s3"), "//a/./b/../c", "S3 keys are never normalised")
+  T.eq(canonical_uri(HOST .. "//a//b/", "s3"), "//a//b/", "S3 keys are never normalised")
+  T.eq(canonical_uri(HOST .. "/a/.../.b/c..", "s3"), "/a/.../.b/c..", "dots that are not a whole segment")
+  T.eq(canonical_uri(HOST .. "/a/%2E%2E/b", "s3"), "/a/%2E%2E/b", "escaped dots are sent as they are")
   T.eq(canonical_uri(HOST), "/", "no path")
   T.eq(canonical_uri(HOST, "s3"), "/")
   T.eq(canonical_uri(HOST .. "?x=1"), "/")
@@ -272,6 +274,17 @@ T.test("paths: non-S3 paths are normalised and encoded once more, S3 keys are le
   T.eq(canonical_uri(HOST .. "/../../a"), "/a", "above the root stays at the root")
   T.eq(canonical_uri(HOST .. "/a/b#frag"), "/a/b", "the fragment is not sent")
   T.eq(canonical_uri(HOST .. "/stacks/My-Stack:1"), "/stacks/My-Stack%3A1")
+end)
+
+T.test("S3: a key with '.' or '..' segments is refused (curl would send it resolved)", function()
+  for _, path in ipairs { "/a/./b", "/a/../b", "/./a", "/a/..", "/a/.", "//a/./b/../c" } do
+    local err = T.raises(function() sigv4.sign(opts { method = "GET", url = HOST .. path .. "?x=1", service = "s3" }) end,
+      ("aws.sign: the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they are signed")
+        :format(path))
+    T.eq(err:find("x=1", 1, true), nil, "the query is not shown")
+  end
+  -- other services normalise such paths the way curl does, so they stay allowed
+  T.eq(canonical_uri(HOST .. "/a/./b/../c"), "/a/c")
 end)
 
 T.test("queries: decoded, re-encoded, sorted by name then value", function()
@@ -315,6 +328,16 @@ T.test("time: epoch seconds, the X-Amz-Date form, or now", function()
     "now: " .. h["X-Amz-Date"])
   h = sigv4.sign(opts { method = "GET", url = HOST .. "/", time = 0 })
   T.eq(h["X-Amz-Date"], "19700101T000000Z")
+  -- the string form must name a real moment: month, day of that month, hour, minute, second
+  for _, t in ipairs { "20240229T235959Z", "20000229T000000Z", "19991231T235959Z", "20150101T000000Z" } do
+    T.eq(sigv4.sign(opts { method = "GET", url = HOST .. "/", time = t })["X-Amz-Date"], t)
+  end
+  for _, t in ipairs { "20151399T999999Z", "20150001T000000Z", "20151301T000000Z", "20150100T000000Z",
+    "20150132T000000Z", "20150431T000000Z", "20230229T000000Z", "19000229T000000Z", "20150830T240000Z",
+    "20150830T126000Z", "20150830T123660Z" } do
+    T.raises(function() sigv4.sign(opts { method = "GET", url = HOST .. "/", time = t }) end,
+      ("aws.sign: time '%s' is not a real date and time (UTC)"):format(t))
+  end
 end)
 
 T.test("payloads: body hash, UNSIGNED-PAYLOAD, a caller's X-Amz-Content-Sha256", function()
@@ -370,6 +393,22 @@ T.test("the secret appears in nothing sign returns", function()
   T.eq(tostring(err):find(secret, 1, true), nil)
 end)
 
+T.test("a malformed URL's message shows no user info, password, path or query", function()
+  for _, url in ipairs {
+    "https://AKIDUSER:hunter2pass@example.com/path?X-Amz-Signature=sig123&X-Amz-Security-Token=tok456",
+    "https://example.com:99999/private/path?X-Amz-Signature=sig123&X-Amz-Security-Token=tok456",
+    "https://example.com/private/path?X-Amz-Signature=sig123&X-Amz-Security-Token=tok456\n",
+    "hunter2pass@example.com/private/path?X-Amz-Signature=sig123",
+  } do
+    local err = T.raises(function() sigv4.sign(opts { method = "GET", url = url }) end, "aws.sign: malformed URL '")
+    for _, secret in ipairs { "AKIDUSER", "hunter2pass", "private", "sig123", "tok456", "X-Amz" } do
+      T.eq(err:find(secret, 1, true), nil, secret .. " in " .. err)
+    end
+  end
+  T.raises(function() sigv4.sign(opts { method = "GET", url = "https://u:p@example.com/x" }) end,
+    "aws.sign: malformed URL 'https://***@example.com': user info")
+end)
+
 T.test("argument errors name aws.sign and the field", function()
   local function base(o) return opts(o or {}) end
   local cases = {
@@ -412,17 +451,35 @@ T.test("argument errors name aws.sign and the field", function()
     { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["X-A"] = "1", ["x-a"] = "2" } }) end,
       "aws.sign: header 'x-a' given twice" },
   }
-  for _, url in ipairs { "example.com/", "ftp://example.com/", "https://", "https:///path", "https://ex ample.com/",
-    "https://user@example.com/", "https://example.com:/", "https://example.com:99999/", "https://example.com:x/",
-    "https://[::1/", "https://[::1]x/", "https://:443/" } do
-    cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = url }) end,
-      ("aws.sign: malformed URL '%s' (expected http(s)://host/path)"):format(url) }
+  -- a malformed URL is shown as its scheme and host only, with why it is malformed
+  for _, c in ipairs {
+    { "example.com/", "example.com", "not http:// or https://" },
+    { "ftp://example.com/", "ftp://example.com", "not http:// or https://" },
+    { "https://", "https://", "no host" },
+    { "https:///path", "https://", "no host" },
+    { "https://ex ample.com/", "https://ex ample.com", "a space in the host" },
+    { "https://user@example.com/", "https://***@example.com", "user info" },
+    { "https://example.com:/", "https://example.com:", "a bad port" },
+    { "https://example.com:99999/", "https://example.com:99999", "a bad port" },
+    { "https://example.com:x/", "https://example.com:x", "a bad port" },
+    { "https://[::1/", "https://[::1", "an unclosed '['" },
+    { "https://[::1]x/", "https://[::1]x", "text after the ']'" },
+    { "https://:443/", "https://:443", "no host" },
+  } do
+    cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = c[1] }) end,
+      ("aws.sign: malformed URL '%s': %s"):format(c[2], c[3]) }
+    cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = c[1] }) end, "(expected http(s)://host/path)" }
   end
   -- shown on one line, and cut when long
-  cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = "https://example.com/a\nb" }) end,
-    "aws.sign: malformed URL 'https://example.com/a\\x0Ab' (expected" }
+  cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = "https://exa\nmple.com/" }) end,
+    "aws.sign: malformed URL 'https://exa\\x0Ample.com': it has a control character" }
   cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = "x" .. ("y"):rep(1000) }) end,
-    "aws.sign: malformed URL 'x" .. ("y"):rep(199) .. "...' (expected" }
+    "aws.sign: malformed URL 'x" .. ("y"):rep(199) .. "...': not http" }
+  cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = HOST, time = "20151399T999999Z" }) end,
+    "aws.sign: time '20151399T999999Z' is not a real date and time (UTC)" }
+  cases[#cases + 1] = { function()
+    sigv4.sign(base { method = "GET", url = HOST, credentials = { access_key_id = "A", secret_access_key = "s", session_token = "a\1b" } })
+  end, "aws.sign: credentials.session_token has a control character" }
   local checks = {}
   for i, c in ipairs(cases) do
     checks[#checks + 1] = { name = "#" .. i .. " " .. c[2], fn = function()

@@ -165,7 +165,7 @@ T.test("malformed documents: nil and line:column", function()
   rejected("<a>& b</a>", 1, 5, "not well-formed (invalid token)")
 end)
 
-T.test("entity declarations are refused: billion laughs, external entities", function()
+T.test("any DOCTYPE is refused: billion laughs, external entities and subsets, ATTLIST defaults", function()
   local laughs = [[<?xml version="1.0"?>
 <!DOCTYPE lolz [
  <!ENTITY lol "lol">
@@ -177,17 +177,28 @@ T.test("entity declarations are refused: billion laughs, external entities", fun
 <lolz>&lol9;</lolz>]]
   local v, err = xml.decode(laughs)
   T.eq(v, nil)
-  T.match(err, "^line 3, column %d+: entity declarations are not allowed$")
-  v, err = xml.decode('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>')
-  T.eq(v, nil)
-  T.match(err, "^line 1, column %d+: entity declarations are not allowed$", "external entity")
-  v, err = xml.decode('<!DOCTYPE x [<!ENTITY % p SYSTEM "http://127.0.0.1:1/evil.dtd"> %p;]><x/>')
-  T.eq(v, nil)
-  T.match(err, "entity declarations are not allowed", "parameter entity")
-  -- a DOCTYPE without declarations is fine; an external subset is never read
-  T.eq(assert(xml.decode("<!DOCTYPE a><a>x</a>")).text, "x")
-  T.eq(assert(xml.decode('<!DOCTYPE a SYSTEM "http://127.0.0.1:1/a.dtd"><a>x</a>')).text, "x")
-  rejected('<!DOCTYPE x SYSTEM "x.dtd"><x>&e;</x>', 1, 31, "undefined entity 'e'")
+  T.match(err, "^line 2, column %d+: DOCTYPE is not allowed$")
+  for what, doc in pairs {
+    ["external entity"] = '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>',
+    ["parameter entity"] = '<!DOCTYPE x [<!ENTITY % p SYSTEM "http://127.0.0.1:1/evil.dtd"> %p;]><x/>',
+    -- an external subset is never read, so its entities would silently vanish from attributes
+    ["external subset, undefined entity in an attribute"] = '<!DOCTYPE x SYSTEM "x.dtd"><x b="x&e;y">12</x>',
+    ["external subset, undefined entity in text"] = '<!DOCTYPE x SYSTEM "x.dtd"><x>&e;</x>',
+    -- a default attribute declared in the internal subset would appear as if the element had it
+    ["ATTLIST default attribute"] = '<!DOCTYPE a [<!ATTLIST a injected CDATA "evil">]><a>1</a>',
+    ["empty DOCTYPE"] = "<!DOCTYPE a><a>x</a>",
+    ["public id"] = '<!DOCTYPE a PUBLIC "-//x//y" "http://127.0.0.1:1/a.dtd"><a>x</a>',
+    ["after a declaration and a comment"] = '<?xml version="1.0"?>\n<!-- c -->\n<!DOCTYPE a><a/>',
+  } do
+    v, err = xml.decode(doc)
+    T.eq(v, nil, what)
+    T.match(err, "^line %d+, column %d+: DOCTYPE is not allowed$", what)
+  end
+  local _, e = xml.decode('<?xml version="1.0"?>\n<!-- c -->\n<!DOCTYPE a><a/>')
+  T.match(e, "^line 3, ", "the DOCTYPE's line")
+  -- without a DOCTYPE an unknown entity is expat's own error
+  rejected("<x>&e;</x>", 1, 4, "undefined entity")
+  rejected('<x b="&e;"/>', 1, 1, "undefined entity")
 end)
 
 T.test("nesting: 512 levels decode, 513 do not", function()
@@ -227,6 +238,7 @@ T.test("escape: the five characters, white space as references, round trips", fu
   T.eq(xml.escape("plain text \u{20AC}"), "plain text \u{20AC}")
   T.eq(xml.escape("a\tb\nc\r"), "a&#9;b&#10;c&#13;")
   T.eq(xml.escape(42), "42")
+  T.eq(xml.escape("\u{7F}\u{80}\u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF}"), "\u{7F}\u{80}\u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF}")
   local samples = { "", "a & b", "<tag attr=\"v\">", "it's", "]]>", "tab\there", "two\r\nlines\n", "  padded  ",
     "&amp; already", "\u{1F600} emoji", "'\"<>&" }
   for _, s in ipairs(samples) do
@@ -236,6 +248,31 @@ T.test("escape: the five characters, white space as references, round trips", fu
     T.eq(root.attrs.v, s, "attribute round trip of " .. ("%q"):format(s))
     root = assert(xml.decode(("<r v='%s'/>"):format(e)))
     T.eq(root.attrs.v, s, "single-quoted attribute round trip of " .. ("%q"):format(s))
+  end
+end)
+
+T.test("escape: what XML 1.0 cannot carry is an error, not a broken document", function()
+  T.raises(function() xml.escape("ab\1c") end, "xml.escape: byte 0x01 at position 3 is not allowed in XML")
+  T.raises(function() xml.escape("\0") end, "xml.escape: byte 0x00 at position 1 is not allowed in XML")
+  for c = 0, 31 do
+    if c ~= 9 and c ~= 10 and c ~= 13 then
+      T.raises(function() xml.escape("x" .. string.char(c)) end,
+        ("xml.escape: byte 0x%02X at position 2 is not allowed in XML"):format(c))
+    end
+  end
+  T.raises(function() xml.escape("a\u{FFFE}") end, "xml.escape: character U+FFFE at position 2 is not allowed in XML")
+  T.raises(function() xml.escape("\u{FFFF}") end, "xml.escape: character U+FFFF at position 1 is not allowed in XML")
+  for _, c in ipairs {
+    { "caf\xe9", 4, "E9" },          -- Latin-1, not UTF-8
+    { "a\xff", 2, "FF" },
+    { "\x80", 1, "80" },             -- a stray continuation byte
+    { "\xc3\x28", 1, "C3" },         -- a bad continuation
+    { "\xe2\x82", 1, "E2" },         -- truncated
+    { "\xc0\xaf", 1, "C0" },         -- overlong
+    { "\xed\xa0\x80", 1, "ED" },     -- a surrogate
+    { "\xf4\x90\x80\x80", 1, "F4" }, -- beyond U+10FFFF
+  } do
+    T.raises(function() xml.escape(c[1]) end, ("xml.escape: invalid UTF-8 at position %d (byte 0x%s)"):format(c[2], c[3]))
   end
 end)
 

@@ -180,6 +180,18 @@ T.test("plain scalars by the YAML 1.2 core schema", function()
     T.eq(t.v, c[2], ("%q"):format(c[1]))
     if c[3] then T.eq(math.type(t.v), c[3], ("%q type"):format(c[1])) end
   end
+  -- hex and octal beyond 64 bits: the nearest float, not strtoull's ULLONG_MAX
+  for _, c in ipairs {
+    { "0x8000000000000000", 2.0 ^ 63 }, { "0xFFFFFFFFFFFFFFFF", 2.0 ^ 64 },
+    { "0x10000000000000000", 2.0 ^ 64 }, { "0x100000000000000000000", 2.0 ^ 80 },
+    { "0o7777777777777777777777777", 8.0 ^ 25 }, { "0o2000000000000000000000", 2.0 ^ 64 },
+    { "0x" .. ("f"):rep(300), math.huge },
+  } do
+    local t = assert(yaml.decode("v: " .. c[1]))
+    T.eq(t.v, c[2], c[1])
+    T.eq(math.type(t.v), "float", c[1] .. " type")
+  end
+  T.eq(yaml.decode("v: !!int 0x100000000000000000000").v, 2.0 ^ 80, "!!int too")
   local nan = assert(yaml.decode("[.nan, .NaN, .NAN]"))
   for i = 1, 3 do T.ok(nan[i] ~= nan[i], "NaN " .. i) end
   -- a bare scalar document
@@ -295,6 +307,19 @@ num2: *n
   -- a quoted "<<" is an ordinary key
   t = assert(yaml.decode("'<<': {a: 1}"))
   T.eq(t["<<"].a, 1)
+  -- an alias used as a key is its scalar's text as written, like any key
+  t = assert(yaml.decode("a: &x 0x10\n*x : 1\nb: &n ~\n*n : 2\nc: &q 'quoted'\n*q : 3\nd: &f 1.50\n*f : 4\n"))
+  T.eq(t["0x10"], 1, "not 16")
+  T.eq(t["16"], nil)
+  T.eq(t["~"], 2, "not null")
+  T.eq(t.quoted, 3)
+  T.eq(t["1.50"], 4, "not 1.5")
+  T.eq(t.a, 16, "the value is still resolved")
+  rejected("a: &x 0x10\n*x : 1\n0x10: 2\n", 3, 1, "duplicate key '0x10'")
+  t = assert(yaml.decode("&k key: *k\n"))
+  T.eq(t.key, "key")
+  -- a name anchored again on a collection is no longer a scalar
+  rejected("a: &x 1\nb: &x [1]\n*x : 1\n", 3, 1, "mapping keys must be scalars")
   rejected("a: &x 1\nb:\n  <<: *x\n", 3, 3, "'<<' needs a mapping or a sequence of mappings")
   rejected("a: *nope\n", 1, 4, "unknown alias '*nope'")
   rejected("a: &a [1, *a]\n", 1, 11, "unknown alias '*a'")
@@ -342,6 +367,11 @@ T.test("malformed YAML: nil and line:column", function()
   rejected("a: b\nc: caf\xc3\n", 2, 8, "invalid trailing UTF-8 octet")
   rejected("a: caf\xc3", 1, 7, "incomplete UTF-8 octet sequence")
   rejected("a: \1\n", 1, 4, "control characters are not allowed")
+  -- UTF-16 input: the position in characters, not in bytes
+  rejected("\xff\xfea\0:\0 \0\1\0", 1, 4, "control characters are not allowed")
+  rejected("\xfe\xff\0a\0:\0 \0\1", 1, 4, "control characters are not allowed")
+  rejected("\xff\xfea\0:\0\n\0b\0:\0 \0\x3d\xd8\x00\xde\1\0", 2, 5, "control characters are not allowed")
+  rejected("\xef\xbb\xbfa: \1", 1, 4, "control characters are not allowed")
   rejected("a: *\n", 1, 5, "did not find expected alphabetic or numeric character")
   rejected("a: !<tag\n", 1, 9, "did not find the expected '>'")
 end)
