@@ -497,6 +497,23 @@ static int sh_http_request(lua_State *L) {
   }
   if (!sh_sched_can_wait(L)) return luaL_error(L, "http.request: cannot wait here (only inside a stagehost task)");
   sh_sched_check(L, "http.request");
+  /* the header lines as Lua strings first: formatting them may raise (out of memory), which
+   * must happen before the request holds C memory */
+  lua_newtable(L);
+  int lines_idx = lua_gettop(L), nlines = 0;
+  if (headers_idx) {
+    lua_pushnil(L);
+    while (lua_next(L, headers_idx)) {
+      const char *v = lua_tostring(L, -1);
+      /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
+       * Name"; its documented "Name;" form sends the header with an empty value, which is what
+       * the caller asked for and what aws.sign signs ("name:") */
+      if (v[strspn(v, " \t")] == '\0') lua_pushfstring(L, "%s;", lua_tostring(L, -2));
+      else lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), v);
+      lua_rawseti(L, lines_idx, ++nlines);
+      lua_pop(L, 1);
+    }
+  }
 
   sh_http_t *h = sh_http_get(L);
   sh_http_req_t *r = calloc(1, sizeof *r);
@@ -510,18 +527,15 @@ static int sh_http_request(lua_State *L) {
     sh_http_req_free(r);
     return luaL_error(L, "http.request: out of memory");
   }
-  if (headers_idx) {
-    lua_pushnil(L);
-    while (lua_next(L, headers_idx)) {
-      const char *v = lua_tostring(L, -1);
-      /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
-       * Name"; its documented "Name;" form sends the header with an empty value, which is what
-       * the caller asked for and what aws.sign signs ("name:") */
-      if (v[strspn(v, " \t")] == '\0') lua_pushfstring(L, "%s;", lua_tostring(L, -2));
-      else lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), v);
-      r->headers = curl_slist_append(r->headers, lua_tostring(L, -1));
-      lua_pop(L, 2);
+  for (int i = 1; i <= nlines; i++) {
+    lua_rawgeti(L, lines_idx, i);
+    struct curl_slist *more = curl_slist_append(r->headers, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!more) {
+      sh_http_req_free(r);
+      return luaL_error(L, "http.request: out of memory");
     }
+    r->headers = more;
   }
   if (output) {
     size_t n = strlen(output) + 32;
