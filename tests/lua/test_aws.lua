@@ -61,6 +61,10 @@ T.test("regions, endpoints and ARNs: clear messages for what is wrong", function
   T.raises(function() aws.region("us-east1") end, "unknown region 'us-east1'")
   T.raises(function() aws.region("virginia") end, "AWS_REGION")
   T.raises(function() aws.cloudformation{ region = "mars-1" } end, "aws.cloudformation: unknown region 'mars-1'")
+  -- the message points at the user's line, however deep in the clients the check ran
+  T.raises(function() aws.sts{ region = "eu-west-1" }:assume_role{ role_arn = "deploy" } end,
+    "test_aws%.lua:%d+: aws: malformed ARN 'deploy'")
+  T.raises(function() aws.cloudformation{ region = "mars-1" } end, "test_aws%.lua:%d+: aws: aws.cloudformation")
   T.eq(aws.parse_arn("arn:aws:iam::123456789012:role/deploy").resource, "role/deploy")
   T.raises(function() aws.parse_arn("arn:aws:iam:role/deploy") end, "malformed ARN 'arn:aws:iam:role/deploy'")
   T.eq(aws.form{ Action = "X", Capabilities = { "A", "B" }, Parameters = { { ParameterKey = "k v", ParameterValue = "a&b" } } },

@@ -43,7 +43,19 @@ function aws.is_error(e, code)
 end
 
 -- A mistake of the caller or the environment: one line saying what to set, raised as a string.
-local function misuse(fmt, ...) error(("aws: " .. fmt):format(...), 3) end
+-- It names the first line outside stagehost's own library: the user's line that set it off,
+-- however deep in the clients the check ran.
+local function misuse(fmt, ...)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then level = 0 break end -- no user frame (called from C): no position
+    if info.what ~= "C" and not info.source:find("/stagehost/[^/]*%.lua$") and
+      not info.source:find("/stagehost/aws/", 1, true) then break end
+    level = level + 1
+  end
+  error(("aws: " .. fmt):format(...), level)
+end
 
 -- ---- regions, endpoints, ARNs ----
 
