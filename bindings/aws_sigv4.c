@@ -73,6 +73,12 @@ static void sh_sigv4_addpct(luaL_Buffer *b, unsigned char c) {
   luaL_addlstring(b, e, 3);
 }
 
+/* A byte as SigV4 writes it: unreserved characters as they are, everything else %XX */
+static void sh_sigv4_addenc(luaL_Buffer *b, unsigned char c) {
+  if (sh_sigv4_unreserved(c)) luaL_addchar(b, (char)c);
+  else sh_sigv4_addpct(b, c);
+}
+
 static void sh_sigv4_tohex(const unsigned char *md, size_t n, char *out) {
   static const char hex[] = "0123456789abcdef";
   for (size_t i = 0; i < n; i++) {
@@ -371,8 +377,7 @@ static void sh_sigv4_uri_normalized(lua_State *L, sh_sigv4_str path) {
     if (k) luaL_addchar(&b, '/');
     for (size_t i = 0; i < seg[k].n; i++) {
       unsigned char c = (unsigned char)seg[k].s[i];
-      if (sh_sigv4_unreserved(c)) luaL_addchar(&b, (char)c);
-      else sh_sigv4_addpct(&b, c);
+      sh_sigv4_addenc(&b, c);
     }
   }
   if (top && trailing) luaL_addchar(&b, '/');
@@ -393,8 +398,7 @@ static void sh_sigv4_requote(lua_State *L, const char *s, size_t n) {
       c = (unsigned char)e;
       i += 2;
     }
-    if (sh_sigv4_unreserved(c)) luaL_addchar(&b, (char)c);
-    else sh_sigv4_addpct(&b, c);
+    sh_sigv4_addenc(&b, c);
   }
   luaL_pushresult(&b);
 }
