@@ -26,6 +26,7 @@ enum { SH_EXIT_OK = 0, SH_EXIT_FAILED = 1, SH_EXIT_USAGE = 2, SH_EXIT_CANCELLED 
 static const char sh_usage[] =
     "usage: stagehost [options] [SCRIPT.lua [args...]]\n"
     "       stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v] [--only S] [--from S] [--dry-run]\n"
+    "                                  [--sandbox]\n"
     "       stagehost graph PIPELINE.lua [--format mermaid|dot|json]\n"
     "\n"
     "Runs SCRIPT.lua as a task on stagehost's event loop; a script that returns\n"

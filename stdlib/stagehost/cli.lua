@@ -18,7 +18,7 @@ cli.exit = exit
 
 local USAGE = [==[
 usage: stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v]... [--only S]... [--from S]
-                                  [--state DIR] [--dry-run]
+                                  [--state DIR] [--dry-run] [--sandbox]
        stagehost graph PIPELINE.lua [--format mermaid|dot|json]
        stagehost runs [--json] | status RUN [--json] | logs RUN [STAGE] | resume RUN
        stagehost cancel RUN | artifacts prune [--older-than 30d]]==]
@@ -183,10 +183,28 @@ local function write_reports(run, p)
   if not ok then log.warn("the run's reports could not be written: " .. tostring(err)) end
 end
 
+-- --sandbox: the emulator of CloudFormation, STS, Amplify and GitHub on loopback, with every
+-- client of this host pointed at it. Its world lives as long as the host: a resumed sandbox
+-- run starts from an empty one.
+local function start_sandbox()
+  local sb = require("stagehost.sandbox").start{}
+  local restore = sb:use()
+  local function stop()
+    restore()
+    sb:close()
+  end
+  return stop, sb.url
+end
+
+local function sandbox_note(url)
+  if url then
+    log.info(("sandbox: AWS (CloudFormation, STS, Amplify) and GitHub are emulated at %s; nothing leaves this machine"):format(url))
+  end
+end
+
 -- Run pipeline p with command-line args; raises an exit object for anything but success.
 function cli.run_pipeline(p, args)
   local opts = parse(args, RUN_FLAGS)
-  if opts.sandbox then usage_error("--sandbox is not available yet (the cloud clients land with a later issue)") end
   local selected, err = engine.select(p, opts.only, opts.from)
   if not selected then usage_error("%s", err) end
   if opts["dry-run"] then
@@ -203,17 +221,21 @@ function cli.run_pipeline(p, args)
   local id = engine.new_run_id()
   local live = log.isatty() and os.getenv("GITHUB_ACTIONS") ~= "true"
   local stop_view
+  local stop_sandbox, sandbox_url
+  if opts.sandbox then stop_sandbox, sandbox_url = start_sandbox() end
   local run = engine.execute(p, {
     on_start = function(r)
       print("run " .. id)
+      sandbox_note(sandbox_url)
       log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
         opts.env and (", env " .. opts.env) or ""))
       if live then stop_view = live_view(r) end
     end,
     id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
     vars = vars_of(opts.var), selected = selected, state_dir = state_dir, store = store,
-    cwd = fs.cwd(), args = args,
+    cwd = fs.cwd(), args = args, sandbox = opts.sandbox,
   })
+  if stop_sandbox then stop_sandbox() end
   -- SQLite holds every transition as it happens; run.json and the reports are the run's
   -- record once it is over
   write_record(run)
@@ -340,14 +362,19 @@ local function cmd_resume(args)
       allowed_failure = s.allowed_failure, artifacts = {} }
   end
   log.echo_output(os.getenv("GITHUB_ACTIONS") ~= "true")
+  local stop_sandbox, sandbox_url
+  if ropts.sandbox then stop_sandbox, sandbox_url = start_sandbox() end
   local run = engine.execute(p, {
     on_start = function()
       print("run " .. r.id)
+      sandbox_note(sandbox_url)
       log.info(("resuming run %s of '%s' (%s)"):format(r.id, p.name, path))
     end,
     id = r.id, tag = r.tag, env = r.env, actor = r.actor, vars = r.vars, selected = selected, state_dir = dir,
     store = store, previous = previous, started_at = r.started_at, cwd = r.cwd, args = r.args,
+    sandbox = ropts.sandbox,
   })
+  if stop_sandbox then stop_sandbox() end
   write_record(run)
   write_reports(run, p)
   store:close()

@@ -366,6 +366,22 @@ local function method_check(self, fname)
 end
 
 -- github.client{token, repo, api_url, max_wait, retries, backoff, secondary_wait, timeout}
+-- Defaults set for the whole process (stagehost run --sandbox points every client at the
+-- sandbox); each beats the environment variable it stands for, an explicit option beats it.
+local defaults = {}
+
+-- github.configure{token =, repo =, api_url =} -> the previous defaults
+function github.configure(opts)
+  check_arg("configure", 1, opts, "table")
+  local previous = defaults
+  defaults = {}
+  for _, name in ipairs{ "token", "repo", "api_url" } do
+    check_arg("configure", 1, opts[name], "string", true, name)
+    defaults[name] = opts[name]
+  end
+  return previous
+end
+
 function github.client(opts)
   check_arg("client", 1, opts, "table", true)
   opts = opts or {}
@@ -381,18 +397,18 @@ function github.client(opts)
         type(v) == "number" and tostring(v) or type(v)), 2)
     end
   end
-  local token = opts.token or os.getenv("GITHUB_TOKEN")
+  local token = opts.token or defaults.token or os.getenv("GITHUB_TOKEN")
   if token == nil or token == "" then
     error("github.client: no token: set GITHUB_TOKEN or pass token = ...", 2)
   end
   -- a token shorter than the mask accepts is not a GitHub token; let the server say so
   if #token >= 4 then log.mask(token) end
-  local repo = opts.repo or os.getenv("GITHUB_REPOSITORY")
+  local repo = opts.repo or defaults.repo or os.getenv("GITHUB_REPOSITORY")
   if repo == "" then repo = nil end
   if repo and not repo:match("^[%w%-%._]+/[%w%-%._]+$") then
     error(("github.client: repo must be \"owner/name\", got %q"):format(repo), 2)
   end
-  local api_url = opts.api_url or os.getenv("GITHUB_API_URL")
+  local api_url = opts.api_url or defaults.api_url or os.getenv("GITHUB_API_URL")
   if api_url == nil or api_url == "" then api_url = DEFAULT_API_URL end
   api_url = api_url:gsub("/+$", "")
   if not origin_of(api_url) then

@@ -19,6 +19,28 @@ local task = require "stagehost.task"
 
 local aws = {}
 
+-- Defaults for the whole process (stagehost run --sandbox points every client at the
+-- sandbox): each beats the environment; an explicit option beats it.
+local defaults = {}
+
+-- aws.configure{endpoint =, region =, credentials =} -> the previous defaults
+function aws.configure(opts)
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'aws.configure' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  for _, name in ipairs{ "endpoint", "region" } do
+    if opts[name] ~= nil and type(opts[name]) ~= "string" then
+      error(("bad argument #1 to 'aws.configure' (%s must be a string, got %s)"):format(name, type(opts[name])), 2)
+    end
+  end
+  if opts.credentials ~= nil and type(opts.credentials) ~= "table" then
+    error(("bad argument #1 to 'aws.configure' (credentials must be a table, got %s)"):format(type(opts.credentials)), 2)
+  end
+  local previous = defaults
+  defaults = { endpoint = opts.endpoint, region = opts.region, credentials = opts.credentials }
+  return previous
+end
+
 local sigv4 -- loaded on first use: a script that only reads outputs never pays for OpenSSL
 local function signer()
   sigv4 = sigv4 or require "stagehost.core.aws_sigv4"
@@ -68,7 +90,7 @@ local function resolve_region(region, who)
     local v = os.getenv(name)
     return v ~= "" and v or nil
   end
-  region = region or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+  region = region or defaults.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
   if region == nil or region == "" then
     region = require("stagehost.aws.credentials").profile_region()
   end
@@ -101,6 +123,7 @@ function aws.endpoint(service, region)
     error(("bad argument #1 to 'aws.endpoint' (service name expected, got %s)"):format(type(service)), 2)
   end
   region = resolve_region(region, "aws.endpoint")
+  if defaults.endpoint then return defaults.endpoint end
   local ignore = (os.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or ""):lower() == "true"
   if not ignore then
     local specific = os.getenv("AWS_ENDPOINT_URL_" .. service:upper():gsub("[%s%-]", "_"))
@@ -173,6 +196,7 @@ function aws.sign(opts)
 end
 
 function aws.credentials(opts)
+  if defaults.credentials and not (type(opts) == "table" and opts.profile) then return defaults.credentials end
   return require("stagehost.aws.credentials").resolve(opts)
 end
 

@@ -133,7 +133,7 @@ function M.execute(p, opts)
   local run = {
     id = opts.id or M.new_run_id(), pipeline = p.name, file = p.file, tag = opts.tag, env = opts.env,
     actor = opts.actor, vars = opts.vars or {}, status = "running",
-    started_at = opts.started_at or now_iso(), cwd = opts.cwd, args = opts.args,
+    started_at = opts.started_at or now_iso(), cwd = opts.cwd, args = opts.args, sandbox = opts.sandbox,
   }
   if opts.state_dir then run.dir = opts.state_dir .. "/runs/" .. run.id end
   local records, order = {}, M.order(p)
@@ -270,7 +270,7 @@ function M.execute(p, opts)
     log.info("▶ started" .. (rec.resumed_attempt and " again (resumed)" or ""))
     local ctx = {
       stage = st.name,
-      run = { id = run.id, tag = run.tag, env = run.env, actor = run.actor, pipeline = p.name },
+      run = { id = run.id, tag = run.tag, env = run.env, actor = run.actor, pipeline = p.name, sandbox = run.sandbox },
       vars = run.vars, outputs = outputs, log = log,
       pipeline = { name = p.name, file = p.file, dir = p.dir },
       dir = run.dir, -- this run's directory (logs, artifacts)

@@ -10,6 +10,7 @@
 --   sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 400,
 --                 code = "Throttling", message = "Rate exceeded", times = 2, headers = {} }
 --   sb.requests   -- every request seen: { service =, action =, method =, path = }
+--   sb:use()      -- point this process's AWS and GitHub clients at it (stagehost run --sandbox)
 --   sb:close()
 local http = require "stagehost.http"
 local log = require "stagehost.log"
@@ -45,6 +46,27 @@ end
 
 function Sandbox:record(service, action, req)
   self.requests[#self.requests + 1] = { service = service, action = action, method = req.method, path = req.path }
+end
+
+-- The key pair sb:use() hands to the AWS clients; the sandbox verifies signatures made with it.
+local SANDBOX_KEY = { access_key_id = "AKIDSTAGEHOSTSANDBOX", secret_access_key = "stagehost-sandbox-secret-0123456789abcdef" }
+
+-- sb:use{region =, repo =} -> restore: from now on every AWS and GitHub client of this process
+-- talks to the sandbox (with credentials it issued and verifies), whatever the environment says.
+-- restore() puts the previous configuration back.
+function Sandbox:use(opts)
+  opts = opts or {}
+  self.state.aws.keys[SANDBOX_KEY.access_key_id] = { secret = SANDBOX_KEY.secret_access_key }
+  self.verify_signature = sandbox.signature_verifier(self)
+  local aws_before = require("stagehost.aws").configure{ endpoint = self.url, region = opts.region or "us-east-1",
+    credentials = { access_key_id = SANDBOX_KEY.access_key_id, secret_access_key = SANDBOX_KEY.secret_access_key,
+      source = "sandbox" } }
+  local github_before = require("stagehost.github").configure{ api_url = self.github_url,
+    token = "stagehost-sandbox-token", repo = opts.repo or os.getenv("GITHUB_REPOSITORY") or "stagehost/sandbox" }
+  return function()
+    require("stagehost.aws").configure(aws_before)
+    require("stagehost.github").configure(github_before)
+  end
 end
 
 function Sandbox:close()
