@@ -121,8 +121,13 @@ static void sh_http_timer_cb(uv_timer_t *timer) {
 static int sh_http_timer_fn(CURLM *multi, long timeout_ms, void *userp) {
   sh_http_t *h = userp;
   (void)multi;
+  /* 0 means "as soon as possible": a 0 ms libuv timer runs on the next loop iteration without
+   * blocking in the poll. (Rounding it up to 1 ms, as curl's libuv example does, delays the
+   * start of every new transfer by a millisecond: with 32 in flight that alone caps a client
+   * near 32,000 requests a second.) The call cannot be made from here: curl forbids it inside
+   * this callback. */
   if (timeout_ms < 0) uv_timer_stop(&h->timer);
-  else uv_timer_start(&h->timer, sh_http_timer_cb, timeout_ms == 0 ? 1 : (uint64_t)timeout_ms, 0);
+  else uv_timer_start(&h->timer, sh_http_timer_cb, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
