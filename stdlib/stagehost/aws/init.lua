@@ -84,16 +84,20 @@ end
 -- Region names are partition-prefix-number: us-east-1, eu-central-2, us-gov-west-1,
 -- cn-northwest-1, us-iso-east-1. A new region of that shape is accepted without a release
 -- of ours; a typo like "us-east1" or "virginia" is not.
-local function resolve_region(region, who)
+-- An environment variable set to "" counts as unset, as the SDKs read it.
+local function env(name)
+  local v = os.getenv(name)
+  return v ~= "" and v or nil
+end
+
+-- The region: given, configured, AWS_REGION, AWS_DEFAULT_REGION, the profile's, then fallback.
+local function resolve_region(region, who, fallback)
   if type(who) ~= "string" then who = nil end
-  local function env(name)
-    local v = os.getenv(name)
-    return v ~= "" and v or nil
-  end
   region = region or defaults.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION")
   if region == nil or region == "" then
     region = require("stagehost.aws.credentials").profile_region()
   end
+  if region == nil or region == "" then region = fallback end
   if region == nil or region == "" then
     misuse("%sno region: pass region = \"us-east-1\" or set AWS_REGION", who and (who .. ": ") or "")
   end
@@ -113,9 +117,6 @@ function aws.region(region)
   return resolve_region(region, "aws.region")
 end
 
--- Endpoint prefixes that differ from the service name used in signing.
-local ENDPOINT_PREFIX = { cloudformation = "cloudformation", sts = "sts", amplify = "amplify" }
-
 -- AWS_ENDPOINT_URL_<SERVICE> beats AWS_ENDPOINT_URL beats the regional endpoint, as the SDKs
 -- do; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true turns the first two off.
 function aws.endpoint(service, region)
@@ -124,15 +125,13 @@ function aws.endpoint(service, region)
   end
   region = resolve_region(region, "aws.endpoint")
   if defaults.endpoint then return defaults.endpoint end
-  local ignore = (os.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or ""):lower() == "true"
-  if not ignore then
-    local specific = os.getenv("AWS_ENDPOINT_URL_" .. service:upper():gsub("[%s%-]", "_"))
-    if specific and specific ~= "" then return (specific:gsub("/+$", "")) end
-    local global = os.getenv("AWS_ENDPOINT_URL")
-    if global and global ~= "" then return (global:gsub("/+$", "")) end
+  if (env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") or ""):lower() ~= "true" then
+    local configured = env("AWS_ENDPOINT_URL_" .. service:upper():gsub("[%s%-]", "_")) or env("AWS_ENDPOINT_URL")
+    if configured then return (configured:gsub("/+$", "")) end
   end
+  -- the three services here are reached under their signing names
   local suffix = region:match("^cn%-") and "amazonaws.com.cn" or "amazonaws.com"
-  return ("https://%s.%s.%s"):format(ENDPOINT_PREFIX[service] or service, region, suffix)
+  return ("https://%s.%s.%s"):format(service, region, suffix)
 end
 
 function aws.parse_arn(arn)

@@ -15,12 +15,9 @@ function sts.new(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'aws.sts' (table expected, got %s)"):format(type(opts)), 2)
   end
-  -- the global endpoint is legacy; the SDKs use the regional one, and so do we
-  local function env(name)
-    local v = os.getenv(name)
-    return v ~= "" and v or nil
-  end
-  local region = aws.resolve_region(opts.region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1", "aws.sts")
+  -- the global endpoint is legacy; the SDKs use a regional one (us-east-1 when nothing names
+  -- a region), and so do we
+  local region = aws.resolve_region(opts.region, "aws.sts", "us-east-1")
   return setmetatable({ region = region, credentials = opts.credentials, endpoint = opts.endpoint,
     retry_base = opts.retry_base }, Client)
 end
