@@ -182,9 +182,7 @@ end
 
 -- URLs --------------------------------------------------------------------------------------
 
-local function url_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local url_encode = require("stagehost.util.url").encode
 
 -- Sorted keys, so the same query always gives the same URL; lists are joined with commas, as
 -- GitHub takes them (labels=bug,ui).

@@ -154,9 +154,7 @@ end
 
 -- ---- encoding ----
 
-local function uri_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local uri_encode = require("stagehost.util.url").encode
 aws.uri_encode = uri_encode
 
 -- Query-protocol parameters: nested Lua values flattened as AWS names them —

@@ -57,7 +57,7 @@ end
 -- One path segment of a relative link; masked first, so a secret in a file name is not in the
 -- href either (the link then breaks, which is the lesser harm).
 local function url_segment(v)
-  return (clean(v):gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+  return require("stagehost.util.url").encode(clean(v))
 end
 
 -- Markdown table cells and inline text: one line, no pipes, no raw HTML, no emphasis by accident.

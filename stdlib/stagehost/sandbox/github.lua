@@ -37,19 +37,14 @@ local function now_iso()
   return os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
 
-local function url_decode(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function url_encode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local url_decode = require("stagehost.util.url").decode
+local url_encode = require("stagehost.util.url").encode
 
 local function parse_query(q)
   local out = {}
   for pair in (q or ""):gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
-    out[url_decode((k:gsub("+", " ")))] = url_decode((v:gsub("+", " ")))
+    out[url_decode(k, true)] = url_decode(v, true)
   end
   return out
 end

@@ -79,14 +79,8 @@ function wire.is_error(v) return getmetatable(v) == AwsError end
 -- form bodies and query strings (application/x-www-form-urlencoded); lenient, as a server must
 -- be: a broken escape stays as it was rather than failing the request
 
-function wire.unescape(s, plus_is_space)
-  if plus_is_space then s = s:gsub("+", " ") end
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-function wire.escape(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+wire.unescape = require("stagehost.util.url").decode
+wire.escape = require("stagehost.util.url").encode
 
 -- Decode into `into` (a table, created when nil); the first value of a repeated key wins.
 function wire.parse_form(s, into)
