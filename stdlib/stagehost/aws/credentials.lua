@@ -371,9 +371,4 @@ function credentials.resolve(opts)
   return creds
 end
 
--- Forget cached credentials (tests; a role change).
-function credentials.reset()
-  cache = {}
-end
-
 return credentials
