@@ -484,41 +484,35 @@ static int sh_http_request(lua_State *L) {
   if (!method) method = body || body_file ? "POST" : "GET";
   for (const char *c = method; *c; c++)
     if (!(*c >= 'A' && *c <= 'Z')) return luaL_error(L, "http.request: method '%s' must be upper-case letters", method);
-  /* header lines are built before any C allocation, so a bad header raises cleanly */
+  /* header lines are checked and formatted as Lua strings before the request holds any C
+   * memory, so a bad header, or running out of memory, raises cleanly */
+  lua_newtable(L);
+  int lines_idx = lua_gettop(L), nlines = 0;
   if (headers_idx) {
     lua_pushnil(L);
     while (lua_next(L, headers_idx)) {
       if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
         return luaL_error(L, "http.request: headers must map names to strings (bad entry %s = %s)",
                           luaL_tolstring(L, -2, NULL), luaL_typename(L, -2));
-      const char *v = lua_tostring(L, -1);
-      if (strpbrk(lua_tostring(L, -2), "\r\n:") || strpbrk(v, "\r\n"))
-        return luaL_error(L, "http.request: header '%s' has a line break or a colon in it", lua_tostring(L, -2));
-      /* an empty value goes out as "Name;" (below), which curl cannot parse back if Name has a ';' */
-      if (v[strspn(v, " \t")] == '\0' && strchr(lua_tostring(L, -2), ';'))
-        return luaL_error(L, "http.request: header '%s' has a ';' in its name", lua_tostring(L, -2));
+      const char *name = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+      if (strpbrk(name, "\r\n:") || strpbrk(v, "\r\n"))
+        return luaL_error(L, "http.request: header '%s' has a line break or a colon in it", name);
+      /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
+       * Name"; its documented "Name;" form sends the header with an empty value, which is what
+       * the caller asked for and what aws.sign signs ("name:"). That form cannot carry a name
+       * with a ';' in it. */
+      if (v[strspn(v, " \t")] == '\0') {
+        if (strchr(name, ';')) return luaL_error(L, "http.request: header '%s' has a ';' in its name", name);
+        lua_pushfstring(L, "%s;", name);
+      } else {
+        lua_pushfstring(L, "%s: %s", name, v);
+      }
+      lua_rawseti(L, lines_idx, ++nlines);
       lua_pop(L, 1);
     }
   }
   if (!sh_sched_can_wait(L)) return luaL_error(L, "http.request: cannot wait here (only inside a stagehost task)");
   sh_sched_check(L, "http.request");
-  /* the header lines as Lua strings first: formatting them may raise (out of memory), which
-   * must happen before the request holds C memory */
-  lua_newtable(L);
-  int lines_idx = lua_gettop(L), nlines = 0;
-  if (headers_idx) {
-    lua_pushnil(L);
-    while (lua_next(L, headers_idx)) {
-      const char *v = lua_tostring(L, -1);
-      /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
-       * Name"; its documented "Name;" form sends the header with an empty value, which is what
-       * the caller asked for and what aws.sign signs ("name:") */
-      if (v[strspn(v, " \t")] == '\0') lua_pushfstring(L, "%s;", lua_tostring(L, -2));
-      else lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), v);
-      lua_rawseti(L, lines_idx, ++nlines);
-      lua_pop(L, 1);
-    }
-  }
 
   sh_http_t *h = sh_http_get(L);
   sh_http_req_t *r = calloc(1, sizeof *r);
