@@ -1,5 +1,6 @@
 /* stagehost.core.crypto on OpenSSL libcrypto 3: SHA-256, HMAC-SHA256 (webhook signatures, AWS
- * SigV4), a CSPRNG, a constant-time comparison, and base64 / base64url / hex codecs.
+ * SigV4), a CSPRNG, a constant-time comparison, base64 / base64url / hex codecs, and AES-256-GCM
+ * sealing (secrets kept at rest in the state store).
  *
  * The hashing, the randomness, the comparison and the codecs' bit work are OpenSSL's. What is
  * ours is validation: EVP_DecodeBlock silently decodes "Z===" and "=Zg=" (it treats '=' as zero
@@ -271,6 +272,128 @@ static int sh_crypto_hex_decode(lua_State *L) {
   return 1;
 }
 
+/* ---- AES-256-GCM ---- */
+
+/* A sealed blob is version (1 byte, 0x01) || nonce (12 random bytes) || ciphertext (as long as
+ * the plaintext) || tag (16 bytes). The version byte lets a later format (another cipher, a key
+ * id) be told apart instead of failing authentication. It is not part of the AAD, so what
+ * follows it is plain GCM (SP 800-38D's IV, C, T) that any AES-GCM implementation opens; an
+ * altered version byte is refused all the same. A random 96-bit nonce per seal is safe for
+ * 2^32 seals under one key (SP 800-38D 8.3), far beyond a state store's use. The key is never
+ * copied: OpenSSL expands it into the cipher context, which EVP_CIPHER_CTX_free cleanses. */
+#define SH_SEAL_VERSION 0x01
+#define SH_SEAL_KEY 32
+#define SH_SEAL_NONCE 12
+#define SH_SEAL_TAG 16
+#define SH_SEAL_OVERHEAD (1 + SH_SEAL_NONCE + SH_SEAL_TAG)
+/* EVP's update calls take int lengths: larger inputs go through in pieces of this size */
+#define SH_SEAL_CHUNK (1 << 30)
+
+static const char *sh_crypto_checkkey(lua_State *L, int arg) {
+  size_t len;
+  const char *key = luaL_checklstring(L, arg, &len);
+  if (len != SH_SEAL_KEY) {
+    lua_pushfstring(L, "32-byte key expected, got %I bytes", (lua_Integer)len);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return key;
+}
+
+/* Feed the caller's aad, if any. */
+static int sh_crypto_gcm_aad(EVP_CIPHER_CTX *ctx, const unsigned char *aad, size_t alen) {
+  int outl;
+  for (size_t off = 0; off < alen; off += SH_SEAL_CHUNK) {
+    size_t n = alen - off < SH_SEAL_CHUNK ? alen - off : SH_SEAL_CHUNK;
+    if (EVP_CipherUpdate(ctx, NULL, &outl, aad + off, (int)n) != 1) return 0;
+  }
+  return 1;
+}
+
+/* Run the cipher over in[0..len) into out (GCM is a stream mode: out has len bytes). */
+static int sh_crypto_gcm_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, size_t len) {
+  for (size_t off = 0; off < len; off += SH_SEAL_CHUNK) {
+    size_t n = len - off < SH_SEAL_CHUNK ? len - off : SH_SEAL_CHUNK;
+    int outl = 0;
+    if (EVP_CipherUpdate(ctx, out + off, &outl, in + off, (int)n) != 1 || (size_t)outl != n) return 0;
+  }
+  return 1;
+}
+
+/* seal(key, plaintext [, aad]) -> blob. Misuse raises; so does an OpenSSL failure (no entropy,
+ * no memory), which says nothing about the data. */
+static int sh_crypto_seal(lua_State *L) {
+  const unsigned char *key = (const unsigned char *)sh_crypto_checkkey(L, 1);
+  size_t plen, alen = 0;
+  const unsigned char *pt = (const unsigned char *)luaL_checklstring(L, 2, &plen);
+  const unsigned char *aad = (const unsigned char *)luaL_optlstring(L, 3, NULL, &alen);
+  luaL_argcheck(L, plen <= ((size_t)-1) - SH_SEAL_OVERHEAD, 2, "plaintext too long");
+  size_t total = plen + SH_SEAL_OVERHEAD;
+  /* the Lua buffer first: it may raise (out of memory), which must not leak a cipher context */
+  luaL_Buffer b;
+  unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, total);
+  out[0] = SH_SEAL_VERSION;
+  unsigned char *nonce = out + 1, *ct = nonce + SH_SEAL_NONCE, *tag = ct + plen;
+  if (RAND_bytes(nonce, SH_SEAL_NONCE) != 1) return sh_crypto_fail(L, "seal", "RAND_bytes");
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  int outl = 0;
+  int ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
+           sh_crypto_gcm_aad(ctx, aad, alen) && sh_crypto_gcm_update(ctx, ct, pt, plen) &&
+           EVP_EncryptFinal_ex(ctx, ct + plen, &outl) == 1 && outl == 0 &&
+           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SH_SEAL_TAG, tag) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  if (!ok) return sh_crypto_fail(L, "seal", "AES-256-GCM encryption");
+  luaL_pushresultsize(&b, total);
+  return 1;
+}
+
+static int sh_crypto_badmsg(lua_State *L, const char *fmt, lua_Integer n) {
+  lua_pushnil(L);
+  lua_pushfstring(L, fmt, n);
+  lua_pushliteral(L, "EBADMSG");
+  return 3;
+}
+
+/* open(key, blob [, aad]) -> plaintext, or nil, message, "EBADMSG" for a blob that is cut short,
+ * of another version, or fails authentication (another key, another aad, altered bytes): such a
+ * blob comes from the world. The plaintext is decrypted into a scratch userdata that is wiped
+ * on both paths, so neither unauthenticated bytes nor a spare copy of the secret linger. */
+static int sh_crypto_open(lua_State *L) {
+  const unsigned char *key = (const unsigned char *)sh_crypto_checkkey(L, 1);
+  size_t blen, alen = 0;
+  const unsigned char *blob = (const unsigned char *)luaL_checklstring(L, 2, &blen);
+  const unsigned char *aad = (const unsigned char *)luaL_optlstring(L, 3, NULL, &alen);
+  if (blen < SH_SEAL_OVERHEAD)
+    return sh_crypto_badmsg(L, "crypto.open: truncated blob (%I bytes, a sealed blob has at least 29)", (lua_Integer)blen);
+  if (blob[0] != SH_SEAL_VERSION)
+    return sh_crypto_badmsg(L, "crypto.open: unknown blob version %I (expected 1)", (lua_Integer)blob[0]);
+  const unsigned char *nonce = blob + 1, *ct = nonce + SH_SEAL_NONCE;
+  size_t plen = blen - SH_SEAL_OVERHEAD;
+  const unsigned char *tag = ct + plen;
+  unsigned char *pt = lua_newuserdatauv(L, plen ? plen : 1, 0); /* may raise: before the context */
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  int outl = 0, setup = 0, authentic = 0;
+  if (ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
+      sh_crypto_gcm_aad(ctx, aad, alen) && sh_crypto_gcm_update(ctx, pt, ct, plen) &&
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SH_SEAL_TAG, (void *)tag) == 1) {
+    setup = 1;
+    /* the only step that fails for bad data: the tag does not match */
+    authentic = EVP_DecryptFinal_ex(ctx, pt + plen, &outl) == 1 && outl == 0;
+  }
+  EVP_CIPHER_CTX_free(ctx);
+  if (!setup) {
+    OPENSSL_cleanse(pt, plen);
+    return sh_crypto_fail(L, "open", "AES-256-GCM decryption");
+  }
+  if (!authentic) {
+    OPENSSL_cleanse(pt, plen);
+    ERR_clear_error();
+    return sh_crypto_badmsg(L, "crypto.open: authentication failed (another key or aad, or the data was altered)", 0);
+  }
+  lua_pushlstring(L, (const char *)pt, plen);
+  OPENSSL_cleanse(pt, plen);
+  return 1;
+}
+
 static const luaL_Reg sh_crypto_funcs[] = {
     {"sha256", sh_crypto_sha256},
     {"hmac_sha256", sh_crypto_hmac_sha256},
@@ -282,6 +405,8 @@ static const luaL_Reg sh_crypto_funcs[] = {
     {"base64url_decode", sh_crypto_base64url_decode},
     {"hex_encode", sh_crypto_hex_encode},
     {"hex_decode", sh_crypto_hex_decode},
+    {"seal", sh_crypto_seal},
+    {"open", sh_crypto_open},
     {NULL, NULL},
 };
 

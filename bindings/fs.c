@@ -27,12 +27,15 @@ typedef struct {
   char *path;
   char *data;          /* write: input; read: output */
   size_t len;
-  int mode, recursive;
+  int mode;            /* write, mkdir: the exact permissions asked for, or -1 */
+  int recursive;       /* remove */
+  int exclusive;       /* write: fail with EEXIST rather than replace */
   int err;             /* errno of the failed step */
   const char *step;    /* which step failed, for the message */
   char **names;        /* list: output */
   size_t nnames;
   int kind;            /* exists: 0 none, 1 file, 2 directory, 3 other */
+  int perm;            /* exists: the permission bits */
 } sh_fs_req_t;
 
 static void sh_fs_req_free(sh_fs_req_t *r) {
@@ -94,18 +97,23 @@ static void sh_fs_read_job(sh_fs_req_t *r) {
 }
 
 /* Atomic replace: a reader sees the old content or the new, never a part; after a crash the
- * file is whole too (fsync before rename). */
+ * file is whole too (fsync before rename). Permissions: a mode asked for is set exactly on the
+ * temp file before any data is in it, so a 0600 file's content is never readable by others; a
+ * replaced file keeps its mode; a new file gets 0666 less the umask, as from any program.
+ * exclusive: the temp file is linked to the name instead of renamed over it; link(2) fails if
+ * anything is there (a dangling symlink too), so of writers racing to create a file exactly one
+ * wins, and the name never shows a half-written file. */
 static void sh_fs_write_job(sh_fs_req_t *r) {
   static unsigned long counter; /* temp names unique across concurrent writes */
   struct stat st;
-  if (lstat(r->path, &st) == 0 && S_ISLNK(st.st_mode)) {
+  if (!r->exclusive && lstat(r->path, &st) == 0 && S_ISLNK(st.st_mode)) {
     char *target = realpath(r->path, NULL); /* replace the file the link points at, not the link */
     if (target) {
       free(r->path);
       r->path = target;
     }
   }
-  if (r->mode < 0) r->mode = stat(r->path, &st) == 0 ? (int)(st.st_mode & 07777) : 0666;
+  if (r->mode < 0 && !r->exclusive && stat(r->path, &st) == 0) r->mode = (int)(st.st_mode & 07777);
   size_t pl = strlen(r->path);
   char *tmp = malloc(pl + 32);
   if (!tmp) {
@@ -115,45 +123,61 @@ static void sh_fs_write_job(sh_fs_req_t *r) {
   }
   snprintf(tmp, pl + 32, "%s.tmp.%d.%lu", r->path, (int)getpid(),
            __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, r->mode);
+  /* the umask only takes bits away: never more open than asked, then fchmod makes it exact */
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, r->mode >= 0 ? (mode_t)(r->mode & 0777) : 0666);
   if (fd < 0) {
     sh_fs_fail(r, "create");
     free(tmp);
     return;
   }
+  if (r->mode >= 0 && fchmod(fd, (mode_t)r->mode) != 0) sh_fs_fail(r, "chmod");
   size_t off = 0;
-  while (off < r->len) {
+  while (!r->step && off < r->len) {
     ssize_t n = write(fd, r->data + off, r->len - off);
     if (n < 0) {
       if (errno == EINTR) continue;
+      sh_fs_fail(r, "write");
       break;
     }
     off += (size_t)n;
   }
-  if (off < r->len) sh_fs_fail(r, "write");
-  else if (fchmod(fd, (mode_t)r->mode) != 0) sh_fs_fail(r, "chmod"); /* exact, whatever the umask */
-  else if (fsync(fd) != 0) sh_fs_fail(r, "fsync");
+  if (!r->step && fsync(fd) != 0) sh_fs_fail(r, "fsync");
   if (close(fd) != 0 && !r->step) sh_fs_fail(r, "close");
-  if (!r->step && rename(tmp, r->path) != 0) sh_fs_fail(r, "rename");
-  if (r->step) unlink(tmp);
+  if (!r->step) {
+    if (r->exclusive ? link(tmp, r->path) != 0 : rename(tmp, r->path) != 0)
+      sh_fs_fail(r, r->exclusive ? "create" : "rename");
+  }
+  if (r->step || r->exclusive) unlink(tmp);
   free(tmp);
 }
 
+/* Create directory p; a mode asked for is set exactly (mkdir's is cut by the umask). 0 when it
+ * made p; -1 when mkdir failed (EEXIST: something is there), -2 when chmod did, errno set. */
+static int sh_fs_mkdir_at(const char *p, int mode) {
+  if (mkdir(p, mode >= 0 ? (mode_t)(mode & 0777) : 0777) != 0) return -1;
+  if (mode >= 0 && chmod(p, (mode_t)mode) != 0) return -2;
+  return 0;
+}
+
+/* Parents first; only the directories it creates get the mode, an existing one is left alone. */
 static void sh_fs_mkdir_job(sh_fs_req_t *r) {
   char *p = r->path;
   for (char *s = p + 1; *s; s++) {
     if (*s != '/') continue;
     *s = '\0';
-    int rc = mkdir(p, 0777);
+    int rc = sh_fs_mkdir_at(p, r->mode);
     int e = errno;
     *s = '/';
-    if (rc != 0 && e != EEXIST) {
+    if (rc == -2 || (rc != 0 && e != EEXIST)) {
       errno = e;
-      sh_fs_fail(r, "mkdir");
+      sh_fs_fail(r, rc == -2 ? "chmod" : "mkdir");
       return;
     }
   }
-  if (mkdir(p, 0777) != 0) {
+  int rc = sh_fs_mkdir_at(p, r->mode);
+  if (rc == -2) {
+    sh_fs_fail(r, "chmod");
+  } else if (rc != 0) {
     struct stat st;
     if (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
       if (errno == 0) errno = EEXIST;
@@ -223,8 +247,12 @@ static void sh_fs_remove_job(sh_fs_req_t *r) {
 
 static void sh_fs_exists_job(sh_fs_req_t *r) {
   struct stat st;
-  if (stat(r->path, &st) != 0) r->kind = 0;
-  else r->kind = S_ISREG(st.st_mode) ? 1 : S_ISDIR(st.st_mode) ? 2 : 3;
+  if (stat(r->path, &st) != 0) {
+    r->kind = 0;
+    return;
+  }
+  r->kind = S_ISREG(st.st_mode) ? 1 : S_ISDIR(st.st_mode) ? 2 : 3;
+  r->perm = (int)(st.st_mode & 07777);
 }
 
 /* runs on a thread-pool thread: no Lua here */
@@ -268,7 +296,8 @@ static int sh_fs_results(lua_State *L, sh_fs_req_t *r) {
         if (r->kind) {
           static const char *const kinds[] = {"", "file", "directory", "other"};
           lua_pushstring(L, kinds[r->kind]);
-          n = 2;
+          lua_pushinteger(L, r->perm);
+          n = 3;
         }
         break;
       case SH_FS_LIST:
@@ -290,14 +319,51 @@ static int sh_fs_k(lua_State *L, int status, lua_KContext ctx) {
   return sh_fs_results(L, (sh_fs_req_t *)ctx);
 }
 
+/* opts.mode (at index idx): -1 when absent; an integer permission 0..07777 else, or raises
+ * naming the function. */
+static int sh_fs_opt_mode(lua_State *L, int idx, int op) {
+  int mode = -1;
+  if (lua_getfield(L, idx, "mode") != LUA_TNIL) {
+    lua_Integer m = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || m < 0 || m > 07777) {
+      const char *got = lua_isinteger(L, -1) ? lua_pushfstring(L, "%I", m) : luaL_typename(L, -1);
+      return luaL_error(L, "%s: 'mode' must be an integer permission from 0 to 4095 (07777), such as 420 (0644) (got %s)",
+                        sh_fs_names[op], got);
+    }
+    mode = (int)m;
+  }
+  lua_pop(L, 1);
+  return mode;
+}
+
 static int sh_fs_start(lua_State *L, int op) {
   size_t pl;
   const char *path = luaL_checklstring(L, 1, &pl);
   if (pl == 0 || strlen(path) != pl) return luaL_argerror(L, 1, "must be a non-empty path without NUL bytes");
+  /* options first: reading them may raise, and nothing is allocated yet */
+  int mode = -1, exclusive = 0, recursive = 0;
+  if (op == SH_FS_WRITE && lua_istable(L, 3)) {
+    mode = sh_fs_opt_mode(L, 3, op);
+    int t = lua_getfield(L, 3, "exclusive");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+      return luaL_error(L, "fs.write: 'exclusive' must be a boolean (got %s)", luaL_typename(L, -1));
+    exclusive = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (op == SH_FS_MKDIR && lua_istable(L, 2)) mode = sh_fs_opt_mode(L, 2, op);
+  if (op == SH_FS_REMOVE && lua_istable(L, 2)) {
+    lua_getfield(L, 2, "recursive");
+    recursive = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  int can_wait = sh_sched_can_wait(L);
+  if (can_wait) sh_sched_check(L, sh_fs_names[op]);
   sh_fs_req_t *r = calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "%s: out of memory", sh_fs_names[op]);
   r->op = op;
-  r->mode = 0666;
+  r->mode = mode;
+  r->exclusive = exclusive;
+  r->recursive = recursive;
   r->path = strdup(path);
   if (op == SH_FS_WRITE) {
     size_t len;
@@ -305,30 +371,15 @@ static int sh_fs_start(lua_State *L, int op) {
     r->data = malloc(len ? len : 1);
     if (data && r->data) memcpy(r->data, data, len);
     r->len = len;
-    r->mode = -1; /* keep the mode of the file being replaced */
-    if (lua_istable(L, 3)) {
-      lua_getfield(L, 3, "mode");
-      if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 07777) {
-          sh_fs_req_free(r);
-          return luaL_error(L, "fs.write: 'mode' must be an integer permission such as 420 (0644) (got %s)",
-                            luaL_typename(L, -1));
-        }
-        r->mode = (int)lua_tointeger(L, -1);
-      }
-      lua_pop(L, 1);
-    }
   }
-  if (op == SH_FS_REMOVE && lua_istable(L, 2)) {
-    lua_getfield(L, 2, "recursive");
-    r->recursive = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+  if (!r->path || (op == SH_FS_WRITE && !r->data)) {
+    sh_fs_req_free(r);
+    return luaL_error(L, "%s: out of memory", sh_fs_names[op]);
   }
-  if (!sh_sched_can_wait(L)) {
+  if (!can_wait) {
     sh_fs_job(&r->work);
     return sh_fs_results(L, r);
   }
-  sh_sched_check(L, sh_fs_names[op]);
   int rc = uv_queue_work(sh_sched_loop(L), &r->work, sh_fs_job, sh_fs_after);
   if (rc != 0) {
     sh_fs_req_free(r);
@@ -345,7 +396,10 @@ static int sh_fs_write(lua_State *L) {
   return sh_fs_start(L, SH_FS_WRITE);
 }
 static int sh_fs_exists(lua_State *L) { return sh_fs_start(L, SH_FS_EXISTS); }
-static int sh_fs_mkdir(lua_State *L) { return sh_fs_start(L, SH_FS_MKDIR); }
+static int sh_fs_mkdir(lua_State *L) {
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  return sh_fs_start(L, SH_FS_MKDIR);
+}
 static int sh_fs_list(lua_State *L) { return sh_fs_start(L, SH_FS_LIST); }
 static int sh_fs_remove(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);

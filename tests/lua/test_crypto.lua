@@ -313,6 +313,179 @@ T.test("hex: round trips, case, and invalid input", function()
   T.match(rejected(crypto.hex_decode, "0x41", "hex_decode"), "position 2")
 end)
 
+-- ---- AES-256-GCM seal / open ----
+
+-- blob = version 0x01 || nonce (12) || ciphertext || tag (16)
+local OVERHEAD = 1 + 12 + 16
+
+T.test("seal/open: round trips of empty to 1 MiB plaintexts, with and without aad", function()
+  local key = crypto.random(32)
+  for _, n in ipairs { 0, 1, 15, 16, 17, 255, 4096, 1024 * 1024 + 3 } do
+    local pt = crypto.random(math.min(n, 1024 * 1024)) .. ("z"):rep(n - 1024 * 1024)
+    local blob = crypto.seal(key, pt)
+    T.eq(#blob, n + OVERHEAD, "blob length for " .. n .. " bytes")
+    T.eq(blob:byte(1), 1, "version byte")
+    T.ok(crypto.open(key, blob) == pt, "round trip of " .. n .. " bytes")
+    local with_aad = crypto.seal(key, pt, "run-1/deploy")
+    T.ok(crypto.open(key, with_aad, "run-1/deploy") == pt, "round trip with aad, " .. n .. " bytes")
+  end
+  T.eq(crypto.open(key, crypto.seal(key, "")), "", "empty plaintext")
+  T.eq(crypto.open(key, crypto.seal(key, "a\0b\0")), "a\0b\0", "NUL bytes")
+  -- an empty aad is no aad (GCM authenticates zero bytes either way)
+  T.eq(crypto.open(key, crypto.seal(key, "x", "")), "x")
+  T.eq(crypto.open(key, crypto.seal(key, "x"), ""), "x")
+  -- a fresh random nonce each time: the same plaintext never seals the same way twice
+  local a, b = crypto.seal(key, "same"), crypto.seal(key, "same")
+  T.ok(a ~= b, "two seals differ")
+  T.ok(a:sub(2, 13) ~= b:sub(2, 13), "their nonces differ")
+  T.eq(crypto.open(key, a), "same")
+  T.eq(crypto.open(key, b), "same")
+  -- the plaintext does not show through
+  local secret = "hunter2-the-deploy-token"
+  T.no_match(crypto.seal(key, secret), "hunter2", "ciphertext hides the plaintext")
+end)
+
+-- "The Galois/Counter Mode of Operation (GCM)", McGrew and Viega (the submission NIST SP 800-38D
+-- is based on), appendix B, test cases 13-16: AES-256, 96-bit IV. python3's
+-- cryptography.hazmat AESGCM gives the same ciphertexts and tags.
+local GCM_SPEC = {
+  { case = 13, key = ("00"):rep(32), iv = ("00"):rep(12), pt = "", aad = "", ct = "",
+    tag = "530f8afbc74536b9a963b4f1c4cb738b" },
+  { case = 14, key = ("00"):rep(32), iv = ("00"):rep(12), pt = ("00"):rep(16), aad = "",
+    ct = "cea7403d4d606b6e074ec5d3baf39d18", tag = "d0d1c8a799996bf0265b98b5d48ab919" },
+  { case = 15, key = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+    iv = "cafebabefacedbaddecaf888",
+    pt = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+      .. "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+    aad = "",
+    ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+      .. "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+    tag = "b094dac5d93471bdec1a502270e3cc6c" },
+  { case = 16, key = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+    iv = "cafebabefacedbaddecaf888",
+    pt = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+      .. "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    aad = "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+    ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+      .. "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+    tag = "76fc6ece0f4e1768cddf8853bb2d551b" },
+}
+
+T.test("open: AES-256-GCM known answers (GCM spec test cases 13-16) in the blob format", function()
+  local checks = {}
+  for _, v in ipairs(GCM_SPEC) do
+    checks[#checks + 1] = function()
+      local key, aad = bytes(v.key), bytes(v.aad)
+      local blob = "\1" .. bytes(v.iv) .. bytes(v.ct) .. bytes(v.tag)
+      local pt, err, code = crypto.open(key, blob, v.aad ~= "" and aad or nil)
+      T.eq(err, nil, "case " .. v.case .. " message")
+      T.eq(code, nil, "case " .. v.case .. " code")
+      T.eq(crypto.hex_encode(pt or "?"), v.pt, "case " .. v.case .. " plaintext")
+      -- the same blob with its tag's last bit flipped is refused
+      local bad = blob:sub(1, -2) .. string.char(blob:byte(-1) ~ 1)
+      T.eq(crypto.open(key, bad, aad), nil, "case " .. v.case .. " with a flipped tag bit")
+      if v.aad ~= "" then T.eq(crypto.open(key, blob), nil, "case " .. v.case .. " without its aad") end
+    end
+  end
+  check_all(checks)
+end)
+
+-- python3 with the cryptography package, when this machine has one (Debian: python3-cryptography)
+local function python_aesgcm()
+  for _, py in ipairs { "/usr/bin/python3", "python3" } do
+    local ok, r = pcall(proc.run, { py, "-c", "import cryptography.hazmat.primitives.ciphers.aead", timeout = 30 })
+    if ok and r.ok then return py end
+  end
+end
+
+-- Encrypts (e) or decrypts (d) with AESGCM; arguments and output in hex.
+local PY_GCM = [==[
+import sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+op, key, nonce, data, aad = sys.argv[1], *[bytes.fromhex(a) for a in sys.argv[2:]]
+g = AESGCM(key)
+out = g.encrypt(nonce, data, aad or None) if op == "e" else g.decrypt(nonce, data, aad or None)
+print(out.hex())
+]==]
+
+T.test("seal/open: agree with python's cryptography AESGCM both ways", function()
+  local py = python_aesgcm()
+  if not py then
+    io.stdout:write("# python3 with the cryptography package is not installed: cross-check not run\n")
+    return
+  end
+  local hex = crypto.hex_encode
+  for _, n in ipairs { 0, 1, 16, 33, 1000 } do
+    local key, nonce, pt, aad = crypto.random(32), crypto.random(12), crypto.random(n), n > 0 and crypto.random(n % 20 + 1) or ""
+    -- python seals, we open
+    local r = proc.run { py, "-c", PY_GCM, "e", hex(key), hex(nonce), hex(pt), hex(aad), timeout = 30 }
+    T.ok(r.ok, "python encrypt: " .. r.stderr)
+    local ct_tag = bytes(r.stdout:gsub("%s+$", ""))
+    T.eq(crypto.hex_encode(crypto.open(key, "\1" .. nonce .. ct_tag, aad) or "?"), hex(pt), "open python's " .. n .. " bytes")
+    -- we seal, python opens (the blob without its version byte is nonce || ciphertext || tag)
+    local blob = crypto.seal(key, pt, aad)
+    r = proc.run { py, "-c", PY_GCM, "d", hex(key), hex(blob:sub(2, 13)), hex(blob:sub(14)), hex(aad), timeout = 30 }
+    T.ok(r.ok, "python decrypt of our " .. n .. " bytes: " .. r.stderr)
+    T.eq(r.stdout:gsub("%s+$", ""), hex(pt), "python opens our " .. n .. " bytes")
+  end
+end)
+
+-- open must fail with nil, a message naming crypto.open, and EBADMSG
+local function refused(pattern, key, blob, aad, what)
+  local pt, err, code = crypto.open(key, blob, aad)
+  T.eq(pt, nil, what)
+  T.match(err, "^crypto%.open: ", what)
+  T.match(err, pattern, what)
+  T.eq(code, "EBADMSG", what)
+end
+
+T.test("open: a flipped bit in the version, nonce, ciphertext or tag is refused", function()
+  local key = crypto.random(32)
+  local pt = "deploy token 0123456789abcdef"
+  local blob = crypto.seal(key, pt, "aad")
+  T.eq(crypto.open(key, blob, "aad"), pt, "the original opens")
+  local checks = {}
+  for i = 1, #blob do
+    for _, bit in ipairs { 0, 7 } do
+      checks[#checks + 1] = function()
+        local bad = blob:sub(1, i - 1) .. string.char(blob:byte(i) ~ (1 << bit)) .. blob:sub(i + 1)
+        local part = i == 1 and "version" or i <= 13 and "nonce" or i <= #blob - 16 and "ciphertext" or "tag"
+        local pattern = i == 1 and "unknown blob version" or "authentication failed"
+        refused(pattern, key, bad, "aad", ("bit %d of byte %d (%s)"):format(bit, i, part))
+      end
+    end
+  end
+  check_all(checks)
+end)
+
+T.test("open: another key, another or missing aad, a truncated or extended blob", function()
+  local key = crypto.random(32)
+  local blob = crypto.seal(key, "the secret", "run-1/deploy")
+  refused("authentication failed", crypto.random(32), blob, "run-1/deploy", "another key")
+  local other = key:sub(1, 31) .. string.char(key:byte(32) ~ 1)
+  refused("authentication failed", other, blob, "run-1/deploy", "a key one bit off")
+  refused("authentication failed", key, blob, "run-1/deplox", "another aad")
+  refused("authentication failed", key, blob, nil, "no aad")
+  refused("authentication failed", key, crypto.seal(key, "x"), "aad", "an aad the seal did not have")
+  for n = 0, #blob - 1 do
+    refused(n < OVERHEAD and "truncated blob %(" .. n .. " bytes" or "authentication failed", key, blob:sub(1, n),
+      "run-1/deploy", "cut to " .. n .. " bytes")
+  end
+  refused("authentication failed", key, blob .. "\0", "run-1/deploy", "a byte appended")
+  refused("unknown blob version 2", key, "\2" .. blob:sub(2), "run-1/deploy", "version 2")
+  T.eq(crypto.open(key, blob, "run-1/deploy"), "the secret", "the original still opens")
+end)
+
+T.test("seal/open: a key of other than 32 bytes raises naming the function", function()
+  for _, n in ipairs { 0, 5, 16, 31, 33, 64 } do
+    local k = ("k"):rep(n)
+    T.raises(function() crypto.seal(k, "x") end, ("bad argument #1 to '[%%w%%.]*seal' %%(32%%-byte key expected, got %d bytes%%)"):format(n))
+    T.raises(function() crypto.open(k, ("x"):rep(40)) end, ("bad argument #1 to '[%%w%%.]*open' %%(32%%-byte key expected, got %d bytes%%)"):format(n))
+  end
+  -- the hex form of a key is not the key
+  T.raises(function() crypto.seal(crypto.hex_encode(crypto.random(32)), "x") end, "got 64 bytes")
+end)
+
 -- ---- misuse ----
 
 T.test("wrong argument types raise naming the function", function()
@@ -330,6 +503,13 @@ T.test("wrong argument types raise naming the function", function()
     { "base64url_decode", 1, function() crypto.base64url_decode(print) end },
     { "hex_encode", 1, function() crypto.hex_encode(nil) end },
     { "hex_decode", 1, function() crypto.hex_decode(io.stdout) end },
+    { "seal", 1, function() crypto.seal(nil, "x") end },
+    { "seal", 2, function() crypto.seal(("k"):rep(32), nil) end },
+    { "seal", 2, function() crypto.seal(("k"):rep(32), {}) end },
+    { "seal", 3, function() crypto.seal(("k"):rep(32), "x", {}) end },
+    { "open", 1, function() crypto.open(42.5, "x") end },
+    { "open", 2, function() crypto.open(("k"):rep(32)) end },
+    { "open", 3, function() crypto.open(("k"):rep(32), ("x"):rep(40), true) end },
   }
   local checks = {}
   for _, c in ipairs(calls) do
@@ -347,7 +527,7 @@ end)
 T.test("require paths give the same module", function()
   T.eq(require "stagehost.core.crypto", crypto)
   for _, name in ipairs { "sha256", "hmac_sha256", "random", "equal", "base64_encode", "base64_decode",
-    "base64url_encode", "base64url_decode", "hex_encode", "hex_decode" } do
+    "base64url_encode", "base64url_decode", "hex_encode", "hex_decode", "seal", "open" } do
     T.eq(type(crypto[name]), "function", name)
   end
 end)

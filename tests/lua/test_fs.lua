@@ -140,6 +140,186 @@ T.test("write with {mode = 384} creates the file as 0600", function()
   end)
 end)
 
+-- Permission bits as `stat -c %a` shows them, and as fs.exists returns them.
+local function mode_of(path)
+  local r = proc.run { "stat", "-c", "%a", path }
+  T.ok(r.ok, "stat " .. path .. ": " .. r.stderr)
+  local via_exists = select(3, fs.exists(path))
+  local shown = r.stdout:gsub("%s+$", "")
+  T.eq(via_exists and ("%o"):format(via_exists), shown, "fs.exists's mode of " .. path)
+  return shown
+end
+
+-- Runs code in a child stagehost under the given umask; the child's fs calls must all succeed.
+local function under_umask(mask, code)
+  local bin = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
+  local r = proc.run { "sh", "-c", 'umask "$1" && exec "$2" -e "$3"', "sh", mask, bin,
+    "local fs = require 'stagehost.fs' " .. code, timeout = 30 }
+  T.eq(r.code, 0, "child under umask " .. mask .. ": " .. r.stderr)
+  return r
+end
+
+T.test("fs.exists returns the permission bits", function()
+  with_dir(function(dir)
+    assert(fs.write(dir .. "/f", "x", { mode = 416 }))
+    local ok, kind, mode = fs.exists(dir .. "/f")
+    T.eq(ok, true)
+    T.eq(kind, "file")
+    T.eq(mode, 416, "0640")
+    T.eq(mode_of(dir .. "/f"), "640")
+    T.eq(select("#", fs.exists(dir .. "/missing")), 1, "nothing more for a missing path")
+  end)
+end)
+
+T.test("write: a new file honours the umask, a replaced one keeps its mode", function()
+  with_dir(function(dir)
+    under_umask("077", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u077"))
+    T.eq(mode_of(dir .. "/u077"), "600", "umask 077")
+    under_umask("022", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u022"))
+    T.eq(mode_of(dir .. "/u022"), "644", "umask 022")
+    under_umask("027", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u027"))
+    T.eq(mode_of(dir .. "/u027"), "640", "umask 027")
+    under_umask("000", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u000"))
+    T.eq(mode_of(dir .. "/u000"), "666", "umask 000")
+    -- replacing keeps the old mode even where the umask would take bits away
+    assert(fs.write(dir .. "/kept", "old", { mode = 436 })) -- 0664
+    under_umask("077", ("assert(fs.write(%q, 'new'))"):format(dir .. "/kept"))
+    T.eq(mode_of(dir .. "/kept"), "664", "replaced under umask 077")
+    T.eq(fs.read(dir .. "/kept"), "new")
+  end)
+end)
+
+T.test("write {mode} sets the mode exactly whatever the umask", function()
+  with_dir(function(dir)
+    under_umask("077", ("assert(fs.write(%q, 'a', {mode = 493}))"):format(dir .. "/m755"))
+    T.eq(mode_of(dir .. "/m755"), "755", "0755 under umask 077")
+    under_umask("000", ("assert(fs.write(%q, 'a', {mode = 384}))"):format(dir .. "/m600"))
+    T.eq(mode_of(dir .. "/m600"), "600", "0600 under umask 000")
+    -- a mode given for an existing file replaces its mode
+    assert(fs.write(dir .. "/m", "a", { mode = 420 }))
+    assert(fs.write(dir .. "/m", "b", { mode = 256 }))
+    T.eq(mode_of(dir .. "/m"), "400", "0400 over 0644")
+    T.eq(fs.read(dir .. "/m"), "b")
+    list_eq(fs.list(dir), { "m", "m600", "m755" }, "no temp files")
+  end)
+end)
+
+T.test("write {exclusive = true} fails with EEXIST and leaves the file as it was", function()
+  with_dir(function(dir)
+    local path = dir .. "/key"
+    T.eq(fs.write(path, "first", { exclusive = true, mode = 384 }), true, "creates a missing file")
+    T.eq(fs.read(path), "first")
+    T.eq(mode_of(path), "600")
+    local ok, msg, code = fs.write(path, "second", { exclusive = true, mode = 420 })
+    T.eq(ok, nil, "the second exclusive write fails")
+    T.eq(code, "EEXIST")
+    T.match(msg, "^fs%.write: ")
+    T.has(msg, path, "message names the path")
+    T.match(msg, "[Ff]ile exists$")
+    T.eq(fs.read(path), "first", "content unchanged")
+    T.eq(mode_of(path), "600", "mode unchanged")
+    -- a dangling symbolic link is in the way too: nothing is created where it points
+    T.ok(proc.run { "ln", "-s", dir .. "/nowhere", dir .. "/link" }.ok, "ln -s")
+    ok, msg, code = fs.write(dir .. "/link", "x", { exclusive = true })
+    T.eq(code, "EEXIST", "over a dangling link: " .. tostring(msg))
+    T.eq(fs.exists(dir .. "/nowhere"), false, "the link's target was not created")
+    -- and so is a directory
+    assert(fs.mkdir(dir .. "/sub"))
+    T.eq(select(3, fs.write(dir .. "/sub", "x", { exclusive = true })), "EEXIST", "over a directory")
+    -- false is a plain replacing write
+    T.eq(fs.write(path, "third", { exclusive = false }), true)
+    T.eq(fs.read(path), "third")
+    list_eq(fs.list(dir), { "key", "link", "sub" }, "no temp files left")
+  end)
+end)
+
+T.test("write {exclusive = true}: of 30 racing tasks and 4 processes exactly one wins", function()
+  with_dir(function(dir)
+    local path = dir .. "/contested"
+    local fns = {}
+    for i = 1, 30 do
+      fns[i] = function()
+        local ok, _, code = fs.write(path, ("task %d "):format(i):rep(1000), { exclusive = true })
+        return ok and "won" or code
+      end
+    end
+    local results = task.all(fns)
+    local winners, lost = {}, 0
+    for i, r in ipairs(results) do
+      if r == "won" then winners[#winners + 1] = i
+      else
+        T.eq(r, "EEXIST", "task " .. i)
+        lost = lost + 1
+      end
+    end
+    T.eq(#winners, 1, "one winner")
+    T.eq(lost, 29)
+    T.eq(fs.read(path), ("task %d "):format(winners[1]):rep(1000), "the winner's whole content")
+    list_eq(fs.list(dir), { "contested" }, "no temp files left")
+
+    local bin = assert(os.getenv("STAGEHOST_BIN"))
+    local racers = {}
+    for i = 1, 4 do
+      racers[i] = function()
+        local code = ("local ok, _, c = require('stagehost.fs').write(%q, ('proc %d '):rep(5000), {exclusive = true}) "
+          .. "io.write(ok and 'won' or c)"):format(dir .. "/raced", i)
+        return proc.run { bin, "-e", code, timeout = 30 }.stdout
+      end
+    end
+    local outs = task.all(racers)
+    local won = 0
+    for i, out in ipairs(outs) do
+      if out == "won" then
+        won = won + 1
+        T.eq(fs.read(dir .. "/raced"), ("proc %d "):format(i):rep(5000), "the winning process's content")
+      else
+        T.eq(out, "EEXIST", "process " .. i)
+      end
+    end
+    T.eq(won, 1, "one process won")
+    list_eq(fs.list(dir), { "contested", "raced" }, "no temp files left by the processes")
+  end)
+end, { timeout = 120 })
+
+T.test("mkdir {mode} gives the directories it creates that mode; existing ones are left alone", function()
+  with_dir(function(dir)
+    T.eq(fs.mkdir(dir .. "/a/b/c", { mode = 448 }), true)
+    for _, d in ipairs { "/a", "/a/b", "/a/b/c" } do T.eq(mode_of(dir .. d), "700", d) end
+    under_umask("077", ("assert(fs.mkdir(%q, {mode = 493}))"):format(dir .. "/open"))
+    T.eq(mode_of(dir .. "/open"), "755", "0755 under umask 077")
+    under_umask("027", ("assert(fs.mkdir(%q))"):format(dir .. "/default"))
+    T.eq(mode_of(dir .. "/default"), "750", "no mode: 0777 less umask 027")
+    -- existing: untouched, even with another mode asked for; only the new child gets it
+    T.eq(fs.mkdir(dir .. "/open/new", { mode = 456 }), true)
+    T.eq(mode_of(dir .. "/open"), "755", "existing parent untouched")
+    T.eq(mode_of(dir .. "/open/new"), "710", "new child 0710")
+    T.eq(fs.mkdir(dir .. "/a", { mode = 511 }), true, "an existing directory is fine")
+    T.eq(mode_of(dir .. "/a"), "700", "and keeps its mode")
+    -- a file in the way still fails
+    assert(fs.write(dir .. "/f", "x"))
+    T.eq(select(3, fs.mkdir(dir .. "/f", { mode = 448 })), "EEXIST")
+  end)
+end)
+
+T.test("write and mkdir options of the wrong type raise naming the function", function()
+  with_dir(function(dir)
+    local p = dir .. "/never"
+    for _, bad in ipairs { "384", -1, 4096, 1.5, true, {} } do
+      local err = T.raises(fs.write, "fs.write: 'mode' must be an integer permission", p, "x", { mode = bad })
+      T.no_match(err, "\n")
+      T.raises(fs.mkdir, "fs.mkdir: 'mode' must be an integer permission", p, { mode = bad })
+    end
+    T.raises(fs.write, "(got 4096)", p, "x", { mode = 4096 })
+    T.raises(fs.write, "(got string)", p, "x", { mode = "0600" })
+    for _, bad in ipairs { "yes", 1, {} } do
+      T.raises(fs.write, "fs.write: 'exclusive' must be a boolean", p, "x", { exclusive = bad })
+    end
+    T.raises(fs.mkdir, "bad argument #2 to '", p, 448)
+    T.raises(fs.mkdir, "table expected, got string", p, "0700")
+    list_eq(fs.list(dir), {}, "nothing was created")
+  end)
+end)
+
 T.test("mkdir creates parents, accepts an existing directory, fails when a file is in the way", function()
   with_dir(function(dir)
     local deep = dir .. "/a/b/c/d"
