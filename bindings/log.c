@@ -68,6 +68,35 @@ static int sh_log_masked_l(lua_State *L) {
   return 1;
 }
 
+static int sh_log_contains(const char *s, size_t len, const char *sub, size_t sl) {
+  if (sl == 0 || sl > len) return 0;
+  for (const char *p = s, *last = s + (len - sl); p <= last; p++) {
+    p = memchr(p, sub[0], (size_t)(last - p) + 1);
+    if (!p) return 0;
+    if (memcmp(p, sub, sl) == 0) return 1;
+  }
+  return 0;
+}
+
+/* log.secrets_in(s) -> the registered secrets that occur in s, each once, longest first (a
+ * secret inside another counts too): what to mask again when s is read back in another
+ * process, e.g. a stage's outputs after a resume. */
+static int sh_log_secrets_in_l(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  for (size_t i = 0, count = sh_mask_count(); i < count; i++) {
+    size_t sl;
+    const char *secret = sh_mask_secret(i, &sl);
+    if (sh_log_contains(s, len, secret, sl)) {
+      lua_pushlstring(L, secret, sl);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+  return 1;
+}
+
 #define SH_LOG_CTX_MT "stagehost.log.context"
 
 static int sh_log_ctx_gc(lua_State *L) {
@@ -121,11 +150,24 @@ static int sh_log_echo_l(lua_State *L) {
   return 0;
 }
 
+/* log.context_console(on) -> the previous setting. Off: lines logged under a context bound with
+ * a file (each pipeline stage's) stay off the console and go to that file only; lines without
+ * such a context still print. For GitHub Actions, where the engine prints each stage's file in
+ * a fold afterwards. */
+static int sh_log_context_console_l(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  lua_pushboolean(L, sh_log_context_console());
+  sh_log_set_context_console(lua_toboolean(L, 1));
+  return 1;
+}
+
 static const luaL_Reg sh_log_funcs[] = {
     {"debug", sh_log_debug_l}, {"info", sh_log_info_l},   {"warn", sh_log_warn_l},
     {"error", sh_log_error_l}, {"mask", sh_log_mask_l},   {"level", sh_log_level_l},
     {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l},   {"echo_output", sh_log_echo_l},
-    {"console", sh_log_console_l}, {"isatty", sh_log_isatty_l}, {NULL, NULL},
+    {"console", sh_log_console_l}, {"isatty", sh_log_isatty_l},
+    {"context_console", sh_log_context_console_l}, {"secrets_in", sh_log_secrets_in_l},
+    {NULL, NULL},
 };
 
 int sh_log_open(lua_State *L) {

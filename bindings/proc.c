@@ -76,6 +76,7 @@ struct sh_proc {
   int capture[3];             /* stream is a pipe we read */
   int stdin_is_pipe;          /* spawned with stdin = true or data */
   int want_lines;             /* queue lines for read_line (on_line) */
+  int quiet;                  /* its output stays off the console (log files still get it) */
   sh_line_t *lines_head, *lines_tail;
   size_t lines_bytes;
   int paused;                 /* reading stopped until the queue drains */
@@ -241,7 +242,7 @@ static void sh_capture_add(sh_capture_t *c, const char *s, size_t n) {
 
 static void sh_proc_emit_line(sh_proc_t *p, int stream, const char *s, size_t n) {
   if (n > 0 && s[n - 1] == '\r') n--;
-  sh_log_output(p->log_ctx, p->label, s, n);
+  sh_log_output(p->log_ctx, p->label, s, n, p->quiet);
   if (!p->want_lines) return;
   sh_line_t *l = malloc(sizeof *l + n + 1);
   if (!l) return;
@@ -554,6 +555,15 @@ static double sh_opt_number(lua_State *L, int idx, const char *key, double def, 
   return v;
 }
 
+static int sh_opt_boolean(lua_State *L, int idx, const char *key, const char *who) {
+  int t = lua_getfield(L, idx, key);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+    luaL_error(L, "%s: '%s' must be a boolean (got %s)", who, key, luaL_typename(L, -1));
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
 static sh_proc_t *sh_check_proc(lua_State *L, int idx) {
   sh_proc_t **pp = luaL_checkudata(L, idx, SH_PROC_MT);
   if (!*pp) {
@@ -606,6 +616,7 @@ static int sh_proc_spawn(lua_State *L) {
   double timeout = sh_opt_number(L, 1, "timeout", 0, who);
   double grace = sh_opt_number(L, 1, "grace", 5, who);
   double max_output = sh_opt_number(L, 1, "max_output", SH_PROC_DEFAULT_MAX_OUTPUT, who);
+  int quiet = sh_opt_boolean(L, 1, "quiet", who);
   lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
   if (shell && n > 0) return luaL_error(L, "%s: give either argv or shell=, not both", who);
   if (!shell && n == 0)
@@ -684,6 +695,7 @@ static int sh_proc_spawn(lua_State *L) {
   }
   p->grace = grace;
   p->want_lines = want_lines;
+  p->quiet = quiet;
   sh_timer_init(&p->timeout_timer, sh_proc_timeout_fire);
   sh_timer_init(&p->kill_timer, sh_proc_kill_fire);
   sh_timer_init(&p->drain_timer, sh_proc_drain_fire);

@@ -28,9 +28,12 @@ static void sh_write_all(int fd, const char *s, size_t len);
 static sh_log_ctx_t *(*sh_log_context)(void);
 static int sh_log_echo; /* show children's output on the console at any level (pipeline runs) */
 static int sh_log_quiet; /* a live view owns the console */
+static int sh_log_ctx_console = 1; /* lines under a context with a file also go to the console */
 
 void sh_log_set_echo(int on) { sh_log_echo = on; }
 void sh_log_set_console(int on) { sh_log_quiet = !on; }
+void sh_log_set_context_console(int on) { sh_log_ctx_console = on; }
+int sh_log_context_console(void) { return sh_log_ctx_console; }
 
 void sh_log_set_context_source(sh_log_ctx_t *(*current)(void)) { sh_log_context = current; }
 
@@ -156,6 +159,14 @@ int sh_mask_add(const char *secret, size_t len) {
 
 size_t sh_mask_longest(void) { return sh_log.nsecrets ? sh_log.secrets[0].len : 0; }
 
+size_t sh_mask_count(void) { return sh_log.nsecrets; }
+
+const char *sh_mask_secret(size_t i, size_t *len) {
+  if (i >= sh_log.nsecrets) return NULL;
+  *len = sh_log.secrets[i].len;
+  return sh_log.secrets[i].bytes;
+}
+
 static size_t sh_mask_match(const char *s, size_t len) {
   if (!sh_log.first_byte[(unsigned char)*s]) return 0;
   for (size_t k = 0; k < sh_log.nsecrets; k++) {
@@ -248,6 +259,8 @@ static void sh_log_emit(sh_log_ctx_t *ctx, int to_console, int to_files, const c
   free(line);
   if (!masked) return;
   fflush(stdout); /* keep print() and log lines in order on a shared terminal */
+  /* a context's file is printed later (a fold under GitHub Actions): not twice */
+  if (ctx && ctx->fd >= 0 && !sh_log_ctx_console) to_console = 0;
   if (to_console && !sh_log_quiet) sh_write_all(STDERR_FILENO, masked, ml);
   if (ctx) { /* the body alone, masked, first line only: a live view's "last line" */
     size_t bl;
@@ -292,13 +305,35 @@ void sh_log_printf(int level, const char *fmt, ...) {
   sh_log_write(level, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
-void sh_log_output(sh_log_ctx_t *ctx, const char *label, const char *line, size_t len) {
-  int console = sh_log_enabled(SH_LOG_DEBUG) || (sh_log_echo && sh_log.level < SH_LOG_OFF);
+void sh_log_output(sh_log_ctx_t *ctx, const char *label, const char *line, size_t len, int quiet) {
+  int console = !quiet && (sh_log_enabled(SH_LOG_DEBUG) || (sh_log_echo && sh_log.level < SH_LOG_OFF));
   if (!console && sh_log.nfiles == 0 && !(ctx && ctx->fd >= 0)) return;
-  char head[160];
-  if (ctx && ctx->prefix[0]) snprintf(head, sizeof head, "[%s] %s| ", ctx->prefix, label);
-  else snprintf(head, sizeof head, "%s| ", label);
+  char head[160] = ""; /* without a label, sh_log_emit adds the "[prefix] " itself */
+  if (label && label[0]) {
+    if (ctx && ctx->prefix[0]) snprintf(head, sizeof head, "[%s] %s| ", ctx->prefix, label);
+    else snprintf(head, sizeof head, "%s| ", label);
+  }
   sh_log_emit(ctx, console, 1, head, line, len);
+}
+
+void sh_log_print(const char *s, size_t len) {
+  sh_log_ctx_t *ctx = sh_log_current();
+  if (!ctx) {
+    sh_mask_fwrite(s, len, stdout);
+    return;
+  }
+  /* masked whole before it is cut into lines, so a secret that spans lines is still caught */
+  size_t ml;
+  char *m = sh_mask_apply(s, len, &ml);
+  if (!m) return;
+  if (ml > 0 && m[ml - 1] == '\n') ml--; /* print's own newline ends the last line */
+  for (const char *p = m, *end = m + ml;;) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    sh_log_output(ctx, NULL, p, nl ? (size_t)(nl - p) : (size_t)(end - p), 0);
+    if (!nl) break;
+    p = nl + 1;
+  }
+  free(m);
 }
 
 int sh_log_add_file(const char *path) {

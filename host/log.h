@@ -23,18 +23,31 @@ void sh_log_write(int level, const char *msg, size_t len);
 void sh_log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 struct sh_log_ctx;
 /* A line of a child's output: always to the log files (ctx's included: the context of the task
- * that started the child), to the console only at debug level. */
-void sh_log_output(struct sh_log_ctx *ctx, const char *label, const char *line, size_t len);
+ * that started the child), to the console at debug level or with echo on, unless quiet (the
+ * child was started with quiet = true). label "" or NULL: no "label| " head (print's lines). */
+void sh_log_output(struct sh_log_ctx *ctx, const char *label, const char *line, size_t len, int quiet);
+/* print()'s text: under the running task's log context, each line as that task's output (to
+ * its file, to the console as "[prefix] line" when output is echoed); without one, masked to
+ * stdout as before. */
+void sh_log_print(const char *s, size_t len);
 
 /* Show children's output on the console whatever the level (a pipeline run does). */
 void sh_log_set_echo(int on);
 /* Keep the console quiet (a live view owns the screen); files still get everything. */
 void sh_log_set_console(int on);
+/* Off: lines logged under a context that has a file (log.bind with a path) stay off the
+ * console and go to that file only; lines without one still print. Under GitHub Actions the
+ * engine prints each stage's file in a fold, so each line appears once. On by default. */
+void sh_log_set_context_console(int on);
+int sh_log_context_console(void);
 
 /* Secrets. Shorter than SH_MASK_MIN bytes are refused: masking "1" would mangle every line. */
 #define SH_MASK_MIN 4
 int sh_mask_add(const char *secret, size_t len);
 size_t sh_mask_longest(void);
+/* The registered secrets, longest first: sh_mask_secret(i, &len) for i < sh_mask_count(). */
+size_t sh_mask_count(void);
+const char *sh_mask_secret(size_t i, size_t *len);
 /* Returns a malloc'd copy of s with every secret replaced by "***"; *outlen gets its length. */
 char *sh_mask_apply(const char *s, size_t len, size_t *outlen);
 /* Where a long partial line may be cut so that no secret is split between the two pieces:

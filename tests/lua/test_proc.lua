@@ -2,6 +2,7 @@ local T = require "harness"
 local task = require "stagehost.task"
 local proc = require "stagehost.proc"
 local fs = require "stagehost.fs"
+local log = require "stagehost.log"
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 -- Under AddressSanitizer freed memory sits in a quarantine (256 MB by default), which would
@@ -224,6 +225,79 @@ T.test("50 processes at once", function()
   for i = 1, 50 do T.eq(out[i], i .. "\n") end
 end)
 
+T.test("check = true: a failed child raises at the caller's line with command, code and stderr tail", function()
+  local err = T.raises(function()
+    proc.run{ "sh", "-c", "echo progress; echo 'npm ERR! Test failed' >&2; exit 1", check = true }
+  end, "proc.run")
+  T.has(err, [[proc.run: "sh -c 'echo progress; echo '\''npm ERR! Test failed'\'' >&2; exit 1'" exited with code 1: npm ERR! Test failed]])
+  T.match(err, "^[^\n]*test_proc%.lua:%d+: proc%.run: ", "at the caller's line")
+  T.no_match(err, "\n", "a one-line stderr is not repeated")
+  T.match(T.raises(function() proc.run{ "false", check = true } end), "proc%.run: 'false' exited with code 1$",
+    "no output: no tail")
+  T.match(T.raises(function() proc.run{ shell = "exit 4", check = true } end), "proc%.run: 'exit 4' exited with code 4$")
+  -- arguments quoted as a shell would need them
+  T.has(T.raises(function() proc.run{ "sh", "-c", "exit 5", "a b", "", "it's", "--x=1,2", check = true } end),
+    [[proc.run: "sh -c 'exit 5' 'a b' '' 'it'\''s' --x=1,2" exited with code 5]])
+  -- the first line carries stderr's last line, the next lines its tail (20 lines at most)
+  local long = T.raises(function() proc.run{ "sh", "-c", "seq 1 50 >&2; exit 2", check = true } end)
+  local first, rest = long:match("^([^\n]*)\n(.*)$")
+  T.match(first, "exited with code 2: 50$")
+  local expect = {}
+  for i = 31, 50 do expect[#expect + 1] = tostring(i) end
+  T.eq(rest, table.concat(expect, "\n"), "the last 20 lines of stderr")
+  local huge = T.raises(function()
+    proc.run{ "sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 3", check = true }
+  end)
+  T.ok(#huge < 2600, "a tail of about 2 KB, got " .. #huge .. " bytes")
+  -- stdout's tail when stderr is empty (eslint and tsc report there)
+  T.match(T.raises(function() proc.run{ "sh", "-c", "echo 'src/a.ts(3,1): error TS2304'; exit 2", check = true } end),
+    "exited with code 2: src/a%.ts%(3,1%): error TS2304$")
+end)
+
+T.test("check = true: signals, timeouts, secrets; success and check = false return the result", function()
+  T.match(T.raises(function() proc.run{ "sh", "-c", "kill -KILL $$", check = true } end),
+    "proc%.run: \"sh %-c 'kill %-KILL %$%$'\" was killed by SIGKILL %(code 137%)$")
+  T.match(T.raises(function() proc.run{ "sleep", "30", timeout = 0.1, check = true } end),
+    "proc%.run: 'sleep 30' timed out after 0%.1s %(code 124%)$")
+  local secret = log.mask("hunter2-deploy-key")
+  local masked = T.raises(function()
+    proc.run{ "sh", "-c", "echo \"denied for $1\" >&2; exit 1", "sh", secret, check = true }
+  end)
+  T.no_match(masked, "hunter2", "the secret is masked in the command and the tail")
+  T.has(masked, [[' sh ***" exited with code 1: denied for ***]])
+  T.raises(function() proc.run{ "no-such-program-xyz", check = true } end, "program 'no-such-program-xyz' not found")
+  local r = proc.run{ "sh", "-c", "echo fine", check = true }
+  T.eq(r.ok, true); T.eq(r.stdout, "fine\n")
+  local failed = proc.run{ "sh", "-c", "exit 3", check = false }
+  T.eq(failed.ok, false); T.eq(failed.code, 3)
+end)
+
+T.test("quiet = true keeps a child's output off the console, not out of the log file", function()
+  local file = os.tmpname()
+  local script = ([[
+    local proc = require "stagehost.proc"
+    local log = require "stagehost.log"
+    log.echo_output(true)
+    log.bind("build", %q)
+    proc.run{ "echo", "loud child line" }
+    local r = proc.run{ "echo", "quiet child line", quiet = true }
+    io.stdout:write("captured: ", r.stdout)
+    proc.spawn{ "echo", "quiet spawned line", quiet = true }:wait()
+  ]]):format(file)
+  local r = proc.run{ STAGEHOST, "-e", script, timeout = 30 }
+  T.eq(r.code, 0, r.stderr)
+  T.match(r.stderr, "%[build%] echo%[%d+%]| loud child line\n", "an echoed child is on the console")
+  T.no_match(r.stderr, "quiet child line", "the quiet child's line is not on the console")
+  T.eq(select(2, r.stdout:gsub("quiet child line", "")), 1, "stdout: only the captured copy")
+  T.match(r.stdout, "captured: quiet child line\n", "its output is still captured")
+  T.no_match(r.stdout .. r.stderr, "quiet spawned line")
+  local logged = assert(fs.read(file))
+  os.remove(file)
+  T.match(logged, "%[build%] echo%[%d+%]| loud child line\n")
+  T.match(logged, "%[build%] echo%[%d+%]| quiet child line\n", "the log file has the quiet child's line")
+  T.match(logged, "%[build%] echo%[%d+%]| quiet spawned line\n")
+end)
+
 T.test("bad options fail clearly", function()
   T.raises(function() proc.run(42) end, "bad argument #1 to 'proc.run' (table expected, got number)")
   T.raises(function() proc.run{} end, "nothing to run")
@@ -234,6 +308,10 @@ T.test("bad options fail clearly", function()
   T.raises(function() proc.run{ "echo", { "nested" } } end, "argv[2] must be a string")
   T.raises(function() proc.run{ "echo", on_line = 1 } end, "on_line must be a function")
   T.raises(function() proc.run{ "echo", stdin = 5 } end, "'stdin' must be a string")
+  T.raises(function() proc.run{ "echo", check = "yes" } end,
+    "bad argument #1 to 'proc.run' (check must be a boolean, got string)")
+  T.raises(function() proc.run{ "echo", quiet = 1 } end, "proc.run: 'quiet' must be a boolean (got number)")
+  T.raises(function() proc.spawn{ "echo", quiet = "no" } end, "proc.spawn: 'quiet' must be a boolean (got string)")
 end)
 
 T.run()

@@ -181,24 +181,61 @@ T.test("task.all keeps the shape and raises after all ended when some failed", f
       b = function() task.sleep(0.05) finished = finished + 1 end,
       c = function() error("c broke", 0) end,
     }
-  end, "2 of the functions failed")
+  end, "2 of 3 functions failed")
   T.match(tostring(err), "a: a broke")
   T.match(tostring(err), "c: c broke")
   T.eq(finished, 1, "the slow sibling was not cancelled")
   T.raises(function() task.all{ 1 } end, "function expected")
 end)
 
+T.test("task.all's first line names each failure with its own first line", function()
+  local err = T.raises(function()
+    task.all{
+      tests = function() error("jest: 3 tests failed\n  at suite.spec.ts:12", 0) end,
+      lint = function() task.sleep(0.01) error("eslint exited 1", 0) end,
+      types = function() return "ok" end,
+      scan = function() return "ok" end,
+    }
+  end, "task.all")
+  local first, rest = tostring(err):match("^([^\n]*)\n(.*)$")
+  T.match(first, "test_task%.lua:%d+: task%.all: 2 of 4 functions failed: lint: eslint exited 1; "
+    .. "tests: jest: 3 tests failed$", "the first line, failures in key order")
+  T.match(rest, "^  lint: eslint exited 1\n  tests: jest: 3 tests failed\n      at suite%.spec%.ts:12$",
+    "the full messages follow")
+  -- one function of one; an array's failures in index order (2 before 10), locations kept
+  local one = T.raises(function() task.all{ function() error("only one") end } end, "task.all")
+  T.match(tostring(one), "task%.all: 1 of 1 function failed: 1: [^\n]*test_task%.lua:%d+: only one\n")
+  local fns = {}
+  for i = 1, 10 do fns[i] = function() if i == 2 or i == 10 then error("no " .. i, 0) end end end
+  local many = T.raises(function() task.all(fns) end, "task.all")
+  T.match(tostring(many), "2 of 10 functions failed: 2: no 2; 10: no 10\n")
+  -- a function that raised a table (a cancellation) is named by its message
+  local cancelled = T.raises(function()
+    task.all{ deploy = function() local t = task.spawn(task.sleep, 10) t:cancel("stack rolled back")
+      local _, e = t:join() error(e, 0) end }
+  end, "task.all")
+  T.match(tostring(cancelled), "1 of 1 function failed: deploy: stack rolled back\n")
+end)
+
 T.test("cancelling task.all's caller cancels the functions still running", function()
   local children_finished = 0
+  local caller_err
   local caller = task.spawn(function()
-    task.all{ function() task.sleep(10) children_finished = children_finished + 1 end,
-              function() task.sleep(10) children_finished = children_finished + 1 end }
+    local ok, e = pcall(task.all, { function() task.sleep(10) children_finished = children_finished + 1 end,
+              function() task.sleep(10) children_finished = children_finished + 1 end })
+    caller_err = e
+    error(e, 0)
   end)
   task.sleep(0.02)
-  caller:cancel()
+  caller:cancel("stop the checks")
   T.eq((caller:join()), false)
+  T.eq(type(caller_err), "table", "the caller's cancellation passes through as it is")
+  T.eq(caller_err.kind, "cancelled"); T.eq(tostring(caller_err), "stop the checks")
   task.sleep(0.02)
   T.eq(children_finished, 0)
+  -- a timeout around task.all is the timeout's own, not one of task.all's failures
+  local ok, why = task.timeout(0.05, task.all, { function() task.sleep(10) end })
+  T.eq(ok, false); T.eq(why, "timeout")
 end)
 
 T.test("waiting outside a task fails clearly", function()
