@@ -13,8 +13,10 @@
 --   retries         extra attempts after a rate limit (any method: GitHub refused, so did nothing)
 --                   or a 5xx (GET, HEAD, PUT and DELETE only: a POST or PATCH that failed late
 --                   may have created the issue or comment already, and a second one would
---                   duplicate it); a refused or cut connection is retried for GET and HEAD
---   backoff         first pause after a 5xx, doubled each time (with jitter)
+--                   duplicate it); a refused or cut connection is retried for GET and HEAD.
+--                   One budget for all of these (stagehost.util.retry); a redirect starts anew
+--   backoff         ceiling of the first pause after a 5xx or a cut connection, doubled each
+--                   time up to 30 s; the pause is drawn below it (full jitter)
 --   secondary_wait  pause after a secondary rate limit that names no Retry-After, doubled
 --                   each time (GitHub asks for at least a minute)
 --   timeout         seconds for each request, uploads included
@@ -67,6 +69,7 @@ local http = require "stagehost.http"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
 local task = require "stagehost.task"
+local retry = require "stagehost.util.retry"
 local crypto = require "stagehost.crypto"
 local fs = require "stagehost.fs"
 
@@ -472,7 +475,7 @@ local function wait_before_retry(self, res, method, shown, secondary_hits)
   local h = res.headers
   local status = res.status
   if status == 403 or status == 429 then
-    local retry_after = http.retry_after(h["retry-after"])
+    local retry_after = retry.after(h)
     if retry_after then
       if retry_after > self.max_wait then
         error(api_error({ status = status, method = method, path = shown, message = "secondary rate limit" },
@@ -511,6 +514,9 @@ local function wait_before_retry(self, res, method, shown, secondary_hits)
   return nil
 end
 
+-- the largest backoff ceiling after a 5xx or a cut connection (a rate limit waits as asked)
+local BACKOFF_CAP = 30
+
 -- One call: rate limits and server errors waited out, redirects followed, the answer
 -- decoded, a failure raised. allow = {[404] = true} returns those statuses instead of
 -- raising. -> data, response, the URL that answered
@@ -526,11 +532,6 @@ local function send(self, method, target, opts)
   }
   for k, v in pairs(opts.headers or {}) do set_header(headers, k, v) end
   local req = { method = method, url = url, headers = headers, timeout = self.timeout }
-  -- a connection cut after a POST was sent may have created the release already: only reads
-  -- are retried on transport failures; statuses are this client's to judge (rate limits, 5xx)
-  if method == "GET" or method == "HEAD" then
-    req.retry = { attempts = self.retries + 1, statuses = {}, base = math.max(self.backoff, 0.01) }
-  end
   if opts.json ~= nil then
     req.json = opts.json
   elseif opts.body_file then
@@ -538,11 +539,33 @@ local function send(self, method, target, opts)
   elseif opts.body ~= nil then
     req.body = opts.body
   end
+  -- This client's rules as a stagehost.util.retry classifier, run by http.request: rate limits
+  -- for any method (GitHub refused, so did nothing), 5xx for the idempotent methods, and a
+  -- refused or cut connection only for reads (a POST cut after it was sent may have created
+  -- the release already). Secondary-limit waits double over the whole call.
+  local secondary_hits = 0
+  req.retry = {
+    attempts = self.retries + 1, base = self.backoff, cap = BACKOFF_CAP, max_wait = self.max_wait,
+    classify = function(o)
+      local res = o.response
+      if res then
+        if res.status < 300 or (opts.allow and opts.allow[res.status]) then return false end
+        local wait, why = wait_before_retry(self, res, method, shown, secondary_hits)
+        if not wait then return false end
+        if why == "secondary rate limit" and o.attempt < o.attempts then secondary_hits = secondary_hits + 1 end
+        return true, ("HTTP %d %s"):format(res.status, why), wait ~= "backoff" and wait or nil
+      end
+      if o.raised or not (method == "GET" or method == "HEAD") or not retry.TRANSIENT_KINDS[o.kind] then
+        return false
+      end
+      return true, (tostring(o.error):gsub("^http%.request: ", ""))
+    end,
+  }
   local res
-  local attempt, secondary_hits, hops = 0, 0, 0
+  local hops = 0
   local start_origin = origin_of(url)
   while true do
-    attempt = attempt + 1
+    req.retry.name = ("github: %s %s"):format(method, shown)
     local started = task.now()
     local ok, result = pcall(http.request, req)
     if not ok then
@@ -552,39 +575,26 @@ local function send(self, method, target, opts)
     res = result
     log.debug(("github: %s %s: %d (%.2fs)"):format(method, shown, res.status, task.now() - started))
     if res.status < 300 or (opts.allow and opts.allow[res.status]) then break end
+    -- rate limits and server errors were waited out above; a redirect is followed here, and
+    -- starts its own attempts
     local location = REDIRECTS[res.status] and res.headers["location"]
-    if type(location) == "string" and location ~= "" then
-      local next_url = resolve_url(req.url, location)
-      local next_origin = origin_of(next_url)
-      local same = next_origin == start_origin
-      -- elsewhere only reads go, and without the token; a POST there could act for us
-      if next_origin and (same or method == "GET" or method == "HEAD") then
-        hops = hops + 1
-        if hops > MAX_REDIRECTS then
-          error(api_error({ status = res.status, method = method, path = shown, message = "too many redirects" },
-            ("github: %s %s: %d: more than %d redirects in a row"):format(method, shown, res.status,
-              MAX_REDIRECTS)), 0)
-        end
-        if not same then set_header(req.headers, "Authorization", nil) end
-        log.debug(("github: %s %s: %d, redirected to %s"):format(method, shown, res.status,
-          same and display_path(self, next_url) or next_origin .. display_path(self, next_url)))
-        req.url = canonical_url(next_url)
-        shown = display_path(self, req.url)
-        attempt = attempt - 1 -- a redirect is not a failed attempt
-        goto continue
-      end
+    if type(location) ~= "string" or location == "" then break end
+    local next_url = resolve_url(req.url, location)
+    local next_origin = origin_of(next_url)
+    local same = next_origin == start_origin
+    -- elsewhere only reads go, and without the token; a POST there could act for us
+    if not next_origin or not (same or method == "GET" or method == "HEAD") then break end
+    hops = hops + 1
+    if hops > MAX_REDIRECTS then
+      error(api_error({ status = res.status, method = method, path = shown, message = "too many redirects" },
+        ("github: %s %s: %d: more than %d redirects in a row"):format(method, shown, res.status,
+          MAX_REDIRECTS)), 0)
     end
-    local wait, why = wait_before_retry(self, res, method, shown, secondary_hits)
-    if not wait or attempt > self.retries then break end
-    if why == "secondary rate limit" then secondary_hits = secondary_hits + 1 end
-    if wait == "backoff" then
-      local ceiling = self.backoff * 2 ^ (attempt - 1)
-      wait = ceiling / 2 + math.random() * ceiling / 2
-    end
-    log.warn(("github: %s %s: %d %s; attempt %d of %d in %.1fs"):format(method, shown, res.status, why,
-      attempt + 1, self.retries + 1, wait))
-    task.sleep(wait)
-    ::continue::
+    if not same then set_header(req.headers, "Authorization", nil) end
+    log.debug(("github: %s %s: %d, redirected to %s"):format(method, shown, res.status,
+      same and display_path(self, next_url) or next_origin .. display_path(self, next_url)))
+    req.url = canonical_url(next_url)
+    shown = display_path(self, req.url)
   end
   local data
   if res.body and res.body:find("%S") then

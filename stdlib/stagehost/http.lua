@@ -2,48 +2,64 @@
 -- Any HTTP status is a result; a transport failure raises an error naming the URL.
 local core = require "stagehost.core.http_client"
 local json = require "stagehost.json"
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local time = require "stagehost.util.time"
+local retry = require "stagehost.util.retry"
 
 local http = {}
 
 local RETRY_STATUSES = { [408] = true, [425] = true, [429] = true, [500] = true, [502] = true,
   [503] = true, [504] = true }
--- transport failures worth another attempt; a TLS or a URL problem will not heal by waiting
-local RETRY_KINDS = { timeout = true, refused = true, resolve = true, transport = true }
-
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
-  Oct = 10, Nov = 11, Dec = 12 }
 
 -- Retry-After is seconds or an HTTP date (RFC 9110 section 10.2.3); nil when unreadable.
 function http.retry_after(value, now)
-  if type(value) ~= "string" then return nil end
-  local secs = value:match("^%s*(%d+)%s*$")
-  if secs then return tonumber(secs) end
-  local d, mon, y, hh, mm, ss = value:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
-  if not d or not MONTHS[mon] then return nil end
-  local at = time.epoch(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss))
-  return math.max(0, at - (now or os.time()))
+  return retry.after(value, now)
 end
 
-local function retry_policy(retry)
-  if retry == nil or retry == false then return { attempts = 1, statuses = {} } end
-  if type(retry) == "number" then retry = { attempts = retry } end
-  if type(retry) ~= "table" then
-    error(("bad argument #1 to 'http.request' (retry must be a number or a table, got %s)"):format(type(retry)), 3)
+-- http.request's own rule: the statuses asked for (any method: the caller opted in) and the
+-- transport failures that may heal by waiting; the answer's Retry-After is the wait.
+local function status_classifier(statuses)
+  return function(o)
+    if o.response then
+      if not statuses[o.response.status] then return false end
+      return true, ("HTTP %d from %s"):format(o.response.status, o.request.url), retry.after(o.response.headers)
+    end
+    if not o.raised and retry.TRANSIENT_KINDS[o.kind] then
+      return true, (tostring(o.error):gsub("^http%.request: ", ""))
+    end
+    return false
+  end
+end
+
+-- retry = n | {attempts, base, cap (or max), max_wait, statuses, classify, name, sleep,
+-- random, on_retry}: a stagehost.util.retry policy; nil or false is one attempt.
+local function retry_policy(opt, req)
+  if opt == nil or opt == false then return { attempts = 1, direct = true } end
+  if type(opt) == "number" then opt = { attempts = opt } end
+  if type(opt) ~= "table" then
+    error(("bad argument #1 to 'http.request' (retry must be a number or a table, got %s)"):format(type(opt)), 3)
+  end
+  retry.check(opt, "http.request", 3, "retry.")
+  for _, name in ipairs{ "max", "statuses" } do
+    local want = name == "max" and "number" or "table"
+    if opt[name] ~= nil and type(opt[name]) ~= want then
+      error(("bad argument #1 to 'http.request' (retry.%s must be a %s, got %s)"):format(name, want, type(opt[name])), 3)
+    end
   end
   return {
-    attempts = retry.attempts or 3,
-    base = retry.base or 0.5,     -- first backoff ceiling, seconds
-    max = retry.max or 30,        -- largest backoff
-    max_wait = retry.max_wait or 120, -- largest Retry-After honoured
-    statuses = retry.statuses or RETRY_STATUSES,
+    attempts = opt.attempts or 3,
+    base = opt.base or 0.5,           -- first backoff ceiling, seconds
+    cap = opt.cap or opt.max or 30,   -- largest backoff
+    max_wait = opt.max_wait or 120,   -- largest Retry-After honoured
+    classify = opt.classify or status_classifier(opt.statuses or RETRY_STATUSES),
+    name = opt.name or "http.request",
+    request = { method = req.method or "GET", url = req.url },
+    sleep = opt.sleep, random = opt.random, on_retry = opt.on_retry,
+    -- one attempt that no classifier has to see (one may raise, as github's does past max_wait)
+    direct = (opt.attempts or 3) == 1 and opt.classify == nil,
   }
 end
 
 -- http.request{method, url, headers, body | json | body_file, timeout, connect_timeout,
---              retry = n | {attempts, base, max, max_wait, statuses}, output = path, follow,
+--              retry = n | {attempts, base, cap, max_wait, statuses, classify, ...}, output = path, follow,
 --              max_redirects, insecure} -> {status, headers, body, url, duration}
 function http.request(opts)
   if type(opts) ~= "table" then
@@ -63,24 +79,14 @@ function http.request(opts)
     if not has_type then headers["Content-Type"] = "application/json" end
     req.headers = headers
   end
-  local policy = retry_policy(opts.retry)
-  local res, err, kind
-  for attempt = 1, policy.attempts do
-    local ok
-    ok, res, err, kind = pcall(core.request, req)
-    if not ok then error(res, 2) end -- misuse: bad options, malformed URL
-    local retryable = (res and policy.statuses[res.status]) or (not res and RETRY_KINDS[kind])
-    if not retryable or attempt == policy.attempts then break end
-    local wait = res and http.retry_after(res.headers["retry-after"])
-    if wait then
-      wait = math.min(wait, policy.max_wait)
-    else -- exponential backoff with full jitter
-      wait = math.random() * math.min(policy.max, policy.base * 2 ^ (attempt - 1))
-    end
-    log.warn(("http.request: %s %s: %s; attempt %d of %d in %.1fs"):format(req.method or "GET", req.url,
-      res and ("HTTP " .. res.status) or err, attempt + 1, policy.attempts, wait))
-    task.sleep(wait)
+  local policy = retry_policy(opts.retry, req)
+  local ok, res, err
+  if policy.direct then
+    ok, res, err = pcall(core.request, req)
+  else
+    ok, res, err = pcall(retry.run, policy, function() return core.request(req) end)
   end
+  if not ok then error(res, 2) end -- misuse (bad options, malformed URL); a cancellation as it is
   if not res then error(err, 2) end
   return res
 end

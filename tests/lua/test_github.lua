@@ -152,6 +152,26 @@ T.test("5xx answers are retried with backoff, then raised", with_github(function
   T.eq(seen(sb, "GET /repos/{owner}/{repo}"), 3 + 3, "retries = 2: three attempts")
 end, { retries = 2 }))
 
+T.test("cut connections and 5xx answers share one budget of attempts; a cut POST is not repeated", function()
+  local calls = 0
+  -- odd calls: the connection is cut mid-answer; even calls: a 503
+  local srv <close> = http.serve{ handler = function(req)
+    calls = calls + 1
+    if calls % 2 == 0 then return { status = 503, body = '{"message":"Service Unavailable"}' } end
+    local s = req:stream{ status = 200, headers = { ["Content-Type"] = "application/json" } }
+    s:write('{"partial":')
+    error("the connection goes")
+  end }
+  local gh = github.client{ token = TOKEN, repo = REPO, api_url = ("http://127.0.0.1:%d"):format(srv.port),
+    retries = 2, backoff = 0 }
+  local err = caught(gh.get_repo, gh)
+  T.eq(calls, 3, "three attempts in all (cut, 503, cut), not three per kind of failure")
+  T.match(tostring(err), "^github: GET /repos/acme/widgets: GET http://127%.0%.0%.1:%d+/repos/acme/widgets failed")
+  calls = 0
+  err = caught(gh.create_issue, gh, { title = "once" })
+  T.eq(calls, 1, "a POST cut after it was sent may have created the issue: not sent again")
+end)
+
 T.test("releases: create, get by tag, update, generate notes, upload assets", with_github(function(sb, gh)
   T.eq(gh:get_release_by_tag("v1.0.0"), nil)
   local first = gh:create_release{ tag_name = "v0.9.0", name = "0.9", body = "the first" }

@@ -12,10 +12,8 @@
 --
 -- AWS errors are raised as tables {code, message, request_id, status, service, operation}
 -- that print as one line.
-local http = require "stagehost.http"
 local json = require "stagehost.json"
-local log = require "stagehost.log"
-local task = require "stagehost.task"
+local retry = require "stagehost.util.retry"
 
 local aws = {}
 
@@ -73,7 +71,8 @@ local function misuse(fmt, ...)
     local info = debug.getinfo(level, "S")
     if not info then level = 0 break end -- no user frame (called from C): no position
     if info.what ~= "C" and not info.source:find("/stagehost/[^/]*%.lua$") and
-      not info.source:find("/stagehost/aws/", 1, true) then break end
+      not info.source:find("/stagehost/aws/", 1, true) and
+      not info.source:find("/stagehost/util/", 1, true) then break end
     level = level + 1
   end
   error(("aws: " .. fmt):format(...), level)
@@ -248,17 +247,24 @@ local function decode_error(res, service, operation)
   return aws.error(e)
 end
 
--- Transport failures that may heal by waiting; a TLS or URL problem will not.
-local TRANSIENT_KINDS = { timeout = true, refused = true, resolve = true, transport = true }
-
--- Whether an answer or failure deserves another attempt. Throttling means AWS refused the
--- request, so it is safe to repeat anything; after a 5xx or a broken connection AWS may have
--- acted already, so only an idempotent request goes again (no second change set execution,
--- no second release job).
-local function retryable(e, status, idempotent)
-  if THROTTLE_CODES[e.code] or status == 429 then return true end
-  if not idempotent then return false end
-  return TRANSIENT_CODES[e.code] or (status and status >= 500) or false
+-- Whether an answer or failure deserves another attempt (a stagehost.util.retry classifier).
+-- Throttling means AWS refused the request, so it is safe to repeat anything; after a 5xx or a
+-- broken connection AWS may have acted already, so only an idempotent request goes again (no
+-- second change set execution, no second release job). A transport failure that may heal by
+-- waiting is one of retry.TRANSIENT_KINDS; a TLS or URL problem is not.
+local function classify(o)
+  local e, idempotent = o.error, o.request.idempotent
+  if o.raised or e == nil then return false end -- a success, or misuse
+  local res = o.response
+  if not res then
+    if not (idempotent and retry.TRANSIENT_KINDS[o.kind]) then return false end
+    return true, "TransportError: " .. e.message:gsub("^http%.request: ", "")
+  end
+  local again = THROTTLE_CODES[e.code] or res.status == 429 or
+    (idempotent and (TRANSIENT_CODES[e.code] or res.status >= 500))
+  if not again then return false end
+  local h = res.headers
+  return true, ("%s (HTTP %d)"):format(e.code, res.status), retry.after(h["retry-after"] or h["x-amz-retry-after"])
 end
 
 local function max_attempts(opts)
@@ -322,14 +328,19 @@ function aws.request(opts)
   end
   headers["User-Agent"] = headers["User-Agent"] or "stagehost"
 
-  local attempts = max_attempts(opts)
   local method = opts.method or "POST"
   local idempotent = opts.idempotent
   if idempotent == nil then idempotent = idempotent_by_default(method, operation) end
-  local base_wait = tonumber(opts.retry_base) or 1
   local client = require "stagehost.core.http_client"
-  local res, err
-  for attempt = 1, attempts do
+  -- exponential backoff with full jitter, as the SDKs' "standard" retry mode: 1 s, 2 s, 4 s …
+  -- at most 20 s, and a Retry-After honoured up to 20 s
+  local policy = { attempts = max_attempts(opts), base = math.max(0, tonumber(opts.retry_base) or 1), cap = 20, max_wait = 20,
+    name = ("aws: %s %s"):format(service, operation), classify = classify,
+    request = { method = method, url = url, operation = operation, idempotent = idempotent } }
+  -- one attempt, signed afresh (a signature is good for minutes only): the response, with the
+  -- AwsError it carries when it is not a success; nil, a TransportError and the failure's kind
+  -- when nothing came back. Misuse and a cancelled task raise through.
+  local res, err = retry.run(policy, function()
     local send = {}
     for k, v in pairs(headers) do send[k] = v end
     if not opts.unsigned then
@@ -338,29 +349,16 @@ function aws.request(opts)
         service = service, region = region, credentials = creds }
       for k, v in pairs(added) do send[k] = v end
     end
-    -- the core call: misuse and a cancelled task raise through; a transport failure returns
-    -- nil, message, kind
     local r, why, kind = client.request{ method = method, url = url, headers = send, body = body,
       timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10 }
-    local again, wait
-    if r then
-      res = r
-      if res.status < 300 then break end
-      err = decode_error(res, service, operation)
-      again = retryable(err, res.status, idempotent)
-      wait = http.retry_after(res.headers["retry-after"] or res.headers["x-amz-retry-after"])
-    else
-      res, err = nil, aws.error{ service = service, operation = operation, code = "TransportError",
-        message = tostring(why), kind = kind }
-      again = idempotent and TRANSIENT_KINDS[kind] or false
+    if not r then
+      return nil, aws.error{ service = service, operation = operation, code = "TransportError",
+        message = tostring(why), kind = kind }, kind
     end
-    if not again or attempt == attempts then error(err, 2) end
-    -- exponential backoff with full jitter, as the SDKs' "standard" retry mode
-    wait = wait and math.min(wait, 20) or math.random() * math.min(20, base_wait * 2 ^ (attempt - 1))
-    log.warn(("aws: %s %s: %s; attempt %d of %d in %.1fs"):format(service, operation, err.code,
-      attempt + 1, attempts, wait))
-    task.sleep(wait)
-  end
+    if r.status < 300 then return r end
+    return r, decode_error(r, service, operation)
+  end)
+  if err ~= nil then error(err, 2) end
 
   local text = res.body or ""
   local ctype = res.headers["content-type"] or ""
