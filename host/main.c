@@ -1,5 +1,8 @@
-/* stagehost: run a Lua script (or, later, the pipeline it returns) as the main task on the loop.
- * Exit codes: 0 ok, 1 the script failed, 2 usage or load error, 3 cancelled, 128+N on signal N. */
+/* stagehost: the host, as lua.c is Lua's. main() sets up the runtime (the loop, the Lua state,
+ * the scheduler, the preloaded modules, the library paths, signals, print and os.exit) and hands
+ * argv to stdlib/stagehost/cli.lua, which owns every command, the usage text and the mapping from
+ * errors to exit codes. The host keeps what only it can know: a signal (exit 128+N), tasks stuck
+ * waiting on each other, failed tasks nobody joined and handles left open. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,29 +24,7 @@
 
 extern char **environ;
 
-enum { SH_EXIT_OK = 0, SH_EXIT_FAILED = 1, SH_EXIT_USAGE = 2, SH_EXIT_CANCELLED = 3 };
-
-static const char sh_usage[] =
-    "usage: stagehost [options] [SCRIPT.lua [args...]]\n"
-    "       stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v] [--only S] [--from S] [--dry-run]\n"
-    "                                  [--sandbox]\n"
-    "       stagehost graph PIPELINE.lua [--format mermaid|dot|json]\n"
-    "\n"
-    "Runs SCRIPT.lua as a task on stagehost's event loop; a script that returns\n"
-    "pipeline.define{...} runs that pipeline (the same flags as 'run' follow it).\n"
-    "\n"
-    "options:\n"
-    "  -e CODE      run CODE (before SCRIPT, if one is given)\n"
-    "  --version    print the version and exit\n"
-    "  -h, --help   print this help and exit\n"
-    "  --           stop reading options\n"
-    "\n"
-    "environment:\n"
-    "  STAGEHOST_PATH       directory holding the Lua stdlib (stagehost/init.lua)\n"
-    "  STAGEHOST_LOG_LEVEL  debug, info (default), warn, error or off\n"
-    "\n"
-    "exit codes: 0 success, 1 script failed, 2 usage or load error, 3 cancelled,\n"
-    "            130 interrupted (SIGINT), 143 terminated (SIGTERM)\n";
+enum { SH_EXIT_OK = 0, SH_EXIT_FAILED = 1, SH_EXIT_USAGE = 2 };
 
 typedef struct {
   uv_loop_t loop;
@@ -56,13 +37,6 @@ typedef struct {
 } sh_host_t;
 
 static sh_host_t sh_host;
-
-static int sh_usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "stagehost: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n\n%s", sh_usage);
-  return SH_EXIT_USAGE;
-}
 
 /* Print a message masked, prefixed with "stagehost: ", on stderr. */
 static void sh_report(const char *msg, size_t len) {
@@ -116,36 +90,24 @@ static void sh_setup_cpath(lua_State *L) {
   lua_pop(L, 1);
 }
 
-static int sh_setup_paths(lua_State *L, const char *script) {
+/* package.path: the stdlib first. The directory of a script is added by cli.lua, which knows
+ * which argument is the script; it goes right after the stdlib's two entries. */
+static int sh_setup_paths(lua_State *L) {
   sh_setup_cpath(L);
   char dir[PATH_MAX];
-  int found = sh_find_stdlib(dir, sizeof dir) == 0;
-  const char *env = getenv("STAGEHOST_PATH");
-  if (!found && env && *env) {
-    fprintf(stderr, "stagehost: STAGEHOST_PATH=%s has no stagehost/init.lua (point it at the stdlib directory or unset it)\n", env);
+  if (sh_find_stdlib(dir, sizeof dir) != 0) {
+    const char *env = getenv("STAGEHOST_PATH");
+    if (env && *env)
+      fprintf(stderr, "stagehost: STAGEHOST_PATH=%s has no stagehost/init.lua (point it at the stdlib directory or unset it)\n", env);
+    else
+      fputs("stagehost: cannot find the Lua library (stagehost/init.lua) beside the binary or in "
+            "PREFIX/share/stagehost/lua (set STAGEHOST_PATH to the stdlib directory)\n", stderr);
     return -1;
   }
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  if (found) {
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
-    luaL_addvalue(&b);
-  }
-  /* modules beside the script resolve too, so a pipeline can keep helpers next to itself */
-  if (script && strcmp(script, "-") != 0) {
-    const char *slash = strrchr(script, '/');
-    if (slash) {
-      luaL_addlstring(&b, script, (size_t)(slash - script));
-      luaL_addstring(&b, "/?.lua;");
-    }
-  }
   lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_remove(L, -2);
-  luaL_addvalue(&b);
-  luaL_pushresult(&b);
-  lua_getglobal(L, "package");
-  lua_insert(L, -2);
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
   lua_setfield(L, -2, "path");
   lua_pop(L, 1);
   return 0;
@@ -166,7 +128,7 @@ static int sh_print(lua_State *L) {
   luaL_pushresult(&b);
   size_t len;
   const char *s = lua_tolstring(L, -1, &len);
-  sh_mask_fwrite(s, len, stdout);
+  sh_log_print(s, len);
   return 0;
 }
 
@@ -180,8 +142,51 @@ static int sh_os_exit(lua_State *L) {
 
 /* ---- signals ---- */
 
-/* called by libuv on SIGINT/SIGTERM/SIGHUP: cancel every task, which kills the processes they
- * wait on; the loop then drains and main() exits 128+N. A second signal does not wait. */
+#define SH_SIGNAL_HOOK "stagehost.on_signal"
+
+/* host.on_signal(fn | nil): on the first SIGINT/SIGTERM/SIGHUP, fn(name) runs as a new task
+ * instead of the host cancelling every task, so a pipeline can stop its stages and still run
+ * its cleanup and write its record. A second signal ends the host at once either way. */
+static int sh_host_on_signal(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, SH_SIGNAL_HOOK);
+  return 0;
+}
+
+static int sh_host_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"on_signal", sh_host_on_signal}, {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  return 1;
+}
+
+/* Spawns the hook (at 1) with the signal's name (at 2); under lua_pcall, because spawning
+ * allocates and a callback has no protected frame of its own. */
+static int sh_spawn_signal_hook(lua_State *L) {
+  sh_task_spawn(L, 1);
+  return 0;
+}
+
+/* Hands the signal to the Lua hook when there is one; 0 when there is none or it failed. */
+static int sh_signal_to_hook(sh_host_t *host, const char *name) {
+  lua_State *L = host->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SH_SIGNAL_HOOK) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushcfunction(L, sh_spawn_signal_hook);
+  lua_insert(L, -2);
+  lua_pushstring(L, name);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+/* called by libuv on SIGINT/SIGTERM/SIGHUP: hand it to the Lua hook (a pipeline run), else
+ * cancel every task, which kills the processes they wait on; the loop then drains and main()
+ * exits 128+N. A second signal does not wait. */
 static void sh_on_signal(uv_signal_t *h, int signum) {
   sh_host_t *host = h->data;
   if (++host->signal_count > 1) {
@@ -191,6 +196,10 @@ static void sh_on_signal(uv_signal_t *h, int signum) {
   }
   host->exit_signal = signum;
   const char *name = signum == SIGINT ? "SIGINT" : signum == SIGTERM ? "SIGTERM" : "SIGHUP";
+  if (sh_signal_to_hook(host, name)) {
+    sh_log_printf(SH_LOG_WARN, "%s received: stopping the run (a second signal ends the host at once)", name);
+    return;
+  }
   sh_log_printf(SH_LOG_WARN, "%s received: cancelling %zu task(s) and stopping their processes", name,
                 sh_sched_live_tasks(host->sched));
   char reason[64];
@@ -211,35 +220,41 @@ static void sh_signals_start(sh_host_t *host) {
 
 /* ---- the main task ---- */
 
-/* Runs the -e chunks, then the script; a script that returns a pipeline has it run. */
-static const char sh_driver[] =
-    "local chunks, args = ...\n"
-    "for i = 1, #chunks - 1 do chunks[i]() end\n"
-    /* through select: a function value that comes from a call has no name, so tracebacks
-     * call the script "main chunk", as lua(1) does */
-    "local results = table.pack(select(1, chunks[#chunks])(table.unpack(args, 1, args.n)))\n"
-    "local pipeline = package.loaded['stagehost.pipeline']\n"
-    "if pipeline and pipeline.is(results[1]) then return pipeline.main(results[1], args) end\n"
-    "return table.unpack(results, 1, results.n)\n";
-
-/* Subcommands, handled by the Lua side (stdlib/stagehost/cli.lua). */
-static const char *const sh_subcommands[] = {"run", "graph", "approve", "runs", "status", "logs",
-                                             "resume", "cancel", "serve", "artifacts", NULL};
+/* The main task: the command line, as cli.lua reads it (cli.main(argv, host)). */
 static const char sh_cli_chunk[] = "return require('stagehost.cli').main(...)";
 
-static int sh_is_subcommand(const char *a) {
-  for (const char *const *c = sh_subcommands; *c; c++)
-    if (strcmp(a, *c) == 0) return 1;
-  return 0;
-}
-
-static void sh_build_arg(lua_State *L, char **argv, int argc, int script_at) {
-  lua_createtable(L, argc - script_at, script_at + 1);
+/* argv as lua.c's createargtable has it: argv[0] at 0, the arguments from 1, n = argc - 1. */
+static void sh_push_argv(lua_State *L, int argc, char **argv) {
+  lua_createtable(L, argc, 1);
   for (int i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i - script_at);
+    lua_rawseti(L, -2, i);
   }
-  lua_setglobal(L, "arg");
+  lua_pushinteger(L, argc - 1);
+  lua_setfield(L, -2, "n");
+}
+
+/* host.signal() for cli.lua: the signal the host received ("SIGINT", ...) or nil. Its exit code
+ * (128+N) and its report are the host's, so cli.lua stays quiet then. */
+static int sh_received_signal(lua_State *L) {
+  int s = sh_host.exit_signal;
+  if (!s) return 0;
+  lua_pushstring(L, s == SIGINT ? "SIGINT" : s == SIGTERM ? "SIGTERM" : "SIGHUP");
+  return 1;
+}
+
+/* The host's facts for cli.lua: what `stagehost --version` prints, which only the build knows,
+ * and host.signal. */
+static void sh_push_host(lua_State *L) {
+  lua_createtable(L, 0, 4);
+  lua_pushcfunction(L, sh_received_signal);
+  lua_setfield(L, -2, "signal");
+  lua_pushliteral(L, STAGEHOST_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushliteral(L, LUA_RELEASE);
+  lua_setfield(L, -2, "lua");
+  lua_pushstring(L, uv_version_string());
+  lua_setfield(L, -2, "libuv");
 }
 
 static void sh_walk_report(uv_handle_t *h, void *arg) {
@@ -269,6 +284,27 @@ static int sh_finish(sh_host_t *host, int code) {
   return code;
 }
 
+/* The exit code cli.main gave: its integer result, or the exit_code of the error object it raised
+ * (it has reported it already; raising is how a failure stops the loop at once, servers and
+ * timers notwithstanding). -1 when it gave none: cli.lua itself could not run. */
+static int sh_main_code(lua_State *L, sh_task_t *t) {
+  int code = -1;
+  if (sh_task_outcome(t) == SH_TASK_OK) {
+    lua_State *co = t->co;
+    int first = lua_gettop(co) - t->nresults + 1;
+    code = t->nresults > 0 && lua_isinteger(co, first) ? (int)lua_tointeger(co, first) : SH_EXIT_OK;
+  } else if (sh_task_outcome(t) == SH_TASK_ERROR) {
+    int top = lua_gettop(L);
+    sh_task_push_error(L, t);
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "exit_code") == LUA_TNUMBER && lua_isinteger(L, -1))
+      code = (int)lua_tointeger(L, -1);
+    lua_settop(L, top);
+  }
+  return code;
+}
+
+/* A signal is the host's to report; so are tasks stuck on each other and failed tasks nobody
+ * joined. Everything else was mapped to a code by cli.lua. */
 static int sh_main_outcome(sh_host_t *host) {
   lua_State *L = host->L;
   if (host->exit_signal) return 128 + host->exit_signal;
@@ -282,74 +318,25 @@ static int sh_main_outcome(sh_host_t *host) {
     sh_report(msg, (size_t)n);
     return SH_EXIT_FAILED;
   }
-  if (sh_task_outcome(t) == SH_TASK_ERROR) {
-    /* an error object with an exit_code (a pipeline mistake, a failed run) is one line, no
-     * traceback: it says what happened and where already */
-    sh_task_push_error(L, t);
-    int code = -1;
-    if (lua_istable(L, -1)) {
-      if (lua_getfield(L, -1, "exit_code") == LUA_TNUMBER && lua_isinteger(L, -1)) code = (int)lua_tointeger(L, -1);
-      lua_pop(L, 1);
-    }
-    if (code >= 0) {
-      size_t len;
-      const char *msg = luaL_tolstring(L, -1, &len);
-      if (len > 0) sh_report(msg, len);
-      lua_pop(L, 2);
-      return code;
-    }
-    lua_pop(L, 1);
+  int code = sh_main_code(L, t);
+  if (code < 0) { /* the command line itself failed (a broken stdlib): say where */
+    int top = lua_gettop(L);
     sh_task_push_traceback(L, t);
     size_t len;
     const char *tb = lua_tolstring(L, -1, &len);
-    sh_report(tb ? tb : "error", tb ? len : 5);
-    lua_pop(L, 1);
+    if (!tb || len == 0) {
+      sh_task_push_error(L, t);
+      tb = luaL_tolstring(L, -1, &len);
+    }
+    sh_report(tb, len);
+    lua_settop(L, top);
     return SH_EXIT_FAILED;
   }
-  if (sh_task_outcome(t) == SH_TASK_CANCELLED) {
-    sh_task_push_error(L, t);
-    size_t len;
-    const char *msg = luaL_tolstring(L, -1, &len);
-    sh_report(msg, len);
-    lua_pop(L, 2);
-    return SH_EXIT_CANCELLED;
-  }
-  return sh_sched_unobserved_failures(host->sched) > 0 ? SH_EXIT_FAILED : SH_EXIT_OK;
+  if (code == SH_EXIT_OK && sh_sched_unobserved_failures(host->sched) > 0) return SH_EXIT_FAILED;
+  return code;
 }
 
 int main(int argc, char **argv) {
-  const char *codes[64];
-  int ncodes = 0, script_at = argc;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--") == 0) {
-      script_at = i + 1;
-      break;
-    }
-    if (strcmp(a, "-") == 0 || a[0] != '-') {
-      script_at = i;
-      break;
-    }
-    if (strcmp(a, "--version") == 0) {
-      printf("stagehost %s (%s, libuv %s)\n", STAGEHOST_VERSION, LUA_RELEASE, uv_version_string());
-      return SH_EXIT_OK;
-    }
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      fputs(sh_usage, stdout);
-      return SH_EXIT_OK;
-    }
-    if (strcmp(a, "-e") == 0) {
-      if (i + 1 >= argc) return sh_usage_error("option '%s' needs an argument", a);
-      if (ncodes == (int)(sizeof codes / sizeof *codes)) return sh_usage_error("too many %s options", "-e");
-      codes[ncodes++] = argv[++i];
-      continue;
-    }
-    return sh_usage_error("unknown option '%s'", a);
-  }
-  const char *script = script_at < argc ? argv[script_at] : NULL;
-  if (!script && ncodes == 0) return sh_usage_error("%s", "nothing to run: give a script or -e CODE");
-  int subcommand = script && ncodes == 0 && sh_is_subcommand(script) && access(script, F_OK) != 0;
-
   signal(SIGPIPE, SIG_IGN); /* a closed pipe is an error result, not a reason to die */
   setvbuf(stdout, NULL, _IOLBF, 0);
   sh_log_init(environ);
@@ -361,54 +348,21 @@ int main(int argc, char **argv) {
   luaL_openlibs(L);
   host->sched = sh_sched_new(L, &host->loop);
   sh_modules_preload(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, sh_host_open);
+  lua_setfield(L, -2, "stagehost.core.host");
+  lua_pop(L, 1);
   lua_pushcfunction(L, sh_print);
   lua_setglobal(L, "print");
   lua_getglobal(L, "os");
   lua_pushcfunction(L, sh_os_exit);
   lua_setfield(L, -2, "exit");
   lua_pop(L, 1);
-  if (sh_setup_paths(L, script) != 0) return sh_finish(host, SH_EXIT_USAGE);
-  sh_build_arg(L, argv, argc, script ? script_at : 0);
+  if (sh_setup_paths(L) != 0) return sh_finish(host, SH_EXIT_USAGE);
 
-  /* driver, chunks, args: load everything before running anything */
-  if (luaL_loadbuffer(L, sh_driver, sizeof sh_driver - 1, "=stagehost") != LUA_OK) abort();
-  lua_createtable(L, ncodes + 1, 0);
-  for (int i = 0; i < ncodes; i++) {
-    if (luaL_loadbuffer(L, codes[i], strlen(codes[i]), "=(command line)") != LUA_OK) {
-      size_t len;
-      const char *msg = lua_tolstring(L, -1, &len);
-      sh_report(msg, len);
-      return sh_finish(host, SH_EXIT_USAGE);
-    }
-    lua_rawseti(L, -2, i + 1);
-  }
-  if (subcommand) {
-    if (luaL_loadbuffer(L, sh_cli_chunk, sizeof sh_cli_chunk - 1, "=stagehost") != LUA_OK) abort();
-    lua_rawseti(L, -2, ncodes + 1);
-  } else if (script) {
-    int rc = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
-    if (rc != LUA_OK) {
-      size_t len;
-      const char *msg = lua_tolstring(L, -1, &len);
-      if (rc == LUA_ERRFILE) {
-        lua_pushfstring(L, "%s (check the script's path)", msg);
-        msg = lua_tolstring(L, -1, &len);
-      }
-      sh_report(msg, len);
-      return sh_finish(host, SH_EXIT_USAGE);
-    }
-    lua_rawseti(L, -2, ncodes + 1);
-  }
-  /* a subcommand gets its own name as the first argument */
-  int first = subcommand ? script_at : script_at + 1;
-  int nargs = script ? argc - first : 0;
-  lua_createtable(L, nargs, 1);
-  for (int i = 0; i < nargs; i++) {
-    lua_pushstring(L, argv[first + i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_pushinteger(L, nargs);
-  lua_setfield(L, -2, "n");
+  if (luaL_loadbuffer(L, sh_cli_chunk, sizeof sh_cli_chunk - 1, "=stagehost") != LUA_OK) abort();
+  sh_push_argv(L, argc, argv);
+  sh_push_host(L);
   host->main_task = sh_task_spawn(L, 2);
   sh_task_observe(host->main_task);
   sh_sched_set_main(host->sched, host->main_task);

@@ -1,282 +1,247 @@
--- The command line beyond `stagehost FILE.lua`: run, graph, runs, status, logs, resume, cancel,
--- artifacts prune. Exit codes travel as error objects with an exit_code field, which the host
--- prints as one line, without a traceback.
-local pipeline = require "stagehost.pipeline"
-local engine = require "stagehost.pipeline.engine"
-local json = require "stagehost.json"
-local fs = require "stagehost.fs"
+-- The command line, as lua.c is Lua's: host/main.c sets the runtime up and calls
+-- cli.main(argv, host); everything after that is here — `stagehost FILE.lua [args]`, `-e CODE`,
+-- --version, --help, every command with its options and help, and the one mapping from how the
+-- command ended to the exit code:
+--   an error object with an integer exit_code  -> its message on one line, that code
+--   a cancellation of the main task            -> its reason on one line, 3
+--   any other error                            -> the message and a traceback, 1
+-- A signal (128+N), tasks stuck on each other and failed tasks nobody joined stay with the host.
+local errors = require "stagehost.errors"
 local log = require "stagehost.log"
 
 local cli = {}
 
-local Exit = { __name = "stagehost.exit", __tostring = function(e) return e.message end }
+-- The exit codes every help text draws from.
+local EXIT_CODES = {
+  { 0, "success" },
+  { 1, "the pipeline or script failed" },
+  { 2, "usage or configuration error" },
+  { 3, "cancelled (an approval rejected or timed out, 'stagehost cancel')" },
+  { 130, "interrupted (SIGINT)" },
+  { 143, "terminated (SIGTERM)" },
+}
+local RUN_EXITS = { 0, 1, 2, 3, 130, 143 } -- commands that run a pipeline
+local QUERY_EXITS = { 0, 2 }               -- the others
 
-local function exit(code, fmt, ...)
-  error(setmetatable({ exit_code = code, message = fmt and fmt:format(...) or "" }, Exit), 0)
+-- Raise an error that ends the host with `code` and one line (kept for stagehost.pipeline.vault).
+cli.exit = errors.exit
+
+-- A usage mistake in `stagehost CMD ...` (cmd nil: before any command): one line that names
+-- the command and where its help is, exit 2.
+local function usage(cmd, fmt, ...)
+  local see = (cmd and cmd.name ~= "help") and ("see 'stagehost help " .. cmd.name .. "'") or "see 'stagehost --help'"
+  error(errors.new("usage", ("%s; %s"):format(fmt:format(...), see),
+    { exit_code = 2, command = cmd and cmd.name }), 0)
 end
-cli.exit = exit
 
-local USAGE = [==[
-usage: stagehost run PIPELINE.lua [--tag T] [--env E] [--var k=v]... [--only S]... [--from S]
-                                  [--state DIR] [--dry-run] [--sandbox]
-       stagehost graph PIPELINE.lua [--format mermaid|dot|json]
-       stagehost runs [--json] | status RUN [--json] | logs RUN [STAGE] | resume RUN
-       stagehost cancel RUN | artifacts prune [--older-than 30d]]==]
-
-local function usage_error(fmt, ...)
-  exit(2, "%s\n\n%s", fmt:format(...), USAGE)
+-- A missing argument names itself, with its own pointer (like "see 'stagehost runs'").
+local function missing(cmd, a)
+  error(errors.new("usage", a.missing:format(cmd.name), { exit_code = 2, command = cmd.name }), 0)
 end
 
--- Parse flags; spec maps a flag to "value", "list" or "flag". Returns options and positionals.
-local function parse(args, spec, first)
-  local opts, pos = {}, {}
-  local i = first or 1
+local function closest(word, candidates) return require("stagehost.pipeline").closest(word, candidates, true) end
+
+local function did_you_mean(word, candidates)
+  local c = closest(word, candidates)
+  return c and (" (did you mean '" .. c .. "'?)") or ""
+end
+
+-- For a command name: the closest command, else all of them.
+local function which_command(word, names)
+  local c = closest(word, names)
+  return c and (" (did you mean '" .. c .. "'?)") or (" (did you mean one of " .. table.concat(names, ", ") .. "?)")
+end
+
+-- ---- options ----
+
+-- opt(flag, metavar, help [, fields]): kind "flag" without a metavar, else "value"; fields.kind
+-- "list" splits at commas and adds up over repeats, "var" takes NAME=VALUE split at the first '='.
+local function opt(flag, metavar, help, fields)
+  local o = { flag = flag, key = flag:sub(3), metavar = metavar, help = help, kind = metavar and "value" or "flag" }
+  for k, v in pairs(fields or {}) do o[k] = v end
+  return o
+end
+
+local STATE = opt("--state", "DIR", "the state directory (default: $STAGEHOST_STATE_DIR, else .stagehost)")
+
+local RUN_OPTIONS = {
+  opt("--tag", "T", "the tag being deployed (ctx.run.tag); checked against the pipeline's trigger.tags"),
+  opt("--env", "E", "the target environment (ctx.run.env)"),
+  opt("--var", "NAME=VALUE", "set ctx.vars.NAME; split at the first '=' only (VALUE may hold '=' and ','); repeatable",
+    { kind = "var", repeatable = true }),
+  opt("--only", "S[,S...]", "run only these stages (comma-separated, repeatable); what they need comes from the last successful run",
+    { kind = "list", repeatable = true }),
+  opt("--from", "S", "run stage S and every stage after it; what it needs comes from the last successful run"),
+  STATE,
+  opt("--actor", "NAME", "who starts the run (default: $GITHUB_ACTOR, else $USER)"),
+  opt("--sandbox", nil, "run against stagehost's emulator of AWS and GitHub on loopback: nothing leaves this machine"),
+  opt("--dry-run", nil, "print the plan and stop: nothing runs, nothing is written"),
+}
+
+local RUN_ARG = { name = "RUN", help = "the run's ID, or any unique prefix of it",
+  missing = "give the run ID (see 'stagehost runs')" }
+local PIPELINE_ARG = { name = "PIPELINE.lua", help = "a Lua file that returns pipeline.define{...}",
+  missing = "give the pipeline file (see 'stagehost help %s')" }
+
+-- parse(cmd, args [, first]) -> opts, positionals, the index of each positional in args.
+-- `--name value` and `--name=value`; `--` ends the options. Raises a usage error for an
+-- unknown option, a missing or unwanted value.
+local function parse(cmd, args, first)
+  local opts, pos, at = {}, {}, {}
+  local by_flag, flags = {}, {}
+  for _, o in ipairs(cmd.options) do
+    by_flag[o.flag] = o
+    flags[#flags + 1] = o.flag
+  end
+  local i, ended = first or 1, false
   while i <= #args do
     local a = args[i]
-    local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
-    name = name or a:match("^%-%-([%w-]+)$")
-    if name then
-      local kind = spec[name]
-      if not kind then usage_error("unknown option '--%s'", name) end
-      if kind == "flag" then
-        opts[name] = true
+    if ended or a == "-" or a:sub(1, 1) ~= "-" then
+      pos[#pos + 1], at[#at + 1] = a, i
+    elseif a == "--" then
+      ended = true
+    else
+      local flag, inline = a:match("^(%-%-[^=]+)=(.*)$")
+      flag = flag or a
+      local o = by_flag[flag]
+      if not o then usage(cmd, "unknown option '%s'%s", flag, did_you_mean(flag, flags)) end
+      if o.kind == "flag" then
+        if inline then usage(cmd, "option '%s' takes no value (got '%s')", flag, inline) end
+        opts[o.key] = true
       else
         local v = inline
         if not v then
+          v = args[i + 1]
+          if v == nil or (v:sub(1, 2) == "--" and #v > 2) then usage(cmd, "option '%s' needs a value: %s %s", flag, flag, o.metavar) end
           i = i + 1
-          v = args[i]
-          if v == nil then usage_error("option '--%s' needs a value", name) end
         end
-        if kind == "list" then
-          opts[name] = opts[name] or {}
-          for part in v:gmatch("[^,]+") do opts[name][#opts[name] + 1] = part end
+        if o.choices and not o.choices[v] then
+          usage(cmd, "%s must be %s (got '%s')", flag, o.choices_text, v)
+        end
+        if o.kind == "list" then
+          local list = opts[o.key] or {}
+          for part in v:gmatch("[^,]+") do list[#list + 1] = part end
+          if #list == 0 then usage(cmd, "option '%s' needs a value: %s %s", flag, flag, o.metavar) end
+          opts[o.key] = list
+        elseif o.kind == "var" then
+          local name, value = v:match("^([^=]*)=(.*)$")
+          if not name then usage(cmd, "%s wants NAME=VALUE (got '%s')", flag, v) end
+          if name == "" then usage(cmd, "%s wants a name before the '=' (got '%s')", flag, v) end
+          if not name:match("^[%w_.-]+$") then
+            usage(cmd, "%s: a name is letters, digits, '_', '.' and '-' (got '%s')", flag, name)
+          end
+          opts[o.key] = opts[o.key] or {}
+          opts[o.key][name] = value
         else
-          opts[name] = v
+          opts[o.key] = v
         end
       end
-    elseif a:sub(1, 1) == "-" and a ~= "-" then
-      usage_error("unknown option '%s'", a)
-    else
-      pos[#pos + 1] = a
     end
     i = i + 1
   end
-  return opts, pos
+  return opts, pos, at
 end
 
-local RUN_FLAGS = { tag = "value", env = "value", var = "list", only = "list", from = "value",
-  state = "value", ["dry-run"] = "flag", actor = "value", sandbox = "flag" }
+-- Check the positionals against cmd.args: each missing one names itself, an extra one is an error.
+local function check_args(cmd, pos)
+  for k, a in ipairs(cmd.args) do
+    if pos[k] == nil and not a.optional then missing(cmd, a) end
+  end
+  if #pos > #cmd.args then usage(cmd, "unexpected argument '%s'", pos[#cmd.args + 1]) end
+end
 
 function cli.state_dir(opts)
   return (opts and opts.state) or os.getenv("STAGEHOST_STATE_DIR") or ".stagehost"
 end
 
+-- ---- scripts and pipeline files ----
+
+-- The stdlib's entries lead package.path (host/main.c puts them there); a script's directory
+-- goes right after them, so a script or pipeline can keep helper modules beside itself.
+local LIB = debug.getinfo(1, "S").source:match("^@(.*)/stagehost/cli%.lua$")
+
+local function add_script_dir(path)
+  local dir = path and path ~= "-" and path:match("^(.*)/[^/]*$")
+  if not dir then return end
+  local entry = (dir == "" and "" or dir) .. "/?.lua;"
+  if package.path:find(entry, 1, true) then return end
+  local lib = LIB and (LIB .. "/?.lua;" .. LIB .. "/?/init.lua;")
+  if lib and package.path:sub(1, #lib) == lib then
+    package.path = lib .. entry .. package.path:sub(#lib + 1)
+  else
+    package.path = entry .. package.path
+  end
+end
+
 -- Load a pipeline file: it must return pipeline.define{...}.
 function cli.load(path)
-  if not path then usage_error("give the pipeline file") end
+  local pipeline = require "stagehost.pipeline"
+  if not path then errors.exit(2, "give the pipeline file") end
   local chunk, err = loadfile(path)
   if not chunk then
-    if err:find("cannot open") then exit(2, "cannot open pipeline '%s' (check the path)", path) end
-    exit(2, "%s", err)
+    if err:find("^cannot open ") then errors.exit(2, "cannot open pipeline '%s' (check the path)", path) end
+    errors.exit(2, "%s", err)
   end
+  add_script_dir(path)
   pipeline.loading = path
   local ok, p = pcall(chunk)
   pipeline.loading = nil
   if not ok then
     if type(p) == "table" and p.exit_code then error(p, 0) end
-    exit(2, "%s", tostring(p))
+    errors.exit(2, "%s", tostring(p))
   end
-  if not pipeline.is(p) then exit(2, "%s does not return pipeline.define{...} (it returned %s)", path, type(p)) end
+  if not pipeline.is(p) then errors.exit(2, "%s does not return pipeline.define{...} (it returned %s)", path, type(p)) end
   return p
 end
 
-local function vars_of(list)
-  local vars = {}
-  for _, kv in ipairs(list or {}) do
-    local k, v = kv:match("^([%w_.-]+)=(.*)$")
-    if not k then usage_error("--var wants key=value (got '%s')", kv) end
-    vars[k] = v
-  end
-  return vars
+local RUN_COMMAND -- the `run` entry of COMMANDS, for parsing run options anywhere
+
+-- The options of a run from its arguments (those of `stagehost run` after the pipeline, or
+-- those stored with a run, for resume and rerun). Positionals are left to the script they came with.
+local function run_options(args)
+  local opts = parse(RUN_COMMAND, args)
+  return { tag = opts.tag, env = opts.env, actor = opts.actor, vars = opts.var or {}, only = opts.only,
+    from = opts.from, state = opts.state, dry_run = opts["dry-run"], sandbox = opts.sandbox, args = args }
 end
 
-local SYMBOLS = { success = "✓", failure = "✗", skipped = "○", cancelled = "■", running = "…", pending = " " }
+local cmd_help_of -- below: --help anywhere before `--` prints a command's help
 
-local function summary(run)
-  local lines = { "", ("run %s: %s"):format(run.id, run.status) }
-  for _, name in ipairs(run.order) do
-    local r = run.stages[name]
-    local extra = r.duration and engine.fmt_duration(r.duration) or ""
-    if r.status == "skipped" and r.reason then extra = r.reason end
-    if r.status == "failure" and r.error then extra = extra .. "  " .. r.error end
-    lines[#lines + 1] = ("  %s %-28s %-9s %s"):format(SYMBOLS[r.status] or "?", name, r.status, extra)
-  end
-  return table.concat(lines, "\n")
-end
-
--- A live view for a terminal: a line per stage — status, name, elapsed time, last log line —
--- redrawn in place. The console's log lines stay off meanwhile (they are in the stage logs).
-local function live_view(run)
-  local task = require "stagehost.task"
-  local spin = { "⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏" }
-  local frame, drawn = 0, false
-  local function draw()
-    frame = frame + 1
-    local out = {}
-    if drawn then out[1] = ("\27[%dA"):format(#run.order) end
-    for _, name in ipairs(run.order) do
-      local r = run.stages[name]
-      local symbol = r.status == "running" and spin[frame % #spin + 1] or (SYMBOLS[r.status] or " ")
-      local elapsed = r.duration or (r.t0 and task.now() - r.t0)
-      local last = r.status == "skipped" and (r.reason or "") or (r.log_context and r.log_context:last() or "")
-      last = last:gsub("[%c]", " "):sub(1, 70)
-      out[#out + 1] = ("\27[2K%s %-26s %8s  %s\n"):format(symbol, name, elapsed and engine.fmt_duration(elapsed) or "", last)
-    end
-    io.stdout:write(table.concat(out))
-    io.stdout:flush()
-    drawn = true
-  end
-  log.console(false)
-  local t = task.spawn(function()
-    while true do
-      draw()
-      task.sleep(0.1)
-    end
-  end)
-  return function()
-    t:cancel("run finished")
-    draw()
-    log.console(true)
-  end
-end
-
--- Write run.json beside the run's logs and artifacts (atomic, so a reader never sees half).
-local function write_record(run)
-  if not run.dir then return end
-  local record = { id = run.id, pipeline = run.pipeline, file = run.file, tag = run.tag, env = run.env,
-    actor = run.actor, vars = run.vars, status = run.status, started_at = run.started_at,
-    finished_at = run.finished_at, stages = json.array{} }
-  for _, name in ipairs(run.order) do
-    local r = run.stages[name]
-    record.stages[#record.stages + 1] = { name = name, status = r.status, started_at = r.started_at,
-      finished_at = r.finished_at, duration = r.duration, attempts = r.attempts, outputs = r.outputs,
-      error = r.error, reason = r.reason, allowed_failure = r.allowed_failure,
-      artifacts = json.array(r.artifacts or {}) }
-  end
-  assert(fs.write(run.dir .. "/run.json", log.masked(json.encode(record, { pretty = true })) .. "\n"))
-end
-
-local function open_store(state_dir, readonly)
-  return require("stagehost.pipeline.store").open(state_dir, { readonly = readonly })
-end
-
-local function finish(run, viewed)
-  if viewed then print(("run %s: %s"):format(run.id, run.status)) else print(summary(run)) end
-  if run.status == "failure" then exit(1, "run %s failed", run.id) end
-  if run.status == "cancelled" then exit(3, "run %s was cancelled", run.id) end
-  return 0
-end
-
--- report.html, junit.xml (when stages reported tests) and the GitHub step summary.
-local function write_reports(run, p)
-  local ok, err = require("stagehost.pipeline.report").write_all(run, p)
-  if not ok then log.warn("the run's reports could not be written: " .. tostring(err)) end
-end
-
--- --sandbox: the emulator of CloudFormation, STS, Amplify and GitHub on loopback, with every
--- client of this host pointed at it. Its world lives as long as the host: a resumed sandbox
--- run starts from an empty one.
-local function start_sandbox()
-  local sb = require("stagehost.sandbox").start{}
-  local restore = sb:use()
-  local function stop()
-    restore()
-    sb:close()
-  end
-  return stop, sb.url
-end
-
-local function sandbox_note(url)
-  if url then
-    log.info(("sandbox: AWS (CloudFormation, STS, Amplify) and GitHub are emulated at %s; nothing leaves this machine"):format(url))
-  end
-end
-
--- Run pipeline p with command-line args; raises an exit object for anything but success.
+-- Run pipeline p with command-line args (`stagehost FILE.lua ARGS`); an exit object for anything
+-- but success.
 function cli.run_pipeline(p, args)
-  local opts = parse(args, RUN_FLAGS)
-  local selected, err = engine.select(p, opts.only, opts.from)
-  if not selected then usage_error("%s", err) end
-  if opts["dry-run"] then
-    print(engine.plan(p, selected))
-    return 0
-  end
-  -- a run shows its stages' output as it comes, as a CI log does (under GitHub Actions each
-  -- stage's log is printed folded when it ends instead)
-  log.echo_output(os.getenv("GITHUB_ACTIONS") ~= "true")
-  local state_dir = cli.state_dir(opts)
-  local ok, mkerr = fs.mkdir(state_dir .. "/runs")
-  if not ok then exit(2, "cannot use state directory '%s': %s", state_dir, mkerr) end
-  local store = open_store(state_dir)
-  local id = engine.new_run_id()
-  local live = log.isatty() and os.getenv("GITHUB_ACTIONS") ~= "true"
-  local stop_view
-  local stop_sandbox, sandbox_url
-  if opts.sandbox then stop_sandbox, sandbox_url = start_sandbox() end
-  local run = engine.execute(p, {
-    on_start = function(r)
-      print("run " .. id)
-      sandbox_note(sandbox_url)
-      log.info(("pipeline '%s' (%s)%s%s"):format(p.name, p.file, opts.tag and (", tag " .. opts.tag) or "",
-        opts.env and (", env " .. opts.env) or ""))
-      if live then stop_view = live_view(r) end
-    end,
-    id = id, tag = opts.tag, env = opts.env, actor = opts.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
-    vars = vars_of(opts.var), selected = selected, state_dir = state_dir, store = store,
-    cwd = fs.cwd(), args = args, sandbox = opts.sandbox,
-  })
-  if stop_sandbox then stop_sandbox() end
-  -- SQLite holds every transition as it happens; run.json and the reports are the run's
-  -- record once it is over
-  write_record(run)
-  write_reports(run, p)
-  store:close()
-  if stop_view then stop_view() end
-  return finish(run, stop_view ~= nil)
+  if cmd_help_of(RUN_COMMAND, args) then return 0 end
+  return require("stagehost.pipeline.runner").run(p, run_options(args))
 end
 
-local function cmd_graph(args)
-  local opts, pos = parse(args, { format = "value" }, 2)
+-- ---- the commands ----
+
+-- The options were checked already (parse): the pipeline loads only for a command line that is right.
+local function cmd_run(_, pos, args, at)
+  local rest = {} -- what the run keeps for resume and rerun: its arguments but the pipeline
+  for i = 1, #args do
+    if i ~= at[1] then rest[#rest + 1] = args[i] end
+  end
+  return cli.run_pipeline(cli.load(pos[1]), rest)
+end
+
+local function cmd_graph(opts, pos)
+  local pipeline = require "stagehost.pipeline"
   local p = cli.load(pos[1])
   local format = opts.format or "mermaid"
   if format == "mermaid" then io.stdout:write(pipeline.mermaid(p))
   elseif format == "dot" then io.stdout:write(pipeline.dot(p))
-  elseif format == "json" then io.stdout:write(json.encode(pipeline.describe(p), { pretty = true }), "\n")
-  else usage_error("--format must be mermaid, dot or json (got '%s')", format) end
+  else io.stdout:write(require("stagehost.json").encode(pipeline.describe(p), { pretty = true }), "\n") end
   return 0
 end
 
-local function state_of(args, first, spec)
-  spec = spec or {}
-  spec.state = "value"
-  local opts, pos = parse(args, spec, first)
-  return opts, pos, cli.state_dir(opts)
-end
-
-local function need_run(store, id)
-  if not id then usage_error("give the run ID (see 'stagehost runs')") end
-  local r = store:run(id)
-  if not r then exit(2, "no run '%s' in %s (see 'stagehost runs')", id, store.path) end
-  return r
-end
-
-local function cmd_runs(args)
-  local opts, _, dir = state_of(args, 2, { json = "flag" })
-  if not fs.exists(dir .. "/state.db") then
+local function cmd_runs(opts)
+  local json = require "stagehost.json"
+  local dir = cli.state_dir(opts)
+  if not require("stagehost.fs").exists(dir .. "/state.db") then
     if opts.json then print("[]") else print("no runs yet in " .. dir) end
     return 0
   end
-  local store = open_store(dir, true)
+  local store = require("stagehost.pipeline.runner").open_store(dir, true)
   local rows = store:runs(50)
   store:close()
   if opts.json then
@@ -295,10 +260,16 @@ local function cmd_runs(args)
   return 0
 end
 
-local function cmd_status(args)
-  local opts, pos, dir = state_of(args, 2, { json = "flag" })
-  local store = open_store(dir, true)
-  local r = need_run(store, pos[1])
+-- The stored run `id` in the state of opts (read-only unless writable).
+local function stored_run(opts, id, writable)
+  local runner = require "stagehost.pipeline.runner"
+  local store = runner.open_store(cli.state_dir(opts), not writable)
+  return runner.need_run(store, id), store
+end
+
+local function cmd_status(opts, pos)
+  local json = require "stagehost.json"
+  local r, store = stored_run(opts, pos[1])
   store:close()
   if opts.json then
     r.recorded_status = nil
@@ -308,34 +279,37 @@ local function cmd_status(args)
     print(json.encode(r, { pretty = true }))
     return 0
   end
+  local duration, symbols = require("stagehost.util.time").duration, require("stagehost.pipeline.live").SYMBOLS
   print(("run %s: %s — pipeline '%s' (%s)%s"):format(r.id, r.status, r.pipeline, r.file,
     r.tag and (", tag " .. r.tag) or ""))
   for _, s in ipairs(r.stages) do
-    local extra = s.duration and engine.fmt_duration(s.duration) or ""
+    local extra = s.duration and duration(s.duration) or ""
     if s.status == "skipped" and s.reason then extra = s.reason end
     if s.error then extra = extra .. "  " .. s.error end
-    print(("  %s %-28s %-9s %s"):format(SYMBOLS[s.status] or "?", s.name, s.status, extra))
+    print(("  %s %-28s %-9s %s"):format(symbols[s.status] or "?", s.name, s.status, extra))
   end
   if r.status == "interrupted" then print("\nits host is gone: 'stagehost resume " .. r.id .. "' continues it") end
   return 0
 end
 
-local function cmd_logs(args)
-  local _, pos, dir = state_of(args, 2)
-  local store = open_store(dir, true)
-  local r = need_run(store, pos[1])
+local function cmd_logs(opts, pos)
+  local r, store = stored_run(opts, pos[1])
   store:close()
   local names = {}
   if pos[2] then
-    local known = false
-    for _, s in ipairs(r.stages) do if s.name == pos[2] then known = true end end
-    if not known then exit(2, "run %s has no stage '%s'", r.id, pos[2]) end
+    local known, found = {}, false
+    for _, s in ipairs(r.stages) do
+      known[#known + 1] = s.name
+      found = found or s.name == pos[2]
+    end
+    if not found then errors.exit(2, "run %s has no stage '%s'%s", r.id, pos[2], did_you_mean(pos[2], known)) end
     names = { pos[2] }
   else
     for _, s in ipairs(r.stages) do names[#names + 1] = s.name end
   end
+  local fs = require "stagehost.fs"
   for _, name in ipairs(names) do
-    local text = fs.read(dir .. "/runs/" .. r.id .. "/logs/" .. name .. ".log")
+    local text = fs.read(cli.state_dir(opts) .. "/runs/" .. r.id .. "/logs/" .. name .. ".log")
     if text then
       if #names > 1 then print("== " .. name) end
       io.stdout:write(text)
@@ -344,93 +318,412 @@ local function cmd_logs(args)
   return 0
 end
 
-local function cmd_resume(args)
-  local _, pos, dir = state_of(args, 2)
-  local store = open_store(dir)
-  local r = need_run(store, pos[1])
-  if r.status == "running" then exit(2, "run %s is still running (host pid %d)", r.id, r.pid) end
-  if r.status ~= "interrupted" then exit(2, "run %s already ended (%s): nothing to resume", r.id, r.status) end
-  local path = (r.file:sub(1, 1) == "/" or not r.cwd) and r.file or (r.cwd .. "/" .. r.file)
-  local p = cli.load(path)
-  local ropts = parse(r.args, RUN_FLAGS)
-  local selected, err = engine.select(p, ropts.only, ropts.from)
-  if not selected then exit(2, "%s", err) end
-  local previous = {}
-  for _, s in ipairs(r.stages) do
-    previous[s.name] = { name = s.name, status = s.status, started_at = s.started_at, finished_at = s.finished_at,
-      duration = s.duration, attempts = s.attempts, outputs = s.outputs, error = s.error, reason = s.reason,
-      allowed_failure = s.allowed_failure, artifacts = {} }
-  end
-  log.echo_output(os.getenv("GITHUB_ACTIONS") ~= "true")
-  local stop_sandbox, sandbox_url
-  if ropts.sandbox then stop_sandbox, sandbox_url = start_sandbox() end
-  local run = engine.execute(p, {
-    on_start = function()
-      print("run " .. r.id)
-      sandbox_note(sandbox_url)
-      log.info(("resuming run %s of '%s' (%s)"):format(r.id, p.name, path))
-    end,
-    id = r.id, tag = r.tag, env = r.env, actor = r.actor, vars = r.vars, selected = selected, state_dir = dir,
-    store = store, previous = previous, started_at = r.started_at, cwd = r.cwd, args = r.args,
-    sandbox = ropts.sandbox,
-  })
-  if stop_sandbox then stop_sandbox() end
-  write_record(run)
-  write_reports(run, p)
-  store:close()
-  return finish(run)
+local function cmd_resume(opts, pos)
+  return require("stagehost.pipeline.runner").resume(cli.state_dir(opts), pos[1], cli.load, run_options)
 end
 
-local function cmd_cancel(args)
-  local _, pos, dir = state_of(args, 2)
-  local store = open_store(dir)
-  local r = need_run(store, pos[1])
-  if r.status ~= "running" then exit(2, "run %s is not running (%s)", r.id, r.status) end
+local function cmd_rerun(opts, pos, _, _, cmd)
+  if opts.failed and opts.from then usage(cmd, "give --failed or --from S, not both") end
+  return require("stagehost.pipeline.runner").rerun(cli.state_dir(opts), pos[1],
+    { failed = opts.failed, from = opts.from }, cli.load, run_options)
+end
+
+local function cmd_cancel(opts, pos)
+  local r, store = stored_run(opts, pos[1], true)
+  if r.status ~= "running" then
+    store:close()
+    errors.exit(2, "run %s is not running (%s)", r.id, r.status)
+  end
   store:request_cancel(r.id)
   store:close()
   print(("cancel requested for run %s (host pid %d)"):format(r.id, r.pid))
   return 0
 end
 
-local function cmd_artifacts(args)
-  if args[2] ~= "prune" then usage_error("artifacts: the only action is 'prune'") end
-  local opts, _, dir = state_of(args, 3, { ["older-than"] = "value" })
+local function cmd_prune(opts, _, _, _, cmd)
   local older
   if opts["older-than"] then
-    older = pipeline.seconds(opts["older-than"])
-    if not older then usage_error("--older-than wants a duration like 30d or 12h (got '%s')", opts["older-than"]) end
+    older = require("stagehost.pipeline").seconds(opts["older-than"])
+    if not older then usage(cmd, "--older-than wants a duration like 30d or 12h (got '%s')", opts["older-than"]) end
   end
-  if not fs.exists(dir .. "/state.db") then print("no artifacts in " .. dir) return 0 end
-  local store = open_store(dir)
-  local n, bytes = store:prune(older)
-  store:close()
-  print(("pruned %d artifact(s), %d bytes"):format(n, bytes))
+  local dir = cli.state_dir(opts)
+  if not require("stagehost.fs").exists(dir .. "/state.db") then print("nothing to prune in " .. dir) return 0 end
+  local n = require("stagehost.pipeline.runner").prune(dir, older)
+  print(("pruned %d run(s) and %d artifact(s), %d bytes"):format(n.runs, n.artifacts, n.bytes))
   return 0
 end
 
+local cmd_help -- below: it reads COMMANDS
+
+-- Every command, in the order the help lists them. An entry: name, args (positionals: name,
+-- help, missing = the line when it is not given, optional), options, summary (one line),
+-- about (more), usage (when the generated synopsis would not say it), exits, handler(opts,
+-- positionals, args, their indices, entry), hidden (not listed: a command that moved).
 local COMMANDS = {
-  runs = cmd_runs,
-  status = cmd_status,
-  logs = cmd_logs,
-  resume = cmd_resume,
-  cancel = cmd_cancel,
-  artifacts = cmd_artifacts,
-  run = function(args)
-    local p = cli.load(args[2])
-    local rest = {}
-    for i = 3, #args do rest[#rest + 1] = args[i] end
-    return cli.run_pipeline(p, rest)
-  end,
-  graph = cmd_graph,
+  { name = "run", args = { PIPELINE_ARG }, options = RUN_OPTIONS, exits = RUN_EXITS, handler = cmd_run,
+    summary = "run a pipeline",
+    about = "Runs the pipeline's stages in the order of their needs, concurrently where they can. "
+      .. "Prints 'run ID' first, then each stage's lines, then a summary; records the run in the state "
+      .. "directory. 'stagehost PIPELINE.lua [OPTIONS]' does the same." },
+  { name = "graph", args = { PIPELINE_ARG }, exits = QUERY_EXITS, handler = cmd_graph,
+    options = { opt("--format", "mermaid|dot|json", "the graph's format: mermaid (the default), dot or json",
+      { choices = { mermaid = true, dot = true, json = true }, choices_text = "mermaid, dot or json" }) },
+    summary = "print a pipeline's stages and their needs as a graph" },
+  { name = "runs", args = {}, exits = QUERY_EXITS, handler = cmd_runs,
+    options = { opt("--json", nil, "print the runs as a JSON array"), STATE },
+    summary = "list the latest 50 runs" },
+  { name = "status", args = { RUN_ARG }, exits = QUERY_EXITS, handler = cmd_status,
+    options = { opt("--json", nil, "print the run's whole record as JSON"), STATE },
+    summary = "show a run and each of its stages" },
+  { name = "logs", args = { RUN_ARG, { name = "STAGE", optional = true, help = "only this stage's log" } },
+    options = { STATE }, exits = QUERY_EXITS, handler = cmd_logs,
+    summary = "print a run's stage logs" },
+  { name = "resume", args = { RUN_ARG }, options = { STATE }, exits = RUN_EXITS, handler = cmd_resume,
+    summary = "continue a run whose host died",
+    about = "Finished stages are not run again and keep their outputs; a pending approval keeps its deadline." },
+  { name = "rerun", args = { RUN_ARG }, exits = RUN_EXITS, handler = cmd_rerun,
+    usage = "stagehost rerun RUN [--failed | --from S] [--state DIR]",
+    options = {
+      opt("--failed", nil, "run again only the stages that did not succeed; the others keep their outputs"),
+      opt("--from", "S", "run again stage S and every stage after it; the stages before keep their outputs"),
+      STATE },
+    summary = "run a finished run again, as a new run linked to it",
+    about = "Without --failed or --from every stage runs again, with the run's tag, env and variables." },
+  { name = "cancel", args = { RUN_ARG }, options = { STATE }, exits = QUERY_EXITS, handler = cmd_cancel,
+    summary = "ask the host running RUN to stop it",
+    about = "The host stops the run's stages, runs its cleanup stages and records it as cancelled (its exit code is 3)." },
+  { name = "prune", args = {}, exits = QUERY_EXITS, handler = cmd_prune,
+    options = { opt("--older-than", "AGE", "remove the runs that ended more than AGE ago (like 30d or 12h; default 30d)"), STATE },
+    summary = "remove old runs and expired artifacts",
+    about = "Runs older than AGE go whole (their rows and files); expired artifacts of the runs kept go too." },
+  -- approve, approvals and serve come with the approvals issue: add their entries here; the
+  -- parser, the help and `stagehost --help` pick them up from this table.
+  { name = "help", args = { { name = "COMMAND", optional = true, help = "the command to explain" } }, options = {},
+    exits = QUERY_EXITS, summary = "print the help of stagehost or of a command",
+    handler = function(opts, pos) return cmd_help(opts, pos) end },
+  { name = "artifacts", hidden = true, args = {}, options = {}, exits = QUERY_EXITS,
+    handler = function(_, _, _, _, cmd)
+      error(errors.new("usage", "'stagehost artifacts prune' is now 'stagehost prune [--older-than AGE]'; see 'stagehost help prune'",
+        { exit_code = 2, command = cmd.name }), 0)
+    end },
 }
 
--- stagehost SUBCOMMAND args...
-function cli.main(...)
-  local args = table.pack(...)
-  local cmd = COMMANDS[args[1]]
-  if not cmd then usage_error("unknown command '%s'", tostring(args[1])) end
-  return cmd(args)
+local BY_NAME, VISIBLE = {}, {}
+for _, c in ipairs(COMMANDS) do
+  BY_NAME[c.name] = c
+  if not c.hidden then VISIBLE[#VISIBLE + 1] = c.name end
 end
+RUN_COMMAND = BY_NAME.run
 
 cli.commands = COMMANDS
+function cli.command(name) return BY_NAME[name] end
+
+-- ---- help ----
+
+local TOP_OPTIONS = {
+  { "-e CODE", "run the Lua CODE first (repeatable; before the script or the command)" },
+  { "--version", "print the version and exit" },
+  { "-h, --help", "print this help and exit" },
+  { "--", "end of options: the next argument is the script, even when named like a command" },
+}
+
+-- Words into lines of at most width columns; lines after the first start with indent.
+local function wrap(words, width, indent)
+  local lines, line = {}, ""
+  for _, w in ipairs(words) do
+    if line ~= "" and #line + 1 + #w > width then
+      lines[#lines + 1] = line
+      line = indent .. w
+    else
+      line = line == "" and w or (line .. " " .. w)
+    end
+  end
+  lines[#lines + 1] = line
+  return table.concat(lines, "\n")
+end
+
+local function words_of(text)
+  local out = {}
+  for w in text:gmatch("%S+") do out[#out + 1] = w end
+  return out
+end
+
+-- The synopsis of a command, wrapped after `lead` (text before "NAME") and aligned after the
+-- command's positionals: NAME ARGS [--opt V]... .
+local function synopsis(cmd, lead)
+  local words = cmd.usage and words_of(cmd.usage:gsub("^stagehost ", "")) or nil
+  if not words then
+    words = { cmd.name }
+    for _, a in ipairs(cmd.args) do words[#words + 1] = a.optional and ("[" .. a.name .. "]") or a.name end
+    for _, o in ipairs(cmd.options) do
+      words[#words + 1] = "[" .. o.flag .. (o.metavar and (" " .. o.metavar) or "") .. "]" .. (o.repeatable and "..." or "")
+    end
+  end
+  local head = lead .. table.remove(words, 1)
+  while words[1] and not words[1]:find("^%[%-") do head = head .. " " .. table.remove(words, 1) end
+  table.insert(words, 1, head)
+  return wrap(words, 80, (" "):rep(#head + 1))
+end
+
+-- Two columns: a name, and its meaning wrapped beside it.
+local function rows(list, width)
+  local out, pad = {}, (" "):rep(width + 2)
+  for _, r in ipairs(list) do
+    local text = wrap(words_of(r[2]), 80 - #pad, ""):gsub("\n", "\n" .. pad)
+    out[#out + 1] = (#r[1] < width) and ("  %-" .. width .. "s%s"):format(r[1], text)
+      or ("  %s\n%s%s"):format(r[1], pad, text)
+  end
+  return table.concat(out, "\n")
+end
+
+local function exit_rows(codes)
+  local list = {}
+  for _, e in ipairs(EXIT_CODES) do
+    for _, c in ipairs(codes) do
+      if c == e[1] then list[#list + 1] = { tostring(e[1]), e[2] } end
+    end
+  end
+  return rows(list, 6)
+end
+
+-- `stagehost help CMD`, `stagehost CMD --help`.
+function cli.command_help(cmd)
+  local out = { synopsis(cmd, "usage: stagehost "), "" }
+  out[#out + 1] = wrap(words_of(cmd.summary:sub(1, 1):upper() .. cmd.summary:sub(2) .. "."
+    .. (cmd.about and (" " .. cmd.about) or "")), 80, "")
+  if #cmd.args > 0 then
+    local list = {}
+    for _, a in ipairs(cmd.args) do list[#list + 1] = { a.name, a.help } end
+    out[#out + 1] = "\narguments:\n" .. rows(list, 20)
+  end
+  local list = {}
+  for _, o in ipairs(cmd.options) do
+    list[#list + 1] = { o.flag .. (o.metavar and (" " .. o.metavar) or ""), o.help }
+  end
+  list[#list + 1] = { "-h, --help", "print this help" }
+  out[#out + 1] = "\noptions:\n" .. rows(list, 20)
+  out[#out + 1] = "\nexit codes:\n" .. exit_rows(cmd.exits)
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- `stagehost --help`: every command with every option, the global options, the environment.
+function cli.help()
+  local out = {
+    "usage: stagehost [-e CODE]... SCRIPT.lua [ARG]...",
+    "       stagehost [-e CODE]... COMMAND [ARG]...",
+    "       stagehost --version | --help | help COMMAND",
+    "",
+    wrap(words_of("SCRIPT.lua runs as a task on stagehost's event loop, with its arguments in arg and ... as "
+      .. "lua(1) gives them; '-' reads the script from standard input. A script that returns "
+      .. "pipeline.define{...} runs that pipeline, and its arguments are the options of 'run'."), 80, ""),
+    "",
+    "commands:",
+  }
+  for _, name in ipairs(VISIBLE) do
+    local cmd = BY_NAME[name]
+    out[#out + 1] = synopsis(cmd, "  ")
+    out[#out + 1] = "        " .. cmd.summary
+  end
+  out[#out + 1] = "\n'stagehost help COMMAND' (or 'stagehost COMMAND --help') explains each option of a command."
+  out[#out + 1] = "\noptions:\n" .. rows(TOP_OPTIONS, 14)
+  out[#out + 1] = "\nenvironment:\n" .. rows({
+    { "STAGEHOST_PATH", "the directory holding the Lua library (stagehost/init.lua)" },
+    { "STAGEHOST_STATE_DIR", "the state directory when --state is not given (default .stagehost)" },
+    { "STAGEHOST_STATE_TIMEOUT", "ms to wait for a state database another process has locked (5000)" },
+    { "STAGEHOST_STATE_KEY", "the key that seals secrets in the state (else DIR/state.key)" },
+    { "STAGEHOST_LOG_LEVEL", "debug, info (the default), warn, error or off" },
+    { "STAGEHOST_GC_STRESS", "1: a full garbage collection after every resume (hunting lifetime bugs)" },
+    { "STAGEHOST_CHECK_HANDLES", "1: exit 70 when a libuv handle is left open at exit" },
+  }, 25)
+  out[#out + 1] = "\nexit codes:\n" .. exit_rows(RUN_EXITS)
+  return table.concat(out, "\n") .. "\n"
+end
+
+cmd_help = function(_, pos)
+  local name = pos[1]
+  if not name then io.stdout:write(cli.help()) return 0 end
+  local cmd = BY_NAME[name]
+  if cmd and cmd.hidden then cmd.handler(nil, nil, nil, nil, cmd) end
+  if not cmd then usage(BY_NAME.help, "no command '%s'%s", name, which_command(name, VISIBLE)) end
+  io.stdout:write(cli.command_help(cmd))
+  return 0
+end
+
+-- ---- dispatch ----
+
+-- Prints cmd's help when args ask for it (-h or --help before any `--`); whether they did.
+cmd_help_of = function(cmd, args)
+  for _, a in ipairs(args) do
+    if a == "--" then return false end
+    if a == "--help" or a == "-h" then
+      io.stdout:write(cli.command_help(cmd))
+      return true
+    end
+  end
+  return false
+end
+
+-- `stagehost CMD ARGS...`
+local function run_command(cmd, args)
+  if cmd.hidden then return cmd.handler(nil, nil, args, nil, cmd) end
+  if cmd_help_of(cmd, args) then return 0 end
+  local opts, pos, at = parse(cmd, args)
+  check_args(cmd, pos)
+  return cmd.handler(opts, pos, args, at, cmd)
+end
+
+-- `arg` as lua(1) makes it: the script (or the command) at 0, what precedes it below 0.
+local function set_arg(argv, at)
+  local t = {}
+  for i = 0, argv.n do t[i - at] = argv[i] end
+  arg = t
+end
+
+-- Calls a loaded chunk through select, so that its traceback calls it "main chunk" as lua(1) does.
+local function call_chunk(fn, ...)
+  return select(1, fn)(...)
+end
+
+local function start(argv, host)
+  argv.n = argv.n or #argv
+  local codes, target, forced = {}, nil, false
+  local i = 1
+  while i <= argv.n do
+    local a = argv[i]
+    if a == "--" then
+      target, forced = i + 1, true
+      break
+    elseif a == "-" or a:sub(1, 1) ~= "-" then
+      target = i
+      break
+    elseif a == "-e" then
+      if i == argv.n then usage(nil, "option '-e' needs an argument (Lua code)") end
+      codes[#codes + 1] = argv[i + 1]
+      i = i + 2
+    elseif a == "--version" then
+      io.stdout:write(("stagehost %s (%s, libuv %s)\n"):format(host.version, host.lua, host.libuv))
+      return 0
+    elseif a == "--help" or a == "-h" then
+      io.stdout:write(cli.help())
+      return 0
+    else
+      usage(nil, "unknown option '%s'%s", a, did_you_mean(a, { "-e", "--version", "--help" }))
+    end
+  end
+  if target and target > argv.n then target = nil end
+  if not target and #codes == 0 then usage(nil, "nothing to run: give a script, a command or -e CODE") end
+  -- load everything before running anything
+  local chunks = {}
+  for k, code in ipairs(codes) do
+    local fn, err = load(code, "=(command line)")
+    if not fn then errors.exit(2, "%s", err) end
+    chunks[k] = fn
+  end
+  local word = target and argv[target]
+  local cmd = word and not forced and BY_NAME[word]
+  local script
+  if word and not cmd then
+    if not forced and word ~= "-" and not word:find("[/.]") then
+      local f = io.open(word)
+      if not f then usage(nil, "unknown command '%s'%s", word, which_command(word, VISIBLE)) end
+      f:close()
+    end
+    local err
+    script, err = loadfile(word ~= "-" and word or nil)
+    if not script then
+      if err:find("^cannot %a+ ") then err = err .. " (check the script's path)" end
+      errors.exit(2, "%s", err)
+    end
+    add_script_dir(word)
+  end
+  set_arg(argv, target or 0)
+  for _, fn in ipairs(chunks) do call_chunk(fn) end
+  local rest = {}
+  for k = (target or argv.n) + 1, argv.n do rest[#rest + 1] = argv[k] end
+  if cmd then return run_command(cmd, rest) end
+  if not script then return 0 end
+  local results = table.pack(call_chunk(script, table.unpack(rest)))
+  local pipeline = package.loaded["stagehost.pipeline"]
+  if pipeline and pipeline.is(results[1]) then return cli.run_pipeline(results[1], rest) end
+  return 0
+end
+
+-- ---- from an error to an exit code ----
+
+local Traceback = { __name = "stagehost.cli.traceback" }
+
+-- tostring that never raises: an error object's __tostring may itself fail.
+local function message_of(e)
+  if type(e) == "string" then return e end
+  local ok, s = pcall(tostring, e)
+  if ok and type(s) == "string" then return s end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+local function is_exit(e)
+  return type(e) == "table" and math.type(rawget(e, "exit_code")) == "integer"
+end
+
+local function is_cancel(e)
+  if type(e) ~= "table" then return false end
+  if rawget(e, "kind") == "cancelled" then return true end
+  local mt = getmetatable(e)
+  return type(mt) == "table" and rawget(mt, "__name") == "stagehost.cancelled" -- a timeout, too
+end
+
+-- A traceback without the frames of this file below the script's: they say nothing about it.
+local function trimmed_traceback(msg)
+  local lines = {}
+  for line in (debug.traceback(msg, 3) .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+  local last = #lines
+  while last > 2 and (lines[last]:find("stagehost/cli%.lua:") or lines[last]:find("^%s*stagehost:%d+:")
+      or lines[last]:find("%[C%]: in function 'xpcall'") or lines[last]:find("%[C%]: in %?")
+      or lines[last]:find("%(%.%.%.tail calls%.%.%.%)")) do
+    last = last - 1
+  end
+  if lines[last] == "stack traceback:" then last = #lines end -- nothing but this file: keep it all
+  return table.concat(lines, "\n", 1, last)
+end
+
+-- xpcall's message handler: runs where the error was raised, so the traceback is still there.
+local function on_error(e)
+  if is_exit(e) or is_cancel(e) then return e end
+  return setmetatable({ text = trimmed_traceback(message_of(e)) }, Traceback)
+end
+
+local function report(line)
+  io.stdout:flush()
+  io.stderr:write(log.masked(line), "\n")
+  io.stderr:flush()
+end
+
+-- Raised to the host once reported: a failed main task stops the loop at once, even while a
+-- server or a timer would keep it running; the host exits with exit_code.
+local Reported = { __name = "stagehost.exit", __tostring = function() return "" end }
+local function leave(code)
+  error(setmetatable({ exit_code = code }, Reported), 0)
+end
+
+-- cli.main(argv, host) -> exit code: argv as lua.c has it (argv[0] the program, n), host the
+-- build's facts (version, lua, libuv) and host.signal() (the signal received, if any).
+function cli.main(argv, host)
+  local ok, e = xpcall(start, on_error, argv, host or {})
+  if ok then return math.type(e) == "integer" and e or 0 end
+  -- a signal's exit code and report are the host's (128+N and its log line)
+  local signalled = host and host.signal and host.signal()
+  if is_cancel(e) then
+    if not signalled then report("stagehost: " .. message_of(e)) end
+    return 3 -- returned, not raised: the cancelled tasks wind down with their grace periods
+  end
+  if is_exit(e) then
+    local text = type(rawget(e, "message")) == "string" and rawget(e, "message") or message_of(e)
+    local cmd = rawget(e, "command")
+    if text ~= "" and not signalled then report(("stagehost%s: %s"):format(cmd and (" " .. cmd) or "", text)) end
+    leave(e.exit_code)
+  end
+  -- an uncaught error; or one raised outside the handler (out of memory, an error in the handler)
+  if not signalled then report("stagehost: " .. (getmetatable(e) == Traceback and e.text or message_of(e))) end
+  leave(1)
+end
+
 return cli

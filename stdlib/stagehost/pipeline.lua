@@ -5,9 +5,11 @@ local pipeline = {}
 
 local PIPELINE_MT = { __name = "stagehost.pipeline" }
 local STAGE_FIELDS = { name = true, needs = true, run = true, timeout = true, retry = true,
-  continue_on_error = true, when = true, description = true }
-local PIPELINE_FIELDS = { name = true, trigger = true, stages = true, description = true, env = true }
-local WHEN_WORDS = { success = true, failure = true, always = true }
+  continue_on_error = true, when = true, description = true, concurrency = true, gate = true }
+local PIPELINE_FIELDS = { name = true, trigger = true, stages = true, description = true, env = true,
+  concurrency = true, cleanup_timeout = true }
+local TRIGGER_FIELDS = { tags = true, branches = true, manual = true }
+local WHEN_WORDS = { success = true, failure = true, always = true, cancelled = true }
 
 -- A configuration error: printed as one line, no traceback, exit code 2.
 local ConfigError = {
@@ -41,7 +43,9 @@ function pipeline.seconds(value)
   return total
 end
 
-local function closest(word, candidates)
+-- The candidate within two edits of word, for "did you mean"; strict also wants fewer edits
+-- than half the word (short words, like command names, match nothing by accident).
+local function closest(word, candidates, strict)
   local best, best_d
   for _, c in ipairs(candidates) do
     -- edit distance, small strings only
@@ -55,10 +59,13 @@ local function closest(word, candidates)
       end
       prev = cur
     end
-    if prev[n] <= 2 and (not best_d or prev[n] < best_d) then best, best_d = c, prev[n] end
+    if prev[n] <= 2 and (not strict or prev[n] < #word / 2) and (not best_d or prev[n] < best_d) then
+      best, best_d = c, prev[n]
+    end
   end
   return best
 end
+pipeline.closest = closest
 
 local function sorted_keys(t)
   local keys = {}
@@ -67,15 +74,126 @@ local function sorted_keys(t)
   return keys
 end
 
--- Load a Lua file named relative to the pipeline file; it must return a function.
+-- Load a Lua file named relative to the pipeline file; it must return a function. Text only:
+-- precompiled chunks are not checked by Lua's loader and can crash the host.
 local function load_relative(where, dir, path, what)
   local full = path:sub(1, 1) == "/" and path or (dir .. "/" .. path)
-  local chunk, err = loadfile(full)
+  local chunk, err = loadfile(full, "t")
   if not chunk then
     if err:find("cannot open") then config_error(where, "%s file '%s' not found (looked at %s)", what, path, full) end
     config_error(where, "%s file '%s' does not load: %s", what, path, err)
   end
   return chunk, full
+end
+
+-- concurrency = "group" | function(run) -> group | {group = ..., cancel_in_progress = bool}
+local function check_concurrency(where, label, value)
+  if value == nil then return nil end
+  local spec = value
+  if type(value) == "string" or type(value) == "function" then spec = { group = value } end
+  if type(spec) ~= "table" then
+    config_error(where, "%s: concurrency must be a group name, a function(run) or {group = ..., cancel_in_progress = true} (got %s)",
+      label, type(value))
+  end
+  for key in pairs(spec) do
+    if key ~= "group" and key ~= "cancel_in_progress" then
+      config_error(where, "%s: concurrency has an unknown field '%s' (it takes group and cancel_in_progress)", label, tostring(key))
+    end
+  end
+  if not ((type(spec.group) == "string" and spec.group ~= "") or type(spec.group) == "function") then
+    config_error(where, "%s: concurrency needs a group: a name or a function(run) returning one", label)
+  end
+  if spec.cancel_in_progress ~= nil and type(spec.cancel_in_progress) ~= "boolean" then
+    config_error(where, "%s: concurrency.cancel_in_progress must be true or false", label)
+  end
+  return { group = spec.group, cancel_in_progress = spec.cancel_in_progress == true }
+end
+
+-- trigger = {tags = {"rc-*"}, branches = {"develop"}, manual = true}
+local function check_trigger(where, trigger)
+  if trigger == nil then return { manual = true } end
+  if type(trigger) ~= "table" then config_error(where, "trigger must be a table like {tags = {\"rc-*\"}, manual = true}") end
+  for key in pairs(trigger) do
+    if not TRIGGER_FIELDS[key] then
+      local hint = type(key) == "string" and closest(key, sorted_keys(TRIGGER_FIELDS))
+      config_error(where, "trigger has an unknown field '%s'%s (it takes tags, branches and manual)", tostring(key),
+        hint and (" (did you mean '" .. hint .. "'?)") or "")
+    end
+  end
+  if trigger.manual ~= nil and type(trigger.manual) ~= "boolean" then
+    config_error(where, "trigger.manual must be true or false (got %s)", type(trigger.manual))
+  end
+  local out = { manual = trigger.manual ~= false }
+  for _, key in ipairs{ "tags", "branches" } do
+    local list = trigger[key]
+    if type(list) == "string" then list = { list } end
+    if list ~= nil then
+      if type(list) ~= "table" or #list == 0 then
+        config_error(where, "trigger.%s must be a list of patterns like {\"%s\"}", key, key == "tags" and "rc-*" or "main")
+      end
+      for i, pattern in ipairs(list) do
+        if type(pattern) ~= "string" or pattern == "" then
+          config_error(where, "trigger.%s[%d] must be a pattern string (got %s)", key, i, type(pattern))
+        end
+      end
+      out[key] = list
+    end
+  end
+  if not out.manual and not out.tags and not out.branches then
+    config_error(where, "trigger allows no run at all: give tags, branches or manual = true")
+  end
+  return out
+end
+
+-- env = {NAME = "value"}: names as the shell takes them, values strings (numbers and booleans
+-- are written out)
+local function check_env(where, env)
+  if env == nil then return {} end
+  if type(env) ~= "table" then config_error(where, "env must be a table of NAME = \"value\" (got %s)", type(env)) end
+  local out = {}
+  for k, v in pairs(env) do
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
+      config_error(where, "env: '%s' is not a variable name (letters, digits and '_', not starting with a digit)", tostring(k))
+    end
+    if type(v) == "number" or type(v) == "boolean" then v = tostring(v) end
+    if type(v) ~= "string" then config_error(where, "env.%s must be a string (got %s)", k, type(v)) end
+    out[k] = v
+  end
+  return out
+end
+
+-- Shell-style patterns as GitHub Actions reads them in tag and branch filters: '*' is anything
+-- but '/', '**' is anything, '?' one character.
+function pipeline.glob_match(pattern, s)
+  local lua = pattern:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0")
+  lua = lua:gsub("%*%*", "\1"):gsub("%*", "[^/]*"):gsub("\1", ".*"):gsub("%?", ".")
+  return s:match("^" .. lua .. "$") ~= nil
+end
+
+-- Does this run's origin match the trigger? facts: {tag = , branch = , manual = bool}.
+-- Returns nil when it may run, else the reason it may not.
+function pipeline.trigger_refusal(p, facts)
+  local t = p.trigger
+  local function any(list, value)
+    for _, pattern in ipairs(list) do if pipeline.glob_match(pattern, value) then return true end end
+    return false
+  end
+  if facts.tag and t.tags then
+    if any(t.tags, facts.tag) then return nil end
+    return ("tag '%s' does not match the trigger of pipeline '%s' (tags %s)"):format(facts.tag, p.name,
+      table.concat(t.tags, ", "))
+  end
+  if facts.branch and not facts.manual then
+    if t.branches and any(t.branches, facts.branch) then return nil end
+    return ("a push to branch '%s' does not trigger pipeline '%s' (%s)"):format(facts.branch, p.name,
+      t.branches and ("branches " .. table.concat(t.branches, ", ")) or "it has no branches trigger")
+  end
+  if t.manual then return nil end
+  local wants = {}
+  if t.tags then wants[#wants + 1] = "a tag matching " .. table.concat(t.tags, ", ") .. " (--tag)" end
+  if t.branches then wants[#wants + 1] = "a push to " .. table.concat(t.branches, ", ") end
+  return ("pipeline '%s' does not run by hand (trigger.manual = false): it wants %s"):format(p.name,
+    table.concat(wants, " or "))
 end
 
 local function check_stage(where, dir, st, i, names)
@@ -127,6 +245,9 @@ local function check_stage(where, dir, st, i, names)
   if st.continue_on_error ~= nil and type(st.continue_on_error) ~= "boolean" then
     config_error(where, "%s: continue_on_error must be true or false", label)
   end
+  if st.gate ~= nil and type(st.gate) ~= "boolean" then config_error(where, "%s: gate must be true or false", label) end
+  stage.gate = st.gate == true
+  stage.concurrency = check_concurrency(where, label, st.concurrency)
   local when = st.when
   if when == nil then
     stage.when = "success"
@@ -140,7 +261,7 @@ local function check_stage(where, dir, st, i, names)
     stage.decision_chunk = load_relative(where, dir, when, label .. ": when")
     stage.decision_name = when
   else
-    config_error(where, "%s: when must be \"success\", \"failure\", \"always\", a decision file (.lua) or a function (got %s)",
+    config_error(where, "%s: when must be \"success\", \"failure\", \"always\", \"cancelled\", a decision file (.lua) or a function (got %s)",
       label, tostring(when))
   end
   return stage
@@ -246,8 +367,16 @@ function pipeline.define(spec)
   end
   local cycle = find_cycle(stages, by_name)
   if cycle then config_error(at_stage(cycle[1]), "the stages form a cycle: %s", table.concat(cycle, " -> ")) end
-  local trigger = spec.trigger or { manual = true }
-  if type(trigger) ~= "table" then config_error(where, "trigger must be a table like {tags = {\"rc-*\"}, manual = true}") end
+  local trigger = check_trigger(where, spec.trigger)
+  local env = check_env(where, spec.env)
+  local concurrency = check_concurrency(where, "the pipeline", spec.concurrency)
+  local cleanup_timeout = 300
+  if spec.cleanup_timeout ~= nil then
+    cleanup_timeout = pipeline.seconds(spec.cleanup_timeout)
+    if not cleanup_timeout then
+      config_error(where, "cleanup_timeout must be seconds or like \"30s\", \"5m\" (got %s)", tostring(spec.cleanup_timeout))
+    end
+  end
   for _, st in ipairs(stages) do
     st.dependents = {}
   end
@@ -258,7 +387,8 @@ function pipeline.define(spec)
     end
   end
   return setmetatable({ name = spec.name, description = spec.description, trigger = trigger, stages = stages,
-    by_name = by_name, file = file, dir = dir, where = where, env = spec.env }, PIPELINE_MT)
+    by_name = by_name, file = file, dir = dir, where = where, env = env, concurrency = concurrency,
+    cleanup_timeout = cleanup_timeout }, PIPELINE_MT)
 end
 
 -- ---- graphs ----
@@ -266,6 +396,7 @@ end
 local function edge_kind(stage)
   if stage.when == "failure" then return "failure" end
   if stage.when == "always" then return "always" end
+  if stage.when == "cancelled" then return "cancelled" end
   if stage.when == "decision" then return "if " .. (stage.decision_name or "decision"):gsub("%.lua$", ""):gsub("^.*/", "") end
   return nil
 end

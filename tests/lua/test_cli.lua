@@ -17,22 +17,206 @@ end
 
 local function first_line(s) return (s:match("^[^\n]*")) end
 
+-- The commands and options DESIGN.md's "Command line" gives for the commands that exist.
+local COMMANDS = {
+  { "run", { "--tag", "--env", "--var", "--only", "--from", "--state", "--actor", "--sandbox", "--dry-run" } },
+  { "graph", { "--format" } },
+  { "runs", { "--json", "--state" } },
+  { "status", { "--json", "--state" } },
+  { "logs", { "--state" } },
+  { "resume", { "--state" } },
+  { "rerun", { "--failed", "--from", "--state" } },
+  { "cancel", { "--state" } },
+  { "prune", { "--older-than", "--state" } },
+  { "help", {} },
+}
+local RUNS_A_PIPELINE = { run = true, resume = true, rerun = true }
+
+local function lines_of(s) return select(2, s:gsub("\n", "")) end
+
 T.test("--version and --help", function()
   local r = sh{ "--version" }
   T.eq(r.code, 0); T.match(r.stdout, "^stagehost %d+%.%d+%.%d+")
   local h = sh{ "--help" }
-  T.eq(h.code, 0); T.match(h.stdout, "usage: stagehost"); T.match(h.stdout, "exit codes")
+  T.eq(h.code, 0); T.match(h.stdout, "^usage: stagehost"); T.match(h.stdout, "exit codes")
+  T.eq(h.stderr, "")
+  T.eq(sh{ "-h" }.stdout, h.stdout)
 end)
 
-T.test("usage errors exit 2 with the usage on stderr", function()
-  for _, args in ipairs{ {}, { "--frobnicate" }, { "-e" }, { "-x", "file.lua" } } do
-    local r = sh(args)
-    T.eq(r.code, 2, table.concat(args, " "))
-    T.match(r.stderr, "^stagehost: ")
-    T.match(r.stderr, "usage: stagehost")
-    T.eq(r.stdout, "")
+T.test("--help lists every command with every option, the global options and the exit codes", function()
+  local h = sh{ "--help" }
+  T.eq(h.code, 0)
+  for _, c in ipairs(COMMANDS) do
+    local name, options = c[1], c[2]
+    -- a command's synopsis starts its line and may wrap onto the lines below
+    local block = h.stdout:match("\n  " .. name .. "[ \n].-\n        %S[^\n]*")
+    T.ok(block, "--help lists '" .. name .. "' with a one-line summary")
+    for _, o in ipairs(options) do T.match(block, "[%[|] ?" .. o:gsub("%p", "%%%0") .. "[ %]]", name .. " " .. o) end
   end
-  T.match(sh{ "--frobnicate" }.stderr, "unknown option '%-%-frobnicate'")
+  for _, o in ipairs{ "-e CODE", "--version", "-h, --help", "--  " } do T.has(h.stdout, "\n  " .. o, o) end
+  for _, code in ipairs{ "0", "1", "2", "3", "130", "143" } do T.match(h.stdout, "\n  " .. code .. " +%a", "exit code " .. code) end
+  for _, later in ipairs{ "approve", "approvals", "serve", "artifacts" } do
+    T.no_match(h.stdout, "\n  " .. later .. " ", "no command '" .. later .. "' yet")
+  end
+  -- the test knows every command the command line has
+  local known = {}
+  for _, c in ipairs(COMMANDS) do known[c[1]] = true end
+  for _, cmd in ipairs(require("stagehost.cli").commands) do
+    if not cmd.hidden then T.ok(known[cmd.name], "command '" .. cmd.name .. "' is in this test's list") end
+  end
+end)
+
+T.test("help COMMAND and COMMAND --help: usage, every option with its meaning, exit codes; stdout, exit 0", function()
+  local dir = T.tempdir()
+  for _, c in ipairs(COMMANDS) do
+    local name, options = c[1], c[2]
+    local h = sh({ "help", name }, { cwd = dir })
+    T.eq(h.code, 0, "help " .. name .. ": " .. h.stderr)
+    T.eq(h.stderr, "", "help " .. name)
+    T.match(h.stdout, "^usage: stagehost " .. name .. "[ \n]", "help " .. name)
+    for _, o in ipairs(options) do -- its meaning beside it, or below it when the option is long
+      local line = "\n  " .. o:gsub("%p", "%%%0")
+      T.ok(h.stdout:find(line .. " [^\n]-  +%a") or h.stdout:find(line .. "[^\n]*\n" .. (" "):rep(22) .. "%a"),
+        name .. ": " .. o .. " with a one-line meaning")
+    end
+    T.match(h.stdout, "\nexit codes:\n  0 +success\n  1? ?")
+    T.match(h.stdout, "\n  2 +usage or configuration error")
+    if RUNS_A_PIPELINE[name] then
+      for _, code in ipairs{ "1", "3", "130", "143" } do T.match(h.stdout, "\n  " .. code .. " +%a", name .. " exit " .. code) end
+    end
+    for _, form in ipairs{ { name, "--help" }, { name, "-h" } } do
+      local f = sh(form, { cwd = dir })
+      T.eq(f.code, 0, table.concat(form, " ") .. ": " .. f.stderr)
+      T.eq(f.stdout, h.stdout, table.concat(form, " ") .. " prints what 'help " .. name .. "' prints")
+    end
+  end
+  -- after the arguments too: `run --help` never opens a file named --help
+  local after = sh({ "run", "pipeline.lua", "--help" }, { cwd = dir })
+  T.eq(after.code, 0); T.match(after.stdout, "^usage: stagehost run ")
+  T.eq(sh({ "help" }, { cwd = dir }).stdout, sh{ "--help" }.stdout)
+  T.eq(fs.exists(dir .. "/.stagehost"), false, "help opens no state")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("help nosuch: one line with a did-you-mean, exit 2", function()
+  for _, c in ipairs{ { "nosuch", "did you mean one of run, graph, runs" }, { "stauts", "did you mean 'status'?" } } do
+    local r = sh{ "help", c[1] }
+    T.eq(r.code, 2, c[1]); T.eq(r.stdout, "")
+    T.eq(lines_of(r.stderr), 1, "one line: " .. r.stderr)
+    T.match(r.stderr, "^stagehost help: no command '" .. c[1] .. "' ")
+    T.has(r.stderr, c[2])
+  end
+end)
+
+T.test("a missing argument names itself, exit 2, before any state is opened", function()
+  local dir = T.tempdir()
+  for _, name in ipairs{ "status", "logs", "resume", "rerun", "cancel" } do
+    for _, args in ipairs{ { name }, { name, "--state", "elsewhere" }, { name, "--json" } } do
+      if args[2] ~= "--json" or name == "status" then
+        local r = sh(args, { cwd = dir })
+        T.eq(r.code, 2, table.concat(args, " "))
+        T.eq(r.stderr, "stagehost " .. name .. ": give the run ID (see 'stagehost runs')\n")
+        T.eq(r.stdout, "")
+      end
+    end
+  end
+  for _, name in ipairs{ "run", "graph" } do
+    local r = sh({ name }, { cwd = dir })
+    T.eq(r.code, 2, name)
+    T.eq(r.stderr, ("stagehost %s: give the pipeline file (see 'stagehost help %s')\n"):format(name, name))
+  end
+  T.eq(fs.exists(dir .. "/.stagehost"), false, "no state directory was created")
+  T.eq(fs.exists(dir .. "/elsewhere"), false, "nor the one --state names")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("usage errors: one line naming what is wrong and where the help is, exit 2", function()
+  local dir = T.tempdir()
+  local cases = {
+    { {}, "^stagehost: nothing to run: give a script, a command or %-e CODE; see 'stagehost %-%-help'\n$" },
+    { { "--frobnicate" }, "^stagehost: unknown option '%-%-frobnicate'; see 'stagehost %-%-help'\n$" },
+    { { "-e" }, "^stagehost: option '%-e' needs an argument" },
+    { { "-x", "file.lua" }, "^stagehost: unknown option '%-x'" },
+    { { "nosuch" }, "^stagehost: unknown command 'nosuch' %(did you mean one of run, graph" },
+    { { "statsu", "x" }, "^stagehost: unknown command 'statsu' %(did you mean 'status'%?%)" },
+    { { "status", "RUN1", "--jsn" }, "^stagehost status: unknown option '%-%-jsn' %(did you mean '%-%-json'%?%); see 'stagehost help status'\n$" },
+    { { "run", "p.lua", "--tagg", "x" }, "^stagehost run: unknown option '%-%-tagg' %(did you mean '%-%-tag'%?%); see 'stagehost help run'\n$" },
+    { { "run", "p.lua", "--tag" }, "^stagehost run: option '%-%-tag' needs a value" },
+    { { "runs", "--json=yes" }, "^stagehost runs: option '%-%-json' takes no value" },
+    { { "runs", "extra" }, "^stagehost runs: unexpected argument 'extra'; see 'stagehost help runs'\n$" },
+    { { "graph", "p.lua", "--format", "svg" }, "^stagehost graph: %-%-format must be mermaid, dot or json %(got 'svg'%)" },
+    { { "rerun", "RUN1", "--failed", "--from", "deploy" }, "^stagehost rerun: give %-%-failed or %-%-from S, not both" },
+    { { "prune", "--older-than", "soon" }, "^stagehost prune: %-%-older%-than wants a duration like 30d" },
+    { { "artifacts", "prune" }, "^stagehost artifacts: 'stagehost artifacts prune' is now 'stagehost prune" },
+  }
+  for _, c in ipairs(cases) do
+    local what = table.concat(c[1], " ")
+    local r = sh(c[1], { cwd = dir })
+    T.eq(r.code, 2, what .. ": " .. r.stderr)
+    T.match(r.stderr, c[2], what)
+    T.eq(lines_of(r.stderr), 1, what .. ": one line, not the whole usage")
+    T.no_match(r.stderr, "usage:", what)
+    T.eq(r.stdout, "", what)
+  end
+  T.eq(fs.exists(dir .. "/.stagehost"), false, "no state directory was created")
+  fs.remove(dir, { recursive = true })
+end)
+
+-- A pipeline whose stage returns ctx.vars as its outputs, in a fresh directory.
+local function vars_pipeline()
+  local dir = T.tempdir()
+  assert(fs.write(dir .. "/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "vars", stages = {
+      { name = "show", run = function(ctx) local out = {} for k, v in pairs(ctx.vars) do out[k] = v end return out end },
+      { name = "after", needs = { "show" }, run = function() end },
+    } }
+  ]]))
+  return dir
+end
+
+T.test("--var splits at the first '=' only: commas and '=' stay in the value, k= is empty", function()
+  local json = require "stagehost.json"
+  local dir = vars_pipeline()
+  local r = sh({ "run", "p.lua", "--var", "reviewers=alice,bob", "--var", "url=https://x/?a=1&b=2",
+    "--var", "empty=", "--var=inline=a,b=c" }, { cwd = dir })
+  T.eq(r.code, 0, r.stderr)
+  local id = T.ok(r.stdout:match("^run (%S+)\n"), "run ID")
+  local st = sh({ "status", id, "--json" }, { cwd = dir })
+  T.eq(st.code, 0, st.stderr)
+  local run = json.decode(st.stdout)
+  local want = { reviewers = "alice,bob", url = "https://x/?a=1&b=2", empty = "", inline = "a,b=c" }
+  local outputs = run.stages[1].outputs
+  for k, v in pairs(want) do
+    T.eq(run.vars[k], v, "vars." .. k)
+    T.eq(outputs[k], v, "ctx.vars." .. k)
+  end
+  local n = 0
+  for _ in pairs(outputs) do n = n + 1 end
+  T.eq(n, 4, "four variables, no 'bob' or 'b'")
+  T.eq(json.decode(assert(fs.read(dir .. "/.stagehost/runs/" .. id .. "/run.json"))).vars.reviewers, "alice,bob")
+  -- --only still splits at commas
+  local only = sh({ "run", "p.lua", "--only", "show,nosuch", "--dry-run" }, { cwd = dir })
+  T.eq(only.code, 2); T.has(only.stderr, "'nosuch' is not a stage of 'vars'")
+  local both = sh({ "run", "p.lua", "--only", "show,after", "--dry-run" }, { cwd = dir })
+  T.eq(both.code, 0, both.stderr)
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("--var without '=' or without a name: one line, exit 2, nothing runs", function()
+  local dir = vars_pipeline()
+  for _, c in ipairs{ { "noequals", "wants NAME=VALUE (got 'noequals')" }, { "=value", "wants a name before the '=' (got '=value')" },
+      { "a b=c", "(got 'a b')" } } do
+    local v = c[1]
+    local r = sh({ "run", "p.lua", "--var", v }, { cwd = dir })
+    T.eq(r.code, 2, v)
+    T.match(r.stderr, "^stagehost run: %-%-var", v)
+    T.has(r.stderr, c[2], v)
+    T.eq(lines_of(r.stderr), 1, v .. ": one line")
+    T.eq(r.stdout, "", v)
+  end
+  T.eq(fs.exists(dir .. "/.stagehost"), false, "no run was recorded")
+  fs.remove(dir, { recursive = true })
 end)
 
 T.test("a missing script exits 2 with one line naming it", function()
@@ -104,6 +288,20 @@ T.test("arg and ... as lua(1) gives them; -e runs before the script", function()
   local r = sh{ "-e", "X = 'set by -e'", dir .. "/args.lua", "one", "two words" }
   T.eq(r.code, 0, r.stderr)
   T.eq(r.stdout, ("%s/args.lua\tone\ttwo words\t2\t2\tone,two words\tset by -e\n"):format(dir))
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("a script from stdin ('-'); '--' makes the next argument the script even when named like a command", function()
+  local r = sh({ "-", "one", "two" }, { stdin = "print(arg[0], ...)\n" })
+  T.eq(r.code, 0, r.stderr); T.eq(r.stdout, "-\tone\ttwo\n")
+  local dir = T.tempdir()
+  assert(fs.write(dir .. "/runs", "print('the script named runs', ...)\n"))
+  local script = sh({ "--", "runs", "--json" }, { cwd = dir })
+  T.eq(script.code, 0, script.stderr); T.eq(script.stdout, "the script named runs\t--json\n")
+  local command = sh({ "runs", "--json" }, { cwd = dir })
+  T.eq(command.code, 0, command.stderr); T.eq(command.stdout, "[]\n", "a command name is the command")
+  local first = sh({ "-e", "print('-e first')", "runs", "--json" }, { cwd = dir })
+  T.eq(first.code, 0, first.stderr); T.eq(first.stdout, "-e first\n[]\n", "-e runs before a command too")
   fs.remove(dir, { recursive = true })
 end)
 

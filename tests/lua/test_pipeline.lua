@@ -241,12 +241,21 @@ T.test("--only, --from and --dry-run", function()
   T.match(r.stdout, "dry run, nothing is executed")
   T.match(r.stdout, " 3%. deploy%-infrastructure +runs %(function%) +needs approval%-gate")
   T.eq(fs.exists(r.dir .. "/.stagehost"), false, "nothing written")
+  -- nothing earlier to take the skipped stages' outputs from: refused, naming what is missing
+  local none = proc.run{ STAGEHOST, "run", "staging.lua", "--only", "deploy-infrastructure", cwd = r.dir }
+  T.eq(none.code, 2, none.stderr)
+  T.has(none.stderr, "--only skips 'pre-deployment-checks'")
+  local whole = proc.run{ STAGEHOST, "run", "staging.lua", cwd = r.dir }
+  T.eq(whole.code, 0, whole.stderr)
+  local from = proc.run{ STAGEHOST, "run", "staging.lua", "--from", "approval-gate", cwd = r.dir }
+  T.eq(from.code, 0, from.stderr)
+  T.match(from.stdout, "✓ pre%-deployment%-checks +success +reused from run " .. whole.stdout:match("^run (%S+)"):gsub("%-", "%%-"))
+  T.match(from.stdout, "✓ approval%-gate +success +[%d.]+s")
   local only = proc.run{ STAGEHOST, "run", "staging.lua", "--only", "deploy-infrastructure", cwd = r.dir }
   T.eq(only.code, 0, only.stderr)
-  T.match(only.stdout, "✓ deploy%-infrastructure")
-  T.match(only.stdout, "○ pre%-deployment%-checks +skipped +not selected")
-  local from = proc.run{ STAGEHOST, "run", "staging.lua", "--from", "approval-gate", cwd = r.dir }
-  T.match(from.stdout, "○ pre%-deployment%-checks +skipped"); T.match(from.stdout, "✓ approval%-gate")
+  T.match(only.stdout, "✓ deploy%-infrastructure +success +[%d.]+s")
+  T.match(only.stdout, "✓ pre%-deployment%-checks +success +reused from run")
+  T.match(only.stdout, "○ notify +skipped +not selected")
   local bad = proc.run{ STAGEHOST, "run", "staging.lua", "--only", "deploy", cwd = r.dir }
   T.eq(bad.code, 2); T.has(bad.stderr, "--only: 'deploy' is not a stage of 'staging'")
   local flag = proc.run{ STAGEHOST, "run", "staging.lua", "--tagg", "x", cwd = r.dir }
@@ -307,6 +316,45 @@ T.test("a failed run exits 1 with one line after the summary", function()
   T.match(r.stdout, "✗ x +failure")
   T.match(r.stderr, "\nstagehost: run %S+ failed\n$")
   fs.remove(r.dir, { recursive = true })
+end)
+
+-- ---- the command line around a pipeline ----
+
+T.test("a pipeline file run directly takes the options of run: --var at the first '=', --help, unknown options", function()
+  local r = cli({ ["staging.lua"] = SEED }, { "staging.lua", "--var", "who=ci,bot=x", "--tag", "rc-2.0.0" })
+  T.eq(r.code, 0, r.stderr)
+  local id = T.ok(r.stdout:match("^run (%S+)\n"), "run ID")
+  local record = json.decode(assert(fs.read(r.dir .. "/.stagehost/runs/" .. id .. "/run.json")))
+  T.eq(record.vars.who, "ci,bot=x"); T.eq(record.vars.bot, nil)
+  local help = proc.run{ STAGEHOST, "staging.lua", "--help", cwd = r.dir }
+  T.eq(help.code, 0, help.stderr); T.match(help.stdout, "^usage: stagehost run ")
+  local bad = proc.run{ STAGEHOST, "staging.lua", "--tagg", "x", cwd = r.dir }
+  T.eq(bad.code, 2)
+  T.eq(bad.stderr, "stagehost run: unknown option '--tagg' (did you mean '--tag'?); see 'stagehost help run'\n")
+  fs.remove(r.dir, { recursive = true })
+end)
+
+T.test("run: options before or after the pipeline file; a module beside the pipeline resolves", function()
+  local dir = T.tempdir("ci")
+  assert(fs.write(dir .. "/ci/helper.lua", "return { greeting = 'hello from beside the pipeline' }\n"))
+  assert(fs.write(dir .. "/ci/p.lua", [[
+    local pipeline = require "stagehost.pipeline"
+    local helper = require "helper"
+    return pipeline.define{ name = "beside", stages = {
+      { name = "greet", run = function(ctx) return { said = helper.greeting, env = ctx.run.env } end },
+    } }
+  ]]))
+  local r = proc.run{ STAGEHOST, "run", "--env", "staging", "ci/p.lua", "--var", "a=1", cwd = dir, timeout = 60 }
+  T.eq(r.code, 0, r.stderr)
+  local id = r.stdout:match("^run (%S+)\n")
+  local record = json.decode(assert(fs.read(dir .. "/.stagehost/runs/" .. id .. "/run.json")))
+  T.eq(record.stages[1].outputs.said, "hello from beside the pipeline")
+  T.eq(record.stages[1].outputs.env, "staging")
+  local st = json.decode(proc.run{ STAGEHOST, "status", id, "--json", cwd = dir }.stdout)
+  T.eq(table.concat(st.args, " "), "--env staging --var a=1", "the run keeps its options, not the pipeline's path")
+  local extra = proc.run{ STAGEHOST, "run", "ci/p.lua", "other.lua", cwd = dir }
+  T.eq(extra.code, 2); T.has(extra.stderr, "stagehost run: unexpected argument 'other.lua'")
+  fs.remove(dir, { recursive = true })
 end)
 
 T.run()

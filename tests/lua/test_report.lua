@@ -133,11 +133,11 @@ T.test("html: self-contained, every stage, colours, links, escaped, masked", fun
     T.has(html, ('href="logs/%s.log"'):format(name))
   end
   T.no_match(html, 'href="logs/extra.log"', "a stage that never ran has no log to link")
-  T.has(html, 'href="artifacts/build--app.tar.gz"')
-  T.has(html, 'href="artifacts/build--release%20notes%20%231.md"')
+  T.has(html, 'href="artifacts/build/app.tar.gz"')
+  T.has(html, 'href="artifacts/build/release%20notes%20%231.md"')
   T.has(html, crypto.sha256("tarball bytes"))
   T.has(html, "13 B")
-  T.ok(fs.exists(dir .. "/runs/" .. run.id .. "/artifacts/build--release notes #1.md"), "the link's target exists")
+  T.ok(fs.exists(dir .. "/runs/" .. run.id .. "/artifacts/build/release notes #1.md"), "the link's target exists")
 
   -- hostile strings escaped, secrets masked
   T.has(html, "&lt;script&gt;alert(1)&lt;/script&gt;")
@@ -362,7 +362,7 @@ T.test("a seed-shaped run renders (STAGEHOST_REPORT_SAMPLE=DIR keeps it)", funct
   local html = report.html(run, p)
   T.has(html, ">50:00<", "the axis reaches the run's end") -- 2982 s, ticks every 5 minutes
   T.has(html, "1 of 12 integration tests failed")
-  T.has(html, 'href="artifacts/integration-tests--test-report.json"')
+  T.has(html, 'href="artifacts/integration-tests/test-report.json"')
   T.has(html, "13m48s")
   -- notify's needs two to four columns back would cross boxes: they run in lanes above
   local laned = 0
@@ -389,5 +389,37 @@ T.test("a seed-shaped run renders (STAGEHOST_REPORT_SAMPLE=DIR keeps it)", funct
   end
   fs.remove(dir, { recursive = true })
 end)
+
+T.test("one table of statuses: glyphs, the terminal's blank pending, the page's colours", function()
+  local statuses = require "stagehost.util.status"
+  T.eq(statuses.symbol.success, "✓"); T.eq(statuses.symbol.failure, "✗"); T.eq(statuses.symbol.pending, "·")
+  T.eq(statuses.terminal.pending, " ", "a stage not started stays blank on a terminal")
+  T.eq(statuses.terminal.cancelled, "■", "the rest as everywhere")
+  T.eq(statuses.heading.failure, "❌")
+  T.eq(statuses.known("success"), "success"); T.eq(statuses.known("interrupted"), "pending"); T.eq(statuses.known(nil), "pending")
+  local dir = T.tempdir()
+  local run, p = mixed_run(dir)
+  local html = report.html(run, p)
+  for _, s in ipairs(statuses.ORDER) do
+    T.has(html, (".status-%s { background: %s; border-color: %s; color: %s; }"):format(s, statuses.fill[s],
+      statuses.stroke[s], statuses.text[s]), "the badge of " .. s)
+  end
+  T.match(html, '<g class="node status%-failure"><title>deploy:.-</title><rect [^>]*fill="' .. statuses.fill.failure
+    .. '" stroke="' .. statuses.stroke.failure .. '"')
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("the reports' times: fine durations, times for people, ISO 8601 with offsets", function()
+  local time = require "stagehost.util.time"
+  T.eq(time.duration_fine(0.0123), "12ms"); T.eq(time.duration_fine(41), "41.0s"); T.eq(time.duration_fine(828), "13m48s")
+  T.eq(time.duration_fine(nil), "", "no duration, no text")
+  T.eq(time.human("2025-03-14T09:30:00Z"), "2025-03-14 09:30:00 UTC"); T.eq(time.human("soon"), "soon"); T.eq(time.human(nil), "")
+  T.eq(time.clock("2025-03-14T09:30:05Z"), "09:30:05"); T.eq(time.clock(42), "")
+  T.eq(report.epoch("2025-03-14T09:30:00Z"), 1741944600)
+  T.eq(report.epoch("2025-03-14T11:30:00+02:00"), 1741944600, "an offset is honoured")
+  T.eq(report.epoch("2025-03-14T09:30:00.250Z"), 1741944600.25)
+  T.eq(report.epoch("yesterday"), nil)
+end)
+
 
 T.run()

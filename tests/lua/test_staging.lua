@@ -38,10 +38,10 @@ T.test("approved: every stage succeeds and leaves its artifacts", function()
   for _, a in ipairs(st.artifacts) do arts[a.name] = a end
   for _, name in ipairs{ "checklist.md", "change-preview.txt", "stack-outputs.json", "test-report.json",
     "release-notes.md", "notification.json" } do
-    T.ok(arts[name] and fs.exists(arts[name].path), "artifact " .. name)
+    T.ok(arts[name] and fs.exists(state .. "/" .. arts[name].path), "artifact " .. name)
   end
-  T.match(fs.read(arts["checklist.md"].path), "4 of 4 checks passed; tag rc%-9%.9%.9")
-  T.match(fs.read(arts["release-notes.md"].path), "^# rc%-9%.9%.9\n")
+  T.match(fs.read(state .. "/" .. arts["checklist.md"].path), "4 of 4 checks passed; tag rc%-9%.9%.9")
+  T.match(fs.read(state .. "/" .. arts["release-notes.md"].path), "^# rc%-9%.9%.9\n")
   T.eq(st.stages[8].outputs.success, true)
   T.match(st.stages[8].outputs.message, "rc%-9%.9%.9 is ready for production")
   fs.remove(state, { recursive = true })
@@ -58,7 +58,11 @@ T.test("rejected or unapproved: the run is cancelled (exit 3) and nothing is dep
     T.eq(st.status, "cancelled")
     T.eq(st.stages[1].status, "success")
     T.eq(st.stages[2].status, "cancelled"); T.match(st.stages[2].error, case[3])
-    for i = 3, #st.stages do T.eq(st.stages[i].status, "cancelled", st.stages[i].name) end
+    for i = 3, #st.stages - 1 do T.eq(st.stages[i].status, "cancelled", st.stages[i].name) end
+    -- notify (when = "always") still runs after the cancellation, and says so
+    T.eq(st.stages[#st.stages].name, "notify")
+    T.eq(st.stages[#st.stages].status, "success")
+    T.match(st.stages[#st.stages].outputs.message, "cancelled at approval%-gate")
     T.eq(fs.exists(state .. "/runs/" .. id .. "/staging"), false, "nothing installed")
     fs.remove(state, { recursive = true })
   end

@@ -1,14 +1,20 @@
 -- Durable run state in SQLite (WAL) at DIR/state.db: runs, stages, events, checkpoints,
--- artifacts. The engine writes every transition here before acting on it, so `stagehost
--- resume ID` after a kill -9 knows exactly what finished. WAL with synchronous=NORMAL: a
--- committed transition survives the host being killed; the database stays whole either way.
+-- artifacts, concurrency locks. The engine writes every transition here before acting on it,
+-- so `stagehost resume ID` after a kill -9 knows exactly what finished. WAL with
+-- synchronous=FULL (set by the sqlite binding): a committed transition survives the host being
+-- killed and a power loss; the database stays whole either way. The directory is 0700 and the
+-- database 0600: it holds logs and outputs.
 local sqlite = require "stagehost.core.sqlite"
 local json = require "stagehost.json"
 local fs = require "stagehost.fs"
 local log = require "stagehost.log"
+local errors = require "stagehost.errors"
+local time = require "stagehost.util.time"
+local task = require "stagehost.task"
 
--- What is stored has every secret masked, as what is printed does (a resumed run sees *** where
--- a secret was: it is never written down).
+-- What is stored in the clear has every secret masked, as what is printed does. A stage's
+-- outputs that held a secret are also kept sealed (AES-256-GCM, see vault.lua), so a resumed
+-- run gets the real value back while status, run.json and reports show ***.
 local function stored(value) return log.masked(json.encode(value)) end
 local function stored_text(s) return s and log.masked(tostring(s)) end
 
@@ -21,12 +27,13 @@ CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, file TEXT NOT NULL, cwd TEXT, args TEXT,
   tag TEXT, env TEXT, actor TEXT, vars TEXT, status TEXT NOT NULL,
   started_at TEXT, finished_at TEXT, pid INTEGER, host_started TEXT,
-  cancel_requested TEXT
+  cancel_requested TEXT, attempt INTEGER, rerun_of TEXT, commit_sha TEXT, host_error TEXT
 );
 CREATE TABLE IF NOT EXISTS stages (
   run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL, position INTEGER,
   status TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration REAL, attempts INTEGER,
   outputs TEXT, error TEXT, reason TEXT, allowed_failure INTEGER,
+  sealed TEXT, reused_from TEXT, approved_by TEXT,
   PRIMARY KEY (run_id, name)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -42,11 +49,20 @@ CREATE TABLE IF NOT EXISTS artifacts (
   sha256 TEXT, size INTEGER, created_at TEXT NOT NULL, expires_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_expiry ON artifacts(expires_at);
+CREATE TABLE IF NOT EXISTS locks (
+  grp TEXT PRIMARY KEY, run_id TEXT NOT NULL, stage TEXT, pid INTEGER, host_started TEXT, acquired_at TEXT
+);
 ]]
 
+-- Columns added since the first schema: an older state database gets them on open.
+local ADDED_COLUMNS = {
+  runs = { "attempt INTEGER", "rerun_of TEXT", "commit_sha TEXT", "host_error TEXT" },
+  stages = { "sealed TEXT", "reused_from TEXT", "approved_by TEXT" },
+  artifacts = { "file TEXT" },
+}
+
 local function fail(fmt, ...)
-  local cli = require "stagehost.cli"
-  cli.exit(2, fmt, ...)
+  errors.exit(2, fmt, ...)
 end
 
 -- This process's start time (clock ticks since boot): with the pid it names a host for good,
@@ -72,11 +88,17 @@ end
 
 -- Store.open(dir) -> store. A corrupt or locked database is a clear error, never overwritten.
 function Store.open(dir, opts)
-  local ok, err = fs.mkdir(dir)
+  local ok, err = fs.mkdir(dir, { mode = 448 }) -- 0700
   if not ok then fail("cannot use state directory '%s': %s", dir, err) end
   local path = dir .. "/state.db"
+  if not (opts and opts.readonly) and not fs.exists(path) then
+    -- SQLite takes an empty file for a new database, and gives its WAL the file's mode
+    local made, merr, code = fs.write(path, "", { mode = 384, exclusive = true }) -- 0600
+    if not made and code ~= "EEXIST" then fail("cannot create state database %s: %s", path, merr) end
+  end
   local wait = tonumber(os.getenv("STAGEHOST_STATE_TIMEOUT") or "") or 5000 -- ms to wait for a lock
-  local db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = math.floor(wait) })
+  -- SQLite's own busy handler would sleep on the loop thread: the store waits instead (locked)
+  local db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = 0 })
   if not db then
     if code == "SQLITE_NOTADB" or code == "SQLITE_CORRUPT" then
       fail("%s is not a usable state database (%s); move it aside to start afresh, nothing was changed", path, msg)
@@ -86,14 +108,45 @@ function Store.open(dir, opts)
   if not (opts and opts.readonly) then
     -- checkpoints of the WAL into the database fsync; done when the store closes rather than
     -- every ~1000 pages in the middle of a run, where they stall the loop
-    local done, xerr, xcode = db:exec("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
-    if not done then
-      db:close()
-      if xcode == "SQLITE_BUSY" then fail("state database %s is locked by another process: %s", path, xerr) end
-      fail("state database %s: %s", path, xerr)
+    local deadline, delay = task.now() + wait / 1000, 0.005
+    while true do
+      local done, xerr, xcode = db:exec("PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
+      if done then done, xerr, xcode = Store.migrate(db) end
+      if done then break end
+      if xcode ~= "SQLITE_BUSY" or task.now() >= deadline then
+        db:close()
+        if xcode == "SQLITE_BUSY" then
+          fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT=%d ms): %s", path, wait, xerr)
+        end
+        fail("state database %s: %s", path, xerr)
+      end
+      task.sleep(delay)
+      delay = math.min(delay * 2, 0.2)
     end
   end
-  return setmetatable({ db = db, dir = dir, path = path, readonly = opts and opts.readonly }, Store)
+  return setmetatable({ db = db, dir = dir, path = path, readonly = opts and opts.readonly, wait_ms = wait }, Store)
+end
+
+function Store.migrate(db)
+  for tbl, columns in pairs(ADDED_COLUMNS) do
+    local have = {}
+    local rows, err, code = db:query("PRAGMA table_info(" .. tbl .. ")")
+    if not rows then return nil, err, code end
+    for _, r in ipairs(rows) do have[r.name] = true end
+    for _, col in ipairs(columns) do
+      if not have[col:match("^%S+")] then
+        local ok, aerr, acode = db:exec(("ALTER TABLE %s ADD COLUMN %s"):format(tbl, col))
+        if not ok then return nil, aerr, acode end
+      end
+    end
+  end
+  return true
+end
+
+-- The key that seals secret outputs, opened on first use (a run with no secret needs none).
+function Store:vault()
+  if not self.vault_ then self.vault_ = require("stagehost.pipeline.vault").open(self.dir) end
+  return self.vault_
 end
 
 function Store:close()
@@ -103,14 +156,38 @@ function Store:close()
   self.db:close()
 end
 
+local BUSY = {}
+
 local function q(self, sql, ...)
   local rows, err, code = self.db:query(sql, ...)
-  if code == "SQLITE_BUSY" then
-    fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT ms); this change was not written: %s",
-      self.path, err)
-  end
+  if code == "SQLITE_BUSY" then error(BUSY, 0) end
   if not rows then error(("state database %s: %s (%s)"):format(self.path, err, code), 2) end
   return rows
+end
+
+local function is_busy(e)
+  return e == BUSY or (type(e) == "string" and e:find("(SQLITE_BUSY)", 1, true) ~= nil)
+end
+
+-- Run fn(self, ...) until no other process holds the database's lock, waiting with a timer
+-- (5 ms doubling to 200 ms) rather than in SQLite's busy handler, which would sleep on the
+-- loop thread; after STAGEHOST_STATE_TIMEOUT ms it is a clear error saying nothing was written.
+local function locked(fn)
+  return function(self, ...)
+    local deadline, delay
+    while true do
+      local result = table.pack(pcall(fn, self, ...))
+      if result[1] then return table.unpack(result, 2, result.n) end
+      if not is_busy(result[2]) then error(result[2], 0) end
+      deadline = deadline or task.now() + (self.wait_ms or 5000) / 1000
+      if task.now() >= deadline then
+        fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT=%d ms); this change was not written",
+          self.path, self.wait_ms or 5000)
+      end
+      delay = math.min((delay or 0.0025) * 2, 0.2)
+      task.sleep(delay)
+    end
+  end
 end
 
 local function now_iso() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
@@ -123,42 +200,96 @@ local function list_of(t)
   return out
 end
 
+-- A copy of a value with every string masked one by one: masking the JSON text instead would
+-- miss a secret that JSON escapes (one holding '"' or '\').
+local function masked_copy(v, seen)
+  if type(v) == "string" then return log.masked(v) end
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local out = setmetatable({}, getmetatable(v))
+  seen[v] = out
+  for k, x in pairs(v) do out[masked_copy(k, seen)] = masked_copy(x, seen) end
+  return out
+end
+local function stored_value(v) return json.encode(masked_copy(v)) end
+
+-- The registered secrets that occur anywhere in a value's strings.
+local function secrets_of(v, found, seen)
+  found, seen = found or {}, seen or {}
+  if type(v) == "string" then
+    for _, s in ipairs(log.secrets_in(v)) do found[s] = true end
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do
+      secrets_of(k, found, seen)
+      secrets_of(x, found, seen)
+    end
+  end
+  return found
+end
+
+-- Outputs with a secret in them, sealed with the state key; nil when there is none.
+function Store:seal_outputs(run_id, rec)
+  local found = secrets_of(rec.outputs or {})
+  if next(found) == nil then return nil end
+  local list = {}
+  for secret in pairs(found) do list[#list + 1] = secret end
+  table.sort(list)
+  return self:vault():seal({ outputs = rec.outputs, secrets = list }, run_id .. "/" .. rec.name)
+end
+
+-- The sealed outputs back, their secrets masked again from now on.
+function Store:unseal_outputs(run_id, name, text)
+  local value, err = self:vault():unseal(text, run_id .. "/" .. name)
+  if not value then fail("the outputs of stage '%s' of run %s cannot be read: %s", name, run_id, err) end
+  for _, secret in ipairs(value.secrets or {}) do log.mask(secret) end
+  return value.outputs
+end
+
 function Store:save_run(run)
   if not self.host_pid then
     self.host_pid = self_pid()
     self.host_started = start_time_of(self.host_pid)
   end
   q(self, [[INSERT INTO runs (id, pipeline, file, cwd, args, tag, env, actor, vars, status, started_at,
-      finished_at, pid, host_started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+      finished_at, pid, host_started, attempt, rerun_of, commit_sha, host_error)
+      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
     ON CONFLICT(id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at,
-      pid = excluded.pid, host_started = excluded.host_started]],
-    run.id, run.pipeline, run.file, run.cwd, stored(list_of(run.args)), run.tag, run.env,
-    run.actor, stored(run.vars or {}), run.status, run.started_at, run.finished_at,
-    self.host_pid, self.host_started)
+      pid = excluded.pid, host_started = excluded.host_started, host_error = excluded.host_error]],
+    run.id, run.pipeline, run.file, run.cwd, stored_value(list_of(run.args)), stored_text(run.tag),
+    stored_text(run.env), stored_text(run.actor), stored_value(run.vars or {}), run.status, run.started_at,
+    run.finished_at, self.host_pid, self.host_started, run.attempt or 1, run.rerun_of, run.commit,
+    stored_text(run.host_error))
 end
 
 function Store:save_stage(run, rec)
-  self.db:transaction(self.save_stage_now, self, run, rec) -- the row and its event together
+  -- sealing may need the key file: done before the transaction, which cannot wait
+  local sealed = self:seal_outputs(run.id, rec)
+  self.db:transaction(self.save_stage_now, self, run, rec, sealed) -- the row and its event together
 end
 
-function Store.save_stage_now(self, run, rec)
+function Store.save_stage_now(self, run, rec, sealed)
   local position = 0
   for i, name in ipairs(run.order or {}) do if name == rec.name then position = i end end
   q(self, [[INSERT INTO stages (run_id, name, position, status, started_at, finished_at, duration,
-      attempts, outputs, error, reason, allowed_failure) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+      attempts, outputs, error, reason, allowed_failure, sealed, reused_from, approved_by)
+      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
     ON CONFLICT(run_id, name) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
       finished_at = excluded.finished_at, duration = excluded.duration, attempts = excluded.attempts,
       outputs = excluded.outputs, error = excluded.error, reason = excluded.reason,
-      allowed_failure = excluded.allowed_failure]],
+      allowed_failure = excluded.allowed_failure, sealed = excluded.sealed,
+      reused_from = excluded.reused_from, approved_by = excluded.approved_by]],
     run.id, rec.name, position, rec.status, rec.started_at, rec.finished_at, rec.duration, rec.attempts,
-    stored(rec.outputs or {}), stored_text(rec.error), stored_text(rec.reason), rec.allowed_failure and 1 or 0)
+    stored_value(rec.outputs or {}), stored_text(rec.error), stored_text(rec.reason), rec.allowed_failure and 1 or 0,
+    sealed, rec.reused_from, stored_text(rec.approved_by))
   q(self, "INSERT INTO events (run_id, stage, at, kind, message) VALUES (?,?,?,?,?)",
-    run.id, rec.name, now_iso(), rec.status, stored_text(rec.error or rec.reason))
+    run.id, rec.name, time.now_iso(), rec.status, stored_text(rec.error or rec.reason))
 end
 
 function Store:event(run_id, stage, kind, message)
   q(self, "INSERT INTO events (run_id, stage, at, kind, message) VALUES (?,?,?,?,?)",
-    run_id, stage, now_iso(), kind, stored_text(message))
+    run_id, stage, time.now_iso(), kind, stored_text(message))
 end
 
 -- ctx:checkpoint: set writes at once (and returns the value); get reads it back.
@@ -166,17 +297,23 @@ function Store:checkpoint(run_id, stage, key, value, set)
   if set then
     q(self, [[INSERT INTO checkpoints (run_id, stage, key, value) VALUES (?,?,?,?)
       ON CONFLICT(run_id, stage, key) DO UPDATE SET value = excluded.value]],
-      run_id, stage, key, stored({ v = value }))
+      run_id, stage, key, stored_value({ v = value }))
     return value
   end
   local rows = q(self, "SELECT value FROM checkpoints WHERE run_id = ? AND stage = ? AND key = ?", run_id, stage, key)
   return rows[1] and json.decode(rows[1].value).v
 end
 
+-- An artifact's row; its file is named relative to the state directory, so the database can
+-- be used (pruned) from any working directory.
 function Store:artifact(run, a)
-  local expires = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + (a.retention_days or 30) * 86400)
-  q(self, [[INSERT INTO artifacts (run_id, stage, name, path, sha256, size, created_at, expires_at)
-    VALUES (?,?,?,?,?,?,?,?)]], run.id, a.stage, a.name, a.path, a.sha256, a.size, a.created_at, expires)
+  local expires = time.iso8601(os.time() + (a.retention_days or 30) * 86400)
+  local file = "runs/" .. run.id .. "/" .. a.file
+  self.db:transaction(function() -- made again (a retry, a resume): the newer one replaces it
+    q(self, "DELETE FROM artifacts WHERE run_id = ? AND stage = ? AND name = ?", run.id, a.stage, a.name)
+    q(self, [[INSERT INTO artifacts (run_id, stage, name, path, file, sha256, size, created_at, expires_at)
+      VALUES (?,?,?,?,?,?,?,?,?)]], run.id, a.stage, a.name, file, a.file, a.sha256, a.size, a.created_at, expires)
+  end)
   a.expires_at = expires
 end
 
@@ -187,11 +324,16 @@ end
 
 -- ---- reading, for runs/status/logs/resume/cancel ----
 
+-- Is the host recorded as (pid, start time) still this same process?
+local function host_alive(pid, started)
+  local now = pid and start_time_of(pid)
+  return now ~= nil and now == started
+end
+
 -- A run recorded as running whose host is gone (killed, power loss) is "interrupted".
 local function effective_status(row)
   if row.status ~= "running" then return row.status end
-  local started = row.pid and start_time_of(row.pid)
-  if started and started == row.host_started then return "running" end
+  if host_alive(row.pid, row.host_started) then return "running" end
   return "interrupted"
 end
 Store.effective_status = effective_status
@@ -202,12 +344,24 @@ function Store:runs(limit)
   return rows
 end
 
-function Store:run(id)
+-- The artifacts of a run, each with its file relative to the run's directory.
+local function artifacts_of(self, run_id)
+  local rows = q(self, "SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", run_id)
+  for _, a in ipairs(rows) do
+    a.file = a.file or ("artifacts/" .. tostring(a.path):match("([^/]*)$"))
+  end
+  return rows
+end
+
+-- store:run(id [, {unseal = true}]) -> the run's row with stages and artifacts, or nil.
+-- unseal: stages get their real outputs back (for resume and rerun); otherwise masked ones.
+function Store:run(id, opts)
   local rows = q(self, "SELECT * FROM runs WHERE id = ?", id)
   local r = rows[1]
   if not r then
     -- a unique prefix is enough, as with git
-    rows = q(self, "SELECT * FROM runs WHERE id LIKE ? ORDER BY id LIMIT 2", id .. "%")
+    rows = q(self, "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 2",
+      id:gsub("[\\%%_]", "\\%0") .. "%")
     if #rows == 1 then r = rows[1] end
   end
   if not r then return nil end
@@ -215,37 +369,123 @@ function Store:run(id)
   r.status = effective_status(r)
   r.vars = r.vars and json.decode(r.vars) or {}
   r.args = r.args and json.decode(r.args) or {}
+  r.attempt = r.attempt or 1
+  r.commit = r.commit_sha
   r.stages = q(self, "SELECT * FROM stages WHERE run_id = ? ORDER BY position", r.id)
+  r.artifacts = artifacts_of(self, r.id)
   for _, s in ipairs(r.stages) do
     s.outputs = s.outputs and json.decode(s.outputs) or {}
+    if opts and opts.unseal and s.sealed then s.outputs = self:unseal_outputs(r.id, s.name, s.sealed) end
+    s.has_secrets = s.sealed ~= nil
+    s.sealed = nil
     s.allowed_failure = s.allowed_failure == 1
+    s.artifacts = {}
+    for _, a in ipairs(r.artifacts) do
+      if a.stage == s.name then s.artifacts[#s.artifacts + 1] = a end
+    end
   end
-  r.artifacts = q(self, "SELECT * FROM artifacts WHERE run_id = ? ORDER BY id", r.id)
   return r
 end
 
-function Store:request_cancel(id)
-  q(self, "UPDATE runs SET cancel_requested = ? WHERE id = ?", now_iso(), id)
+-- The newest run of a pipeline that ended in success, optionally with the same tag (and
+-- commit); for --from/--only, which take the outputs of the stages they skip from it.
+function Store:latest_success(pipeline, tag, commit)
+  local rows = q(self, [[SELECT id FROM runs WHERE pipeline = ? AND status = 'success'
+      AND (tag IS ? OR ? IS NULL) AND (commit_sha IS ? OR ? IS NULL)
+    ORDER BY finished_at DESC, id DESC LIMIT 1]], pipeline, tag, tag, commit, commit)
+  return rows[1] and self:run(rows[1].id, { unseal = true })
 end
 
--- Remove expired artifacts: the file first, then its row, so a crash in between leaves a row
--- without a file (pruned again next time), never a file nobody tracks.
-function Store:prune(older_than_seconds)
-  local cutoff = older_than_seconds and os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() - older_than_seconds)
-  local rows = cutoff
-    and q(self, "SELECT * FROM artifacts WHERE created_at <= ? OR expires_at <= ?", cutoff, now_iso())
-    or q(self, "SELECT * FROM artifacts WHERE expires_at <= ?", now_iso())
-  local removed, bytes = 0, 0
-  for _, a in ipairs(rows) do
-    local ok, err, code = fs.remove(a.path)
-    if ok or code == "ENOENT" then
-      q(self, "DELETE FROM artifacts WHERE id = ?", a.id)
-      removed, bytes = removed + 1, bytes + (a.size or 0)
-    else
-      error(("cannot remove artifact %s: %s"):format(a.path, err), 0)
-    end
+-- The newest run of the pipeline, tag and commit in which the stage succeeded: the only runs
+-- whose approval gate may stand for a gate a run skips.
+function Store:latest_stage_success(pipeline, tag, commit, stage)
+  local rows = q(self, [[SELECT r.id FROM runs r JOIN stages s ON s.run_id = r.id
+      WHERE r.pipeline = ? AND r.tag IS ? AND r.commit_sha IS ? AND s.name = ? AND s.status = 'success'
+        AND s.reused_from IS NULL
+      ORDER BY s.finished_at DESC, r.id DESC LIMIT 1]], pipeline, tag, commit, stage)
+  return rows[1] and self:run(rows[1].id, { unseal = true })
+end
+
+function Store:next_attempt(run)
+  local root = run.rerun_of or run.id
+  local rows = q(self, "SELECT MAX(attempt) AS n FROM runs WHERE id = ? OR rerun_of = ?", root, root)
+  return (rows[1] and rows[1].n or 1) + 1, root
+end
+
+function Store:request_cancel(id)
+  q(self, "UPDATE runs SET cancel_requested = ? WHERE id = ?", time.now_iso(), id)
+end
+
+-- ---- concurrency groups ----
+
+-- Take the group's lock for a run (one transaction: two hosts cannot both win). A lock whose
+-- host is gone is taken over. -> true, or false and the holder's row.
+function Store:lock(group, run_id, stage)
+  if not self.host_pid then
+    self.host_pid = self_pid()
+    self.host_started = start_time_of(self.host_pid)
   end
-  return removed, bytes
+  return self.db:transaction(function()
+    local rows = q(self, "SELECT * FROM locks WHERE grp = ?", group)
+    local held = rows[1]
+    if held and held.run_id ~= run_id and host_alive(held.pid, held.host_started) then return false, held end
+    q(self, [[INSERT INTO locks (grp, run_id, stage, pid, host_started, acquired_at) VALUES (?,?,?,?,?,?)
+      ON CONFLICT(grp) DO UPDATE SET run_id = excluded.run_id, stage = excluded.stage, pid = excluded.pid,
+        host_started = excluded.host_started, acquired_at = excluded.acquired_at]],
+      group, run_id, stage, self.host_pid, self.host_started, time.now_iso())
+    return true
+  end)
+end
+
+function Store:unlock(group, run_id)
+  q(self, "DELETE FROM locks WHERE grp = ? AND run_id = ?", group, run_id)
+end
+
+-- ---- pruning ----
+
+-- Remove runs that ended more than `older_than` seconds ago (default: 30 days) whole: their
+-- directory (logs, artifacts, run.json, report) and every row. Files go first, rows last, so a
+-- crash in between leaves rows to prune again, never files nobody tracks. Artifacts whose own
+-- retention ran out in a run that is kept are removed too, and that run's record and report
+-- are written again without them: a report never links to a deleted file.
+function Store:prune(older_than)
+  local cutoff = time.iso8601(os.time() - (older_than or 30 * 86400))
+  local runs = q(self, [[SELECT id FROM runs WHERE status <> 'running' AND finished_at IS NOT NULL
+    AND finished_at <= ?]], cutoff)
+  local removed_runs, removed_files, bytes = 0, 0, 0
+  for _, r in ipairs(runs) do
+    for _, a in ipairs(q(self, "SELECT size FROM artifacts WHERE run_id = ?", r.id)) do
+      removed_files, bytes = removed_files + 1, bytes + (a.size or 0)
+    end
+    local dir = self.dir .. "/runs/" .. r.id
+    local ok, err, code = fs.remove(dir, { recursive = true })
+    if not ok and code ~= "ENOENT" then error(("cannot remove %s: %s"):format(dir, err), 0) end
+    self.db:transaction(function()
+      for _, tbl in ipairs{ "artifacts", "checkpoints", "events", "stages", "locks" } do
+        q(self, ("DELETE FROM %s WHERE run_id = ?"):format(tbl), r.id)
+      end
+      q(self, "DELETE FROM runs WHERE id = ?", r.id)
+    end)
+    removed_runs = removed_runs + 1
+  end
+  local expired = q(self, "SELECT * FROM artifacts WHERE expires_at <= ?", time.now_iso())
+  local touched = {}
+  for _, a in ipairs(expired) do
+    local path = self.dir .. "/" .. (a.file and ("runs/" .. a.run_id .. "/" .. a.file) or a.path)
+    local ok, err, code = fs.remove(path)
+    if not ok and code ~= "ENOENT" then error(("cannot remove artifact %s: %s"):format(path, err), 0) end
+    q(self, "DELETE FROM artifacts WHERE id = ?", a.id)
+    removed_files, bytes = removed_files + 1, bytes + (a.size or 0)
+    touched[a.run_id] = true
+  end
+  return { runs = removed_runs, artifacts = removed_files, bytes = bytes, rewrite = touched }
+end
+
+-- Every method that reads or writes the database waits out another process's lock.
+for _, name in ipairs{ "save_run", "save_stage", "event", "checkpoint", "artifact", "cancel_requested",
+  "runs", "run", "latest_success", "latest_stage_success", "next_attempt", "request_cancel", "lock", "unlock",
+  "prune" } do
+  Store[name] = locked(Store[name])
 end
 
 return Store

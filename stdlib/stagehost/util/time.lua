@@ -35,4 +35,33 @@ function time.iso8601(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 end
 
+-- The wall clock now, as the run records write it.
+function time.now_iso() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
+
+-- A run's length for people: 4.2s, 3m05s, 2h10m.
+function time.duration(s)
+  if s < 60 then return ("%.1fs"):format(s) end
+  if s < 3600 then return ("%dm%02ds"):format(s // 60, math.floor(s % 60)) end
+  return ("%dh%02dm"):format(s // 3600, (s % 3600) // 60)
+end
+
+-- time.duration, with milliseconds under a second (a unit test's 12ms); "" when s is no number.
+function time.duration_fine(s)
+  if type(s) ~= "number" then return "" end
+  if s < 1 then return ("%dms"):format(math.floor(s * 1000 + 0.5)) end
+  return time.duration(s)
+end
+
+-- An ISO 8601 time for people: "2026-12-01 10:00:00 UTC"; another string as it is, "" for none.
+function time.human(iso)
+  if type(iso) ~= "string" then return "" end
+  local d, t = iso:match("^(%d%d%d%d%-%d%d%-%d%d)T(%d%d:%d%d:%d%d)")
+  return d and (d .. " " .. t .. " UTC") or iso
+end
+
+-- The time of day of an ISO 8601 time, "10:00:00", or "".
+function time.clock(iso)
+  return type(iso) == "string" and iso:match("T(%d%d:%d%d:%d%d)") or ""
+end
+
 return time
