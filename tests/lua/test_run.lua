@@ -615,6 +615,35 @@ T.test("a retry's warning names the cause, also when task.all failed", function(
   fs.remove(dir, { recursive = true })
 end)
 
+-- ---- 13. print inside a stage; GitHub Actions shows every line once ----
+
+T.test("print in a stage gets the [stage] prefix and its log; under GitHub Actions every line appears once", function()
+  local dir = project{ ["p.lua"] = [[
+    local pipeline = require "stagehost.pipeline"
+    return pipeline.define{ name = "printing", stages = {
+      { name = "build", run = function(ctx)
+        print("printed by the stage")
+        ctx.log.info("logged by the stage")
+        require("stagehost.proc").run{ "echo", "said by a child" }
+      end },
+    } }
+  ]] }
+  local plain = sh(dir, { "run", "p.lua" })
+  T.eq(plain.code, 0, plain.stderr)
+  T.match(plain.stderr, "%[build%] printed by the stage\n")
+  local id = plain.stdout:match("^run (%S+)")
+  T.has(fs.read(dir .. "/.stagehost/runs/" .. id .. "/logs/build.log"), "printed by the stage")
+  local gha = sh(dir, { "run", "p.lua" }, { env = { GITHUB_ACTIONS = "true" } })
+  T.eq(gha.code, 0, gha.stderr)
+  local all = gha.stdout .. gha.stderr
+  for _, line in ipairs{ "printed by the stage", "logged by the stage", "said by a child" } do
+    local _, n = all:gsub(line, "")
+    T.eq(n, 1, line .. " appears once")
+  end
+  T.match(gha.stdout, "::group::✓ build[^\n]*\n.*printed by the stage.*::endgroup::")
+  fs.remove(dir, { recursive = true })
+end)
+
 -- ---- 15. the live view of a stage waiting for a person ----
 
 T.test("the live view shows a waiting stage's whole text, wrapped, never cut", function()
