@@ -279,7 +279,7 @@ local function cmd_status(opts, pos)
     print(json.encode(r, { pretty = true }))
     return 0
   end
-  local duration, symbols = require("stagehost.util.time").duration, require("stagehost.pipeline.live").SYMBOLS
+  local duration, symbols = require("stagehost.util.time").duration, require("stagehost.util.status").terminal
   print(("run %s: %s — pipeline '%s' (%s)%s"):format(r.id, r.status, r.pipeline, r.file,
     r.tag and (", tag " .. r.tag) or ""))
   for _, s in ipairs(r.stages) do

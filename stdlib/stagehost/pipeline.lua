@@ -420,8 +420,7 @@ function pipeline.mermaid(p, statuses)
     end
   end
   if statuses then
-    local colours = { success = "#e1f5e1", failure = "#ffe1e1", cancelled = "#ffe1e1", skipped = "#eeeeee",
-      running = "#fff4e1", pending = "#ffffff" }
+    local colours = require("stagehost.util.status").fill
     for _, st in ipairs(p.stages) do
       local c = colours[statuses[st.name] or "pending"]
       if c then lines[#lines + 1] = ("    style %s fill:%s"):format(ids[st.name], c) end

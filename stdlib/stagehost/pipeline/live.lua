@@ -8,7 +8,7 @@ local time = require "stagehost.util.time"
 
 local live = {}
 
-local SYMBOLS = { success = "✓", failure = "✗", skipped = "○", cancelled = "■", running = "…", pending = " " }
+local SYMBOLS = require("stagehost.util.status").terminal
 live.SYMBOLS = SYMBOLS
 local SPIN = { "⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏" }
 

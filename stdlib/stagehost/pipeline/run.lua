@@ -20,7 +20,7 @@ Run.__name = "stagehost.run"
 local TERMINAL = { success = true, failure = true, skipped = true, cancelled = true }
 Run.TERMINAL = TERMINAL
 
-local SYMBOL = { success = "✓", failure = "✗", cancelled = "■", skipped = "○" }
+local SYMBOL = require("stagehost.util.status").symbol
 Run.SYMBOL = SYMBOL
 
 local function in_actions() return os.getenv("GITHUB_ACTIONS") == "true" end

@@ -131,7 +131,7 @@ local function summary(run)
     if r.reused_from then extra = "reused from run " .. r.reused_from .. (r.approved_by and (", approved by " .. r.approved_by) or "") end
     if (r.status == "skipped" or r.status == "cancelled") and r.reason then extra = r.reason end
     if r.status == "failure" and r.error then extra = extra .. "  " .. r.error end
-    lines[#lines + 1] = ("  %s %-28s %-9s %s"):format(live.SYMBOLS[r.status] or "?", name, r.status, extra)
+    lines[#lines + 1] = ("  %s %-28s %-9s %s"):format(require("stagehost.util.status").terminal[r.status] or "?", name, r.status, extra)
   end
   return table.concat(lines, "\n")
 end

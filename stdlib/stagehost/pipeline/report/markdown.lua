@@ -36,6 +36,10 @@ function markdown.summary(run, p)
     local note = {}
     if rec.error then note[#note + 1] = md(rec.error) end
     if rec.reason then note[#note + 1] = md(rec.reason) end
+    if rec.reused_from then
+      note[#note + 1] = md(("reused from run %s%s"):format(rec.reused_from,
+        rec.approved_by and (", approved by " .. rec.approved_by) or ""))
+    end
     if rec.allowed_failure then note[#note + 1] = "allowed to fail" end
     if (rec.attempts or 0) > 1 then note[#note + 1] = ("%d attempts"):format(rec.attempts) end
     note[#note + 1] = view.tests_note(rec)
