@@ -583,4 +583,137 @@ T.test("raw requests: issued credentials expire; faults with raw bodies and REST
   end)
 end)
 
+-- The template evaluator through stagehost's own client (no awscli: this is about template
+-- semantics): conditions, mappings, list parameters, every intrinsic function, an export
+-- imported by another stack, SAM's implicit HTTP API and role, then updates that flip a
+-- condition (a resource added, then removed), replace a named resource, and roll back.
+T.test("cloudformation templates: intrinsics, conditions, exports, SAM; updates add, replace, remove, roll back", function()
+  local aws = require "stagehost.aws"
+  with_sandbox(function(sb)
+    local restore = sb:use{ region = "us-east-1" }
+    local ok, err = pcall(function()
+      local cfn = aws.cloudformation{ region = "us-east-1", poll = { min = 0.02, max = 0.1 } }
+      local account = sb.state.aws.account_id
+      cfn:deploy{ stack_name = "base", template = { Resources = { Topic = { Type = "AWS::SNS::Topic" } },
+        Outputs = { Vpc = { Value = "vpc-0123", Export = { Name = "base-vpc" } } } } }
+      local template = {
+        Transform = "AWS::Serverless-2016-10-31",
+        Parameters = {
+          Env = { Type = "String", Default = "staging", AllowedValues = { "staging", "production" } },
+          Zones = { Type = "CommaDelimitedList", Default = "za, zb ,zc" },
+        },
+        Mappings = { Sizes = { staging = { Memory = "128" }, production = { Memory = "1024" } } },
+        Conditions = {
+          IsProd = { ["Fn::Equals"] = { { Ref = "Env" }, "production" } },
+          NotProd = { ["Fn::Not"] = { { Condition = "IsProd" } } },
+          Small = { ["Fn::And"] = { { Condition = "NotProd" }, { ["Fn::Equals"] = { "x", "x" } } } },
+          Any = { ["Fn::Or"] = { { Condition = "IsProd" }, { Condition = "Small" } } },
+        },
+        Globals = { Function = { Runtime = "nodejs18.x" } },
+        Resources = {
+          Assets = { Type = "AWS::S3::Bucket", Properties = {
+            BucketName = { ["Fn::Join"] = { "-", { { Ref = "AWS::StackName" }, { Ref = "Env" }, "assets" } } },
+            Tags = { ["Fn::If"] = { "IsProd", { { Key = "tier", Value = "prod" } }, { Ref = "AWS::NoValue" } } } } },
+          ProdOnly = { Type = "AWS::SQS::Queue", Condition = "IsProd" },
+          Fn = { Type = "AWS::Serverless::Function", Properties = { Handler = "app.handler",
+            MemorySize = { ["Fn::FindInMap"] = { "Sizes", { Ref = "Env" }, "Memory" } },
+            Events = { Http = { Type = "HttpApi" } } } },
+        },
+        Outputs = {
+          Bucket = { Value = { Ref = "Assets" } },
+          BucketArn = { Value = { ["Fn::GetAtt"] = { "Assets", "Arn" } } },
+          Domain = { Value = { ["Fn::GetAtt"] = "Assets.RegionalDomainName" } },
+          SecondZone = { Value = { ["Fn::Select"] = { 1, { Ref = "Zones" } } } },
+          Parts = { Value = { ["Fn::Join"] = { "+", { ["Fn::Split"] = { "/", "a/b//c" } } } } },
+          Vpc = { Value = { ["Fn::ImportValue"] = "base-vpc" } },
+          Encoded = { Value = { ["Fn::Base64"] = "hi" } },
+          FirstAz = { Value = { ["Fn::Select"] = { 0, { ["Fn::GetAZs"] = "" } } } },
+          Size = { Value = { ["Fn::If"] = { "Small", "small", "large" } } },
+          Any = { Value = { ["Fn::If"] = { "Any", "yes", "no" } } },
+          Memory = { Value = { ["Fn::FindInMap"] = { "Sizes", { Ref = "Env" }, "Memory" } } },
+          Sub = { Value = { ["Fn::Sub"] = { "${Name}:${AWS::Region}:${!Literal}:${Assets.Arn}", { Name = { Ref = "Env" } } } } },
+          Role = { Value = { ["Fn::GetAtt"] = { "FnRole", "Arn" } } },
+          Api = { Value = { ["Fn::GetAtt"] = { "ServerlessHttpApi", "ApiEndpoint" } } },
+          Queue = { Value = { Ref = "ProdOnly" }, Condition = "IsProd" },
+        },
+      }
+      local r = cfn:deploy{ stack_name = "eval", template = template }
+      local o = r.outputs
+      T.eq(r.status, "CREATE_COMPLETE")
+      T.eq(o.Bucket, "eval-staging-assets", "a named bucket's Ref is its name")
+      T.eq(o.BucketArn, "arn:aws:s3:::eval-staging-assets")
+      T.eq(o.Domain, "eval-staging-assets.s3.us-east-1.amazonaws.com")
+      T.eq(o.SecondZone, "zb", "a list parameter's items, trimmed")
+      T.eq(o.Parts, "a+b++c")
+      T.eq(o.Vpc, "vpc-0123", "the other stack's export")
+      T.eq(o.Encoded, "aGk=")
+      T.eq(o.FirstAz, "us-east-1a")
+      T.eq(o.Size, "small"); T.eq(o.Any, "yes"); T.eq(o.Memory, "128")
+      T.eq(o.Sub, "staging:us-east-1:${Literal}:arn:aws:s3:::eval-staging-assets")
+      T.match(o.Role, "^arn:aws:iam::" .. account .. ":role/eval%-FnRole%-[%u%d]+$")
+      T.match(o.Api, "^https://%w+%.execute%-api%.us%-east%-1%.amazonaws%.com$")
+      T.eq(o.Queue, nil, "an output whose condition is false is not there")
+      local types = {}
+      for _, e in ipairs(cfn:events("eval")) do types[e.logical_id] = e.type end
+      T.eq(types.ServerlessHttpApi, "AWS::ApiGatewayV2::Api"); T.eq(types.Fn, "AWS::Lambda::Function")
+      T.eq(types.ProdOnly, nil, "a resource whose condition is false is not created")
+
+      -- production: the condition brings a queue; a new bucket name replaces the bucket
+      template.Resources.Assets.Properties.BucketName = "eval-prod-assets"
+      r = cfn:deploy{ stack_name = "eval", template = template, parameters = { Env = "production" } }
+      T.eq(r.status, "UPDATE_COMPLETE")
+      local changes = {}
+      for _, c in ipairs(r.changes) do changes[c.logical_id] = c.action .. " " .. tostring(c.replacement) end
+      T.eq(changes.ProdOnly, "Add nil"); T.eq(changes.Assets, "Modify True"); T.eq(changes.Fn, "Modify False")
+      T.eq(r.outputs.Bucket, "eval-prod-assets"); T.eq(r.outputs.Size, "large"); T.eq(r.outputs.Any, "yes")
+      T.eq(r.outputs.Memory, "1024")
+      T.match(r.outputs.Queue, "^https://sqs%.us%-east%-1%.amazonaws%.com/" .. account .. "/eval%-ProdOnly%-[%u%d]+$")
+      local deleted = {}
+      for _, e in ipairs(cfn:events("eval")) do
+        if e.status == "DELETE_COMPLETE" then deleted[#deleted + 1] = e.logical_id .. " " .. e.physical_id end
+      end
+      T.eq(table.concat(deleted, ","), "Assets eval-staging-assets", "the old bucket goes after the update")
+
+      -- back to staging: the queue is removed
+      r = cfn:deploy{ stack_name = "eval", template = template, parameters = { Env = "staging" } }
+      changes = {}
+      for _, c in ipairs(r.changes) do changes[c.logical_id] = c.action end
+      T.eq(changes.ProdOnly, "Remove"); T.eq(r.outputs.Queue, nil); T.eq(r.outputs.Bucket, "eval-prod-assets")
+
+      -- an update that fails rolls back; the outputs stay what they were
+      template.Resources.Assets.Metadata = { ["stagehost:fail"] = "Bucket policy refused" }
+      local failed, e = pcall(cfn.deploy, cfn, { stack_name = "eval", template = template })
+      T.ok(not failed, "the deploy fails")
+      T.has(tostring(e), "UPDATE_ROLLBACK_COMPLETE"); T.has(tostring(e), "Bucket policy refused")
+      local stack = cfn:describe_stack("eval")
+      T.eq(stack.status, "UPDATE_ROLLBACK_COMPLETE"); T.eq(stack.outputs.Bucket, "eval-prod-assets")
+
+      -- what ValidateTemplate refuses, and what only a change set finds (cycles, DependsOn on nothing)
+      local function refused(t)
+        local fine, why = pcall(cfn.validate_template, cfn, { template = t })
+        T.ok(not fine, "refused")
+        return tostring(why)
+      end
+      local cyclic, why = pcall(cfn.create_change_set, cfn, { stack_name = "cycle", template = { Resources = {
+        A = { Type = "AWS::S3::Bucket", DependsOn = "B" }, B = { Type = "AWS::S3::Bucket", DependsOn = "A" } } } })
+      T.ok(not cyclic, "a cycle is refused")
+      T.has(tostring(why), "Circular dependency between resources: [A, B]")
+      T.has(refused{ Resources = { A = { Type = "AWS::S3::Bucket" } }, Extra = 1, Other = 2 },
+        "Invalid template property or properties [Extra, Other]")
+      T.has(refused{ Resources = { A = { Type = "AWS::Serverless::Function" }, B = { Type = "Nope" } } },
+        "Unrecognized resource types: [AWS::Serverless::Function, Nope]")
+      local dangling, missing = pcall(cfn.create_change_set, cfn, { stack_name = "dangling", template = { Resources = {
+        A = { Type = "AWS::S3::Bucket", DependsOn = { "Z", "Y" } } } } })
+      T.ok(not dangling, "DependsOn on nothing is refused")
+      T.has(tostring(missing), "Unresolved resource dependencies [Y, Z] in the Resources block of the template")
+      T.has(refused{ AWSTemplateFormatVersion = "2011-01-01", Resources = { A = { Type = "AWS::S3::Bucket" } } },
+        "Unsupported template format version: 2011-01-01")
+      local bad_param = pcall(cfn.deploy, cfn, { stack_name = "params", template = template, parameters = { Env = "dev" } })
+      T.ok(not bad_param, "a value outside AllowedValues is refused")
+    end)
+    restore()
+    if not ok then error(err, 0) end
+  end)
+end, { timeout = 120 })
+
 T.run()
