@@ -644,6 +644,77 @@ T.test("print in a stage gets the [stage] prefix and its log; under GitHub Actio
   fs.remove(dir, { recursive = true })
 end)
 
+-- ---- the store waits out another process's lock without blocking the loop ----
+
+local LOCKED = [[
+local pipeline = require "stagehost.pipeline"
+local task = require "stagehost.task"
+local fs = require "stagehost.fs"
+return pipeline.define{ name = "locked", stages = {
+  { name = "ticker", run = function()
+    fs.write("ticking", "")
+    local last, gap = task.now(), 0
+    local stop = task.now() + 3
+    while task.now() < stop do
+      task.sleep(0.01)
+      gap = math.max(gap, task.now() - last)
+      last = task.now()
+    end
+    return { max_gap = gap }
+  end },
+  { name = "writer", run = function()
+    while not fs.exists("locked") do task.sleep(0.01) end
+    return { wrote = true } -- recording this waits for the lock
+  end },
+  { name = "after", needs = { "writer" }, run = function() return { ran = true } end },
+} }
+]]
+
+-- Hold the state database's write lock for `seconds` from another process.
+local function hold_lock(dir, seconds)
+  return proc.spawn{ STAGEHOST, "-e", ([[
+    local db = assert(require("stagehost.core.sqlite").open(".stagehost/state.db"))
+    assert(db:exec("BEGIN EXCLUSIVE"))
+    require("stagehost.fs").write("locked", "")
+    require("stagehost.task").sleep(%s)
+    assert(db:exec("COMMIT"))
+  ]]):format(seconds), cwd = dir }
+end
+
+T.test("a locked state database is waited for on a timer: the loop keeps running meanwhile", function()
+  local dir = project{ ["p.lua"] = LOCKED }
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { STAGEHOST_STATE_TIMEOUT = "20000" } }
+  wait_for(dir .. "/ticking")
+  local holder = hold_lock(dir, 1.5)
+  T.eq(holder:wait().code, 0)
+  local r = host:wait()
+  T.eq(r.code, 0)
+  local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
+  local st = status(dir, id)
+  T.eq(st.by.after.outputs.ran, true)
+  -- SQLite's busy handler would have stalled every task for the 1.5 s the lock was held
+  T.ok(st.by.ticker.outputs.max_gap < 0.75, "longest stall of the loop: " .. st.by.ticker.outputs.max_gap .. " s")
+  fs.remove(dir, { recursive = true })
+end, { timeout = 120 })
+
+T.test("a state write that cannot be made ends the run as failed with one line, and the run stays resumable", function()
+  local dir = project{ ["p.lua"] = LOCKED }
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { STAGEHOST_STATE_TIMEOUT = "300" } }
+  wait_for(dir .. "/ticking")
+  local holder = hold_lock(dir, 4)
+  local r = host:wait()
+  T.eq(r.code, 1)
+  T.eq(holder:wait().code, 0)
+  local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
+  local st = status(dir, id)
+  T.eq(st.status, "interrupted", "the database does not say it ended")
+  T.ok(st.by.after.status ~= "success", "nothing after the lost write ran")
+  local resumed = sh(dir, { "resume", id })
+  T.eq(resumed.code, 0, resumed.stderr)
+  T.eq(status(dir, id).by.after.outputs.ran, true)
+  fs.remove(dir, { recursive = true })
+end, { timeout = 120 })
+
 -- ---- 15. the live view of a stage waiting for a person ----
 
 T.test("the live view shows a waiting stage's whole text, wrapped, never cut", function()

@@ -193,6 +193,12 @@ function Run.memory_store()
   }
 end
 
+local function traceback_of(e)
+  if type(e) == "table" then return e end -- a cancellation or timeout object: keep its kind
+  -- the stage's frames only: the engine's own are noise to whoever reads the stage log
+  return (debug.traceback(tostring(e), 2):gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
+end
+
 -- ---- state changes ----
 
 function Run:changed(rec)
@@ -274,10 +280,27 @@ function Run:verdict(st)
   return "skip", ("decision %s said no"):format(st.decision_name)
 end
 
+-- Every task of the run goes through here: an error that escapes one (a stage's own errors
+-- are caught in run_stage) is the host's — the store failing — and ends the run at once.
 function Run:spawn(fn, ...)
-  local t = task.spawn(fn, ...)
+  local args = table.pack(...)
+  local t = task.spawn(function()
+    local ok, e = xpcall(fn, traceback_of, table.unpack(args, 1, args.n))
+    if not ok and not errors.is_cancel(e) then self:abort(e) end
+  end)
   self.tasks[#self.tasks + 1] = t
   return t
+end
+
+-- The host cannot go on with this run: stop every task of it; execute() then ends the run.
+function Run:abort(e)
+  if self.host_error then return end
+  self.host_error, self.host_trace = errors.first_line(e), e
+  log.error(("run %s: the host failed: %s"):format(self.id, self.host_error))
+  log.debug(tostring(e))
+  for _, t in ipairs(self.tasks) do
+    if t ~= task.current() then t:cancel("the host failed: " .. self.host_error) end
+  end
 end
 
 -- Say something in a stage's own log and prefix (not in the stage that finished just now).
@@ -290,7 +313,7 @@ end
 
 function Run:maybe_start(st)
   local rec = self.records[st.name]
-  if rec.status ~= "pending" or self.ended then return end
+  if rec.status ~= "pending" or self.ended or self.host_error then return end
   for _, n in ipairs(st.needs) do
     if not TERMINAL[self.records[n].status] then return end
   end
@@ -362,12 +385,6 @@ end
 
 -- ---- a stage ----
 
-local function traceback_of(e)
-  if type(e) == "table" then return e end -- a cancellation or timeout object: keep its kind
-  -- the stage's frames only: the engine's own are noise to whoever reads the stage log
-  return (debug.traceback(tostring(e), 2):gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
-end
-
 local function stage_function(st)
   if st.run then return st.run end
   local ok, f = pcall(st.run_chunk)
@@ -428,7 +445,10 @@ function Run:run_stage(st)
     rec.status, rec.outputs = "success", result or {}
   elseif errors.is_cancel(result) then
     rec.status, rec.error = "cancelled", tostring(result.reason or result)
-    self:cancel(("cancelled by stage '%s': %s"):format(st.name, rec.error))
+    -- ctx:cancel (the stage's own word) cancels the run; a cancel from outside came from it
+    if getmetatable(result) == errors.Error then
+      self:cancel(("cancelled by stage '%s': %s"):format(st.name, rec.error))
+    end
   else
     rec.status, rec.error = "failure", errors.first_line(result)
     if type(result) == "string" and result:find("\n") then log.error(result) end
@@ -446,7 +466,7 @@ function Run:run_stage(st)
   -- wait on anything any more, not even the file write of the run record
   self:spawn(function()
     self.running[st.name] = nil
-    if self.ended then return end -- the host failed meanwhile: the run was ended and recorded
+    if self.ended or self.host_error then return end -- the host failed meanwhile: finish records it
     self:changed(rec)
     if in_actions() then Run.actions_fold(self, rec) end
     self:settle(st)
@@ -515,30 +535,27 @@ function Run:execute()
     for _, name in ipairs(self.order) do self:maybe_start(self.p.by_name[name]) end
     local i = 1
     while i <= #self.tasks do -- the list grows as finishing stages start their dependents
-      -- a stage's own failures are in its record; what escapes is the host's (the store's)
-      local done, e = self.tasks[i]:join()
-      if not done and not errors.is_cancel(e) then error(e, 0) end
+      self.tasks[i]:join()
       i = i + 1
     end
-    if group then self.store:unlock(group, self.id) end
+    if group and not self.host_error then self.store:unlock(group, self.id) end
   end, traceback_of)
+  if not ok and not errors.is_cancel(err) then self:abort(err) end
   if watcher then watcher:cancel("run finished") end
   if self.cleanup then self.cleanup:cancel("run finished") end
   restore_env()
   if console_before ~= false then log.context_console(console_before) end
+  if self.host_error then
+    self:finish()
+    error(self.host_trace, 0)
+  end
   if ok then
     self:finish()
     return self
   end
-  if errors.is_cancel(err) then -- this task itself was cancelled: stop the stages, record, go
-    self:cancel(tostring(err.reason or err))
-    task.spawn(function() self:finish() end)
-    error(err, 0)
-  end
-  self.host_error = errors.first_line(err)
-  log.error(("run %s: the host failed: %s"):format(self.id, tostring(err)))
-  for _, t in pairs(self.running) do t:cancel("the host failed") end
-  self:finish()
+  -- this task itself was cancelled: stop the stages, record, go
+  self:cancel(tostring(err.reason or err))
+  task.spawn(function() self:finish() end)
   error(err, 0)
 end
 
