@@ -259,6 +259,40 @@ T.test("a secret output reaches the next stage, also after kill -9 and resume, a
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })
 
+T.test("two resumes of one run at the same moment: one runs it, the other exits 2 naming the host", function()
+  local dir = project{ ["p.lua"] = [[
+    local pipeline = require "stagehost.pipeline"
+    local fs = require "stagehost.fs"
+    local task = require "stagehost.task"
+    return pipeline.define{ name = "claimed", stages = {
+      { name = "deploy", run = function()
+        local f = assert(io.open("deploys", "a")) f:write("x") f:close()
+        fs.write("deploy-started", "")
+        while not fs.exists("go") do task.sleep(0.02) end
+      end },
+    } }
+  ]] }
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir }
+  wait_for(dir .. "/deploy-started")
+  host:kill("KILL")
+  host:wait()
+  fs.remove(dir .. "/deploy-started")
+  local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
+  local a = proc.spawn{ STAGEHOST, "resume", id, cwd = dir, stderr = dir .. "/a.err" }
+  local b = proc.spawn{ STAGEHOST, "resume", id, cwd = dir, stderr = dir .. "/b.err" }
+  wait_for(dir .. "/deploy-started")
+  task.sleep(0.3) -- the loser has had its time to start the stage too, if it could
+  assert(fs.write(dir .. "/go", ""))
+  local ra, rb = a:wait(), b:wait()
+  local codes = { ra.code, rb.code }
+  table.sort(codes)
+  T.eq(table.concat(codes, ","), "0,2", "one resumed, one refused")
+  local loser = fs.read(dir .. (ra.code == 2 and "/a.err" or "/b.err"))
+  T.match(loser, "is being resumed by another host %(pid %d+%)")
+  T.eq(fs.read(dir .. "/deploys"), "xx", "the deploy ran once more, not twice")
+  fs.remove(dir, { recursive = true })
+end, { timeout = 120 })
+
 -- ---- 3. artifacts across a resume ----
 
 T.test("after a resume, run.json and the report list every artifact, under artifacts/STAGE/NAME", function()

@@ -244,6 +244,10 @@ function runner.resume(dir, id, load, parse_args)
   local row = runner.need_run(store, id, { unseal = true })
   if row.status == "running" then errors.exit(2, "run %s is still running (host pid %d)", row.id, row.pid) end
   if row.status ~= "interrupted" then errors.exit(2, "run %s already ended (%s): nothing to resume", row.id, row.status) end
+  local claimed, holder = store:claim(row.id)
+  if not claimed then
+    errors.exit(2, "run %s is being resumed by another host (pid %s): only one host runs a run", row.id, tostring(holder.pid))
+  end
   local p = pipeline_of(row, load)
   local o = parse_args(row.args)
   local selected, err = engine.select(p, o.only, o.from)

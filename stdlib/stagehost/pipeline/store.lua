@@ -412,6 +412,25 @@ function Store:next_attempt(run)
   return (rows[1] and rows[1].n or 1) + 1, root
 end
 
+-- Take over an interrupted run for this host, in one transaction: of two hosts resuming the same
+-- run at once, one wins and the other sees it alive. -> true, or false and the holder's row.
+function Store:claim(id)
+  if not self.host_pid then
+    self.host_pid = self_pid()
+    self.host_started = start_time_of(self.host_pid)
+  end
+  return self.db:transaction(function()
+    local row = q(self, "SELECT pid, host_started, status FROM runs WHERE id = ?", id)[1]
+    if not row then return false, {} end
+    if row.status ~= "running" or (host_alive(row.pid, row.host_started)
+        and not (row.pid == self.host_pid and row.host_started == self.host_started)) then
+      return false, row
+    end
+    q(self, "UPDATE runs SET pid = ?, host_started = ? WHERE id = ?", self.host_pid, self.host_started, id)
+    return true
+  end)
+end
+
 function Store:request_cancel(id)
   q(self, "UPDATE runs SET cancel_requested = ? WHERE id = ?", time.now_iso(), id)
 end
@@ -483,7 +502,7 @@ end
 
 -- Every method that reads or writes the database waits out another process's lock.
 for _, name in ipairs{ "save_run", "save_stage", "event", "checkpoint", "artifact", "cancel_requested",
-  "runs", "run", "latest_success", "latest_stage_success", "next_attempt", "request_cancel", "lock", "unlock",
+  "runs", "run", "latest_success", "latest_stage_success", "next_attempt", "claim", "request_cancel", "lock", "unlock",
   "prune" } do
   Store[name] = locked(Store[name])
 end
