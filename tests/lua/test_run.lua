@@ -288,7 +288,7 @@ T.test("two resumes of one run at the same moment: one runs it, the other exits 
   table.sort(codes)
   T.eq(table.concat(codes, ","), "0,2", "one resumed, one refused")
   local loser = fs.read(dir .. (ra.code == 2 and "/a.err" or "/b.err"))
-  T.match(loser, "is being resumed by another host %(pid %d+%)")
+  T.match(loser, "is still running %(host pid %d+%): one host runs a run at a time")
   T.eq(fs.read(dir .. "/deploys"), "xx", "the deploy ran once more, not twice")
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })

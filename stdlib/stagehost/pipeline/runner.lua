@@ -242,12 +242,12 @@ end
 function runner.resume(dir, id, load, parse_args)
   local store = runner.open_store(dir)
   local row = runner.need_run(store, id, { unseal = true })
-  if row.status == "running" then errors.exit(2, "run %s is still running (host pid %d)", row.id, row.pid) end
-  if row.status ~= "interrupted" then errors.exit(2, "run %s already ended (%s): nothing to resume", row.id, row.status) end
-  local claimed, holder = store:claim(row.id)
-  if not claimed then
-    errors.exit(2, "run %s is being resumed by another host (pid %s): only one host runs a run", row.id, tostring(holder.pid))
+  local claimed, holder = false, nil
+  if row.status == "interrupted" then claimed, holder = store:claim(row.id) end
+  if row.status == "running" or (holder and holder.status == "running") then
+    errors.exit(2, "run %s is still running (host pid %s): one host runs a run at a time", row.id, tostring((holder or row).pid))
   end
+  if not claimed then errors.exit(2, "run %s already ended (%s): nothing to resume", row.id, (holder or row).status) end
   local p = pipeline_of(row, load)
   local o = parse_args(row.args)
   local selected, err = engine.select(p, o.only, o.from)

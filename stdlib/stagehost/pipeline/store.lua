@@ -98,31 +98,32 @@ function Store.open(dir, opts)
   end
   local wait = tonumber(os.getenv("STAGEHOST_STATE_TIMEOUT") or "") or 5000 -- ms to wait for a lock
   -- SQLite's own busy handler would sleep on the loop thread: the store waits instead (locked)
-  local db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = 0 })
-  if not db then
-    if code == "SQLITE_NOTADB" or code == "SQLITE_CORRUPT" then
-      fail("%s is not a usable state database (%s); move it aside to start afresh, nothing was changed", path, msg)
-    end
-    fail("cannot open state database %s: %s", path, msg)
-  end
-  if not (opts and opts.readonly) then
-    -- checkpoints of the WAL into the database fsync; done when the store closes rather than
-    -- every ~1000 pages in the middle of a run, where they stall the loop
-    local deadline, delay = task.now() + wait / 1000, 0.005
-    while true do
-      local done, xerr, xcode = db:exec("PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
+  -- opening (WAL set-up) and the schema may meet another process's lock too: waited for alike
+  local deadline, delay = task.now() + wait / 1000, 0.005
+  local db
+  while true do
+    local msg, code, xerr, xcode
+    db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = 0 })
+    if not db then
+      if code == "SQLITE_NOTADB" or code == "SQLITE_CORRUPT" then
+        fail("%s is not a usable state database (%s); move it aside to start afresh, nothing was changed", path, msg)
+      end
+      xerr, xcode = msg, code
+    elseif opts and opts.readonly then
+      break
+    else
+      local done
+      done, xerr, xcode = db:exec("PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
       if done then done, xerr, xcode = Store.migrate(db) end
       if done then break end
-      if xcode ~= "SQLITE_BUSY" or task.now() >= deadline then
-        db:close()
-        if xcode == "SQLITE_BUSY" then
-          fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT=%d ms): %s", path, wait, xerr)
-        end
-        fail("state database %s: %s", path, xerr)
-      end
-      task.sleep(delay)
-      delay = math.min(delay * 2, 0.2)
+      db:close()
     end
+    if xcode ~= "SQLITE_BUSY" then fail("state database %s: %s", path, xerr) end
+    if task.now() >= deadline then
+      fail("state database %s is locked by another process (waited STAGEHOST_STATE_TIMEOUT=%d ms): %s", path, wait, xerr)
+    end
+    task.sleep(delay)
+    delay = math.min(delay * 2, 0.2)
   end
   return setmetatable({ db = db, dir = dir, path = path, readonly = opts and opts.readonly, wait_ms = wait }, Store)
 end
