@@ -63,8 +63,11 @@
 -- A non-2xx answer raises a table {status, message, documentation_url, errors, method, path}
 -- whose tostring is one line: "github: POST /repos/o/r/releases: 422 Validation Failed
 -- (Release.tag_name already_exists)". A body that is not JSON raises "github: GET /path:
--- malformed JSON in the response: at line L, column C ...". Misuse raises "bad argument #N to
--- 'github.NAME' (...)", counting arguments after the client; ids and numbers are integers.
+-- malformed JSON in the response: at line L, column C ...". Misuse raises, at the caller's line,
+-- "bad argument #N to 'client:NAME' (... expected, got ...)" for a method (arguments counted
+-- after the client) and "... to 'github.NAME' ..." for a function of the module; ids and numbers
+-- are integers. The methods but request, paginate and upload_release_asset are rows of one route
+-- table (ROUTES below); github.routes lists them parsed, read-only.
 local http = require "stagehost.http"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
@@ -139,48 +142,53 @@ local function api_error(fields, text)
   return e
 end
 
--- check_arg("comment", 2, body, "string") raises, at the caller's line, "bad argument #2 to
--- 'github.comment' (string expected, got nil)"; field names a field of a table argument.
--- "integer" takes a number with an integer value (7 or 7.0): ids go into paths with %d.
-local function check_arg(fname, n, value, expected, optional, field)
-  if value == nil and optional then return end
+-- Misuse ------------------------------------------------------------------------------------
+
+-- The one form of every misuse message, lauxlib's: "bad argument #2 to 'client:comment'
+-- (string expected, got nil)". who is the call as the caller wrote it: 'client:NAME' for a
+-- method (arguments counted after the client), 'github.NAME' for a function of the module.
+-- level is error()'s, seen from argerror: 3, the default, blames the caller of its caller.
+local function argerror(who, n, what, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, who, what), level or 3)
+end
+
+-- What is wrong with value as expected ("string", "table|integer", "[string]" for a list of
+-- strings: keys 1..n, no holes; a string where a list belongs is a mistake, not []), or nil.
+-- "integer" takes a number with an integer value (7 or 7.0): ids go into paths as digits.
+local function mismatch(value, expected, field)
+  local prefix = field and (field .. ": ") or ""
+  local items = expected:match("^%[(.*)%]$")
+  if items then
+    if type(value) ~= "table" then return ("%sa list expected, got %s"):format(prefix, type(value)) end
+    local count = 0
+    for k in pairs(value) do
+      count = count + 1
+      if math.type(k) ~= "integer" or k < 1 then
+        return ("%sa list expected, got a table with the key %s"):format(prefix, tostring(k))
+      end
+    end
+    if count ~= #value then return prefix .. "a list expected, got a table with holes" end
+    for i, item in ipairs(value) do
+      local wrong = mismatch(item, items, ("%s[%d]"):format(field or "", i))
+      if wrong then return wrong end
+    end
+    return nil
+  end
   local kind = type(value)
   for want in expected:gmatch("[^|]+") do
-    if kind == want or (want == "integer" and kind == "number" and math.tointeger(value)) then return end
+    if kind == want or (want == "integer" and kind == "number" and math.tointeger(value)) then return nil end
   end
   -- 1.5 says more than "number" when an integer was wanted
   local got = kind == "number" and expected:find("integer", 1, true) and tostring(value) or kind
-  error(("bad argument #%d to 'github.%s' (%s%s expected, got %s)"):format(n, fname,
-    field and (field .. ": ") or "", (expected:gsub("|", " or ")), got), 3)
+  return ("%s%s expected, got %s"):format(prefix, (expected:gsub("|", " or ")), got)
 end
 
--- check_list("create_issue", 1, fields.labels, "labels", "string|table"): nil or a list (keys
--- 1..n) whose items have those types; a string where a list belongs is a mistake, not [].
-local function check_list(fname, n, value, field, item_types)
-  if value == nil then return end
-  local function bad(what)
-    error(("bad argument #%d to 'github.%s' (%s)"):format(n, fname, what), 4)
-  end
-  if type(value) ~= "table" then
-    bad(("%s: a list expected, got %s"):format(field, type(value)))
-  end
-  local count = 0
-  for k in pairs(value) do
-    count = count + 1
-    if math.type(k) ~= "integer" or k < 1 then
-      bad(("%s: a list expected, got a table with the key %s"):format(field, tostring(k)))
-    end
-  end
-  if count ~= #value then bad(("%s: a list expected, got a table with holes"):format(field)) end
-  for i, item in ipairs(value) do
-    local ok = false
-    for want in item_types:gmatch("[^|]+") do
-      if type(item) == want then ok = true end
-    end
-    if not ok then
-      bad(("%s[%d]: %s expected, got %s"):format(field, i, (item_types:gsub("|", " or ")), type(item)))
-    end
-  end
+-- check_arg("client:comment", 2, body, "string") raises, at the caller's line, "bad argument #2
+-- to 'client:comment' (string expected, got nil)"; field names a field of a table argument.
+local function check_arg(who, n, value, expected, optional, field)
+  if value == nil and optional then return end
+  local wrong = mismatch(value, expected, field)
+  if wrong then argerror(who, n, wrong, 4) end
 end
 
 -- URLs --------------------------------------------------------------------------------------
@@ -335,7 +343,7 @@ local function link_rel(header, rel)
 end
 
 -- A copy of a list that encodes as a JSON array even when empty (required_contexts = {} means
--- "no checks", which an empty object would not). check_list has vetted it.
+-- "no checks", which an empty object would not). check_arg has vetted it.
 local function as_array(list)
   if list == nil then return nil end
   local out = json.array{}
@@ -360,9 +368,11 @@ end
 -- the tokens live here rather than on the client, so printing or encoding a client shows none
 local tokens = setmetatable({}, { __mode = "k" })
 
-local function method_check(self, fname)
+-- gh.comment(1, "x") for gh:comment(1, "x"): lauxlib's "calling 'f' on bad self", at the
+-- caller's line
+local function method_check(self, name)
   if getmetatable(self) ~= Client then
-    error(("github.%s: call it as a method of a client, gh:%s(...)"):format(fname, fname), 3)
+    error(("calling 'client:%s' on bad self (call it as a method of a client, gh:%s(...))"):format(name, name), 3)
   end
 end
 
@@ -373,29 +383,27 @@ local defaults = {}
 
 -- github.configure{token =, repo =, api_url =} -> the previous defaults
 function github.configure(opts)
-  check_arg("configure", 1, opts, "table")
+  check_arg("github.configure", 1, opts, "table")
   local previous = defaults
   defaults = {}
   for _, name in ipairs{ "token", "repo", "api_url" } do
-    check_arg("configure", 1, opts[name], "string", true, name)
+    check_arg("github.configure", 1, opts[name], "string", true, name)
     defaults[name] = opts[name]
   end
   return previous
 end
 
 function github.client(opts)
-  check_arg("client", 1, opts, "table", true)
+  check_arg("github.client", 1, opts, "table", true)
   opts = opts or {}
   for _, name in ipairs{ "token", "repo", "api_url" } do
-    if opts[name] ~= nil and type(opts[name]) ~= "string" then
-      error(("bad argument #1 to 'github.client' (%s must be a string, got %s)"):format(name, type(opts[name])), 2)
-    end
+    check_arg("github.client", 1, opts[name], "string", true, name)
   end
   for _, name in ipairs{ "max_wait", "retries", "backoff", "secondary_wait", "timeout" } do
     local v = opts[name]
     if v ~= nil and (type(v) ~= "number" or v < 0) then
-      error(("bad argument #1 to 'github.client' (%s must be a number >= 0, got %s)"):format(name,
-        type(v) == "number" and tostring(v) or type(v)), 2)
+      argerror("github.client", 1, ("%s: a number >= 0 expected, got %s"):format(name,
+        type(v) == "number" and tostring(v) or type(v)))
     end
   end
   local token = opts.token or defaults.token or os.getenv("GITHUB_TOKEN")
@@ -429,12 +437,20 @@ function github.client(opts)
   return self
 end
 
--- "/repos/owner/name" plus the rest; one clear line when no repository was given
-local function repo_path(self, rest)
-  if not self.repo then
+-- A path template of GitHub's docs filled in: expand(self, "/repos/{owner}/{repo}/releases/{id}",
+-- {id = 7}) -> "/repos/o/r/releases/7", each value one percent-encoded segment (a tag "rc/1"
+-- stays one). {owner} and {repo} come from the client: one clear line, at the caller's, when
+-- it has no repository.
+local function expand(self, template, values)
+  if not self.repo and template:find("{repo}", 1, true) then
     error("github: no repository: set GITHUB_REPOSITORY (owner/name) or pass repo = ... to github.client", 3)
   end
-  return "/repos/" .. self.repo .. (rest or "")
+  local owner, name = (self.repo or ""):match("^([^/]*)/(.*)$")
+  return (template:gsub("{([%w_]+)}", function(hole)
+    local v
+    if hole == "owner" then v = owner elseif hole == "repo" then v = name else v = values[hole] end
+    return url_encode(math.type(v) == "float" and math.tointeger(v) or v)
+  end))
 end
 
 -- what errors and logs call a URL: the part after api_url (or after the host, for uploads)
@@ -621,40 +637,16 @@ local function send(self, method, target, opts)
   return data, res, req.url
 end
 
-function Client:request(method, path, opts)
-  method_check(self, "request")
-  check_arg("request", 1, method, "string")
-  check_arg("request", 2, path, "string")
-  check_arg("request", 3, opts, "table", true)
-  if not method:match("^[A-Z]+$") then
-    error(("bad argument #1 to 'github.request' (an upper-case HTTP method expected, got %q)"):format(method), 2)
-  end
-  opts = opts or {}
-  if opts.body ~= nil and opts.json ~= nil then
-    error("bad argument #3 to 'github.request' (give either body or json, not both)", 2)
-  end
-  check_arg("request", 3, opts.headers, "table", true, "headers")
-  for k, v in pairs(opts.headers or {}) do
-    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-      error(("bad argument #3 to 'github.request' (headers: names and string values expected, got %s = %s)"):format(
-        type(k), type(v)), 2)
-    end
-  end
-  local call = { query = opts.query, headers = opts.headers }
-  if type(opts.body) == "table" then call.json = opts.body
-  elseif opts.body ~= nil then call.body = opts.body
-  else call.json = opts.json end
+-- A path the caller gave, as send and collect take it: relative to api_url ("/" added), or an
+-- absolute URL on api_url's origin made canonical. Anything else raises at the caller's line.
+local function api_target(self, who, n, path)
   if is_absolute(path) then
     if origin_of(path) ~= origin_of(self.api_url) then
-      error(("bad argument #2 to 'github.request' (a path under %s expected; the token is not sent elsewhere)"):format(
-        self.api_url), 2)
+      argerror(who, n, ("a path under %s expected; the token is not sent elsewhere"):format(self.api_url), 4)
     end
-    path = canonical_url(path)
-  elseif path:sub(1, 1) ~= "/" then
-    path = "/" .. path
+    return canonical_url(path)
   end
-  local data, res = send(self, method, path, call)
-  return data, res
+  return path:sub(1, 1) == "/" and path or ("/" .. path)
 end
 
 -- The list on a page: most endpoints answer an array; a few wrap it ({total_count, items}).
@@ -698,72 +690,185 @@ local function collect(self, path, query)
   return json.array(items)
 end
 
+function Client:request(method, path, opts)
+  method_check(self, "request")
+  check_arg("client:request", 1, method, "string")
+  check_arg("client:request", 2, path, "string")
+  check_arg("client:request", 3, opts, "table", true)
+  if not method:match("^[A-Z]+$") then
+    argerror("client:request", 1, ("an upper-case HTTP method expected, got %q"):format(method))
+  end
+  opts = opts or {}
+  if opts.body ~= nil and opts.json ~= nil then
+    argerror("client:request", 3, "give either body or json, not both")
+  end
+  check_arg("client:request", 3, opts.headers, "table", true, "headers")
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+      argerror("client:request", 3, ("headers: names and string values expected, got %s = %s"):format(type(k), type(v)))
+    end
+  end
+  local call = { query = opts.query, headers = opts.headers }
+  if type(opts.body) == "table" then call.json = opts.body
+  elseif opts.body ~= nil then call.body = opts.body
+  else call.json = opts.json end
+  local data, res = send(self, method, api_target(self, "client:request", 2, path), call)
+  return data, res
+end
+
 function Client:paginate(path, query)
   method_check(self, "paginate")
-  check_arg("paginate", 1, path, "string")
-  check_arg("paginate", 2, query, "table", true)
-  if is_absolute(path) then
-    if origin_of(path) ~= origin_of(self.api_url) then
-      error(("bad argument #1 to 'github.paginate' (a path under %s expected; the token is not sent elsewhere)"):format(
-        self.api_url), 2)
+  check_arg("client:paginate", 1, path, "string")
+  check_arg("client:paginate", 2, query, "table", true)
+  return collect(self, api_target(self, "client:paginate", 1, path), query)
+end
+
+-- The routes ----------------------------------------------------------------------------------
+
+-- Each method below is one row: its name, "METHOD /path" as GitHub's REST docs write it, then
+-- its arguments in order as "name: type" (a type as check_arg takes it, "?" when it may be
+-- nil). Where an argument goes follows from its name: a {hole} of the path (one percent-encoded
+-- segment; {owner} and {repo} are the client's), "query" (the query string), "body" (a table
+-- sent as the JSON body, copied) or "body.FIELD" (one field of it). Then, all optional:
+--   fields    checks on the body table's fields, "name: type" again; a list type ("[string]")
+--             is sent as a JSON array even when empty
+--   defaults  body fields set when the caller left them nil
+--   paginate  GET every page (gh:paginate) and return every item
+--   nil_on    a status that answers nil instead of raising
+-- Every method checks its arguments (misuse raises "bad argument #N to 'client:NAME' (...)" at
+-- the caller's line) and returns the decoded answer. Methods with logic of their own
+-- (request, paginate, upload_release_asset) are functions below, on the same check_arg.
+local ROUTES = {
+  { "get_repo",                 "GET   /repos/{owner}/{repo}" },
+  -- Releases
+  { "get_release_by_tag",       "GET   /repos/{owner}/{repo}/releases/tags/{tag}", "tag: string", nil_on = 404 },
+  { "create_release",           "POST  /repos/{owner}/{repo}/releases", "body: table", fields = { "tag_name: string" } },
+  { "update_release",           "PATCH /repos/{owner}/{repo}/releases/{release_id}", "release_id: integer", "body: table" },
+  { "generate_release_notes",   "POST  /repos/{owner}/{repo}/releases/generate-notes", "body: table",
+    fields = { "tag_name: string" } },
+  -- Issues
+  { "create_issue",             "POST  /repos/{owner}/{repo}/issues", "body: table",
+    fields = { "title: string", "labels: [string|table]?", "assignees: [string]?" } },
+  { "list_issues",              "GET   /repos/{owner}/{repo}/issues", "query: table?", paginate = true },
+  { "comment",                  "POST  /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    "issue_number: integer", "body.body: string" },
+  { "list_comments",            "GET   /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    "issue_number: integer", paginate = true },
+  { "close_issue",              "PATCH /repos/{owner}/{repo}/issues/{issue_number}",
+    "issue_number: integer", "body.state_reason: string?", defaults = { state = "closed" } },
+  -- Commit statuses
+  { "create_status",            "POST  /repos/{owner}/{repo}/statuses/{sha}", "sha: string", "body: table",
+    fields = { "state: string" } },
+  { "list_statuses",            "GET   /repos/{owner}/{repo}/commits/{ref}/statuses", "ref: string", paginate = true },
+  -- Deployments. GitHub merges the default branch into ref first unless told not to: a
+  -- deployment of an exact build must not change what it deploys.
+  { "create_deployment",        "POST  /repos/{owner}/{repo}/deployments", "body: table",
+    fields = { "ref: string", "required_contexts: [string]?" }, defaults = { auto_merge = false } },
+  { "create_deployment_status", "POST  /repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+    "deployment_id: integer", "body: table", fields = { "state: string" } },
+  { "list_deployments",         "GET   /repos/{owner}/{repo}/deployments", "query: table?", paginate = true },
+  { "list_deployment_statuses", "GET   /repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+    "deployment_id: integer", paginate = true },
+}
+
+-- "tag_name: string?" -> {name = "tag_name", type = "string", optional = true}
+local function parse_param(route, text)
+  local name, kind, optional = text:match("^([%w_.]+):%s*(%S-)(%??)$")
+  assert(name, ("github: route %s: %q is not \"name: type\""):format(route.name, text))
+  return { name = name, type = kind, optional = optional == "?" }
+end
+
+-- A row of ROUTES as the method needs it, checked once at load: every hole of the path has an
+-- argument and every argument a place.
+local function parse_route(row)
+  local route = { name = row[1], paginate = row.paginate == true, nil_on = row.nil_on,
+    defaults = row.defaults, args = {}, fields = {} }
+  route.method, route.path = row[2]:match("^(%u+)%s+(/%S*)$")
+  assert(route.method, ("github: route %s: %q is not \"METHOD /path\""):format(route.name, row[2]))
+  local holes = {}
+  for hole in route.path:gmatch("{([%w_]+)}") do holes[hole] = hole == "owner" or hole == "repo" end
+  for i = 3, #row do
+    local a = parse_param(route, row[i])
+    if holes[a.name] == false then
+      assert(not a.optional and (a.type == "string" or a.type == "integer"),
+        ("github: route %s: the path's {%s} must be a required string or integer"):format(route.name, a.name))
+      a.into, holes[a.name] = "path", true
+    elseif a.name == "query" or a.name == "body" then
+      a.into = a.name
+    else
+      a.into, a.field = "body", a.name:match("^body%.([%w_]+)$")
+      assert(a.field, ("github: route %s: argument %s goes nowhere"):format(route.name, a.name))
     end
-    path = canonical_url(path)
-  elseif path:sub(1, 1) ~= "/" then
-    path = "/" .. path
+    route.args[#route.args + 1] = a
   end
-  return collect(self, path, query)
+  for hole, filled in pairs(holes) do
+    assert(filled, ("github: route %s: nothing fills {%s}"):format(route.name, hole))
+  end
+  for _, text in ipairs(row.fields or {}) do route.fields[#route.fields + 1] = parse_param(route, text) end
+  return route
 end
 
-function Client:get_repo()
-  method_check(self, "get_repo")
-  return (send(self, "GET", repo_path(self)))
+-- The method of one route. Every check is called from here, so check_arg and expand blame the
+-- method's caller.
+local function define(route)
+  local who = "client:" .. route.name
+  Client[route.name] = function(self, ...)
+    method_check(self, route.name)
+    local args = table.pack(...)
+    for n, a in ipairs(route.args) do
+      check_arg(who, n, args[n], a.type, a.optional, nil)
+      if a.name == "body" and args[n] ~= nil then
+        for _, f in ipairs(route.fields) do check_arg(who, n, args[n][f.name], f.type, f.optional, f.name) end
+      end
+    end
+    local values, query, body = {}, nil, nil
+    for n, a in ipairs(route.args) do
+      local v = args[n]
+      if a.into == "path" then values[a.name] = v
+      elseif a.into == "query" then query = v
+      elseif a.field then body = body or {}; body[a.field] = v
+      else body = copy(v) end
+    end
+    local path = expand(self, route.path, values)
+    if route.paginate then return (collect(self, path, query)) end
+    if route.defaults then
+      body = body or {}
+      for k, v in pairs(route.defaults) do
+        if body[k] == nil then body[k] = v end
+      end
+    end
+    for _, f in ipairs(route.fields) do
+      if f.type:sub(1, 1) == "[" then body[f.name] = as_array(body[f.name]) end
+    end
+    local data, res = send(self, route.method, path, { query = query, json = body,
+      allow = route.nil_on and { [route.nil_on] = true } or nil })
+    if res.status == route.nil_on then return nil end
+    return data
+  end
 end
 
--- Releases ----------------------------------------------------------------------------------
-
-function Client:get_release_by_tag(tag)
-  method_check(self, "get_release_by_tag")
-  check_arg("get_release_by_tag", 1, tag, "string")
-  local data, res = send(self, "GET", repo_path(self, "/releases/tags/" .. url_encode(tag)), { allow = { [404] = true } })
-  if res.status == 404 then return nil end
-  return data
+-- github.routes: the parsed rows, in order, for tests and tools; read them, do not change them
+github.routes = {}
+for i, row in ipairs(ROUTES) do
+  github.routes[i] = parse_route(row)
+  define(github.routes[i])
 end
 
-function Client:create_release(fields)
-  method_check(self, "create_release")
-  check_arg("create_release", 1, fields, "table")
-  check_arg("create_release", 1, fields.tag_name, "string", false, "tag_name")
-  return (send(self, "POST", repo_path(self, "/releases"), { json = copy(fields) }))
-end
-
-function Client:update_release(id, fields)
-  method_check(self, "update_release")
-  check_arg("update_release", 1, id, "integer")
-  check_arg("update_release", 2, fields, "table")
-  return (send(self, "PATCH", repo_path(self, ("/releases/%d"):format(id)), { json = copy(fields) }))
-end
-
-function Client:generate_release_notes(fields)
-  method_check(self, "generate_release_notes")
-  check_arg("generate_release_notes", 1, fields, "table")
-  check_arg("generate_release_notes", 1, fields.tag_name, "string", false, "tag_name")
-  return (send(self, "POST", repo_path(self, "/releases/generate-notes"), { json = copy(fields) }))
-end
+-- Release assets ----------------------------------------------------------------------------
 
 function Client:upload_release_asset(release, asset)
+  local who = "client:upload_release_asset"
   method_check(self, "upload_release_asset")
-  check_arg("upload_release_asset", 1, release, "table|integer")
-  check_arg("upload_release_asset", 2, asset, "table")
-  if (asset.path == nil) == (asset.content == nil) then
-    error("bad argument #2 to 'github.upload_release_asset' (give either path or content)", 2)
-  end
-  check_arg("upload_release_asset", 2, asset.path, "string", true, "path")
-  check_arg("upload_release_asset", 2, asset.content, "string", true, "content")
-  check_arg("upload_release_asset", 2, asset.name, "string", asset.path ~= nil, "name")
-  check_arg("upload_release_asset", 2, asset.content_type, "string", true, "content_type")
-  check_arg("upload_release_asset", 2, asset.label, "string", true, "label")
+  check_arg(who, 1, release, "table|integer")
+  check_arg(who, 2, asset, "table")
+  if (asset.path == nil) == (asset.content == nil) then argerror(who, 2, "give either path or content") end
+  check_arg(who, 2, asset.path, "string", true, "path")
+  check_arg(who, 2, asset.content, "string", true, "content")
+  check_arg(who, 2, asset.name, "string", asset.path ~= nil, "name")
+  check_arg(who, 2, asset.content_type, "string", true, "content_type")
+  check_arg(who, 2, asset.label, "string", true, "label")
   if type(release) == "number" then
-    local path = repo_path(self, ("/releases/%d"):format(release))
+    local path = expand(self, "/repos/{owner}/{repo}/releases/{release_id}", { release_id = release })
     local res
     release, res = send(self, "GET", path)
     if type(release) ~= "table" or type(release.upload_url) ~= "string" then
@@ -773,22 +878,20 @@ function Client:upload_release_asset(release, asset)
         ("github: GET %s: %d, but the answer is not a release (%s)"):format(path, res.status, what)), 0)
     end
   end
-  if type(release.upload_url) ~= "string" then
-    error("bad argument #1 to 'github.upload_release_asset' (a release with an upload_url expected)", 2)
-  end
+  if type(release.upload_url) ~= "string" then argerror(who, 1, "a release with an upload_url expected") end
   -- the token goes where GitHub puts uploads: uploads.github.com for api.github.com, the
   -- API's own host on Enterprise; a release from elsewhere must not redirect it
   local api_origin, upload_origin = origin_of(self.api_url), origin_of(release.upload_url)
   if upload_origin ~= api_origin
       and not (api_origin == "https://api.github.com" and upload_origin == "https://uploads.github.com") then
-    error(("bad argument #1 to 'github.upload_release_asset' (upload_url on %s, not %s's host; the token is not sent there)"):format(
-      upload_origin or ("%q"):format(release.upload_url), self.api_url), 2)
+    argerror(who, 1, ("upload_url on %s, not %s's host; the token is not sent there"):format(
+      upload_origin or ("%q"):format(release.upload_url), self.api_url))
   end
   local name = asset.name or asset.path:match("([^/]+)$")
   if asset.path then
     local exists, kind = fs.exists(asset.path)
     if not exists or kind ~= "file" then
-      error(("github.upload_release_asset: cannot read '%s': %s"):format(asset.path,
+      error(("%s: cannot read '%s': %s"):format(who, asset.path,
         exists and "not a regular file" or "No such file or directory"), 2)
     end
   end
@@ -802,113 +905,15 @@ function Client:upload_release_asset(release, asset)
   return data
 end
 
--- Issues ------------------------------------------------------------------------------------
-
-local function issue_fields(fields)
-  local out = copy(fields)
-  out.labels = as_array(fields.labels)
-  out.assignees = as_array(fields.assignees)
-  return out
-end
-
-function Client:create_issue(fields)
-  method_check(self, "create_issue")
-  check_arg("create_issue", 1, fields, "table")
-  check_arg("create_issue", 1, fields.title, "string", false, "title")
-  check_list("create_issue", 1, fields.labels, "labels", "string|table")
-  check_list("create_issue", 1, fields.assignees, "assignees", "string")
-  return (send(self, "POST", repo_path(self, "/issues"), { json = issue_fields(fields) }))
-end
-
-function Client:list_issues(query)
-  method_check(self, "list_issues")
-  check_arg("list_issues", 1, query, "table", true)
-  return collect(self, repo_path(self, "/issues"), query)
-end
-
-function Client:comment(number, body)
-  method_check(self, "comment")
-  check_arg("comment", 1, number, "integer")
-  check_arg("comment", 2, body, "string")
-  return (send(self, "POST", repo_path(self, ("/issues/%d/comments"):format(number)), { json = { body = body } }))
-end
-
-function Client:list_comments(number)
-  method_check(self, "list_comments")
-  check_arg("list_comments", 1, number, "integer")
-  return collect(self, repo_path(self, ("/issues/%d/comments"):format(number)))
-end
-
-function Client:close_issue(number, state_reason)
-  method_check(self, "close_issue")
-  check_arg("close_issue", 1, number, "integer")
-  check_arg("close_issue", 2, state_reason, "string", true)
-  return (send(self, "PATCH", repo_path(self, ("/issues/%d"):format(number)),
-    { json = { state = "closed", state_reason = state_reason } }))
-end
-
--- Commit statuses ---------------------------------------------------------------------------
-
-function Client:create_status(sha, fields)
-  method_check(self, "create_status")
-  check_arg("create_status", 1, sha, "string")
-  check_arg("create_status", 2, fields, "table")
-  check_arg("create_status", 2, fields.state, "string", false, "state")
-  return (send(self, "POST", repo_path(self, "/statuses/" .. url_encode(sha)), { json = copy(fields) }))
-end
-
-function Client:list_statuses(ref)
-  method_check(self, "list_statuses")
-  check_arg("list_statuses", 1, ref, "string")
-  return collect(self, repo_path(self, "/commits/" .. url_encode(ref) .. "/statuses"))
-end
-
--- Deployments -------------------------------------------------------------------------------
-
-function Client:create_deployment(fields)
-  method_check(self, "create_deployment")
-  check_arg("create_deployment", 1, fields, "table")
-  check_arg("create_deployment", 1, fields.ref, "string", false, "ref")
-  local body = copy(fields)
-  -- GitHub merges the default branch into ref first unless told not to: a deployment of an
-  -- exact build must not change what it deploys
-  if body.auto_merge == nil then body.auto_merge = false end
-  check_list("create_deployment", 1, fields.required_contexts, "required_contexts", "string")
-  body.required_contexts = as_array(fields.required_contexts)
-  return (send(self, "POST", repo_path(self, "/deployments"), { json = body }))
-end
-
-function Client:create_deployment_status(id, fields)
-  method_check(self, "create_deployment_status")
-  check_arg("create_deployment_status", 1, id, "integer")
-  check_arg("create_deployment_status", 2, fields, "table")
-  check_arg("create_deployment_status", 2, fields.state, "string", false, "state")
-  return (send(self, "POST", repo_path(self, ("/deployments/%d/statuses"):format(id)), { json = copy(fields) }))
-end
-
-function Client:list_deployments(query)
-  method_check(self, "list_deployments")
-  check_arg("list_deployments", 1, query, "table", true)
-  return collect(self, repo_path(self, "/deployments"), query)
-end
-
-function Client:list_deployment_statuses(id)
-  method_check(self, "list_deployment_statuses")
-  check_arg("list_deployment_statuses", 1, id, "integer")
-  return collect(self, repo_path(self, ("/deployments/%d/statuses"):format(id)))
-end
-
 -- Webhooks ----------------------------------------------------------------------------------
 
 -- github.verify_webhook(secret, body, signature_header) -> bool. A missing header (nil) is a
 -- delivery that fails verification, not a mistake in the caller.
 function github.verify_webhook(secret, body, signature_header)
-  check_arg("verify_webhook", 1, secret, "string")
-  if secret == "" then
-    error("bad argument #1 to 'github.verify_webhook' (the webhook secret is empty)", 2)
-  end
-  check_arg("verify_webhook", 2, body, "string")
-  check_arg("verify_webhook", 3, signature_header, "string", true)
+  check_arg("github.verify_webhook", 1, secret, "string")
+  if secret == "" then argerror("github.verify_webhook", 1, "the webhook secret is empty") end
+  check_arg("github.verify_webhook", 2, body, "string")
+  check_arg("github.verify_webhook", 3, signature_header, "string", true)
   if signature_header == nil then return false end
   local given = signature_header:match("^sha256=(%x+)$")
   if not given or #given ~= 64 then return false end

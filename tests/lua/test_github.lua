@@ -429,14 +429,14 @@ end))
 
 T.test("lists must be lists: labels, assignees, required_contexts", with_github(function(sb, gh)
   local where = T.raises(function() gh:create_issue{ title = "t", labels = "bug" } end,
-    "bad argument #1 to 'github.create_issue' (labels: a list expected, got string)")
+    "bad argument #1 to 'client:create_issue' (labels: a list expected, got string)")
   T.match(tostring(where), "test_github%.lua:%d+:", "the error points at the caller")
   T.raises(function() gh:create_issue{ title = "t", labels = 7 } end, "labels: a list expected, got number")
   T.raises(function() gh:create_issue{ title = "t", assignees = { 5 } } end,
-    "bad argument #1 to 'github.create_issue' (assignees[1]: string expected, got number)")
+    "bad argument #1 to 'client:create_issue' (assignees[1]: string expected, got number)")
   T.raises(function() gh:create_issue{ title = "t", labels = { name = "bug" } } end, "labels: a list expected")
   T.raises(function() gh:create_deployment{ ref = "main", required_contexts = "ci/build" } end,
-    "bad argument #1 to 'github.create_deployment' (required_contexts: a list expected, got string)")
+    "bad argument #1 to 'client:create_deployment' (required_contexts: a list expected, got string)")
   T.eq(#sb.requests, 0, "nothing was sent")
   local issue = gh:create_issue{ title = "t", labels = { "bug", { name = "ui" } }, assignees = { "octocat" } }
   T.eq(issue.labels[2].name, "ui")
@@ -518,10 +518,10 @@ T.test("every string of an error is masked", with_github(function(sb, gh)
 end))
 
 T.test("ids must be integers; a release fetch that is not a release is one clear error", with_github(function(sb, gh)
-  T.raises(function() gh:comment(1.5, "x") end, "bad argument #1 to 'github.comment' (integer expected, got 1.5)")
-  T.raises(function() gh:update_release(2 ^ 63, {}) end, "bad argument #1 to 'github.update_release' (integer expected, got")
+  T.raises(function() gh:comment(1.5, "x") end, "bad argument #1 to 'client:comment' (integer expected, got 1.5)")
+  T.raises(function() gh:update_release(2 ^ 63, {}) end, "bad argument #1 to 'client:update_release' (integer expected, got")
   T.raises(function() gh:upload_release_asset(0.5, { name = "a", content = "x" }) end,
-    "bad argument #1 to 'github.upload_release_asset' (table or integer expected, got 0.5)")
+    "bad argument #1 to 'client:upload_release_asset' (table or integer expected, got 0.5)")
   local issue = gh:create_issue{ title = "floats with integer values do" }
   T.eq(gh:comment(issue.number + 0.0, "ok").body, "ok")
   for _, body in ipairs{ "", "null", "[1]" } do
@@ -544,7 +544,7 @@ T.test("paginate takes absolute URLs on api_url's origin", with_github(function(
   T.eq(#gh:paginate(shouting .. "/repos/" .. REPO .. "/issues?per_page=4"), 5, "scheme case does not matter")
   T.eq(seen(sb, "GET /repos/{owner}/{repo}/issues"), 5, "per_page from the URL is kept")
   T.raises(function() gh:paginate("https://elsewhere.example/repos/" .. REPO .. "/issues") end,
-    "bad argument #1 to 'github.paginate' (a path under")
+    "bad argument #1 to 'client:paginate' (a path under")
 end))
 
 T.test("redirects are followed; the token stays on its origin", function()
@@ -618,21 +618,122 @@ end)
 T.test("misuse raises naming the function and the argument", function()
   local gh = github.client{ token = TOKEN, repo = REPO, api_url = "http://127.0.0.1:9" }
   T.raises(function() gh:get_release_by_tag(42) end,
-    "bad argument #1 to 'github.get_release_by_tag' (string expected, got number)")
+    "bad argument #1 to 'client:get_release_by_tag' (string expected, got number)")
   T.raises(function() gh:create_release{ name = "no tag" } end,
-    "bad argument #1 to 'github.create_release' (tag_name: string expected, got nil)")
-  T.raises(function() gh:comment("7", "x") end, "bad argument #1 to 'github.comment' (integer expected, got string)")
-  T.raises(function() gh:update_release(1) end, "bad argument #2 to 'github.update_release' (table expected, got nil)")
+    "bad argument #1 to 'client:create_release' (tag_name: string expected, got nil)")
+  T.raises(function() gh:comment("7", "x") end, "bad argument #1 to 'client:comment' (integer expected, got string)")
+  T.raises(function() gh:update_release(1) end, "bad argument #2 to 'client:update_release' (table expected, got nil)")
   T.raises(function() gh.comment(1, "x") end, "call it as a method of a client, gh:comment(...)")
   T.raises(function() gh:upload_release_asset({ upload_url = "x" }, { name = "a" }) end, "give either path or content")
   T.raises(function() gh:request("get", "/x") end, "an upper-case HTTP method expected")
   T.raises(function() gh:request("GET", "https://elsewhere.example/x") end, "the token is not sent elsewhere")
   T.raises(function() github.client("token") end, "bad argument #1 to 'github.client' (table expected, got string)")
   T.raises(function() github.client{ token = TOKEN, repo = "no-slash" } end, "repo must be \"owner/name\"")
-  T.raises(function() github.client{ token = TOKEN, max_wait = "long" } end, "max_wait must be a number")
-  local where = T.raises(function() gh:list_comments() end, "github.list_comments")
+  T.raises(function() github.client{ token = TOKEN, max_wait = "long" } end,
+    "bad argument #1 to 'github.client' (max_wait: a number >= 0 expected, got string)")
+  local where = T.raises(function() gh:list_comments() end, "client:list_comments")
   T.match(tostring(where), "test_github%.lua:%d+:", "the error points at the caller")
 end)
+
+-- The methods that are not rows of the route table: each has logic of its own.
+local HAND_WRITTEN = { request = true, paginate = true, upload_release_asset = true }
+
+T.test("each route's method is on a client; the others are request, paginate and upload_release_asset", function()
+  local gh = github.client{ token = TOKEN, repo = REPO, api_url = "http://127.0.0.1:9" }
+  T.eq(#github.routes, 16)
+  local routed = {}
+  for _, route in ipairs(github.routes) do
+    T.eq(type(gh[route.name]), "function", "gh:" .. route.name)
+    T.ok(not routed[route.name], route.name .. " is one route")
+    routed[route.name] = true
+    T.match(route.method, "^[A-Z]+$", route.name)
+    T.match(route.path, "^/repos/{owner}/{repo}", route.name)
+  end
+  local count = 0
+  for name, fn in pairs(getmetatable(gh).__index) do
+    if type(fn) == "function" and not name:match("^__") then
+      count = count + 1
+      T.ok(routed[name] or HAND_WRITTEN[name], "gh:" .. name .. " is neither a route nor a known hand-written method")
+    end
+  end
+  T.eq(count, 19, "19 methods in all")
+end)
+
+-- A value of the type spec wants ("string", "integer", "table|integer", "[string]"), with the
+-- required fields a table argument of route needs.
+local function good_value(spec, route)
+  local kind = spec:match("^[^|]+")
+  if kind:sub(1, 1) == "[" then return {} end
+  if kind == "table" then
+    local t = {}
+    for _, f in ipairs(route and route.fields or {}) do
+      if not f.optional then t[f.name] = good_value(f.type) end
+    end
+    return t
+  end
+  return ({ string = "x", integer = 7, boolean = true })[kind]
+end
+
+-- A value spec does not take, and the type name the message gives for it
+local function wrong_value(spec)
+  for _, v in ipairs{ true, "text", {} } do
+    if not spec:find(type(v), 1, true) and not (type(v) == "table" and spec:sub(1, 1) == "[") then
+      return v, type(v)
+    end
+  end
+end
+
+T.test("every route raises the one misuse form, at the caller's line, for each wrong-typed argument", function()
+  local gh = github.client{ token = TOKEN, repo = REPO, api_url = "http://127.0.0.1:9", retries = 0 }
+  local checked = 0
+  for _, route in ipairs(github.routes) do
+    local who = "client:" .. route.name
+    local function call_with(args)
+      -- not a tail call: the error must name this line
+      local ok, err = pcall(function() local r = gh[route.name](gh, table.unpack(args, 1, #route.args)) return r end)
+      T.eq(ok, false, who .. " should have raised")
+      return tostring(err)
+    end
+    for n, a in ipairs(route.args) do
+      local args = {}
+      for i, b in ipairs(route.args) do args[i] = good_value(b.type, route) end
+      local bad, got = wrong_value(a.type)
+      args[n] = bad
+      local err = call_with(args)
+      T.has(err, ("bad argument #%d to '%s' (%s expected, got %s)"):format(n, who, a.type:gsub("|", " or "), got), who)
+      T.match(err, "^[^\n]*test_github%.lua:%d+: bad argument", "at the caller's line: " .. err)
+      checked = checked + 1
+      if not a.optional then
+        args[n] = nil
+        T.has(call_with(args), ("bad argument #%d to '%s' (%s expected, got nil)"):format(n, who,
+          a.type:gsub("|", " or ")), who)
+      end
+      if a.name == "body" then
+        for _, f in ipairs(route.fields) do
+          args[n] = good_value(a.type, route)
+          local bad_field, got_field = wrong_value(f.type)
+          args[n][f.name] = bad_field
+          local expected = f.type:sub(1, 1) == "[" and "a list" or (f.type:gsub("|", " or "))
+          T.has(call_with(args), ("bad argument #%d to '%s' (%s: %s expected, got %s)"):format(n, who, f.name,
+            expected, got_field), who .. " " .. f.name)
+          checked = checked + 1
+        end
+      end
+    end
+  end
+  T.ok(checked >= 25, "checked " .. checked .. " arguments and fields")
+  T.raises(function() gh.get_repo(42) end, "calling 'client:get_repo' on bad self")
+end)
+
+T.test("route paths: each argument is one percent-encoded segment, an id is digits", with_server(function(req)
+  return { status = 200, headers = { ["Content-Type"] = "application/json", ["X-Path"] = req.path },
+    body = '{"path":"' .. req.path .. '"}' }
+end, function(gh)
+  T.eq(gh:get_release_by_tag("rc/1 ü").path, "/api/v3/repos/acme/widgets/releases/tags/rc%2F1%20%C3%BC")
+  T.eq(gh:update_release(12.0, {}).path, "/api/v3/repos/acme/widgets/releases/12")
+  T.eq(gh:create_status("a?b#c", { state = "success" }).path, "/api/v3/repos/acme/widgets/statuses/a%3Fb%23c")
+  T.eq(gh:get_repo().path, "/api/v3/repos/acme/widgets")
+end))
 
 T.test("settings come from GITHUB_TOKEN, GITHUB_REPOSITORY and GITHUB_API_URL", function()
   local script = [[
