@@ -17,7 +17,9 @@ local function sh(dir, args, opts)
   return proc.run(argv)
 end
 
--- Each stage does three checkpointed steps and notes in journal.txt what it did.
+-- Each stage does three checkpointed steps and notes in journal.txt what it did. With
+-- KILL_AT=POINT the host stops at that point (and waits to be killed): "start a", "step a 2"
+-- (done, not yet recorded), "saved a 2" (recorded), "return a" (about to return its outputs).
 local RESUMABLE = [[
 local pipeline = require "stagehost.pipeline"
 local task = require "stagehost.task"
@@ -26,17 +28,29 @@ local function note(line)
   f:write(line, "\n")
   f:close()
 end
+local function point(name)
+  if os.getenv("KILL_AT") == name then
+    local f = assert(io.open("reached", "w"))
+    f:write(name)
+    f:close()
+    while true do task.sleep(1) end
+  end
+end
 local function stage(name)
   return function(ctx)
+    point("start " .. name)
     local from = (ctx:checkpoint("step") or 0) + 1
     note(("start %s at %d"):format(name, from))
     for i = from, 3 do
       task.sleep(0.01)
       -- do the step, then record it: a kill between the two repeats the step, never skips it
       note(("step %s %d"):format(name, i))
+      point(("step %s %d"):format(name, i))
       ctx:checkpoint("step", i)
+      point(("saved %s %d"):format(name, i))
     end
     note("done " .. name)
+    point("return " .. name)
     return { steps = 3 }
   end
 end
@@ -56,53 +70,69 @@ local function journal(dir)
   return counts, text
 end
 
-T.test("kill -9 at 22 points, then resume: nothing finished runs again, checkpoints read back", function()
-  for point = 1, 22 do
+-- Every point of every stage: its start, each step before and after its checkpoint, its return.
+local KILL_POINTS = {}
+for _, name in ipairs{ "a", "b", "c", "d", "e", "f" } do
+  KILL_POINTS[#KILL_POINTS + 1] = "start " .. name
+  for i = 1, 3 do
+    KILL_POINTS[#KILL_POINTS + 1] = ("step %s %d"):format(name, i)
+    KILL_POINTS[#KILL_POINTS + 1] = ("saved %s %d"):format(name, i)
+  end
+  KILL_POINTS[#KILL_POINTS + 1] = "return " .. name
+end
+local NEEDS = { a = {}, b = {}, c = { "a", "b" }, d = { "c" }, e = { "d" }, f = { "c" } }
+
+T.test(("kill -9 at each of %d points of every stage, then resume: the stage killed runs again, nothing finished does"):format(#KILL_POINTS), function()
+  local wait_reached = function(dir)
+    local deadline = task.now() + 60
+    while not fs.exists(dir .. "/reached") do
+      if task.now() > deadline then error("the host never reached its kill point", 2) end
+      task.sleep(0.01)
+    end
+  end
+  for _, kill_at in ipairs(KILL_POINTS) do
+    local at = kill_at:match("(%a)%s*%d*$")
     local dir = T.tempdir()
     assert(fs.write(dir .. "/p.lua", RESUMABLE))
-    local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
-    local id
-    for _ = 1, point do
-      local _, line = host:read_line()
-      if not line then break end
-      id = id or line:match("^run (%S+)")
-    end
+    local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { KILL_AT = kill_at } }
+    wait_reached(dir)
     host:kill("KILL")
     host:wait()
-    T.ok(id, "point " .. point .. ": saw the run id")
+    local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
     local status = json.decode(sh(dir, { "status", id, "--json" }).stdout)
-    local finished_before = {}
-    for _, s in ipairs(status.stages) do
-      if s.status == "success" then finished_before[s.name] = true end
-    end
-    if status.status ~= "success" then
-      T.eq(status.status, "interrupted", "point " .. point .. ": a killed host's run")
-      local r = sh(dir, { "resume", id })
-      T.eq(r.code, 0, "point " .. point .. ": " .. r.stderr)
-      T.eq(r.stdout:match("^run (%S+)\n"), id)
-    end
+    T.eq(status.status, "interrupted", kill_at .. ": a killed host's run")
+    local before = {}
+    for _, s in ipairs(status.stages) do before[s.name] = s.status end
+    -- the kill interrupted exactly this stage: it is recorded running, what it needs finished
+    T.eq(before[at], "running", kill_at .. ": the interrupted stage")
+    for _, need in ipairs(NEEDS[at]) do T.eq(before[need], "success", kill_at .. ": " .. need .. " had finished") end
+    local r = sh(dir, { "resume", id }, { env = { KILL_AT = false } })
+    T.eq(r.code, 0, kill_at .. ": " .. r.stderr)
+    T.eq(r.stdout:match("^run (%S+)\n"), id)
+    T.match(r.stderr, "%[" .. at .. "%] ▶ started again %(resumed%)")
     local final = json.decode(sh(dir, { "status", id, "--json" }).stdout)
-    T.eq(final.status, "success", "point " .. point)
+    T.eq(final.status, "success", kill_at)
     local counts, text = journal(dir)
     for _, name in ipairs{ "a", "b", "c", "d", "e", "f" } do
-      T.ok((counts["done " .. name] or 0) >= 1, ("point %d: %s finished: %s"):format(point, name, text))
-      if finished_before[name] then
-        T.eq(counts["done " .. name], 1, ("point %d: %s had finished before the kill and ran again"):format(point, name))
-        T.eq(counts["start " .. name .. " at 1"], 1, ("point %d: %s started once"):format(point, name))
+      T.eq(counts["done " .. name] ~= nil, true, ("%s: %s finished: %s"):format(kill_at, name, text))
+      if before[name] == "success" then
+        T.eq(counts["done " .. name], 1, ("%s: %s had finished before the kill and ran again"):format(kill_at, name))
+        T.eq(counts["start " .. name .. " at 1"], 1, ("%s: %s started once"):format(kill_at, name))
       end
       -- a step recorded in a checkpoint is never done twice: the resumed stage starts after it
       for i = 1, 3 do
-        T.ok((counts[("step %s %d"):format(name, i)] or 0) <= 2, ("point %d: step %s %d repeated"):format(point, name, i))
-      end
-      for line in text:gmatch("start " .. name .. " at (%d)") do
-        if tonumber(line) > 1 then
-          T.ok(counts[("step %s %d"):format(name, tonumber(line) - 1)], "resumed after a recorded step")
-        end
+        T.ok((counts[("step %s %d"):format(name, i)] or 0) <= 2, ("%s: step %s %d repeated"):format(kill_at, name, i))
       end
     end
+    -- the interrupted stage went on from its last recorded step
+    local saved = tonumber(kill_at:match("^saved %a (%d)$") or "") or tonumber(kill_at:match("^step %a (%d)$") or "1") - 1
+    if kill_at:match("^return") then saved = 3 end
+    if kill_at:match("^start") then saved = 0 end
+    T.eq(counts[("start %s at %d"):format(at, saved + 1)] ~= nil or saved == 3, true,
+      ("%s: resumed at step %d: %s"):format(kill_at, saved + 1, text))
     fs.remove(dir, { recursive = true })
   end
-end, { timeout = 240 })
+end, { timeout = 600 })
 
 T.test("resume refuses a run that is running or finished, and unknown ids", function()
   local dir = T.tempdir()
@@ -130,11 +160,13 @@ T.test("cancel from another process: the host stops its stages, records cancelle
     } }
   ]]))
   local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
-  local id
+  local id, child
   repeat
     local _, line = host:read_line()
     id = id or (line and line:match("^run (%S+)"))
-  until (line and line:match("▶ started")) or not line
+    child = line and tonumber(line:match("child (%d+)$"))
+  until child or not line
+  T.ok(child and T.alive(child), "the stage's child runs")
   local c = sh(dir, { "cancel", id })
   T.eq(c.code, 0, c.stderr)
   T.has(c.stdout, "cancel requested for run " .. id)
@@ -142,6 +174,7 @@ T.test("cancel from another process: the host stops its stages, records cancelle
   local r = host:wait()
   T.eq(r.code, 3)
   T.ok(task.now() - t0 < 5, "stopped promptly")
+  T.ok(T.gone(child), "the process the stage left running was stopped")
   local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
   T.eq(st.status, "cancelled")
   -- a when = "always" stage still runs after a cancellation (its cleanup)
@@ -155,7 +188,7 @@ T.test("runs and status while another host writes", function()
   local dir = T.tempdir()
   local stages = {}
   for i = 1, 40 do
-    stages[#stages + 1] = ("{ name = 's%d', %s run = function() require('stagehost.task').sleep(0.01) end },"):format(i,
+    stages[#stages + 1] = ("{ name = 's%d', %s run = function() require('stagehost.task').sleep(0.05) end },"):format(i,
       i > 1 and ("needs = { 's%d' },"):format(i - 1) or "")
   end
   assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'busy', stages = {\n"
@@ -163,19 +196,25 @@ T.test("runs and status while another host writes", function()
   local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
   local _, first = host:read_line()
   local id = first:match("^run (%S+)")
-  local reads = 0
+  -- readers see the run move while it is written: running, with more stages done each time
+  local mid_run, last_done = 0, -1
   for _ = 1, 15 do
     local runs = sh(dir, { "runs", "--json" })
     T.eq(runs.code, 0, runs.stderr)
     T.eq(json.decode(runs.stdout)[1].id, id)
     local st = sh(dir, { "status", id, "--json" })
     T.eq(st.code, 0, st.stderr)
-    T.eq(#json.decode(st.stdout).stages, 40)
-    reads = reads + 1
+    local record = json.decode(st.stdout)
+    T.eq(#record.stages, 40)
+    local done = 0
+    for _, s in ipairs(record.stages) do if s.status == "success" then done = done + 1 end end
+    T.ok(done >= last_done, "never fewer stages done than before")
+    if record.status == "running" and done < 40 then mid_run = mid_run + 1 end
+    last_done = done
   end
   repeat local _, l = host:read_line() until not l
   T.eq(host:wait().code, 0)
-  T.eq(reads, 15)
+  T.ok(mid_run >= 3, ("reads made while the host was writing: %d of 15"):format(mid_run))
   fs.remove(dir, { recursive = true })
 end)
 

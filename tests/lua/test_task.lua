@@ -106,9 +106,11 @@ T.test("a cancelled task keeps failing at every wait (it cannot swallow the canc
     return "went on"
   end)
   task.sleep(0.01)
+  local t0 = task.now()
   t:cancel()
   local ok, v = t:join()
-  -- it may finish its loop, but no sleep took 10 s
+  -- it may finish its loop, but no sleep took 10 s: a swallowed cancel would take 40 s more
+  T.ok(task.now() - t0 < 5, "the four later sleeps failed at once, took " .. (task.now() - t0) .. " s")
   T.eq(ok, true); T.eq(v, "went on"); T.eq(attempts, 5)
 end)
 
@@ -218,11 +220,18 @@ T.test("task.all's first line names each failure with its own first line", funct
 end)
 
 T.test("cancelling task.all's caller cancels the functions still running", function()
-  local children_finished = 0
+  -- each child notes how its sleep ended: cancelled (as it must be) or slept to the end
+  local ended = {}
+  local function child(i)
+    return function()
+      local ok, e = pcall(task.sleep, 0.5)
+      ended[i] = ok and "slept" or (type(e) == "table" and e.kind or tostring(e))
+      if not ok then error(e, 0) end
+    end
+  end
   local caller_err
   local caller = task.spawn(function()
-    local ok, e = pcall(task.all, { function() task.sleep(10) children_finished = children_finished + 1 end,
-              function() task.sleep(10) children_finished = children_finished + 1 end })
+    local _, e = pcall(task.all, { child(1), child(2) })
     caller_err = e
     error(e, 0)
   end)
@@ -231,8 +240,9 @@ T.test("cancelling task.all's caller cancels the functions still running", funct
   T.eq((caller:join()), false)
   T.eq(type(caller_err), "table", "the caller's cancellation passes through as it is")
   T.eq(caller_err.kind, "cancelled"); T.eq(tostring(caller_err), "stop the checks")
-  task.sleep(0.02)
-  T.eq(children_finished, 0)
+  -- wait past the children's own 0.5 s: had they not been cancelled, they would say "slept"
+  task.sleep(0.7)
+  T.eq(ended[1], "cancelled"); T.eq(ended[2], "cancelled")
   -- a timeout around task.all is the timeout's own, not one of task.all's failures
   local ok, why = task.timeout(0.05, task.all, { function() task.sleep(10) end })
   T.eq(ok, false); T.eq(why, "timeout")

@@ -1,0 +1,81 @@
+---@meta stagehost.crypto
+-- LuaLS annotations for `require "stagehost.crypto"` (bindings/crypto.c, on OpenSSL's
+-- libcrypto). Definitions only: this file is never loaded by stagehost.
+
+---@alias stagehost.crypto.Encoding "hex"|"raw"
+
+---Digests, MACs, random bytes, codecs and AES-256-GCM.
+---@class stagehost.crypto
+local crypto = {}
+
+---SHA-256 of data, lower-case hex by default.
+---@param data string
+---@param encoding? stagehost.crypto.Encoding
+---@return string
+function crypto.sha256(data, encoding) end
+
+---HMAC-SHA256 of msg with key, lower-case hex by default.
+---@param key string
+---@param msg string
+---@param encoding? stagehost.crypto.Encoding
+---@return string
+function crypto.hmac_sha256(key, msg, encoding) end
+
+---n bytes from the CSPRNG (0 to 1 MiB).
+---@param n integer
+---@return string
+function crypto.random(n) end
+
+---Compares in constant time (for equal lengths).
+---@param a string
+---@param b string
+---@return boolean
+function crypto.equal(a, b) end
+
+---@param data string
+---@return string
+function crypto.base64_encode(data) end
+
+---@param text string
+---@return string|nil data
+---@return string? message for invalid input
+function crypto.base64_decode(text) end
+
+---base64url (RFC 4648 section 5), unpadded, as JWTs use.
+---@param data string
+---@return string
+function crypto.base64url_encode(data) end
+
+---@param text string
+---@return string|nil data
+---@return string? message for invalid input
+function crypto.base64url_decode(text) end
+
+---Lower-case hex.
+---@param data string
+---@return string
+function crypto.hex_encode(data) end
+
+---@param text string either case, no separators
+---@return string|nil data
+---@return string? message for invalid input
+function crypto.hex_decode(text) end
+
+---Encrypts and authenticates with AES-256-GCM: version byte, 12-byte nonce, ciphertext, 16-byte tag.
+---@param key string 32 raw bytes (any other length raises)
+---@param plaintext string
+---@param aad? string authenticated, not stored; must be the same to open
+---@return string blob
+function crypto.seal(key, plaintext, aad) end
+
+---Reverses `seal`; a blob cut short, of another version, altered, or sealed with another key or
+---aad gives `nil, message, "EBADMSG"`.
+---@param key string 32 raw bytes
+---@param blob string
+---@param aad? string
+---@return string|nil plaintext
+---@return string? message
+---@return string? code "EBADMSG"
+function crypto.open(key, blob, aad) end
+
+return crypto

@@ -1,0 +1,62 @@
+---@meta stagehost.errors
+-- LuaLS annotations for `require "stagehost.errors"` (stdlib/stagehost/errors.lua).
+-- Definitions only: this file is never loaded by stagehost.
+
+---An error object: `tostring(e)` is its message. One with `exit_code` ends the host with that
+---code and one line, no traceback.
+---@class stagehost.errors.Error
+---@field kind string "cancelled", "config", "exit", ...
+---@field message string
+---@field exit_code? integer
+---@field reason? string a cancellation's reason
+
+---One error model for the library and the scripts.
+---@class stagehost.errors
+---@field Error table the metatable of error objects (`__tostring` is the message)
+local errors = {}
+
+---@param kind string
+---@param message any
+---@param fields? table copied into the error
+---@return stagehost.errors.Error
+function errors.new(kind, message, fields) end
+
+---Is e an error object of this kind?
+---@param e any
+---@param kind string
+---@return boolean
+function errors.is(e, kind) end
+
+---Is e a cancellation (the scheduler's, `ctx:cancel`'s or a rejected approval's)?
+---@param e any
+---@return boolean
+function errors.is_cancel(e) end
+
+---@param reason string
+---@return stagehost.errors.Error
+function errors.cancelled(reason) end
+
+---Raises an error that ends the host with `code` and one line.
+---@param code integer
+---@param fmt? string
+---@param ... any
+function errors.exit(code, fmt, ...) end
+
+---Raises a configuration or usage mistake: one line, exit 2.
+---@param fmt string
+---@param ... any
+function errors.config(fmt, ...) end
+
+---Raises "bad argument #n to 'fname' (...)" at the caller of the function that checks.
+---@param n integer
+---@param fname string
+---@param fmt string
+---@param ... any
+function errors.argument(n, fname, fmt, ...) end
+
+---The first line of any error value.
+---@param e any
+---@return string
+function errors.first_line(e) end
+
+return errors
