@@ -86,7 +86,8 @@ T.test("cancel mid-transfer: the client stops at once, the server's writes fail 
   local t0 = task.now()
   t:cancel("user gave up")
   T.eq((t:join()), false)
-  T.ok(task.now() - t0 < 0.2, "the request ended at once")
+  -- the stream had ~2 s to go: a cancel that waited for it would take that long
+  T.ok(task.now() - t0 < 1, "the request ended at once")
   local deadline = task.now() + 3
   while not write_error and task.now() < deadline do task.sleep(0.02) end
   T.ok(write_error, "the server saw the connection go (after " .. writes .. " writes)")

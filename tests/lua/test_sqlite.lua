@@ -454,7 +454,7 @@ end)
 
 -- ---- the statement cache ----
 
-T.test("prepared-statement cache: 10,000 inserts in one transaction well under a second", function()
+T.test("prepared-statement cache: 10,000 inserts in one transaction", function()
   local path, _ <close> = tmpdb()
   local db <close> = open(path)
   db:exec "CREATE TABLE events (id INTEGER PRIMARY KEY, run INTEGER, kind TEXT, at REAL, data BLOB)"
@@ -466,7 +466,8 @@ T.test("prepared-statement cache: 10,000 inserts in one transaction well under a
   end)
   local took = task.now() - started
   io.stdout:write(("    10,000 inserts in one transaction: %.3f s\n"):format(took))
-  T.ok(took < 0.5, ("10,000 inserts took %.3f s"):format(took))
+  -- speed is bench/'s business; this only catches a statement compiled per call gone badly wrong
+  T.ok(took < 10, ("10,000 inserts took %.3f s"):format(took))
   T.eq(count(db, "events"), 10000)
   T.eq(count(db, "events WHERE run = ?", 3), 1429) -- i = 3, 10, ..., 9999
   local r = q(db, "SELECT data, at FROM events WHERE id = 1234")[1]
@@ -576,7 +577,8 @@ T.test("SQLITE_BUSY: a second writer gives up after its busy_timeout", function(
   local impatient <close> = open(path, { busy_timeout = 0 })
   started = task.now()
   rows, err, code = impatient:query("DELETE FROM t")
-  T.eq(code, "SQLITE_BUSY"); T.ok(task.now() - started < 0.05, "no wait with busy_timeout = 0")
+  -- the default busy_timeout would wait 5 s
+  T.eq(code, "SQLITE_BUSY"); T.ok(task.now() - started < 2, "no wait with busy_timeout = 0")
   holder:exec "COMMIT"
   q(other, "INSERT INTO t VALUES (?)", 2)
   T.eq(count(holder, "t"), 2)
