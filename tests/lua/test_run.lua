@@ -749,6 +749,78 @@ T.test("a state write that cannot be made ends the run as failed with one line, 
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })
 
+-- ---- promises of the engine with no test before ----
+
+T.test("a missing or unparsable when file is a load error: one line, file:line, exit 2", function()
+  local dir = project{
+    ["missing.lua"] = [[
+local pipeline = require "stagehost.pipeline"
+return pipeline.define{ name = "w", stages = {
+  { name = "a", run = function() end },
+  { name = "b", needs = { "a" }, when = "decisions/nope.lua", run = function() end },
+} }
+]],
+    ["broken.lua"] = [[
+local pipeline = require "stagehost.pipeline"
+return pipeline.define{ name = "w", stages = {
+  { name = "a", run = function() end },
+  { name = "b", needs = { "a" }, when = "decide.lua", run = function() end },
+} }
+]],
+    ["decide.lua"] = "return function(run) return run.stages.a.status == \"success\" end end\n",
+  }
+  local missing = sh(dir, { "run", "missing.lua" })
+  T.eq(missing.code, 2)
+  T.match(missing.stderr, "^stagehost: missing%.lua:4: stage 'b': when file 'decisions/nope%.lua' not found")
+  local broken = sh(dir, { "run", "broken.lua" })
+  T.eq(broken.code, 2)
+  T.match(broken.stderr, "^stagehost: broken%.lua:4: stage 'b': when file 'decide%.lua' does not load: ")
+  T.eq(select(2, broken.stderr:gsub("\n", "")), 1, "one line")
+  T.eq(fs.exists(dir .. "/.stagehost"), false, "nothing ran")
+  fs.remove(dir, { recursive = true })
+end)
+
+T.test("processes a stage leaves running are stopped when it ends, and their orphans leave no zombies", function()
+  local dir = project{ ["p.lua"] = [[
+    local pipeline = require "stagehost.pipeline"
+    local proc = require "stagehost.proc"
+    local fs = require "stagehost.fs"
+    local task = require "stagehost.task"
+    local function zombies()
+      local n, me = 0, fs.read("/proc/self/stat"):match("^(%d+)")
+      for _, name in ipairs(fs.list("/proc")) do
+        local stat = name:match("^%d+$") and fs.read("/proc/" .. name .. "/stat")
+        local state, ppid = stat and stat:match("%) (%a) (%d+)")
+        if state == "Z" and ppid == me then n = n + 1 end
+      end
+      return n
+    end
+    return pipeline.define{ name = "leftovers", stages = {
+      { name = "start", run = function()
+        -- one child left running, and a grandchild orphaned by its shell in a session of its
+        -- own (so no process-group kill reaches it): reparented to us, the subreaper
+        fs.write("left.pid", tostring(proc.spawn{ "sleep", "60" }.pid))
+        proc.run{ "sh", "-c", "setsid sleep 0.3 >/dev/null 2>&1 & echo $! > orphan.pid" }
+        local orphan = fs.read("orphan.pid"):match("%d+")
+        local ppid = (fs.read("/proc/" .. orphan .. "/stat") or ""):match("%) %a (%d+)")
+        return { reparented = ppid == fs.read("/proc/self/stat"):match("^(%d+)") }
+      end },
+      { name = "check", needs = { "start" }, run = function()
+        task.sleep(0.6) -- the orphan's sleep has ended by now
+        return { zombies = zombies() }
+      end },
+    } }
+  ]] }
+  local r = sh(dir, { "run", "p.lua" })
+  T.eq(r.code, 0, r.stderr)
+  T.match(r.stderr, "%[start%] stopped 1 process%(es%) the stage left running")
+  T.ok(T.gone(tonumber(fs.read(dir .. "/left.pid"))), "the leftover child is gone")
+  local st = status(dir, r.stdout:match("^run (%S+)"))
+  T.eq(st.by.start.outputs.reparented, true, "the orphan was reparented to the host (its subreaper)")
+  T.eq(st.by.check.outputs.zombies, 0, "and reaped by it")
+  fs.remove(dir, { recursive = true })
+end)
+
 -- ---- 15. the live view of a stage waiting for a person ----
 
 T.test("the live view shows a waiting stage's whole text, wrapped, never cut", function()
