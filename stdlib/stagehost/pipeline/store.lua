@@ -501,9 +501,32 @@ function Store:prune(older_than)
   return { runs = removed_runs, artifacts = removed_files, bytes = bytes, rewrite = touched }
 end
 
+-- For modules that keep their own tables in the state database (approval gates): a query, and
+-- a transaction (fn(store) cannot wait inside it), both waiting out another process's lock.
+function Store:query(sql, ...)
+  return q(self, sql, ...)
+end
+
+function Store:transaction(fn, ...)
+  return self.db:transaction(fn, self, ...)
+end
+
+-- Their schema, applied once per store: CREATE ... IF NOT EXISTS statements.
+function Store:ensure(name, schema)
+  self.ensured = self.ensured or {}
+  if self.ensured[name] then return end
+  local ok, err, code = self.db:exec(schema)
+  if not ok then
+    if code == "SQLITE_BUSY" then error(BUSY, 0) end
+    error(("state database %s: %s (%s)"):format(self.path, err, code), 0)
+  end
+  self.ensured[name] = true
+end
+
 -- Every method that reads or writes the database waits out another process's lock.
 for _, name in ipairs{ "save_run", "save_stage", "event", "checkpoint", "artifact", "cancel_requested",
   "runs", "run", "latest_success", "latest_stage_success", "next_attempt", "claim", "request_cancel", "lock", "unlock",
+  "query", "transaction", "ensure",
   "prune" } do
   Store[name] = locked(Store[name])
 end
