@@ -29,6 +29,13 @@ local function in_actions() return os.getenv("GITHUB_ACTIONS") == "true" end
 -- (their cleanup stages still run), a second one ends the host at once.
 Run.active = setmetatable({}, { __mode = "k" })
 
+-- The stage each stage task runs ({run =, stage =, ctx =}), for modules called from inside a
+-- stage without its ctx (approval.request). Run.current() -> that, or nil outside a stage's task.
+local stage_of_task = setmetatable({}, { __mode = "k" })
+function Run.current()
+  return stage_of_task[task.current()]
+end
+
 function Run.new_id()
   return os.date("!%Y%m%d-%H%M%S") .. ("-%04x"):format(math.random(0, 0xffff))
 end
@@ -421,7 +428,9 @@ function Run:run_stage(st)
     local fn = stage_function(st)
     for n = 1, st.retry + 1 do
       rec.attempts = n
-      ok, result = attempt(st, fn, Ctx.new(self, st))
+      local ctx = Ctx.new(self, st)
+      stage_of_task[task.current()] = { run = self, stage = st.name, ctx = ctx }
+      ok, result = attempt(st, fn, ctx)
       if ok then
         if result ~= nil and type(result) ~= "table" then
           ok, result = false, ("the stage returned a %s; return a table of outputs (or nothing)"):format(type(result))
