@@ -27,6 +27,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "auxlib.h"
+
+#define SH_SIGV4_WHO "aws.sign" /* misuse is "bad argument #1 to 'aws.sign' (...)" */
+
 /* AWS secrets are 40 characters; the bound keeps "AWS4" + secret in a stack buffer */
 #define SH_SIGV4_SECRET_MAX 1024
 #define SH_SIGV4_SHA256_LEN 32
@@ -174,17 +178,17 @@ static const char *sh_sigv4_field(lua_State *L, int t, const char *key, const ch
     if (len) *len = 0;
     return NULL;
   }
-  if (ty != LUA_TSTRING) luaL_error(L, "aws.sign: %s must be a string (got %s)", label, luaL_typename(L, -1));
+  if (ty != LUA_TSTRING) sh_opt_typeerror(L, 1, SH_SIGV4_WHO, label, "a string");
   return lua_tolstring(L, -1, len);
 }
 
 /* region, service and the key id go into the credential scope, which '/' separates */
 static const char *sh_sigv4_scope_part(lua_State *L, int t, const char *key, const char *label, size_t *len) {
   const char *s = sh_sigv4_field(L, t, key, label, 1, len);
-  if (*len == 0) luaL_error(L, "aws.sign: %s must not be empty", label);
+  if (*len == 0) sh_opt_error(L, 1, SH_SIGV4_WHO, label, "must not be empty");
   for (size_t i = 0; i < *len; i++)
     if (s[i] == '/' || (unsigned char)s[i] <= ' ' || s[i] == 0x7f)
-      luaL_error(L, "aws.sign: %s must not contain '/', spaces or control characters", label);
+      sh_opt_error(L, 1, SH_SIGV4_WHO, label, "must not contain '/', spaces or control characters");
   return s;
 }
 
@@ -218,11 +222,11 @@ static void sh_sigv4_date(lua_State *L, int t, char out[SH_SIGV4_DATE_LEN + 1]) 
     /* AWS refuses a date that is no date; say so here rather than as a signature mismatch */
     if (ok && !sh_sigv4_valid_date(s)) {
       sh_sigv4_push_shown(L, s, n);
-      luaL_error(L, "aws.sign: time '%s' is not a real date and time (UTC)", lua_tostring(L, -1));
+      sh_argerror(L, 1, SH_SIGV4_WHO, "time '%s' is not a real date and time (UTC)", lua_tostring(L, -1));
     }
     if (!ok) {
       sh_sigv4_push_shown(L, s, n);
-      luaL_error(L, "aws.sign: time must look like 20150830T123600Z (got '%s')", lua_tostring(L, -1));
+      sh_opt_error(L, 1, SH_SIGV4_WHO, "time", "must look like 20150830T123600Z, got '%s'", lua_tostring(L, -1));
     }
     memcpy(out, s, SH_SIGV4_DATE_LEN + 1);
     lua_pop(L, 1);
@@ -235,15 +239,15 @@ static void sh_sigv4_date(lua_State *L, int t, char out[SH_SIGV4_DATE_LEN + 1]) 
     int isint = 0;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     if (ty != LUA_TNUMBER || !isint)
-      luaL_error(L, "aws.sign: time must be integer epoch seconds or a string like 20150830T123600Z (got %s)",
+      sh_opt_error(L, 1, SH_SIGV4_WHO, "time", "must be integer epoch seconds or a string like 20150830T123600Z, got %s",
                  luaL_typename(L, -1));
-    if (v < 0 || v > SH_SIGV4_TIME_MAX) luaL_error(L, "aws.sign: time out of range");
+    if (v < 0 || v > SH_SIGV4_TIME_MAX) sh_argerror(L, 1, SH_SIGV4_WHO, "time out of range");
     now = (time_t)v;
   }
   lua_pop(L, 1);
   struct tm tm;
   if (!gmtime_r(&now, &tm) || strftime(out, SH_SIGV4_DATE_LEN + 1, "%Y%m%dT%H%M%SZ", &tm) != SH_SIGV4_DATE_LEN)
-    luaL_error(L, "aws.sign: time out of range");
+    sh_argerror(L, 1, SH_SIGV4_WHO, "time out of range");
 }
 
 /* ---- URL ---- */
@@ -444,14 +448,14 @@ static void sh_sigv4_query(lua_State *L, sh_sigv4_str q) {
 
 /* A header name: visible ASCII but the separators HTTP forbids; pushed lower-cased */
 static void sh_sigv4_push_name(lua_State *L, const char *s, size_t n) {
-  if (n == 0) luaL_error(L, "aws.sign: header names must not be empty");
+  if (n == 0) sh_argerror(L, 1, SH_SIGV4_WHO, "header names must not be empty");
   luaL_Buffer b;
   char *out = luaL_buffinitsize(L, &b, n);
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c <= ' ' || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c)) {
       sh_sigv4_push_shown(L, s, n);
-      luaL_error(L, "aws.sign: invalid header name '%s'", lua_tostring(L, -1));
+      sh_argerror(L, 1, SH_SIGV4_WHO, "invalid header name '%s'", lua_tostring(L, -1));
     }
     out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
   }
@@ -469,7 +473,7 @@ static void sh_sigv4_add_value(lua_State *L, luaL_Buffer *b, const char *s, size
       while (i + 1 < end && sh_sigv4_space((unsigned char)s[i + 1])) i++;
       luaL_addchar(b, ' ');
     } else if (c < 0x20 || c == 0x7f) {
-      luaL_error(L, "aws.sign: headers['%s'] has a control character", name);
+      sh_argerror(L, 1, SH_SIGV4_WHO, "headers['%s'] has a control character", name);
     } else {
       luaL_addchar(b, (char)c);
     }
@@ -493,7 +497,7 @@ static void sh_sigv4_push_value(lua_State *L, int idx, const char *name) {
     return;
   }
   if (ty != LUA_TTABLE)
-    luaL_error(L, "aws.sign: headers['%s'] must be a string or an array of strings (got %s)", name,
+    sh_argerror(L, 1, SH_SIGV4_WHO, "headers['%s'] must be a string or an array of strings, got %s", name,
                luaL_typename(L, idx));
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   /* each element, converted to a string, sits below the buffer */
@@ -501,7 +505,7 @@ static void sh_sigv4_push_value(lua_State *L, int idx, const char *name) {
   for (lua_Integer i = 1; i <= n; i++) {
     int et = lua_rawgeti(L, idx, i);
     if (et != LUA_TSTRING && et != LUA_TNUMBER)
-      luaL_error(L, "aws.sign: headers['%s'][%I] must be a string (got %s)", name, i, luaL_typename(L, -1));
+      sh_argerror(L, 1, SH_SIGV4_WHO, "headers['%s'][%I] must be a string, got %s", name, i, luaL_typename(L, -1));
     lua_tostring(L, -1);
     lua_rawseti(L, -2, i);
   }
@@ -546,7 +550,7 @@ static void sh_sigv4_add_ours(lua_State *L, sh_sigv4_headers *hs, const char *na
 static void sh_sigv4_read_headers(lua_State *L, int t, sh_sigv4_headers *hs, int have_token) {
   size_t count = 0;
   if (!lua_isnil(L, t)) {
-    if (!lua_istable(L, t)) luaL_error(L, "aws.sign: headers must be a table (got %s)", luaL_typename(L, t));
+    if (!lua_istable(L, t)) sh_opt_error(L, 1, SH_SIGV4_WHO, "headers", "must be a table, got %s", luaL_typename(L, t));
     lua_pushnil(L);
     while (lua_next(L, t)) {
       count++;
@@ -563,7 +567,7 @@ static void sh_sigv4_read_headers(lua_State *L, int t, sh_sigv4_headers *hs, int
   lua_pushnil(L);
   while (lua_next(L, t)) {
     if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "aws.sign: header names must be strings (got %s)", luaL_typename(L, -2));
+      sh_argerror(L, 1, SH_SIGV4_WHO, "header names must be strings, got %s", luaL_typename(L, -2));
     size_t nlen;
     const char *given = lua_tolstring(L, -2, &nlen);
     sh_sigv4_push_name(L, given, nlen);
@@ -631,7 +635,7 @@ static void sh_sigv4_set(lua_State *L, int t, const char *key, const char *s, si
 
 /* sign(opts) -> headers to add, debug */
 static int sh_sigv4_sign(lua_State *L) {
-  if (!lua_istable(L, 1)) return luaL_error(L, "aws.sign: options must be a table (got %s)", luaL_typename(L, 1));
+  if (!lua_istable(L, 1)) return sh_argerror(L, 1, SH_SIGV4_WHO, "table expected, got %s", luaL_typename(L, 1));
   lua_settop(L, 1);
   luaL_checkstack(L, 40, "aws.sign");
 
@@ -640,49 +644,45 @@ static int sh_sigv4_sign(lua_State *L) {
   for (size_t i = 0; i < mlen; i++) {
     if ((unsigned char)method[i] <= ' ' || method[i] == 0x7f) {
       sh_sigv4_push_shown(L, method, mlen);
-      luaL_error(L, "aws.sign: invalid method '%s'", lua_tostring(L, -1));
+      sh_argerror(L, 1, SH_SIGV4_WHO, "invalid method '%s'", lua_tostring(L, -1));
     }
   }
-  if (mlen == 0) luaL_error(L, "aws.sign: method must not be empty");
+  if (mlen == 0) sh_opt_error(L, 1, SH_SIGV4_WHO, "method", "must not be empty");
   const char *url = sh_sigv4_field(L, 1, "url", "url", 1, &ulen);
   const char *body = sh_sigv4_field(L, 1, "body", "body", 0, &blen);
   const char *service = sh_sigv4_scope_part(L, 1, "service", "service", &svlen);
   const char *region = sh_sigv4_scope_part(L, 1, "region", "region", &rlen);
-  if (lua_getfield(L, 1, "credentials") != LUA_TTABLE)
-    luaL_error(L, "aws.sign: credentials must be a table (got %s)", luaL_typename(L, -1));
+  if (lua_getfield(L, 1, "credentials") != LUA_TTABLE) sh_opt_typeerror(L, 1, SH_SIGV4_WHO, "credentials", "a table");
   int creds = lua_gettop(L);
   const char *akid = sh_sigv4_scope_part(L, creds, "access_key_id", "credentials.access_key_id", &aklen);
   const char *secret = sh_sigv4_field(L, creds, "secret_access_key", "credentials.secret_access_key", 1, &sklen);
   if (sklen == 0 || sklen > SH_SIGV4_SECRET_MAX)
-    luaL_error(L, "aws.sign: credentials.secret_access_key must be 1 to %d bytes", SH_SIGV4_SECRET_MAX);
+    sh_opt_error(L, 1, SH_SIGV4_WHO, "credentials.secret_access_key", "must be 1 to %d bytes", SH_SIGV4_SECRET_MAX);
   const char *token = sh_sigv4_field(L, creds, "session_token", "credentials.session_token", 0, &toklen);
   if (token && toklen == 0) token = NULL;
   /* checked here so the message names the field the caller set, not the header it becomes; a
    * tab or line break too: the token is sent as given, and no AWS token has one */
   for (size_t i = 0; token && i < toklen; i++)
     if ((unsigned char)token[i] < 0x20 || token[i] == 0x7f)
-      luaL_error(L, "aws.sign: credentials.session_token has a control character");
-  int ty = lua_getfield(L, 1, "unsigned_payload");
-  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
-    luaL_error(L, "aws.sign: unsigned_payload must be a boolean (got %s)", luaL_typename(L, -1));
-  int unsigned_payload = lua_toboolean(L, -1);
+      sh_opt_error(L, 1, SH_SIGV4_WHO, "credentials.session_token", "has a control character");
+  int unsigned_payload = sh_opt_bool(L, 1, "unsigned_payload", 0, SH_SIGV4_WHO);
   int s3 = svlen == 2 && memcmp(service, "s3", 2) == 0;
   char date[SH_SIGV4_DATE_LEN + 1];
   sh_sigv4_date(L, 1, date);
 
   sh_sigv4_url u;
-  memset(&u, 0, sizeof u); /* luaL_error does not return, but the compiler cannot tell */
+  memset(&u, 0, sizeof u); /* sh_argerror does not return, but the compiler cannot tell */
   const char *bad_url = sh_sigv4_parse_url(url, ulen, &u);
   if (bad_url) {
     sh_sigv4_push_url_shown(L, url, ulen);
-    luaL_error(L, "aws.sign: malformed URL '%s': %s (expected http(s)://host/path)", lua_tostring(L, -1), bad_url);
+    sh_argerror(L, 1, SH_SIGV4_WHO, "malformed URL '%s': %s (expected http(s)://host/path)", lua_tostring(L, -1), bad_url);
   }
   if (s3 && sh_sigv4_dot_segments(u.path)) {
     sh_sigv4_push_shown(L, u.path.s, u.path.n);
-    luaL_error(L,
-               "aws.sign: the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they "
-               "are signed",
-               lua_tostring(L, -1));
+    sh_argerror(L, 1, SH_SIGV4_WHO,
+                "the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they are "
+                "signed",
+                lua_tostring(L, -1));
   }
 
   lua_getfield(L, 1, "headers");
@@ -723,9 +723,9 @@ static int sh_sigv4_sign(lua_State *L) {
   qsort(hs.h, hs.n, sizeof *hs.h, sh_sigv4_cmppair);
   for (size_t i = 1; i < hs.n; i++)
     if (sh_sigv4_cmpstr(hs.h[i - 1].name, hs.h[i].name) == 0)
-      luaL_error(L, "aws.sign: header '%s' given twice (as '%s' and '%s'): give one name with an array of values",
-                 hs.h[i].name.s, hs.h[i - 1].given ? hs.h[i - 1].given : hs.h[i - 1].name.s,
-                 hs.h[i].given ? hs.h[i].given : hs.h[i].name.s);
+      sh_argerror(L, 1, SH_SIGV4_WHO, "header '%s' given twice (as '%s' and '%s'): give one name with an array of values",
+                  hs.h[i].name.s, hs.h[i - 1].given ? hs.h[i - 1].given : hs.h[i - 1].name.s,
+                  hs.h[i].given ? hs.h[i].given : hs.h[i].name.s);
 
   luaL_Buffer b;
   luaL_buffinit(L, &b);

@@ -14,8 +14,8 @@
 #include <uv.h>
 
 #include "../host/sched.h"
-
-#define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#include "../host/util.h"
+#include "auxlib.h"
 
 enum { SH_FS_READ, SH_FS_WRITE, SH_FS_EXISTS, SH_FS_MKDIR, SH_FS_LIST, SH_FS_REMOVE };
 static const char *const sh_fs_names[] = {"fs.read", "fs.write", "fs.exists", "fs.mkdir", "fs.list", "fs.remove"};
@@ -25,24 +25,25 @@ typedef struct {
   sh_wait_t wait;
   int op;
   char *path;
-  char *data;          /* write: input; read: output */
-  size_t len;
+  sh_buf_t data;       /* write: input; read: output */
   int mode;            /* write, mkdir: the exact permissions asked for, or -1 */
   int recursive;       /* remove */
   int exclusive;       /* write: fail with EEXIST rather than replace */
   int err;             /* errno of the failed step */
   const char *step;    /* which step failed, for the message */
-  char **names;        /* list: output */
-  size_t nnames;
+  sh_buf_t names;      /* list: output, an array of malloc'd char * */
   int kind;            /* exists: 0 none, 1 file, 2 directory, 3 other */
   int perm;            /* exists: the permission bits */
 } sh_fs_req_t;
 
+static size_t sh_fs_nnames(const sh_fs_req_t *r) { return r->names.len / sizeof(char *); }
+static char **sh_fs_names_of(const sh_fs_req_t *r) { return (char **)r->names.data; }
+
 static void sh_fs_req_free(sh_fs_req_t *r) {
   free(r->path);
-  free(r->data);
-  for (size_t i = 0; i < r->nnames; i++) free(r->names[i]);
-  free(r->names);
+  sh_buf_free(&r->data);
+  for (size_t i = 0; i < sh_fs_nnames(r); i++) free(sh_fs_names_of(r)[i]);
+  sh_buf_free(&r->names);
   free(r);
 }
 
@@ -70,28 +71,24 @@ static void sh_fs_read_job(sh_fs_req_t *r) {
     close(fd);
     return;
   }
-  size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
-  r->data = malloc(cap);
+  /* the size plus one, so the read that sees the end needs no more room; files that grow, or
+   * /proc files that report size 0, make it grow */
+  size_t want = st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
+  sh_buf_t *b = &r->data;
   for (;;) {
-    if (!r->data) {
+    if (b->len == b->cap && sh_buf_reserve(b, b->cap ? b->cap : want) != 0) {
       errno = ENOMEM;
       sh_fs_fail(r, "read");
       break;
     }
-    ssize_t n = read(fd, r->data + r->len, cap - r->len);
+    ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
     if (n < 0) {
       if (errno == EINTR) continue;
       sh_fs_fail(r, "read");
       break;
     }
     if (n == 0) break;
-    r->len += (size_t)n;
-    if (r->len == cap) { /* files that grow, or /proc files that report size 0 */
-      cap *= 2;
-      char *grown = realloc(r->data, cap);
-      if (!grown) free(r->data);
-      r->data = grown;
-    }
+    b->len += (size_t)n;
   }
   close(fd);
 }
@@ -132,8 +129,8 @@ static void sh_fs_write_job(sh_fs_req_t *r) {
   }
   if (r->mode >= 0 && fchmod(fd, (mode_t)r->mode) != 0) sh_fs_fail(r, "chmod");
   size_t off = 0;
-  while (!r->step && off < r->len) {
-    ssize_t n = write(fd, r->data + off, r->len - off);
+  while (!r->step && off < r->data.len) {
+    ssize_t n = write(fd, r->data.data + off, r->data.len - off);
     if (n < 0) {
       if (errno == EINTR) continue;
       sh_fs_fail(r, "write");
@@ -196,20 +193,17 @@ static void sh_fs_list_job(sh_fs_req_t *r) {
     sh_fs_fail(r, "opendir");
     return;
   }
-  size_t cap = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (r->nnames == cap) {
-      cap = cap ? cap * 2 : 16;
-      char **grown = realloc(r->names, cap * sizeof *grown);
-      if (!grown) break;
-      r->names = grown;
+    char *name = strdup(e->d_name);
+    if (!name || sh_buf_add(&r->names, &name, sizeof name) != 0) {
+      free(name);
+      break;
     }
-    r->names[r->nnames++] = strdup(e->d_name);
   }
   closedir(d);
-  if (r->nnames > 1) qsort(r->names, r->nnames, sizeof *r->names, sh_name_cmp);
+  if (sh_fs_nnames(r) > 1) qsort(sh_fs_names_of(r), sh_fs_nnames(r), sizeof(char *), sh_name_cmp);
 }
 
 static int sh_remove_tree(int dirfd, const char *name) {
@@ -284,13 +278,11 @@ static void sh_fs_abort(sh_wait_t *w) {
 static int sh_fs_results(lua_State *L, sh_fs_req_t *r) {
   int n = 1;
   if (r->step) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: cannot %s '%s': %s", sh_fs_names[r->op], r->step, r->path, strerror(r->err));
-    lua_pushstring(L, uv_err_name(-r->err));
-    n = 3;
+    n = sh_failure(L, uv_err_name(-r->err), "%s: cannot %s '%s': %s", sh_fs_names[r->op], r->step, r->path,
+                   strerror(r->err));
   } else {
     switch (r->op) {
-      case SH_FS_READ: lua_pushlstring(L, r->data ? r->data : "", r->len); break;
+      case SH_FS_READ: lua_pushlstring(L, r->data.data ? r->data.data : "", r->data.len); break;
       case SH_FS_EXISTS:
         lua_pushboolean(L, r->kind != 0);
         if (r->kind) {
@@ -301,9 +293,9 @@ static int sh_fs_results(lua_State *L, sh_fs_req_t *r) {
         }
         break;
       case SH_FS_LIST:
-        lua_createtable(L, (int)r->nnames, 0);
-        for (size_t i = 0; i < r->nnames; i++) {
-          lua_pushstring(L, r->names[i]);
+        lua_createtable(L, (int)sh_fs_nnames(r), 0);
+        for (size_t i = 0; i < sh_fs_nnames(r); i++) {
+          lua_pushstring(L, sh_fs_names_of(r)[i]);
           lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
@@ -327,8 +319,8 @@ static int sh_fs_opt_mode(lua_State *L, int idx, int op) {
     lua_Integer m = lua_tointeger(L, -1);
     if (!lua_isinteger(L, -1) || m < 0 || m > 07777) {
       const char *got = lua_isinteger(L, -1) ? lua_pushfstring(L, "%I", m) : luaL_typename(L, -1);
-      return luaL_error(L, "%s: 'mode' must be an integer permission from 0 to 4095 (07777), such as 420 (0644) (got %s)",
-                        sh_fs_names[op], got);
+      return sh_opt_error(L, idx, sh_fs_names[op], "mode",
+                          "must be an integer permission from 0 to 4095 (07777), such as 420 (0644), got %s", got);
     }
     mode = (int)m;
   }
@@ -344,11 +336,7 @@ static int sh_fs_start(lua_State *L, int op) {
   int mode = -1, exclusive = 0, recursive = 0;
   if (op == SH_FS_WRITE && lua_istable(L, 3)) {
     mode = sh_fs_opt_mode(L, 3, op);
-    int t = lua_getfield(L, 3, "exclusive");
-    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-      return luaL_error(L, "fs.write: 'exclusive' must be a boolean (got %s)", luaL_typename(L, -1));
-    exclusive = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    exclusive = sh_opt_bool(L, 3, "exclusive", 0, "fs.write");
   }
   if (op == SH_FS_MKDIR && lua_istable(L, 2)) mode = sh_fs_opt_mode(L, 2, op);
   if (op == SH_FS_REMOVE && lua_istable(L, 2)) {
@@ -357,7 +345,7 @@ static int sh_fs_start(lua_State *L, int op) {
     lua_pop(L, 1);
   }
   int can_wait = sh_sched_can_wait(L);
-  if (can_wait) sh_sched_check(L, sh_fs_names[op]);
+  if (can_wait) sh_sched_check_wait(L, sh_fs_names[op]);
   sh_fs_req_t *r = calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "%s: out of memory", sh_fs_names[op]);
   r->op = op;
@@ -365,14 +353,13 @@ static int sh_fs_start(lua_State *L, int op) {
   r->exclusive = exclusive;
   r->recursive = recursive;
   r->path = strdup(path);
+  int copied = 0;
   if (op == SH_FS_WRITE) {
     size_t len;
     const char *data = lua_tolstring(L, 2, &len);
-    r->data = malloc(len ? len : 1);
-    if (data && r->data) memcpy(r->data, data, len);
-    r->len = len;
+    copied = sh_buf_add(&r->data, data, len);
   }
-  if (!r->path || (op == SH_FS_WRITE && !r->data)) {
+  if (!r->path || copied != 0) {
     sh_fs_req_free(r);
     return luaL_error(L, "%s: out of memory", sh_fs_names[op]);
   }
@@ -385,7 +372,7 @@ static int sh_fs_start(lua_State *L, int op) {
     sh_fs_req_free(r);
     return luaL_error(L, "%s: %s", sh_fs_names[op], uv_strerror(rc));
   }
-  sh_sched_park(L, &r->wait, sh_fs_abort, sh_fs_names[op]);
+  sh_sched_park(L, &r->wait, sh_fs_abort);
   return sh_sched_yield(L, sh_fs_k, (lua_KContext)r);
 }
 
@@ -407,14 +394,7 @@ static int sh_fs_remove(lua_State *L) {
 }
 
 /* fs.cwd() -> the process's working directory (not $PWD, which a parent may not have updated) */
-static int sh_fs_cwd(lua_State *L) {
-  char buf[4096];
-  size_t n = sizeof buf;
-  int rc = uv_cwd(buf, &n);
-  if (rc != 0) return luaL_error(L, "fs.cwd: %s", uv_strerror(rc));
-  lua_pushlstring(L, buf, n);
-  return 1;
-}
+static int sh_fs_cwd(lua_State *L) { return sh_push_uv_path(L, uv_cwd, "fs.cwd"); }
 
 static const luaL_Reg sh_fs_funcs[] = {
     {"read", sh_fs_read},     {"write", sh_fs_write}, {"exists", sh_fs_exists},

@@ -20,8 +20,9 @@
 
 #include "../host/log.h"
 #include "../host/sched.h"
+#include "../host/util.h"
+#include "auxlib.h"
 
-#define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
 #define SH_HTTP_KEY "stagehost.http_client.multi"
 
 typedef struct sh_http sh_http_t;
@@ -43,11 +44,6 @@ struct sh_http {
   sh_http_sock_t *socks;     /* every watched socket, to (un)ref them with in_flight */
 };
 
-typedef struct {
-  char *data;
-  size_t len, cap;
-} sh_buf_t;
-
 /* One transfer. Owned by the request until done; freed by the continuation, or by the abort
  * if the task was cancelled first. */
 typedef struct {
@@ -64,21 +60,6 @@ typedef struct {
   uint64_t started;
   char errbuf[CURL_ERROR_SIZE];
 } sh_http_req_t;
-
-static int sh_buf_add(sh_buf_t *b, const char *s, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *grown = realloc(b->data, cap);
-    if (!grown) return -1;
-    b->data = grown;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return 0;
-}
 
 /* ---- the multi handle on the loop ---- */
 
@@ -208,32 +189,17 @@ static void sh_http_timer_closed(uv_handle_t *handle) {
   free(h);
 }
 
-/* __gc of the registry's multi holder: Lua is closing, so no transfer is in flight (the
- * scheduler aborted every wait first). */
-static int sh_http_multi_gc(lua_State *L) {
-  sh_http_t **hh = lua_touserdata(L, 1);
-  sh_http_t *h = *hh;
-  if (!h) return 0;
-  *hh = NULL;
+/* sh_sched_state's release, as Lua closes: no transfer is in flight (the scheduler aborted
+ * every wait first). */
+static void sh_http_release(lua_State *L, void *arg) {
+  sh_http_t *h = arg;
+  (void)L;
   curl_multi_cleanup(h->multi); /* closes cached connections: REMOVE callbacks close the polls */
   uv_close((uv_handle_t *)&h->timer, sh_http_timer_closed);
-  return 0;
 }
 
-static sh_http_t *sh_http_get(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, SH_HTTP_KEY) == LUA_TUSERDATA) {
-    sh_http_t *h = *(sh_http_t **)lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return h;
-  }
-  lua_pop(L, 1);
-  sh_http_t **hh = lua_newuserdatauv(L, sizeof *hh, 0);
-  *hh = NULL;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, sh_http_multi_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, SH_HTTP_KEY);
+/* sh_sched_state's create: one multi handle per Lua state, so connections are reused */
+static void *sh_http_create(lua_State *L) {
   sh_http_t *h = calloc(1, sizeof *h);
   if (!h) luaL_error(L, "http: out of memory");
   h->loop = sh_sched_loop(L);
@@ -252,8 +218,11 @@ static sh_http_t *sh_http_get(lua_State *L) {
   /* curl's default cache (4 x the transfers running) shrinks when a burst of transfers ends
    * before their tasks start the next ones, and every connection dropped is a new handshake */
   curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 256L);
-  *hh = h;
   return h;
+}
+
+static sh_http_t *sh_http_get(lua_State *L) {
+  return sh_sched_state(L, SH_HTTP_KEY, sh_http_create, sh_http_release);
 }
 
 /* ---- one request ---- */
@@ -263,8 +232,8 @@ static void sh_http_req_free(sh_http_req_t *r) {
   curl_slist_free_all(r->headers);
   sh_http_finish_output(r, 0);
   if (r->in_fd >= 0) close(r->in_fd);
-  free(r->body.data);
-  free(r->head.data);
+  sh_buf_free(&r->body);
+  sh_buf_free(&r->head);
   free(r->method);
   free(r->url);
   free(r->out_path);
@@ -371,10 +340,8 @@ static void sh_http_push_headers(lua_State *L, sh_http_req_t *r) {
 
 static int sh_http_result(lua_State *L, sh_http_req_t *r) {
   if (r->result != CURLE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "http.request: %s %s failed: %s", r->method, r->url,
-                    r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
-    lua_pushstring(L, sh_http_failure_kind(r->result));
+    sh_failure(L, sh_http_failure_kind(r->result), "http.request: %s %s failed: %s", r->method, r->url,
+               r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
     sh_http_req_free(r);
     return 3;
   }
@@ -404,27 +371,9 @@ static int sh_http_request_k(lua_State *L, int status, lua_KContext ctx) {
   return sh_http_result(L, (sh_http_req_t *)ctx);
 }
 
-static const char *sh_http_opt_string(lua_State *L, const char *key) {
-  lua_getfield(L, 1, key);
-  const char *s = NULL;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_error(L, "http.request: '%s' must be a string (got %s)", key, luaL_typename(L, -1));
-    s = lua_tostring(L, -1); /* kept alive by the options table */
-  }
-  lua_pop(L, 1);
-  return s;
-}
-
-static double sh_http_opt_number(lua_State *L, const char *key, double def) {
-  lua_getfield(L, 1, key);
-  double v = def;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 0))
-      luaL_error(L, "http.request: '%s' must be a number >= 0 (got %s)", key, luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-  }
-  lua_pop(L, 1);
+static double sh_http_opt_nonneg(lua_State *L, const char *key, double def) {
+  double v = sh_opt_number(L, 1, key, def, "http.request");
+  if (!(v >= 0)) sh_opt_rangeerror(L, 1, key, "a number >= 0", "http.request");
   return v;
 }
 
@@ -448,8 +397,8 @@ static void sh_http_check_url(lua_State *L, const char *url) {
   int ok = rc == CURLUE_OK && scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
   curl_free(scheme);
   curl_url_cleanup(u);
-  if (rc != CURLUE_OK) luaL_error(L, "http.request: malformed URL '%s': %s", url, curl_url_strerror(rc));
-  if (!ok) luaL_error(L, "http.request: URL '%s' is not http:// or https://", url);
+  if (rc != CURLUE_OK) sh_argerror(L, 1, "http.request", "malformed URL '%s': %s", url, curl_url_strerror(rc));
+  if (!ok) sh_argerror(L, 1, "http.request", "URL '%s' is not http:// or https://", url);
 }
 
 /* core.request{method=, url=, headers={}, body=, body_file=, output=, timeout=,
@@ -458,32 +407,28 @@ static void sh_http_check_url(lua_State *L, const char *url) {
 static int sh_http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  const char *url = sh_http_opt_string(L, "url");
-  if (!url) return luaL_error(L, "http.request: 'url' is required");
-  const char *method = sh_http_opt_string(L, "method");
-  const char *output = sh_http_opt_string(L, "output");
-  const char *body_file = sh_http_opt_string(L, "body_file");
-  double timeout = sh_http_opt_number(L, "timeout", 0);
-  double connect_timeout = sh_http_opt_number(L, "connect_timeout", 30);
-  double max_redirects = sh_http_opt_number(L, "max_redirects", 10);
+  const char *who = "http.request";
+  const char *url = sh_opt_string(L, 1, "url", who);
+  if (!url) return sh_opt_error(L, 1, who, "url", "is required");
+  const char *method = sh_opt_string(L, 1, "method", who);
+  const char *output = sh_opt_string(L, 1, "output", who);
+  const char *body_file = sh_opt_string(L, 1, "body_file", who);
+  double timeout = sh_http_opt_nonneg(L, "timeout", 0);
+  double connect_timeout = sh_http_opt_nonneg(L, "connect_timeout", 30);
+  double max_redirects = sh_http_opt_nonneg(L, "max_redirects", 10);
   lua_getfield(L, 1, "follow");
   int follow = lua_toboolean(L, -1);
   lua_getfield(L, 1, "insecure");
   int insecure = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "body");
-  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
-    return luaL_error(L, "http.request: 'body' must be a string (got %s)", luaL_typename(L, -1));
+  lua_pop(L, 2);
   size_t body_len = 0;
-  const char *body = lua_tolstring(L, -1, &body_len);
-  lua_getfield(L, 1, "headers");
-  if (!lua_isnil(L, -1) && !lua_istable(L, -1))
-    return luaL_error(L, "http.request: 'headers' must be a table (got %s)", luaL_typename(L, -1));
-  int headers_idx = lua_istable(L, -1) ? lua_gettop(L) : 0;
-  if (body && body_file) return luaL_error(L, "http.request: give either body or body_file, not both");
+  const char *body = sh_opt_lstring(L, 1, "body", &body_len, who);
+  int headers_idx = sh_opt_table(L, 1, "headers", who) ? lua_gettop(L) : 0;
+  if (body && body_file) return sh_argerror(L, 1, who, "give either body or body_file, not both");
   sh_http_check_url(L, url);
   if (!method) method = body || body_file ? "POST" : "GET";
   for (const char *c = method; *c; c++)
-    if (!(*c >= 'A' && *c <= 'Z')) return luaL_error(L, "http.request: method '%s' must be upper-case letters", method);
+    if (!(*c >= 'A' && *c <= 'Z')) return sh_argerror(L, 1, who, "method '%s' must be upper-case letters", method);
   /* header lines are checked and formatted as Lua strings before the request holds any C
    * memory, so a bad header, or running out of memory, raises cleanly */
   lua_newtable(L);
@@ -492,17 +437,17 @@ static int sh_http_request(lua_State *L) {
     lua_pushnil(L);
     while (lua_next(L, headers_idx)) {
       if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-        return luaL_error(L, "http.request: headers must map names to strings (bad entry %s = %s)",
-                          luaL_tolstring(L, -2, NULL), luaL_typename(L, -2));
+        return sh_opt_error(L, 1, who, "headers", "must map names to strings (bad entry %s = %s)",
+                            luaL_tolstring(L, -2, NULL), luaL_typename(L, -2));
       const char *name = lua_tostring(L, -2), *v = lua_tostring(L, -1);
       if (strpbrk(name, "\r\n:") || strpbrk(v, "\r\n"))
-        return luaL_error(L, "http.request: header '%s' has a line break or a colon in it", name);
+        return sh_argerror(L, 1, who, "header '%s' has a line break or a colon in it", name);
       /* curl takes "Name:" or "Name: " (nothing but blanks after the colon) as "do not send
        * Name"; its documented "Name;" form sends the header with an empty value, which is what
        * the caller asked for and what aws.sign signs ("name:"). That form cannot carry a name
        * with a ';' in it. */
       if (v[strspn(v, " \t")] == '\0') {
-        if (strchr(name, ';')) return luaL_error(L, "http.request: header '%s' has a ';' in its name", name);
+        if (strchr(name, ';')) return sh_argerror(L, 1, who, "header '%s' has a ';' in its name", name);
         lua_pushfstring(L, "%s;", name);
       } else {
         lua_pushfstring(L, "%s: %s", name, v);
@@ -511,8 +456,7 @@ static int sh_http_request(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  if (!sh_sched_can_wait(L)) return luaL_error(L, "http.request: cannot wait here (only inside a stagehost task)");
-  sh_sched_check(L, "http.request");
+  sh_sched_check_wait(L, who); /* before anything is allocated for the transfer */
 
   sh_http_t *h = sh_http_get(L);
   sh_http_req_t *r = calloc(1, sizeof *r);
@@ -607,7 +551,7 @@ static int sh_http_request(lua_State *L) {
   h->in_flight++;
   sh_http_set_refs(h);
   sh_log_printf(SH_LOG_DEBUG, "http %s %s: started", method, url);
-  sh_sched_park(L, &r->wait, sh_http_abort, "http.request");
+  sh_sched_park(L, &r->wait, sh_http_abort);
   return sh_sched_yield(L, sh_http_request_k, (lua_KContext)r);
 }
 

@@ -9,6 +9,8 @@
 #include <cJSON.h>
 #include <lauxlib.h>
 
+#include "auxlib.h"
+
 #define SH_JSON_ARRAY_MT "stagehost.json.array"
 #define SH_JSON_OBJECT_MT "stagehost.json.object"
 #define SH_JSON_TREE_MT "stagehost.json.tree"
@@ -161,14 +163,7 @@ static cJSON *sh_json_fail(sh_json_enc_t *e, cJSON *partial, const char *what) {
 
 /* 1 array, 2 object (by metatable), 0 decide by content */
 static int sh_json_kind(lua_State *L, int idx) {
-  if (!lua_getmetatable(L, idx)) return 0;
-  luaL_getmetatable(L, SH_JSON_ARRAY_MT);
-  int arr = lua_rawequal(L, -1, -2);
-  lua_pop(L, 1);
-  luaL_getmetatable(L, SH_JSON_OBJECT_MT);
-  int obj = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return arr ? 1 : obj ? 2 : 0;
+  return sh_has_metatable(L, idx, SH_JSON_ARRAY_MT) ? 1 : sh_has_metatable(L, idx, SH_JSON_OBJECT_MT) ? 2 : 0;
 }
 
 static int sh_key_cmp(const void *a, const void *b) {
@@ -373,13 +368,8 @@ static const luaL_Reg sh_json_funcs[] = {
 };
 
 int sh_json_open(lua_State *L) {
-  if (luaL_newmetatable(L, SH_JSON_TREE_MT)) {
-    lua_pushcfunction(L, sh_json_tree_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, sh_json_tree_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__close", sh_json_tree_close}, {"__gc", sh_json_tree_close}, {NULL, NULL}};
+  sh_metatable(L, SH_JSON_TREE_MT, meta, NULL);
   luaL_newmetatable(L, SH_JSON_ARRAY_MT);
   lua_pop(L, 1);
   luaL_newmetatable(L, SH_JSON_OBJECT_MT);

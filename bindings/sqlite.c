@@ -26,6 +26,8 @@
 #include <lauxlib.h>
 #include <sqlite3.h>
 
+#include "auxlib.h"
+
 #define SH_SQLITE_DB_MT "stagehost.sqlite.db"
 /* Prepared statements kept per connection. The engine uses a few dozen distinct statements;
  * past this the least recently used one is finalized. */
@@ -103,10 +105,7 @@ static void sh_sqlite_snippet(const char *sql, size_t len, char *out, size_t cap
 static int sh_sqlite_fail(lua_State *L, const char *fname, int rc, const char *msg, const char *sql, size_t len) {
   char snip[SH_SQLITE_SNIPPET + 8];
   sh_sqlite_snippet(sql, len, snip, sizeof snip);
-  lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s (SQL: \"%s\")", fname, msg, snip);
-  lua_pushstring(L, sh_sqlite_codename(rc));
-  return 3;
+  return sh_failure(L, sh_sqlite_codename(rc), "%s: %s (SQL: \"%s\")", fname, msg, snip);
 }
 
 /* Valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) without NUL bytes:
@@ -248,16 +247,6 @@ static int sh_sqlite_pragma(sqlite3 *db, const char *sql, char *val, size_t cap)
 
 /* ---- sqlite.open ---- */
 
-static int sh_sqlite_optbool(lua_State *L, const char *key, int def) {
-  int t = lua_getfield(L, 2, key);
-  int v = def;
-  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-  else if (t != LUA_TNIL)
-    luaL_argerror(L, 2, lua_pushfstring(L, "option '%s' must be a boolean, got %s", key, luaL_typename(L, -1)));
-  lua_pop(L, 1);
-  return v;
-}
-
 /* open(path [, {readonly = false, busy_timeout = 5000, create = true}]) -> db
  *   | nil, message, code */
 static int sh_sqlite_open(lua_State *L) {
@@ -269,23 +258,16 @@ static int sh_sqlite_open(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     /* a misspelt option would otherwise be silently ignored */
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-      if (!k || (strcmp(k, "readonly") != 0 && strcmp(k, "busy_timeout") != 0 && strcmp(k, "create") != 0)) {
-        lua_pushvalue(L, -2);
-        return luaL_argerror(L, 2, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
-      }
-      lua_pop(L, 1);
-    }
-    readonly = sh_sqlite_optbool(L, "readonly", 0);
-    create = sh_sqlite_optbool(L, "create", 1);
+    static const char *const known[] = {"readonly", "busy_timeout", "create", NULL};
+    sh_opt_unknown_keys(L, 2, known, "sqlite.open");
+    readonly = sh_opt_bool(L, 2, "readonly", 0, "sqlite.open");
+    create = sh_opt_bool(L, 2, "create", 1, "sqlite.open");
     int t = lua_getfield(L, 2, "busy_timeout");
     if (t != LUA_TNIL) {
       int isint = 0;
       timeout = lua_tointegerx(L, -1, &isint);
       if (t != LUA_TNUMBER || !isint || timeout < 0 || timeout > INT_MAX)
-        return luaL_argerror(L, 2, "option 'busy_timeout' must be a whole number of milliseconds >= 0");
+        return sh_opt_rangeerror(L, 2, "busy_timeout", "a whole number of milliseconds >= 0", "sqlite.open");
     }
     lua_pop(L, 1);
   }
@@ -347,11 +329,17 @@ static int sh_sqlite_open(lua_State *L) {
  * creation, migrations), without parameters; rows are discarded. Stops at the first failure:
  * the statements before it stay done (wrap them in BEGIN/COMMIT or db:transaction to make the
  * whole all-or-nothing). */
+/* The SQL of db:exec and db:query (argument 2), without NUL bytes. */
+static const char *sh_sqlite_checksql(lua_State *L, size_t *len) {
+  const char *sql = luaL_checklstring(L, 2, len);
+  luaL_argcheck(L, strlen(sql) == *len, 2, "SQL contains a NUL byte");
+  return sql;
+}
+
 static int sh_sqlite_exec(lua_State *L) {
   sh_sqlite_db_t *d = sh_sqlite_checkopen(L, "exec");
   size_t len;
-  const char *sql = luaL_checklstring(L, 2, &len);
-  luaL_argcheck(L, strlen(sql) == len, 2, "SQL contains a NUL byte");
+  const char *sql = sh_sqlite_checksql(L, &len);
   luaL_argcheck(L, lua_gettop(L) <= 2, 3, "db:exec takes no parameters, db:query does");
   sh_sqlite_settle(d);
   const char *p = sql;
@@ -385,8 +373,7 @@ static int sh_sqlite_exec(lua_State *L) {
 static int sh_sqlite_query(lua_State *L) {
   sh_sqlite_db_t *d = sh_sqlite_checkopen(L, "query");
   size_t len;
-  const char *sql = luaL_checklstring(L, 2, &len);
-  luaL_argcheck(L, strlen(sql) == len, 2, "SQL contains a NUL byte");
+  const char *sql = sh_sqlite_checksql(L, &len);
   int nargs = lua_gettop(L) - 2;
   /* check every parameter before binding any, so a bad one leaves the statement untouched */
   for (int i = 1; i <= nargs; i++) {
@@ -597,17 +584,9 @@ static const luaL_Reg sh_sqlite_funcs[] = {
 int luaopen_stagehost_core_sqlite(lua_State *L);
 
 int luaopen_stagehost_core_sqlite(lua_State *L) {
-  if (luaL_newmetatable(L, SH_SQLITE_DB_MT)) { /* also sets __name */
-    luaL_newlib(L, sh_sqlite_db_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sh_sqlite_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sh_sqlite_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, sh_sqlite_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {
+      {"__gc", sh_sqlite_close}, {"__close", sh_sqlite_close}, {"__tostring", sh_sqlite_tostring}, {NULL, NULL}};
+  sh_metatable(L, SH_SQLITE_DB_MT, meta, sh_sqlite_db_methods);
   luaL_newlib(L, sh_sqlite_funcs);
   lua_pushstring(L, sqlite3_libversion());
   lua_setfield(L, -2, "version");

@@ -7,9 +7,9 @@
 #include <uv.h>
 
 #include "../host/sched.h"
+#include "../host/util.h"
 
 #define SH_TASK_MT "stagehost.task"
-#define SH_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
 
 static sh_task_t *sh_check_task(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, SH_TASK_MT);
@@ -63,14 +63,15 @@ static int sh_task_join(lua_State *L) {
   sh_task_t *t = sh_check_task(L, 1);
   lua_settop(L, 1);
   sh_task_t *me = sh_task_current(L);
-  if (!me) return luaL_error(L, "task:join: cannot wait here (only inside a stagehost task, not in a plain coroutine)");
+  if (!me) sh_sched_check_wait(L, "task:join"); /* raises: joining is for tasks */
   if (me == t) return luaL_error(L, "task:join: a task cannot join itself");
   sh_task_observe(t);
-  if (sh_task_done(t)) {
+  if (sh_task_done(t)) { /* nothing to wait for: also fine where a task cannot yield */
     sh_sched_check(L, "task:join");
     return sh_join_results(L, t);
   }
-  sh_sched_park(L, &me->join_wait, sh_join_abort, "task:join");
+  sh_sched_check_wait(L, "task:join");
+  sh_sched_park(L, &me->join_wait, sh_join_abort);
   me->join_target = t;
   me->join_prev = NULL;
   me->join_next = t->joiners;
@@ -120,9 +121,8 @@ static int sh_sleep_k(lua_State *L, int status, lua_KContext ctx) {
 static int sh_task_sleep(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   if (seconds != seconds || seconds < 0) luaL_argerror(L, 1, "must be a number of seconds >= 0");
-  sh_task_t *me = sh_task_current(L);
-  if (!me) return luaL_error(L, "task.sleep: cannot wait here (only inside a stagehost task, not in a plain coroutine)");
-  sh_task_t *t = sh_sched_park(L, &me->sleep_wait, sh_sleep_abort, "task.sleep");
+  sh_task_t *t = sh_sched_check_wait(L, "task.sleep");
+  sh_sched_park(L, &t->sleep_wait, sh_sleep_abort);
   sh_timer_init(&t->sleep_timer, sh_sleep_fire);
   sh_timer_arm(t->sched, &t->sleep_timer, seconds);
   return sh_sched_yield(L, sh_sleep_k, 0);
@@ -171,8 +171,7 @@ static int sh_task_timeout(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   if (seconds != seconds || seconds < 0) luaL_argerror(L, 1, "must be a number of seconds >= 0");
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!sh_sched_can_wait(L)) return luaL_error(L, "task.timeout: cannot wait here (only inside a stagehost task)");
-  sh_sched_check(L, "task.timeout");
+  sh_sched_check_wait(L, "task.timeout"); /* its fn runs in this task, and may wait */
   int nargs = lua_gettop(L) - 2;
   sh_scope_t *sc = lua_newuserdatauv(L, sizeof *sc, 0);
   lua_insert(L, 1); /* scope seconds fn args... */

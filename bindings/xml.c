@@ -21,6 +21,8 @@
 #include <expat.h>
 #include <lauxlib.h>
 
+#include "auxlib.h"
+
 #define SH_XML_PARSER_MT "stagehost.xml.parser"
 #define SH_XML_MAX_DEPTH 512
 /* XML_Parse takes an int length */
@@ -208,8 +210,7 @@ static int sh_xml_fail(lua_State *L, unsigned long line, unsigned long column, c
 
 /* decode(s) -> root element | nil, "line L, column C: reason" */
 static int sh_xml_decode(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return luaL_error(L, "xml.decode: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
+  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "xml.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
   const char *s = lua_tolstring(L, 1, &len);
   lua_settop(L, 1);
@@ -295,7 +296,7 @@ static size_t sh_xml_utf8(const unsigned char *s, size_t len, size_t i, unsigned
 static int sh_xml_escape(lua_State *L) {
   int ty = lua_type(L, 1);
   if (ty != LUA_TSTRING && ty != LUA_TNUMBER)
-    return luaL_error(L, "xml.escape: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
+    return sh_argerror(L, 1, "xml.escape", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
   const char *s = lua_tolstring(L, 1, &len);
   const unsigned char *u = (const unsigned char *)s;
@@ -307,16 +308,16 @@ static int sh_xml_escape(lua_State *L) {
     if (n == 0) {
       char hex[3];
       snprintf(hex, sizeof hex, "%02X", u[i]);
-      return luaL_error(L, "xml.escape: invalid UTF-8 at position %I (byte 0x%s)", (lua_Integer)i + 1, hex);
+      return sh_argerror(L, 1, "xml.escape", "invalid UTF-8 at position %I, byte 0x%s", (lua_Integer)i + 1, hex);
     }
     if (cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') {
       char hex[3];
       snprintf(hex, sizeof hex, "%02X", (unsigned)cp);
-      return luaL_error(L, "xml.escape: byte 0x%s at position %I is not allowed in XML", hex, (lua_Integer)i + 1);
+      return sh_argerror(L, 1, "xml.escape", "byte 0x%s at position %I is not allowed in XML", hex, (lua_Integer)i + 1);
     }
     if (cp == 0xFFFE || cp == 0xFFFF)
-      return luaL_error(L, "xml.escape: character U+%s at position %I is not allowed in XML",
-                        cp == 0xFFFE ? "FFFE" : "FFFF", (lua_Integer)i + 1);
+      return sh_argerror(L, 1, "xml.escape", "character U+%s at position %I is not allowed in XML",
+                         cp == 0xFFFE ? "FFFE" : "FFFF", (lua_Integer)i + 1);
     switch (cp) {
     case '&': luaL_addstring(&b, "&amp;"); break;
     case '<': luaL_addstring(&b, "&lt;"); break;
@@ -343,13 +344,8 @@ static const luaL_Reg sh_xml_funcs[] = {
 int luaopen_stagehost_core_xml(lua_State *L);
 
 int luaopen_stagehost_core_xml(lua_State *L) {
-  if (luaL_newmetatable(L, SH_XML_PARSER_MT)) {
-    lua_pushcfunction(L, sh_xml_box_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, sh_xml_box_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__close", sh_xml_box_close}, {"__gc", sh_xml_box_close}, {NULL, NULL}};
+  sh_metatable(L, SH_XML_PARSER_MT, meta, NULL);
   luaL_newlib(L, sh_xml_funcs);
   return 1;
 }

@@ -30,6 +30,8 @@
 #include <lauxlib.h>
 #include <yaml.h>
 
+#include "auxlib.h"
+
 #define SH_YAML_BOX_MT "stagehost.yaml.parser"
 /* the metatables of bindings/json.c: the same registry names give the same tables */
 #define SH_YAML_ARRAY_MT "stagehost.json.array"
@@ -235,13 +237,7 @@ static const char *sh_yaml_local_tag(const char *tag) {
 
 /* ---- the tree ---- */
 
-static int sh_yaml_is_array(lua_State *L, int idx) {
-  if (!lua_getmetatable(L, idx)) return 0;
-  luaL_getmetatable(L, SH_YAML_ARRAY_MT);
-  int r = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return r;
-}
+static int sh_yaml_is_array(lua_State *L, int idx) { return sh_has_metatable(L, idx, SH_YAML_ARRAY_MT); }
 
 /* A complete node is on top: it becomes the document, an item, a key, or a key's value. */
 static int sh_yaml_attach(sh_yaml_state *st, yaml_mark_t mark, int merge_key) {
@@ -506,8 +502,7 @@ static int sh_yaml_parser_error(lua_State *L, sh_yaml_state *st) {
 
 /* decode(s) -> value | nil, "line L, column C: reason" */
 static int sh_yaml_decode(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING)
-    return luaL_error(L, "yaml.decode: bad argument #1 (string expected, got %s)", luaL_typename(L, 1));
+  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "yaml.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
   const char *s = lua_tolstring(L, 1, &len);
   lua_settop(L, 1);
@@ -577,13 +572,8 @@ static const luaL_Reg sh_yaml_funcs[] = {
 int luaopen_stagehost_core_yaml(lua_State *L);
 
 int luaopen_stagehost_core_yaml(lua_State *L) {
-  if (luaL_newmetatable(L, SH_YAML_BOX_MT)) {
-    lua_pushcfunction(L, sh_yaml_box_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, sh_yaml_box_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__close", sh_yaml_box_close}, {"__gc", sh_yaml_box_close}, {NULL, NULL}};
+  sh_metatable(L, SH_YAML_BOX_MT, meta, NULL);
   /* whichever of json and yaml loads first creates them; the other finds them */
   luaL_newmetatable(L, SH_YAML_ARRAY_MT);
   luaL_newmetatable(L, SH_YAML_OBJECT_MT);

@@ -7,10 +7,12 @@
 #include <lauxlib.h>
 
 #include "log.h"
+#include "util.h"
 
 #define SH_TASK_MT "stagehost.task"
 #define SH_CANCEL_MT "stagehost.cancelled"
 #define SH_SCHED_KEY "stagehost.sched"
+#define SH_STATE_MT "stagehost.module_state"
 
 typedef struct {
   void (*fn)(void *);
@@ -34,8 +36,7 @@ struct sh_sched {
   unsigned long next_id;
   int unobserved;         /* failed tasks reported with nobody joining */
   int gc_stress;          /* full GC after each resume (STAGEHOST_GC_STRESS) */
-  sh_hook_t *hooks;
-  size_t nhooks;
+  sh_buf_t hooks;         /* sh_hook_t[], run on SIGINT/SIGTERM */
   int handles_closing;
 };
 
@@ -223,6 +224,13 @@ static int sh_cancel_tostring(lua_State *L) {
   return 1;
 }
 
+static int sh_has_pending(const sh_task_t *t) {
+  if (t->cancelled) return 1;
+  for (const sh_scope_t *sc = t->scopes; sc; sc = sc->outer)
+    if (sc->expired) return 1;
+  return 0;
+}
+
 /* The error that unwinds a task: its cancellation first, else its outermost expired scope. */
 static int sh_push_pending(lua_State *L, sh_task_t *t) {
   if (t->cancelled) {
@@ -349,7 +357,7 @@ static void sh_interrupt_hook(lua_State *L, lua_Debug *ar) {
   if (t && sh_push_pending(L, t)) lua_error(L);
 }
 
-static int sh_is_cancel_error(lua_State *L, int idx) {
+int sh_is_cancel_error(lua_State *L, int idx) {
   if (!lua_getmetatable(L, idx)) return 0;
   luaL_getmetatable(L, SH_CANCEL_MT);
   int eq = lua_rawequal(L, -1, -2);
@@ -443,17 +451,30 @@ static void sh_sched_drain(uv_check_t *handle) {
   if (!s->ready_head) uv_idle_stop(&s->idle);
 }
 
-sh_task_t *sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort_fn)(sh_wait_t *), const char *who) {
+/* The only place "cannot wait here" is raised, in one form for every primitive. Raising here,
+ * before the primitive allocates anything, is what lets sh_sched_park never raise. */
+sh_task_t *sh_sched_check_wait(lua_State *L, const char *who) {
   sh_task_t *t = sh_task_of(L);
   if (!t || !lua_isyieldable(L))
     luaL_error(L, "%s: cannot wait here (only inside a stagehost task, not in a plain coroutine, "
                   "a metamethod or a module's top-level code)", who);
   if (sh_push_pending(L, t)) lua_error(L);
+  return t;
+}
+
+/* Registers w for the running task; sh_sched_check_wait has vouched for it earlier in the same
+ * call, and nothing between can make a task pending (callbacks do not run inside a call). A
+ * caller that skipped the check is a bug: abort loudly rather than park what cannot resume. */
+void sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort_fn)(sh_wait_t *)) {
+  sh_task_t *t = sh_task_of(L);
+  if (!t || !lua_isyieldable(L) || t->state != SH_TASK_RUNNING || t->wait || sh_has_pending(t)) {
+    fprintf(stderr, "stagehost: sh_sched_park without sh_sched_check_wait (a bug)\n");
+    abort();
+  }
   w->task = t;
   w->abort = abort_fn;
   t->wait = w;
   t->state = SH_TASK_WAITING;
-  return t;
 }
 
 void sh_sched_check(lua_State *L, const char *who) {
@@ -573,37 +594,77 @@ void sh_task_observe(sh_task_t *t) {
   }
 }
 
-void sh_task_push_error(lua_State *L, sh_task_t *t) {
+/* A failed task's coroutine holds [error, traceback]: push slot i of it, or nil. */
+static void sh_task_push_failure(lua_State *L, sh_task_t *t, int i) {
   if (t->state != SH_TASK_DONE || t->outcome == SH_TASK_OK) {
     lua_pushnil(L);
     return;
   }
-  lua_pushvalue(t->co, 1);
+  lua_pushvalue(t->co, i);
   lua_xmove(t->co, L, 1);
 }
 
-void sh_task_push_traceback(lua_State *L, sh_task_t *t) {
-  if (t->state != SH_TASK_DONE || t->outcome == SH_TASK_OK) {
-    lua_pushnil(L);
-    return;
-  }
-  lua_pushvalue(t->co, 2);
-  lua_xmove(t->co, L, 1);
-}
+void sh_task_push_error(lua_State *L, sh_task_t *t) { sh_task_push_failure(L, t, 1); }
+void sh_task_push_traceback(lua_State *L, sh_task_t *t) { sh_task_push_failure(L, t, 2); }
 
 /* ---- lifecycle ---- */
 
+static size_t sh_sched_nhooks(const sh_sched_t *s) { return s->hooks.len / sizeof(sh_hook_t); }
+static sh_hook_t *sh_sched_hook(const sh_sched_t *s, size_t i) { return (sh_hook_t *)s->hooks.data + i; }
+
 void sh_sched_on_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg) {
-  sh_hook_t *grown = realloc(s->hooks, (s->nhooks + 1) * sizeof *grown);
-  if (!grown) return;
-  s->hooks = grown;
-  s->hooks[s->nhooks].fn = fn;
-  s->hooks[s->nhooks].arg = arg;
-  s->nhooks++;
+  sh_hook_t h = {fn, arg};
+  sh_buf_add(&s->hooks, &h, sizeof h); /* out of memory: that module's children are not stopped early */
+}
+
+void sh_sched_off_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg) {
+  for (size_t i = 0; i < sh_sched_nhooks(s); i++) {
+    sh_hook_t *h = sh_sched_hook(s, i);
+    if (h->fn != fn || h->arg != arg) continue;
+    memmove(h, h + 1, (sh_sched_nhooks(s) - i - 1) * sizeof *h);
+    s->hooks.len -= sizeof *h;
+    return;
+  }
 }
 
 void sh_sched_run_shutdown_hooks(sh_sched_t *s) {
-  for (size_t i = 0; i < s->nhooks; i++) s->hooks[i].fn(s->hooks[i].arg);
+  for (size_t i = 0; i < sh_sched_nhooks(s); i++) sh_sched_hook(s, i)->fn(sh_sched_hook(s, i)->arg);
+}
+
+/* ---- module state: one per Lua state, hence per scheduler ---- */
+
+/* The registry's hold on a module's state: the userdata's __gc is the module's release. */
+typedef struct {
+  void *state;                                /* NULL until create succeeded */
+  void (*release)(lua_State *L, void *state);
+} sh_state_box_t;
+
+static int sh_state_box_gc(lua_State *L) {
+  sh_state_box_t *box = luaL_checkudata(L, 1, SH_STATE_MT);
+  void *state = box->state;
+  box->state = NULL;
+  if (state) box->release(L, state);
+  return 0;
+}
+
+void *sh_sched_state(lua_State *L, const char *key, void *(*create)(lua_State *L),
+                     void (*release)(lua_State *L, void *state)) {
+  sh_state_box_t *box;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, key) == LUA_TUSERDATA) {
+    box = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (box->state) return box->state;
+  } else {
+    lua_pop(L, 1);
+    /* registered before create runs, so a state create made is always released */
+    box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->state = NULL;
+    box->release = release;
+    luaL_setmetatable(L, SH_STATE_MT);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+  }
+  box->state = create(L);
+  return box->state;
 }
 
 sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop) {
@@ -631,6 +692,11 @@ sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop) {
   lua_setfield(L, LUA_REGISTRYINDEX, SH_SCHED_KEY);
   if (luaL_newmetatable(L, SH_TASK_MT)) {
     lua_pushcfunction(L, sh_task_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, SH_STATE_MT)) {
+    lua_pushcfunction(L, sh_state_box_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
@@ -666,7 +732,7 @@ static void sh_sched_closed(uv_handle_t *h) {
   }
   if (--s->handles_closing == 0) {
     free(s->heap);
-    free(s->hooks);
+    sh_buf_free(&s->hooks);
     free(s);
   }
 }

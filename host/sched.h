@@ -101,13 +101,18 @@ void sh_sched_set_main(sh_sched_t *s, sh_task_t *t);
 size_t sh_sched_live_tasks(sh_sched_t *s);
 size_t sh_sched_armed_timers(sh_sched_t *s);
 
-/* Primitives. sh_sched_park: check that L is a task that may wait (raises a clear error naming
- * `who` otherwise, or the task's pending cancellation), then register w. The caller starts its
- * work and returns sh_sched_yield(). When resumed, k runs inside the task (it may raise). */
-sh_task_t *sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort)(sh_wait_t *), const char *who);
+/* Primitives wait in three steps, so that nothing is allocated and then unwound:
+ *   1. sh_sched_check_wait(L, who) may raise: "WHO: cannot wait here (...)" when L is not a task
+ *      that may yield (the one place that message is made), or the task's pending cancellation
+ *      or timeout. Call it before allocating anything for the wait.
+ *   2. allocate the wait record and start the work (raise only after freeing it again);
+ *   3. sh_sched_park(L, w, abort) registers w and never raises; then return sh_sched_yield().
+ * When resumed, k runs inside the task (it may raise). */
+sh_task_t *sh_sched_check_wait(lua_State *L, const char *who);
+void sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort)(sh_wait_t *));
 int sh_sched_yield(lua_State *L, lua_KFunction k, lua_KContext ctx);
-/* Raise the task's pending cancellation or timeout, if any; primitives call it before starting
- * work so a cancelled task cannot start new work. */
+/* Raise the task's pending cancellation or timeout, if any (outside a task: nothing); primitives
+ * that do not wait (a result already there, a spawn) call it so a cancelled task starts nothing. */
 void sh_sched_check(lua_State *L, const char *who);
 /* From a callback: the work is done; queue the parked task. Safe when already aborted. */
 void sh_sched_wake(sh_wait_t *w);
@@ -119,9 +124,19 @@ void sh_timer_arm(sh_sched_t *s, sh_timer_t *t, double seconds);
 void sh_timer_disarm(sh_sched_t *s, sh_timer_t *t);
 
 /* Called by the scheduler on SIGINT/SIGTERM and before exit: kill child process groups etc.
- * Registered once per module; keeps the shutdown path free of module knowledge. */
+ * Registered by each module's per-scheduler state (sh_sched_state) when it is made, removed when
+ * it is released; keeps the shutdown path free of module knowledge. */
 void sh_sched_on_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg);
+void sh_sched_off_shutdown(sh_sched_t *s, void (*fn)(void *), void *arg);
 void sh_sched_run_shutdown_hooks(sh_sched_t *s);
+
+/* A module's state for this scheduler (its child processes, its servers, its curl handle): kept
+ * in the registry under key, so there is one per Lua state, hence per scheduler. On first use
+ * create(L) makes it (it may raise: the next call tries again); release(L, state) runs when the
+ * Lua state closes and then owns the state's end (a state with handles frees itself once they
+ * have closed). */
+void *sh_sched_state(lua_State *L, const char *key, void *(*create)(lua_State *L),
+                     void (*release)(lua_State *L, void *state));
 
 /* Give the running task (and the tasks it spawns from now on) a log context; takes the
  * caller's reference. */
@@ -132,6 +147,8 @@ void sh_sched_trace(sh_task_t *t, const char *what);
 
 /* Push the error object that unwinds a cancelled or timed-out task ("stagehost.cancelled"). */
 void sh_push_cancel_error(lua_State *L, const char *kind, const char *reason, const void *scope);
+/* Is the value at idx such an error object? */
+int sh_is_cancel_error(lua_State *L, int idx);
 
 /* Timeout scopes (task.timeout): a deadline on the running task. */
 struct sh_scope {

@@ -1,5 +1,7 @@
 /* The scheduler on a real loop: timer heap order, disarm, tasks resumed only from the loop,
- * cancellation aborting a wait, and no handle left once everything is closed. */
+ * cancellation aborting a wait, the check -> allocate -> park order of a primitive, module state
+ * per Lua state, shutdown hooks per scheduler, and no handle left once everything is closed. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -9,6 +11,7 @@
 #include "check.h"
 #include "host/log.h"
 #include "host/sched.h"
+#include "host/util.h"
 
 static int fired[16];
 static int fire_order[16];
@@ -140,11 +143,174 @@ static void test_shutdown_with_parked_tasks(void) {
   finish(&loop, L, s);
 }
 
+/* ---- a primitive written the way sched.h asks: check, allocate, park ---- */
+
+typedef struct {
+  sh_wait_t wait;
+  sh_timer_t timer;
+} test_wait_t;
+
+static int live_records; /* allocated and not yet freed */
+
+static void test_wait_fire(sh_timer_t *t) {
+  test_wait_t *w = SH_CONTAINER(t, test_wait_t, timer);
+  sh_sched_wake(&w->wait);
+}
+
+static sh_sched_t *test_wait_sched;
+
+/* the task was cancelled while parked: the record is the abort's to free */
+static void test_wait_abort(sh_wait_t *wait) {
+  test_wait_t *w = SH_CONTAINER(wait, test_wait_t, wait);
+  sh_timer_disarm(test_wait_sched, &w->timer);
+  free(w);
+  live_records--;
+}
+
+static int test_wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  free((test_wait_t *)ctx);
+  live_records--;
+  lua_pushliteral(L, "woken");
+  return 1;
+}
+
+/* test.wait(seconds): the record exists only once the wait is sure to park */
+static int test_wait(lua_State *L) {
+  double seconds = luaL_checknumber(L, 1);
+  sh_sched_check_wait(L, "test.wait");
+  test_wait_t *w = calloc(1, sizeof *w);
+  if (!w) return luaL_error(L, "test.wait: out of memory");
+  live_records++;
+  sh_timer_init(&w->timer, test_wait_fire);
+  sh_timer_arm(test_wait_sched, &w->timer, seconds);
+  sh_sched_park(L, &w->wait, test_wait_abort);
+  return sh_sched_yield(L, test_wait_k, (lua_KContext)w);
+}
+
+static void test_check_then_park(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sh_sched_t *s;
+  lua_State *L = new_state(&loop, &s);
+  test_wait_sched = s;
+  lua_register(L, "test_wait", test_wait);
+  /* outside a task: the scheduler's one message, before anything is allocated */
+  CHECK(luaL_dostring(L, "test_wait(0)") != LUA_OK);
+  CHECK(strstr(lua_tostring(L, -1), "test.wait: cannot wait here (only inside a stagehost task") != NULL);
+  lua_pop(L, 1);
+  CHECK_EQ_INT(live_records, 0);
+  sh_task_t *plain = spawn_chunk(L, "R1 = test_wait(0.001)");
+  sh_task_t *in_coroutine = spawn_chunk(L, "R2 = select(2, coroutine.resume(coroutine.create(test_wait), 0))");
+  sh_task_t *cancelled = spawn_chunk(L,
+      "local task = require 'stagehost.core.task'\n"
+      "task.cancel(task.current(), 'cancelled first')\n"
+      "local ok, err = pcall(test_wait, 60)\n"
+      "R3 = tostring(err)");
+  sh_task_t *aborted = spawn_chunk(L, "test_wait(60)");
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(sh_task_cancel(aborted, "aborted while parked") == 1);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(sh_task_outcome(plain), SH_TASK_OK);
+  CHECK_EQ_INT(sh_task_outcome(in_coroutine), SH_TASK_OK);
+  CHECK_EQ_INT(sh_task_outcome(cancelled), SH_TASK_OK);
+  CHECK_EQ_INT(sh_task_outcome(aborted), SH_TASK_CANCELLED);
+  lua_getglobal(L, "R1");
+  CHECK(strcmp(lua_tostring(L, -1), "woken") == 0);
+  lua_getglobal(L, "R2");
+  CHECK(strstr(lua_tostring(L, -1), "test.wait: cannot wait here") != NULL);
+  lua_getglobal(L, "R3");
+  CHECK(strcmp(lua_tostring(L, -1), "cancelled first") == 0);
+  lua_pop(L, 3);
+  CHECK_EQ_INT(live_records, 0); /* nothing allocated and then unwound */
+  finish(&loop, L, s);
+}
+
+/* ---- module state: one per Lua state, made once, released with it ---- */
+
+static int created, released, refuse_create;
+
+static void *count_create(lua_State *L) {
+  if (refuse_create) {
+    refuse_create = 0;
+    luaL_error(L, "not now");
+  }
+  created++;
+  return &created;
+}
+
+static void count_release(lua_State *L, void *state) {
+  (void)L;
+  CHECK(state == &created);
+  released++;
+}
+
+static int get_state(lua_State *L) {
+  lua_pushboolean(L, sh_sched_state(L, "test.state", count_create, count_release) == &created);
+  return 1;
+}
+
+static void test_module_state(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sh_sched_t *s;
+  lua_State *L = new_state(&loop, &s);
+  lua_register(L, "get_state", get_state);
+  refuse_create = 1;
+  CHECK(luaL_dostring(L, "return get_state()") != LUA_OK); /* create raised: nothing kept */
+  lua_pop(L, 1);
+  CHECK_EQ_INT(created, 0);
+  CHECK(luaL_dostring(L, "assert(get_state()) assert(get_state())") == LUA_OK);
+  CHECK_EQ_INT(created, 1); /* made on the next use, and only once */
+  CHECK_EQ_INT(released, 0);
+  sh_sched_shutdown(s);
+  lua_close(L);
+  CHECK_EQ_INT(released, 1); /* with the Lua state */
+  sh_sched_free(s);
+  CHECK_EQ_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+/* ---- shutdown hooks: each scheduler stops its own children ---- */
+
+/* A scheduler with a child that would sleep for 30 s; its shutdown hooks must stop it. Run once
+ * per scheduler: the hook is registered per scheduler, not once per process. */
+static void test_hooks_per_scheduler(int round) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sh_sched_t *s;
+  lua_State *L = new_state(&loop, &s);
+  sh_task_t *t = spawn_chunk(L,
+      "local proc = require 'stagehost.core.proc'\n"
+      "local p = proc.spawn({'sleep', '30', grace = 0.5}, 'test', false)\n"
+      "return p:wait()");
+  uv_run(&loop, UV_RUN_NOWAIT); /* the child runs, the task waits on it */
+  CHECK(!sh_task_done(t));
+  uint64_t t0 = uv_hrtime();
+  sh_sched_run_shutdown_hooks(s); /* what main.c does on SIGINT/SIGTERM */
+  while (!sh_task_done(t) && uv_hrtime() - t0 < 10000000000ULL) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(sh_task_done(t));
+  CHECK(uv_hrtime() - t0 < 5000000000ULL); /* stopped, not waited out */
+  CHECK_EQ_INT(sh_task_outcome(t), SH_TASK_OK);
+  lua_State *co = t->co;
+  lua_getfield(co, -1, "signal");
+  if (!lua_isstring(co, -1) || strcmp(lua_tostring(co, -1), "SIGTERM") != 0) {
+    fprintf(stderr, "round %d: the child was not stopped by this scheduler's hook\n", round);
+    exit(1);
+  }
+  lua_pop(co, 1);
+  finish(&loop, L, s);
+}
+
 int main(void) {
   sh_log_init(NULL);
   test_timer_heap();
   test_tasks();
   test_shutdown_with_parked_tasks();
+  test_check_then_park();
+  test_module_state();
+  test_hooks_per_scheduler(1);
+  test_hooks_per_scheduler(2);
   sh_log_shutdown();
   puts("test_sched: ok");
   return 0;

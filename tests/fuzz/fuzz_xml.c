@@ -123,17 +123,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_close(L);
 
   /* pass 2: the same decode with one of its allocations failing, and every one after it */
-  if (decode_allocs == 0) return 0;
-  L = sh_fuzz_state(&a, luaopen_stagehost_core_xml, SH_FUZZ_XML_MOD);
-  mod = lua_gettop(L);
-  lua_getfield(L, mod, "decode");
-  lua_pushlstring(L, (const char *)data, size);
-  a.fail_at = 1 + sh_fuzz_hash(data, size) % decode_allocs;
-  a.armed = 1;
-  status = lua_pcall(L, 1, 2, 0);
-  a.armed = 0;
-  if (status == LUA_OK) sh_fuzz_xml_check_result(L);
-  else sh_fuzz_check_oom_raise(L, status);
-  lua_close(L);
+  sh_fuzz_decode_oom(data, size, decode_allocs, luaopen_stagehost_core_xml, SH_FUZZ_XML_MOD, sh_fuzz_xml_check_result);
   return 0;
 }

@@ -310,8 +310,8 @@ T.test("bad options fail clearly", function()
   T.raises(function() proc.run{ "echo", stdin = 5 } end, "'stdin' must be a string")
   T.raises(function() proc.run{ "echo", check = "yes" } end,
     "bad argument #1 to 'proc.run' (check must be a boolean, got string)")
-  T.raises(function() proc.run{ "echo", quiet = 1 } end, "proc.run: 'quiet' must be a boolean (got number)")
-  T.raises(function() proc.spawn{ "echo", quiet = "no" } end, "proc.spawn: 'quiet' must be a boolean (got string)")
+  T.raises(function() proc.run{ "echo", quiet = 1 } end, "bad argument #1 to 'proc.run' (option 'quiet' must be a boolean, got number)")
+  T.raises(function() proc.spawn{ "echo", quiet = "no" } end, "bad argument #1 to 'proc.spawn' (option 'quiet' must be a boolean, got string)")
 end)
 
 T.run()

@@ -279,7 +279,7 @@ end)
 T.test("S3: a key with '.' or '..' segments is refused (curl would send it resolved)", function()
   for _, path in ipairs { "/a/./b", "/a/../b", "/./a", "/a/..", "/a/.", "//a/./b/../c" } do
     local err = T.raises(function() sigv4.sign(opts { method = "GET", url = HOST .. path .. "?x=1", service = "s3" }) end,
-      ("aws.sign: the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they are signed")
+      ("bad argument #1 to 'aws.sign' (the S3 path '%s' has '.' or '..' segments, which would be sent differently from how they are signed)")
         :format(path))
     T.eq(err:find("x=1", 1, true), nil, "the query is not shown")
   end
@@ -336,7 +336,7 @@ T.test("time: epoch seconds, the X-Amz-Date form, or now", function()
     "20150132T000000Z", "20150431T000000Z", "20230229T000000Z", "19000229T000000Z", "20150830T240000Z",
     "20150830T126000Z", "20150830T123660Z" } do
     T.raises(function() sigv4.sign(opts { method = "GET", url = HOST .. "/", time = t }) end,
-      ("aws.sign: time '%s' is not a real date and time (UTC)"):format(t))
+      ("bad argument #1 to 'aws.sign' (time '%s' is not a real date and time (UTC))"):format(t))
   end
 end)
 
@@ -400,56 +400,56 @@ T.test("a malformed URL's message shows no user info, password, path or query", 
     "https://example.com/private/path?X-Amz-Signature=sig123&X-Amz-Security-Token=tok456\n",
     "hunter2pass@example.com/private/path?X-Amz-Signature=sig123",
   } do
-    local err = T.raises(function() sigv4.sign(opts { method = "GET", url = url }) end, "aws.sign: malformed URL '")
+    local err = T.raises(function() sigv4.sign(opts { method = "GET", url = url }) end, "bad argument #1 to 'aws.sign' (malformed URL '")
     for _, secret in ipairs { "AKIDUSER", "hunter2pass", "private", "sig123", "tok456", "X-Amz" } do
       T.eq(err:find(secret, 1, true), nil, secret .. " in " .. err)
     end
   end
   T.raises(function() sigv4.sign(opts { method = "GET", url = "https://u:p@example.com/x" }) end,
-    "aws.sign: malformed URL 'https://***@example.com': user info")
+    "bad argument #1 to 'aws.sign' (malformed URL 'https://***@example.com': user info")
 end)
 
 T.test("argument errors name aws.sign and the field", function()
   local function base(o) return opts(o or {}) end
   local cases = {
-    { function() sigv4.sign() end, "aws.sign: options must be a table (got no value)" },
-    { function() sigv4.sign("GET") end, "aws.sign: options must be a table (got string)" },
-    { function() sigv4.sign(base { url = HOST }) end, "aws.sign: method must be a string (got nil)" },
-    { function() sigv4.sign(base { method = "GET" }) end, "aws.sign: url must be a string (got nil)" },
-    { function() sigv4.sign(base { method = "GET", url = 42 }) end, "aws.sign: url must be a string (got number)" },
-    { function() sigv4.sign(base { method = "", url = HOST }) end, "aws.sign: method must not be empty" },
-    { function() sigv4.sign(base { method = "G T", url = HOST }) end, "aws.sign: invalid method" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, service = false }) end, "aws.sign: service must be a string (got boolean)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, region = "" }) end, "aws.sign: region must not be empty" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, region = "us/east" }) end, "aws.sign: region must not contain '/'" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, credentials = "x" }) end, "aws.sign: credentials must be a table (got string)" },
+    { function() sigv4.sign() end, "bad argument #1 to 'aws.sign' (table expected, got no value)" },
+    { function() sigv4.sign("GET") end, "bad argument #1 to 'aws.sign' (table expected, got string)" },
+    { function() sigv4.sign(base { url = HOST }) end, "bad argument #1 to 'aws.sign' (option 'method' must be a string, got nil)" },
+    { function() sigv4.sign(base { method = "GET" }) end, "bad argument #1 to 'aws.sign' (option 'url' must be a string, got nil)" },
+    { function() sigv4.sign(base { method = "GET", url = 42 }) end, "bad argument #1 to 'aws.sign' (option 'url' must be a string, got number)" },
+    { function() sigv4.sign(base { method = "", url = HOST }) end, "bad argument #1 to 'aws.sign' (option 'method' must not be empty)" },
+    { function() sigv4.sign(base { method = "G T", url = HOST }) end, "bad argument #1 to 'aws.sign' (invalid method" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, service = false }) end, "bad argument #1 to 'aws.sign' (option 'service' must be a string, got boolean)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, region = "" }) end, "bad argument #1 to 'aws.sign' (option 'region' must not be empty)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, region = "us/east" }) end, "bad argument #1 to 'aws.sign' (option 'region' must not contain '/'" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, credentials = "x" }) end, "bad argument #1 to 'aws.sign' (option 'credentials' must be a table, got string)" },
     { function() sigv4.sign(base { method = "GET", url = HOST, credentials = { access_key_id = "A" } }) end,
-      "aws.sign: credentials.secret_access_key must be a string" },
+      "bad argument #1 to 'aws.sign' (option 'credentials.secret_access_key' must be a string" },
     { function() sigv4.sign(base { method = "GET", url = HOST, credentials = { secret_access_key = "s" } }) end,
-      "aws.sign: credentials.access_key_id must be a string" },
+      "bad argument #1 to 'aws.sign' (option 'credentials.access_key_id' must be a string" },
     { function() sigv4.sign(base { method = "GET", url = HOST, credentials = { access_key_id = "A", secret_access_key = "s", session_token = 1 } }) end,
-      "aws.sign: credentials.session_token must be a string (got number)" },
+      "bad argument #1 to 'aws.sign' (option 'credentials.session_token' must be a string, got number)" },
     { function() sigv4.sign(base { method = "GET", url = HOST, credentials = { access_key_id = "A", secret_access_key = "" } }) end,
-      "aws.sign: credentials.secret_access_key must be 1 to 1024 bytes" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, body = {} }) end, "aws.sign: body must be a string (got table)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, time = "2015-08-30" }) end, "aws.sign: time must look like 20150830T123600Z" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, time = 1.5 }) end, "aws.sign: time must be integer epoch seconds" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, time = -1 }) end, "aws.sign: time out of range" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, time = true }) end, "aws.sign: time must be integer epoch seconds" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, unsigned_payload = "yes" }) end, "aws.sign: unsigned_payload must be a boolean (got string)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = "x" }) end, "aws.sign: headers must be a table (got string)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { "x" } }) end, "aws.sign: header names must be strings (got number)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["Bad Name"] = "x" } }) end, "aws.sign: invalid header name 'Bad Name'" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { [""] = "x" } }) end, "aws.sign: header names must not be empty" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["X\nY"] = "x" } }) end, "aws.sign: invalid header name 'X\\x0AY'" },
-    { function() sigv4.sign(base { method = "GET\r\n", url = HOST }) end, "aws.sign: invalid method 'GET\\x0D\\x0A'" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, time = "20150830T12360\nZ" }) end, "(got '20150830T12360\\x0AZ')" },
+      "bad argument #1 to 'aws.sign' (option 'credentials.secret_access_key' must be 1 to 1024 bytes)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, body = {} }) end, "bad argument #1 to 'aws.sign' (option 'body' must be a string, got table)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, time = "2015-08-30" }) end, "bad argument #1 to 'aws.sign' (option 'time' must look like 20150830T123600Z" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, time = 1.5 }) end, "bad argument #1 to 'aws.sign' (option 'time' must be integer epoch seconds" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, time = -1 }) end, "bad argument #1 to 'aws.sign' (time out of range)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, time = true }) end, "bad argument #1 to 'aws.sign' (option 'time' must be integer epoch seconds" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, unsigned_payload = "yes" }) end, "bad argument #1 to 'aws.sign' (option 'unsigned_payload' must be a boolean, got string)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = "x" }) end, "bad argument #1 to 'aws.sign' (option 'headers' must be a table, got string)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { "x" } }) end, "bad argument #1 to 'aws.sign' (header names must be strings, got number)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["Bad Name"] = "x" } }) end, "bad argument #1 to 'aws.sign' (invalid header name 'Bad Name')" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { [""] = "x" } }) end, "bad argument #1 to 'aws.sign' (header names must not be empty)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["X\nY"] = "x" } }) end, "bad argument #1 to 'aws.sign' (invalid header name 'X\\x0AY')" },
+    { function() sigv4.sign(base { method = "GET\r\n", url = HOST }) end, "bad argument #1 to 'aws.sign' (invalid method 'GET\\x0D\\x0A')" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, time = "20150830T12360\nZ" }) end, ", got '20150830T12360\\x0AZ')" },
     { function() sigv4.sign(base { method = "GET", url = HOST, headers = { X = true } }) end,
-      "aws.sign: headers['X'] must be a string or an array of strings (got boolean)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { X = { "a", {} } } }) end, "aws.sign: headers['X'][2] must be a string (got table)" },
-    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { X = "a\0b" } }) end, "aws.sign: headers['X'] has a control character" },
+      "bad argument #1 to 'aws.sign' (headers['X'] must be a string or an array of strings, got boolean)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { X = { "a", {} } } }) end, "bad argument #1 to 'aws.sign' (headers['X'][2] must be a string, got table)" },
+    { function() sigv4.sign(base { method = "GET", url = HOST, headers = { X = "a\0b" } }) end, "bad argument #1 to 'aws.sign' (headers['X'] has a control character)" },
     { function() sigv4.sign(base { method = "GET", url = HOST, headers = { ["X-A"] = "1", ["x-a"] = "2" } }) end,
-      "aws.sign: header 'x-a' given twice" },
+      "bad argument #1 to 'aws.sign' (header 'x-a' given twice" },
   }
   -- a malformed URL is shown as its scheme and host only, with why it is malformed
   for _, c in ipairs {
@@ -467,19 +467,19 @@ T.test("argument errors name aws.sign and the field", function()
     { "https://:443/", "https://:443", "no host" },
   } do
     cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = c[1] }) end,
-      ("aws.sign: malformed URL '%s': %s"):format(c[2], c[3]) }
+      ("bad argument #1 to 'aws.sign' (malformed URL '%s': %s"):format(c[2], c[3]) }
     cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = c[1] }) end, "(expected http(s)://host/path)" }
   end
   -- shown on one line, and cut when long
   cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = "https://exa\nmple.com/" }) end,
-    "aws.sign: malformed URL 'https://exa\\x0Ample.com': it has a control character" }
+    "bad argument #1 to 'aws.sign' (malformed URL 'https://exa\\x0Ample.com': it has a control character" }
   cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = "x" .. ("y"):rep(1000) }) end,
-    "aws.sign: malformed URL 'x" .. ("y"):rep(199) .. "...': not http" }
+    "bad argument #1 to 'aws.sign' (malformed URL 'x" .. ("y"):rep(199) .. "...': not http" }
   cases[#cases + 1] = { function() sigv4.sign(base { method = "GET", url = HOST, time = "20151399T999999Z" }) end,
-    "aws.sign: time '20151399T999999Z' is not a real date and time (UTC)" }
+    "bad argument #1 to 'aws.sign' (time '20151399T999999Z' is not a real date and time (UTC))" }
   cases[#cases + 1] = { function()
     sigv4.sign(base { method = "GET", url = HOST, credentials = { access_key_id = "A", secret_access_key = "s", session_token = "a\1b" } })
-  end, "aws.sign: credentials.session_token has a control character" }
+  end, "bad argument #1 to 'aws.sign' (option 'credentials.session_token' has a control character)" }
   local checks = {}
   for i, c in ipairs(cases) do
     checks[#checks + 1] = { name = "#" .. i .. " " .. c[2], fn = function()
@@ -504,7 +504,7 @@ T.test("wrong argument types of every kind raise one-line messages naming aws.si
       o[field] = v
       local ok2, err2 = pcall(sigv4.sign, o)
       if not ok2 then
-        T.has(err2, "aws.sign: ", field)
+        T.has(err2, "bad argument #1 to 'aws.sign' (", field)
         T.eq(err2:find("\n"), nil, "one line")
       end
     end

@@ -252,16 +252,16 @@ T.test("escape: the five characters, white space as references, round trips", fu
 end)
 
 T.test("escape: what XML 1.0 cannot carry is an error, not a broken document", function()
-  T.raises(function() xml.escape("ab\1c") end, "xml.escape: byte 0x01 at position 3 is not allowed in XML")
-  T.raises(function() xml.escape("\0") end, "xml.escape: byte 0x00 at position 1 is not allowed in XML")
+  T.raises(function() xml.escape("ab\1c") end, "bad argument #1 to 'xml.escape' (byte 0x01 at position 3 is not allowed in XML)")
+  T.raises(function() xml.escape("\0") end, "bad argument #1 to 'xml.escape' (byte 0x00 at position 1 is not allowed in XML)")
   for c = 0, 31 do
     if c ~= 9 and c ~= 10 and c ~= 13 then
       T.raises(function() xml.escape("x" .. string.char(c)) end,
-        ("xml.escape: byte 0x%02X at position 2 is not allowed in XML"):format(c))
+        ("bad argument #1 to 'xml.escape' (byte 0x%02X at position 2 is not allowed in XML)"):format(c))
     end
   end
-  T.raises(function() xml.escape("a\u{FFFE}") end, "xml.escape: character U+FFFE at position 2 is not allowed in XML")
-  T.raises(function() xml.escape("\u{FFFF}") end, "xml.escape: character U+FFFF at position 1 is not allowed in XML")
+  T.raises(function() xml.escape("a\u{FFFE}") end, "bad argument #1 to 'xml.escape' (character U+FFFE at position 2 is not allowed in XML)")
+  T.raises(function() xml.escape("\u{FFFF}") end, "bad argument #1 to 'xml.escape' (character U+FFFF at position 1 is not allowed in XML)")
   for _, c in ipairs {
     { "caf\xe9", 4, "E9" },          -- Latin-1, not UTF-8
     { "a\xff", 2, "FF" },
@@ -272,21 +272,21 @@ T.test("escape: what XML 1.0 cannot carry is an error, not a broken document", f
     { "\xed\xa0\x80", 1, "ED" },     -- a surrogate
     { "\xf4\x90\x80\x80", 1, "F4" }, -- beyond U+10FFFF
   } do
-    T.raises(function() xml.escape(c[1]) end, ("xml.escape: invalid UTF-8 at position %d (byte 0x%s)"):format(c[2], c[3]))
+    T.raises(function() xml.escape(c[1]) end, ("bad argument #1 to 'xml.escape' (invalid UTF-8 at position %d, byte 0x%s)"):format(c[2], c[3]))
   end
 end)
 
 T.test("wrong argument types raise naming the function", function()
   for _, v in ipairs { 42, {}, true, print, io.stdout } do
-    local err = T.raises(function() xml.decode(v) end, "xml.decode: bad argument #1 (string expected, got ")
+    local err = T.raises(function() xml.decode(v) end, "bad argument #1 to 'xml.decode' (string expected, got ")
     T.eq(tostring(err):find("\n"), nil, "one line")
   end
-  T.raises(function() xml.decode() end, "xml.decode: bad argument #1 (string expected, got no value)")
-  T.raises(function() xml.decode(nil) end, "xml.decode: bad argument #1 (string expected, got nil)")
+  T.raises(function() xml.decode() end, "bad argument #1 to 'xml.decode' (string expected, got no value)")
+  T.raises(function() xml.decode(nil) end, "bad argument #1 to 'xml.decode' (string expected, got nil)")
   for _, v in ipairs { {}, true, print } do
-    T.raises(function() xml.escape(v) end, "xml.escape: bad argument #1 (string expected, got ")
+    T.raises(function() xml.escape(v) end, "bad argument #1 to 'xml.escape' (string expected, got ")
   end
-  T.raises(function() xml.escape() end, "xml.escape: bad argument #1")
+  T.raises(function() xml.escape() end, "bad argument #1 to 'xml.escape'")
 end)
 
 T.test("module shape", function()

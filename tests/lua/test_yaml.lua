@@ -399,11 +399,11 @@ end)
 
 T.test("wrong argument types raise naming the function", function()
   for _, v in ipairs { 42, {}, true, print, io.stdout } do
-    local err = T.raises(function() yaml.decode(v) end, "yaml.decode: bad argument #1 (string expected, got ")
+    local err = T.raises(function() yaml.decode(v) end, "bad argument #1 to 'yaml.decode' (string expected, got ")
     T.eq(tostring(err):find("\n"), nil, "one line")
   end
-  T.raises(function() yaml.decode() end, "yaml.decode: bad argument #1 (string expected, got no value)")
-  T.raises(function() yaml.decode(nil) end, "yaml.decode: bad argument #1 (string expected, got nil)")
+  T.raises(function() yaml.decode() end, "bad argument #1 to 'yaml.decode' (string expected, got no value)")
+  T.raises(function() yaml.decode(nil) end, "bad argument #1 to 'yaml.decode' (string expected, got nil)")
 end)
 
 T.test("module shape", function()

@@ -1,0 +1,68 @@
+/* The bindings' auxiliary library, as lauxlib is Lua's: misuse messages in one form, the
+ * readers of option tables, failure results, and metatables; every binding uses it.
+ *
+ * Misuse raises in luaL_argerror's form, naming the function as the caller wrote it:
+ *   bad argument #1 to 'proc.run' (option 'quiet' must be a boolean, got number)
+ * `who` is that name ("proc.run", "process:write"); `arg` is the argument's stack index, and for
+ * a method (a name with ':') self is not counted, as luaL_argerror does. A failed operation in
+ * the world is not misuse: it returns nil, message, code (STYLE.md, "Errors: two channels").
+ *
+ * Every function here may raise: call them before the binding holds any C memory. */
+#ifndef SH_AUXLIB_H
+#define SH_AUXLIB_H
+
+#include <stddef.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+/* Raise "bad argument #arg to 'who' (message)"; fmt is lua_pushfstring's. Never returns. */
+int sh_argerror(lua_State *L, int arg, const char *who, const char *fmt, ...);
+
+/* Raise "bad argument #arg to 'who' (option 'key' message)", arg being the options table's. */
+int sh_opt_error(lua_State *L, int arg, const char *who, const char *key, const char *fmt, ...);
+
+/* Raise "... (option 'key' must be <expected>, got <type of the value at the top>)". */
+int sh_opt_typeerror(lua_State *L, int arg, const char *who, const char *key, const char *expected);
+
+/* Raise "... (option 'key' must be <what>, got <its value>)", for a value of the right type out
+ * of range; the options table is at stack index idx (also its argument number). */
+int sh_opt_rangeerror(lua_State *L, int idx, const char *key, const char *what, const char *who);
+
+/* Readers of opts[key], the options table being at stack index idx (also its argument number,
+ * as above). nil or absent gives the default; any other type raises. None leaves anything on the
+ * stack: a string returned stays alive as long as the options table holds it. */
+const char *sh_opt_lstring(lua_State *L, int idx, const char *key, size_t *len, const char *who);
+const char *sh_opt_string(lua_State *L, int idx, const char *key, const char *who); /* NULL if absent */
+double sh_opt_number(lua_State *L, int idx, const char *key, double def, const char *who);
+int sh_opt_bool(lua_State *L, int idx, const char *key, int def, const char *who);
+
+/* Push opts[key] when it is a table (-> 1) or nothing when it is nil (-> 0); raises otherwise. */
+int sh_opt_table(lua_State *L, int idx, const char *key, const char *who);
+
+/* Raise "... (unknown option 'x')" for a key of the options table not in allowed (NULL-ended):
+ * for a binding whose every option is its own, so a misspelt one is not silently ignored. */
+void sh_opt_unknown_keys(lua_State *L, int idx, const char *const allowed[], const char *who);
+
+/* The other channel, as luaL_fileresult is Lua's: a failed operation in the world returns nil, a
+ * message, and a code (an errno name such as "ECONNRESET"). Pushes the three; returns 3. */
+int sh_failure(lua_State *L, const char *code, const char *fmt, ...);
+
+/* A libuv status as a result: true (-> 1) for rc >= 0, else sh_failure with "who: uv's message"
+ * and uv's error name. */
+int sh_uv_result(lua_State *L, int rc, const char *who);
+
+/* Create the metatable `name` once (luaL_newmetatable, so __name is set) with the metamethods in
+ * meta and, if given, the methods: as __index, or as the field "methods" when meta brings its
+ * own __index function (which looks there after its own fields). A handle that closes and is
+ * collected the same way passes one function as both "__gc" and "__close". */
+void sh_metatable(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
+/* Has the value at idx the metatable registered as name? (luaL_testudata, for any value) */
+int sh_has_metatable(lua_State *L, int idx, const char *name);
+
+/* Push the path a libuv function fills in (uv_cwd, uv_exepath); raises "who: reason" when it
+ * fails. */
+int sh_push_uv_path(lua_State *L, int (*fn)(char *buf, size_t *size), const char *who);
+
+#endif
