@@ -39,8 +39,14 @@ int main(void) {
   memset(line, 'x', sizeof line);
   memcpy(line + 80, "ghp_abcdef123456", 16); /* occupies 80..95 */
   size_t cut = sh_mask_safe_cut(line, sizeof line);
-  CHECK(cut <= 80 || cut >= 96);
-  CHECK(cut <= sizeof line - (longest - 1) || cut >= 96);
+  CHECK_EQ_INT(cut, 96); /* the plain cut (85) would split it: the cut moves past it */
+  /* no secret: exactly the last (longest - 1) bytes stay back */
+  memset(line, 'x', sizeof line);
+  CHECK_EQ_INT(sh_mask_safe_cut(line, sizeof line), sizeof line - (longest - 1));
+  /* a secret that ends before the plain cut leaves it where it is */
+  memcpy(line + 10, "ghp_abcdef123456", 16);
+  CHECK_EQ_INT(sh_mask_safe_cut(line, sizeof line), sizeof line - (longest - 1));
+
   memset(line, 'x', sizeof line);
   memcpy(line + 75, "ghp_abcdef123456", 16); /* occupies 75..90: straddles the plain cut at 85 */
   cut = sh_mask_safe_cut(line, sizeof line);

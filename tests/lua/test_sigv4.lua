@@ -494,16 +494,27 @@ end)
 
 T.test("wrong argument types of every kind raise one-line messages naming aws.sign", function()
   local values = { nil, 42, "x", {}, true, print, coroutine.create(function() end), io.stdout }
+  -- the types each field takes ("nil": it may be left out); any other must be refused
+  local takes = { method = { string = true }, url = { string = true }, service = { string = true },
+    region = { string = true }, credentials = { table = true }, body = { string = true, ["nil"] = true },
+    time = { number = true, ["nil"] = true }, headers = { table = true, ["nil"] = true },
+    unsigned_payload = { boolean = true, ["nil"] = true } }
   for i = 1, 8 do
     local v = values[i]
     local ok, err = pcall(sigv4.sign, v)
     T.eq(ok, false)
     T.has(err, "aws.sign")
-    for _, field in ipairs { "method", "url", "service", "region", "credentials", "body", "time", "headers", "unsigned_payload" } do
+    for field, types in pairs(takes) do
       local o = opts { method = "GET", url = HOST .. "/" }
       o[field] = v
       local ok2, err2 = pcall(sigv4.sign, o)
-      if not ok2 then
+      -- "x" is a string but no URL, and {} no credentials: refused for what they hold
+      local fits = types[i == 1 and "nil" or type(v)] and not (field == "url" and v == "x")
+        and not (field == "credentials" and v ~= nil and next(v) == nil)
+      if fits then
+        T.eq(ok2, true, ("%s = %s is taken: %s"):format(field, tostring(v), tostring(err2)))
+      else
+        T.eq(ok2, false, ("%s = %s (%s) must be refused"):format(field, tostring(v), i == 1 and "nil" or type(v)))
         T.has(err2, "bad argument #1 to 'aws.sign' (", field)
         T.eq(err2:find("\n"), nil, "one line")
       end
