@@ -403,12 +403,21 @@ T.test("SIGINT to the host: exit 130, the child's group is gone", function()
 end)
 
 T.test("SIGTERM reaches a child that ignores it: SIGKILL after the grace period", function()
-  local host, child = host_with_child('trap "" TERM; sleep 30', 0.3)
-  task.sleep(0.05)
+  local ready = os.tmpname()
+  os.remove(ready)
+  local host, child = host_with_child(('trap "" TERM; : > %s; sleep 30'):format(ready), 0.5)
+  -- TERM only once the child ignores it, or the KILL path is never taken
+  local deadline = task.now() + 10
+  while not require("stagehost.fs").exists(ready) and task.now() < deadline do task.sleep(0.01) end
+  T.ok(require("stagehost.fs").exists(ready), "the child ignores TERM now")
+  local t0 = task.now()
   host:kill("TERM")
   local r = host:wait()
   T.eq(r.code, 143)
   T.ok(T.gone(-child, 1))
+  -- TERM alone did nothing: the group lived until the grace period ran out and KILL came
+  T.ok(task.now() - t0 >= 0.45, "stopped only after the grace period: " .. (task.now() - t0) .. " s")
+  os.remove(ready)
 end)
 
 T.run()

@@ -287,14 +287,25 @@ T.test("slow clients: 408 on slow headers or a stalled body; idle connections cl
 end)
 
 T.test("slow clients never hold up others", function()
-  local srv = core.serve{ header_timeout = 3, body_timeout = 3, handler = echo_handler }
+  local handled = 0
+  local srv = core.serve{ header_timeout = 3, body_timeout = 3,
+    handler = function(req) handled = handled + 1 return echo_handler(req) end }
   local slow = {}
   for i = 1, 5 do
     slow[i] = task.spawn(function()
       return raw(srv, i % 2 == 0 and "GET / HTTP/1.1\r\nX-Slow" or "POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab")
     end)
   end
-  task.sleep(0.3) -- all five are connected and stuck
+  -- all five connected (ss counts the established connections to the port) and stuck: no
+  -- request of theirs reached the handler
+  local function connected()
+    local r = proc.run{ "ss", "-Htn", "state", "established", ("( dport = :%d )"):format(srv.port) }
+    return select(2, r.stdout:gsub("\n", ""))
+  end
+  local deadline = task.now() + 10
+  while connected() < 5 and task.now() < deadline do task.sleep(0.02) end
+  T.eq(connected(), 5, "five slow clients connected")
+  T.eq(handled, 0, "none of them got a request through")
   local fast = curl(url(srv, "/fast"))
   T.eq(fast.stdout, "GET /fast ")
   T.ok(fast.duration < 1.5, "served at once beside five stuck clients: " .. fast.duration)
