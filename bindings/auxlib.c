@@ -10,10 +10,19 @@
 /* A method's self is not an argument the caller counts (luaL_argerror does the same). */
 static int sh_arg_number(int arg, const char *who) { return strchr(who, ':') && arg > 1 ? arg - 1 : arg; }
 
+/* The one text of a misuse message, luaL_argerror's: n is the argument as the caller counts it.
+ * Lua's errors.argument makes its messages here too (argument_message below). */
+static const char *sh_push_argmsg(lua_State *L, lua_Integer n, const char *who, const char *key, const char *msg) {
+  if (key) return lua_pushfstring(L, "bad argument #%I to '%s' (option '%s' %s)", n, who, key, msg);
+  return lua_pushfstring(L, "bad argument #%I to '%s' (%s)", n, who, msg);
+}
+
 static int sh_raise_v(lua_State *L, int arg, const char *who, const char *key, const char *fmt, va_list ap) {
   const char *msg = lua_pushvfstring(L, fmt, ap);
-  if (key) return luaL_error(L, "bad argument #%d to '%s' (option '%s' %s)", sh_arg_number(arg, who), who, key, msg);
-  return luaL_error(L, "bad argument #%d to '%s' (%s)", sh_arg_number(arg, who), who, msg);
+  luaL_where(L, 1); /* the caller's line, as luaL_error gives it */
+  sh_push_argmsg(L, sh_arg_number(arg, who), who, key, msg);
+  lua_concat(L, 2);
+  return lua_error(L);
 }
 
 int sh_argerror(lua_State *L, int arg, const char *who, const char *fmt, ...) {
@@ -109,6 +118,95 @@ int sh_failure(lua_State *L, const char *code, const char *fmt, ...) {
 int sh_uv_result(lua_State *L, int rc, const char *who) {
   if (rc < 0) return sh_failure(L, uv_err_name(rc), "%s: %s", who, uv_strerror(rc));
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- error objects ---- */
+
+/* tostring(e): its message; one without a string message still prints as one line */
+static int sh_error_tostring(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushliteral(L, "message");
+  int t = lua_rawget(L, 1);
+  if (t == LUA_TSTRING) return 1;
+  if (t != LUA_TNIL) {
+    luaL_tolstring(L, -1, NULL);
+    return 1;
+  }
+  lua_pushliteral(L, "kind");
+  if (lua_rawget(L, 1) == LUA_TSTRING) return 1;
+  lua_pushliteral(L, "error");
+  return 1;
+}
+
+void sh_error_metatable(lua_State *L) {
+  if (luaL_newmetatable(L, SH_ERROR_MT)) {
+    lua_pushcfunction(L, sh_error_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+}
+
+void sh_error_push(lua_State *L, const char *kind, const char *code, const char *message) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  if (code) {
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+  }
+  lua_pushstring(L, message);
+  lua_setfield(L, -2, "message");
+  sh_error_metatable(L);
+  lua_setmetatable(L, -2);
+}
+
+int sh_error_is(lua_State *L, int idx, const char *kind) {
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, SH_ERROR_MT);
+  int is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!is || !kind) return is;
+  lua_pushliteral(L, "kind");
+  is = lua_rawget(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, -1), kind) == 0;
+  lua_pop(L, 1);
+  return is;
+}
+
+/* errors.new(kind, message [, fields]) -> error object; fields are copied in after kind and
+ * message (so they may set code, reason, exit_code, ...). */
+static int sh_errors_new(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "errors.new", "string expected, got %s", luaL_typename(L, 1));
+  if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
+    return sh_argerror(L, 3, "errors.new", "table or nil expected, got %s", luaL_typename(L, 3));
+  const char *message = luaL_tolstring(L, 2, NULL); /* at 4 */
+  sh_error_push(L, lua_tostring(L, 1), NULL, message);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  return 1;
+}
+
+/* errors.argument_message(n, fname, message) -> "bad argument #n to 'fname' (message)" */
+static int sh_errors_argument_message(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  const char *who = luaL_checkstring(L, 2);
+  const char *msg = luaL_checkstring(L, 3);
+  sh_push_argmsg(L, n, who, NULL, msg);
+  return 1;
+}
+
+int sh_errors_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"new", sh_errors_new}, {"argument_message", sh_errors_argument_message}, {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  sh_error_metatable(L);
+  lua_setfield(L, -2, "Error");
   return 1;
 }
 

@@ -52,6 +52,31 @@ int sh_failure(lua_State *L, const char *code, const char *fmt, ...);
  * and uv's error name. */
 int sh_uv_result(lua_State *L, int rc, const char *who);
 
+/* ---- error objects: one model for C and Lua ----
+ *
+ * An error object is a table {kind = , code = , message = , ...} whose metatable is the one
+ * registered as SH_ERROR_MT ("stagehost.error", __name set; __tostring returns message). The
+ * scheduler's cancellations ({kind = "cancelled"|"timeout", reason, scope}), http.request's
+ * transport failures ({kind = "transport", code = "ECONNREFUSED", url, method, reason}) and
+ * stdlib/stagehost/errors.lua's errors.new all make theirs here, so one test (errors.is)
+ * recognises every one. Misuse is not an error object: it raises a string (sh_argerror). */
+#define SH_ERROR_MT "stagehost.error"
+
+/* Push the shared metatable of error objects, creating it on first use. */
+void sh_error_metatable(lua_State *L);
+
+/* Push a new error object {kind, code, message}; code may be NULL (absent). The caller sets
+ * any further fields on the table left at the top. */
+void sh_error_push(lua_State *L, const char *kind, const char *code, const char *message);
+
+/* Is the value at idx an error object (the shared metatable) and, unless kind is NULL, of that
+ * kind? Reads raw fields only: it never calls a metamethod. */
+int sh_error_is(lua_State *L, int idx, const char *kind);
+
+/* The stagehost.core.errors module: new(kind, message [, fields]), argument_message(n, fname,
+ * message) (the one misuse text, as sh_argerror makes it) and Error, the shared metatable. */
+int sh_errors_open(lua_State *L);
+
 /* Create the metatable `name` once (luaL_newmetatable, so __name is set) with the metamethods in
  * meta and, if given, the methods: as __index, or as the field "methods" when meta brings its
  * own __index function (which looks there after its own fields). A handle that closes and is

@@ -289,23 +289,65 @@ static void sh_http_abort(sh_wait_t *w) {
   sh_http_req_free(r);
 }
 
-/* A transport failure in a word the Lua layer can decide on (retry or not). */
-static const char *sh_http_failure_kind(CURLcode rc) {
+/* A transport failure as a kind the Lua layer decides on (retry or not: retry.TRANSIENT_KINDS
+ * of stdlib/stagehost/util/retry.lua) and as the error object's code, an errno-like name:
+ *   timeout ETIMEDOUT, refused ECONNREFUSED, resolve ENOTFOUND, tls TLS, read and write EIO
+ *   (the body file or the output file), redirects EREDIRECTS, anything else ETRANSPORT. */
+static void sh_http_failure_kind(CURLcode rc, const char **kind, const char **code) {
   switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT: return "timeout";
-    case CURLE_COULDNT_CONNECT: return "refused";
+    case CURLE_OPERATION_TIMEDOUT: *kind = "timeout", *code = "ETIMEDOUT"; return;
+    case CURLE_COULDNT_CONNECT: *kind = "refused", *code = "ECONNREFUSED"; return;
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
+    case CURLE_COULDNT_RESOLVE_PROXY: *kind = "resolve", *code = "ENOTFOUND"; return;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE: return "tls";
-    case CURLE_WRITE_ERROR: return "write";
-    case CURLE_READ_ERROR: return "read";
-    case CURLE_TOO_MANY_REDIRECTS: return "redirects";
-    default: return "transport";
+    case CURLE_SSL_CACERT_BADFILE: *kind = "tls", *code = "TLS"; return;
+    case CURLE_WRITE_ERROR: *kind = "write", *code = "EIO"; return;
+    case CURLE_READ_ERROR: *kind = "read", *code = "EIO"; return;
+    case CURLE_TOO_MANY_REDIRECTS: *kind = "redirects", *code = "EREDIRECTS"; return;
+    default: *kind = "transport", *code = "ETRANSPORT"; return;
   }
+}
+
+/* Push url with the credentials of scheme://user:password@host shown as ***: a failure's
+ * message goes to logs and reports. */
+static const char *sh_http_push_redacted(lua_State *L, const char *url) {
+  const char *auth = strstr(url, "://"), *at = NULL;
+  if (auth) {
+    auth += 3;
+    for (const char *p = auth; *p && !strchr("/?#", *p); p++)
+      if (*p == '@') at = p;
+  }
+  if (!at) return lua_pushstring(L, url);
+  lua_pushlstring(L, url, (size_t)(auth - url));
+  lua_pushliteral(L, "***");
+  lua_pushstring(L, at);
+  lua_concat(L, 3);
+  return lua_tostring(L, -1);
+}
+
+/* The failure result: nil, an error object {kind = "transport", code, message, url, method,
+ * reason} (bindings/auxlib.h), and the kind above. */
+static int sh_http_push_failure(lua_State *L, sh_http_req_t *r) {
+  const char *kind, *code;
+  sh_http_failure_kind(r->result, &kind, &code);
+  const char *reason = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
+  const char *url = sh_http_push_redacted(L, r->url);                              /* url */
+  lua_pushnil(L);                                                                  /* url nil */
+  lua_pushfstring(L, "http.request: %s %s failed: %s", r->method, url, reason);
+  sh_error_push(L, "transport", code, lua_tostring(L, -1));
+  lua_replace(L, -2);                                                              /* url nil e */
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, r->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, reason);
+  lua_setfield(L, -2, "reason");
+  lua_pushstring(L, kind);                                                         /* url nil e kind */
+  lua_remove(L, -4);
+  return 3;
 }
 
 static void sh_http_push_headers(lua_State *L, sh_http_req_t *r) {
@@ -340,8 +382,7 @@ static void sh_http_push_headers(lua_State *L, sh_http_req_t *r) {
 
 static int sh_http_result(lua_State *L, sh_http_req_t *r) {
   if (r->result != CURLE_OK) {
-    sh_failure(L, sh_http_failure_kind(r->result), "http.request: %s %s failed: %s", r->method, r->url,
-               r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result));
+    sh_http_push_failure(L, r);
     sh_http_req_free(r);
     return 3;
   }
@@ -403,7 +444,7 @@ static void sh_http_check_url(lua_State *L, const char *url) {
 
 /* core.request{method=, url=, headers={}, body=, body_file=, output=, timeout=,
  *              connect_timeout=, follow=, max_redirects=, insecure=}
- *   -> {status, headers, body, url, duration} | nil, message, kind */
+ *   -> {status, headers, body, url, duration} | nil, error object, kind (sh_http_push_failure) */
 static int sh_http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);

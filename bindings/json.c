@@ -99,21 +99,32 @@ static size_t sh_json_find_u0000(const char *s, size_t len) {
   return len;
 }
 
+/* Bad input is data from the world, as xml.decode and yaml.decode have it: nil and one line. */
+static int sh_json_bad(lua_State *L, int line, int col, const char *why) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "line %d, column %d: %s", line, col, why);
+  return 2;
+}
+
+/* decode(s) -> value | nil, "line L, column C: reason". A non-string raises (misuse), and so
+ * does running out of memory or of Lua stack while the value is built. */
 static int sh_json_decode(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "json.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  if (len == 0) return luaL_error(L, "json.decode: empty input");
+  const char *s = lua_tolstring(L, 1, &len);
+  lua_settop(L, 1);
+  if (len == 0) return sh_json_bad(L, 1, 1, "empty input");
   int line, col, depth;
   size_t zero = strlen(s);
   if (zero < len) {
     sh_json_where(s, zero, &line, &col, &depth);
-    return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d): NUL byte", line, col, (int)zero + 1);
+    return sh_json_bad(L, line, col, "invalid JSON: NUL byte");
   }
   /* cJSON would decode \u0000 and then cut the string there: refuse instead of corrupting */
   size_t nul = sh_json_find_u0000(s, len);
   if (nul < len) {
     sh_json_where(s, nul, &line, &col, &depth);
-    return luaL_error(L, "json.decode: \\u0000 in a string at line %d, column %d is not supported", line, col);
+    return sh_json_bad(L, line, col, "\\u0000 in a string is not supported");
   }
   sh_json_tree *tree = lua_newuserdatauv(L, sizeof *tree, 0);
   tree->root = NULL;
@@ -126,14 +137,17 @@ static int sh_json_decode(lua_State *L) {
     size_t off = end && end >= s ? (size_t)(end - s) : 0;
     if (off > len) off = len;
     sh_json_where(s, off, &line, &col, &depth);
-    if (depth >= CJSON_NESTING_LIMIT)
-      return luaL_error(L, "json.decode: nesting deeper than %d levels at line %d, column %d", CJSON_NESTING_LIMIT, line, col);
+    if (depth >= CJSON_NESTING_LIMIT) {
+      lua_pushfstring(L, "nesting deeper than %d levels", CJSON_NESTING_LIMIT);
+      return sh_json_bad(L, line, col, lua_tostring(L, -1));
+    }
     char near[24];
     size_t nl = len - off < 16 ? len - off : 16, k = 0;
     for (size_t i = 0; i < nl; i++) near[k++] = (s[off + i] == '\n' || s[off + i] == '\r') ? ' ' : s[off + i];
     near[k] = '\0';
-    return luaL_error(L, "json.decode: invalid JSON at line %d, column %d (byte %d)%s%s%s", line, col, (int)off + 1,
-                      nl ? " near '" : " (unexpected end)", near, nl ? "'" : "");
+    if (!nl) return sh_json_bad(L, line, col, "invalid JSON (unexpected end)");
+    lua_pushfstring(L, "invalid JSON near '%s'", near);
+    return sh_json_bad(L, line, col, lua_tostring(L, -1));
   }
   sh_json_push(L, root, 0);
   return 1; /* closing the tree's userdata frees it */

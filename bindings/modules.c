@@ -2,12 +2,14 @@
  * stdlib/stagehost/NAME.lua builds the public module on it. */
 #include <lauxlib.h>
 
+#include "auxlib.h"
 #include "modules.h"
 
 static const luaL_Reg sh_modules[] = {
     {"stagehost.core.task", sh_task_open}, {"stagehost.core.proc", sh_proc_open},
     {"stagehost.core.fs", sh_fs_open},     {"stagehost.core.json", sh_json_open},
-    {"stagehost.core.log", sh_log_open},   {NULL, NULL},
+    {"stagehost.core.log", sh_log_open},   {"stagehost.core.errors", sh_errors_open},
+    {NULL, NULL},
 };
 
 void sh_modules_preload(lua_State *L) {

@@ -6,11 +6,11 @@
 
 #include <lauxlib.h>
 
+#include "../bindings/auxlib.h"
 #include "log.h"
 #include "util.h"
 
 #define SH_TASK_MT "stagehost.task"
-#define SH_CANCEL_MT "stagehost.cancelled"
 #define SH_SCHED_KEY "stagehost.sched"
 #define SH_STATE_MT "stagehost.module_state"
 
@@ -207,21 +207,13 @@ static void sh_live_unlink(sh_sched_t *s, sh_task_t *t) {
 }
 
 void sh_push_cancel_error(lua_State *L, const char *kind, const char *reason, const void *scope) {
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, kind);
-  lua_setfield(L, -2, "kind");
+  sh_error_push(L, kind, NULL, reason);
   lua_pushstring(L, reason);
   lua_setfield(L, -2, "reason");
   if (scope) {
     lua_pushlightuserdata(L, (void *)scope);
     lua_setfield(L, -2, "scope");
   }
-  luaL_setmetatable(L, SH_CANCEL_MT);
-}
-
-static int sh_cancel_tostring(lua_State *L) {
-  lua_getfield(L, 1, "reason");
-  return 1;
 }
 
 static int sh_has_pending(const sh_task_t *t) {
@@ -358,11 +350,7 @@ static void sh_interrupt_hook(lua_State *L, lua_Debug *ar) {
 }
 
 int sh_is_cancel_error(lua_State *L, int idx) {
-  if (!lua_getmetatable(L, idx)) return 0;
-  luaL_getmetatable(L, SH_CANCEL_MT);
-  int eq = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return eq;
+  return sh_error_is(L, idx, "cancelled") || sh_error_is(L, idx, "timeout");
 }
 
 /* Runs on the main state, protected: __tostring of an error object may itself fail. */
@@ -700,10 +688,7 @@ sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, SH_CANCEL_MT)) {
-    lua_pushcfunction(L, sh_cancel_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  sh_error_metatable(L); /* made now: a cancellation must not be the first to need it */
   lua_pop(L, 1);
   return s;
 }

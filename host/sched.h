@@ -145,9 +145,12 @@ void sh_task_set_log_ctx(lua_State *L, struct sh_log_ctx *ctx);
 /* Debug logging of task state changes (tests assert on it with STAGEHOST_LOG_LEVEL=debug). */
 void sh_sched_trace(sh_task_t *t, const char *what);
 
-/* Push the error object that unwinds a cancelled or timed-out task ("stagehost.cancelled"). */
+/* Push the error object that unwinds a cancelled or timed-out task: an error object of
+ * bindings/auxlib.h (metatable "stagehost.error") with kind "cancelled" or "timeout", message
+ * and reason the reason, and scope (the task.timeout scope that expired) for a timeout. */
 void sh_push_cancel_error(lua_State *L, const char *kind, const char *reason, const void *scope);
-/* Is the value at idx such an error object? */
+/* Is the value at idx such an error object (any error object of kind "cancelled" or
+ * "timeout", ctx:cancel's included)? */
 int sh_is_cancel_error(lua_State *L, int idx);
 
 /* Timeout scopes (task.timeout): a deadline on the running task. */

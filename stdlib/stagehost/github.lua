@@ -73,6 +73,7 @@ local json = require "stagehost.json"
 local log = require "stagehost.log"
 local task = require "stagehost.task"
 local retry = require "stagehost.util.retry"
+local errors = require "stagehost.errors"
 local crypto = require "stagehost.crypto"
 local fs = require "stagehost.fs"
 
@@ -149,7 +150,7 @@ end
 -- method (arguments counted after the client), 'github.NAME' for a function of the module.
 -- level is error()'s, seen from argerror: 3, the default, blames the caller of its caller.
 local function argerror(who, n, what, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, who, what), level or 3)
+  errors.argument_at(level or 3, n, who, "%s", what)
 end
 
 -- What is wrong with value as expected ("string", "table|integer", "[string]" for a list of
@@ -574,7 +575,8 @@ local function send(self, method, target, opts)
       if o.raised or not (method == "GET" or method == "HEAD") or not retry.TRANSIENT_KINDS[o.kind] then
         return false
       end
-      return true, (tostring(o.error):gsub("^http%.request: ", ""))
+      local e = o.error
+      return true, ("%s %s failed: %s"):format(e.method, e.url, e.reason)
     end,
   }
   local res
@@ -585,8 +587,9 @@ local function send(self, method, target, opts)
     local started = task.now()
     local ok, result = pcall(http.request, req)
     if not ok then
-      if type(result) ~= "string" then error(result, 0) end -- a cancellation passes untouched
-      error(log.masked(("github: %s %s: %s"):format(method, shown, (result:gsub("^.-http%.request: ", "")))), 0)
+      if not errors.is(result, "transport") then error(result, 0) end -- a cancellation passes untouched
+      error(log.masked(("github: %s %s: %s %s failed: %s"):format(method, shown, result.method, result.url,
+        result.reason)), 0)
     end
     res = result
     log.debug(("github: %s %s: %d (%.2fs)"):format(method, shown, res.status, task.now() - started))
@@ -614,13 +617,12 @@ local function send(self, method, target, opts)
   end
   local data
   if res.body and res.body:find("%S") then
-    local ok, decoded = pcall(json.decode, res.body)
-    if ok then
+    local decoded, where = json.decode(res.body)
+    if decoded ~= nil then
       data = decoded
     elseif res.status < 300 then
-      local where = tostring(decoded):gsub("^json%.decode: ", ""):gsub("^invalid JSON ", "")
       error(api_error({ status = res.status, method = method, path = shown, message = "malformed JSON in the response" },
-        ("github: %s %s: malformed JSON in the response: %s"):format(method, shown, where)), 0)
+        ("github: %s %s: malformed JSON in the response: at %s"):format(method, shown, where)), 0)
     else -- an HTML page from a proxy, say: its first line says more than nothing
       data = { message = res.body:match("^%s*([^\r\n]*)"):sub(1, 200) }
     end

@@ -1,8 +1,16 @@
 -- HTTP: http.request (libcurl's multi interface on the event loop) and http.serve.
--- Any HTTP status is a result; a transport failure raises an error naming the URL.
+-- Any HTTP status is a result; a transport failure raises an error object (stagehost.errors)
+--   {kind = "transport", code, message, url, method, reason}
+-- code: ECONNREFUSED (refused), ETIMEDOUT (timeout or connect_timeout), ENOTFOUND (the name or
+-- proxy did not resolve), TLS (handshake or certificate), EIO (reading body_file or writing
+-- output), EREDIRECTS (more than max_redirects), ETRANSPORT (anything else: a cut connection,
+-- an empty answer, ...). message is what a raised string said before, "FILE:LINE: http.request:
+-- GET URL failed: REASON" (the caller's line, as error(msg, 2) gives it); url is the URL with any
+-- credentials shown as ***; reason is libcurl's words.
 local core = require "stagehost.core.http_client"
 local json = require "stagehost.json"
 local retry = require "stagehost.util.retry"
+local errors = require "stagehost.errors"
 
 local http = {}
 
@@ -23,7 +31,8 @@ local function status_classifier(statuses)
       return true, ("HTTP %d from %s"):format(o.response.status, o.request.url), retry.after(o.response.headers)
     end
     if not o.raised and retry.TRANSIENT_KINDS[o.kind] then
-      return true, (tostring(o.error):gsub("^http%.request: ", ""))
+      local e = o.error
+      return true, ("%s %s failed: %s"):format(e.method, e.url, e.reason)
     end
     return false
   end
@@ -35,13 +44,13 @@ local function retry_policy(opt, req)
   if opt == nil or opt == false then return { attempts = 1, direct = true } end
   if type(opt) == "number" then opt = { attempts = opt } end
   if type(opt) ~= "table" then
-    error(("bad argument #1 to 'http.request' (retry must be a number or a table, got %s)"):format(type(opt)), 3)
+    errors.argument_at(3, 1, "http.request", "retry must be a number or a table, got %s", type(opt))
   end
   retry.check(opt, "http.request", 3, "retry.")
   for _, name in ipairs{ "max", "statuses" } do
     local want = name == "max" and "number" or "table"
     if opt[name] ~= nil and type(opt[name]) ~= want then
-      error(("bad argument #1 to 'http.request' (retry.%s must be a %s, got %s)"):format(name, want, type(opt[name])), 3)
+      errors.argument_at(3, 1, "http.request", "retry.%s must be a %s, got %s", name, want, type(opt[name]))
     end
   end
   return {
@@ -58,12 +67,21 @@ local function retry_policy(opt, req)
   }
 end
 
+-- The position error(msg, level) puts before a message, level seen from the caller of where:
+-- "stages/deploy.lua:12: ", or "" when that caller is not Lua (pcall(http.request, ...)).
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if info and info.currentline > 0 then return ("%s:%d: "):format(info.short_src, info.currentline) end
+  return ""
+end
+
 -- http.request{method, url, headers, body | json | body_file, timeout, connect_timeout,
 --              retry = n | {attempts, base, cap, max_wait, statuses, classify, ...}, output = path, follow,
---              max_redirects, insecure} -> {status, headers, body, url, duration}
+--              max_redirects, insecure} -> {status, headers, body, url, duration};
+-- a transport failure raises the error object above (the last one, after retries).
 function http.request(opts)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'http.request' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "http.request", "table expected, got %s", type(opts))
   end
   local req = {}
   for k, v in pairs(opts) do req[k] = v end
@@ -87,7 +105,10 @@ function http.request(opts)
     ok, res, err = pcall(retry.run, policy, function() return core.request(req) end)
   end
   if not ok then error(res, 2) end -- misuse (bad options, malformed URL); a cancellation as it is
-  if not res then error(err, 2) end
+  if not res then
+    if errors.is(err, "transport") then err.message = where(2) .. err.message end
+    error(err, 2)
+  end
   return res
 end
 

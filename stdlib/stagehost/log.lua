@@ -1,6 +1,7 @@
 -- Leveled, timestamped log lines on stderr, with secrets masked (log.mask, and environment
 -- variables whose names contain TOKEN, SECRET, PASSWORD or KEY).
 local core = require "stagehost.core.log"
+local errors = require "stagehost.errors"
 
 local log = {}
 for name, fn in pairs(core) do log[name] = fn end
@@ -11,10 +12,10 @@ local in_actions = os.getenv("GITHUB_ACTIONS") == "true"
 -- header and a footer with the duration elsewhere. Errors pass through after the footer.
 function log.group(name, fn, ...)
   if type(name) ~= "string" then
-    error(("bad argument #1 to 'log.group' (string expected, got %s)"):format(type(name)), 2)
+    errors.argument(1, "log.group", "string expected, got %s", type(name))
   end
   if type(fn) ~= "function" then
-    error(("bad argument #2 to 'log.group' (function expected, got %s)"):format(type(fn)), 2)
+    errors.argument(2, "log.group", "function expected, got %s", type(fn))
   end
   local now = require("stagehost.core.task").now
   local started = now()

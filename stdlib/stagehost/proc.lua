@@ -3,6 +3,7 @@
 -- group; a timeout or a cancel sends SIGTERM to the group, then SIGKILL after `grace` seconds.
 local core = require "stagehost.core.proc"
 local core_log = require "stagehost.core.log"
+local errors = require "stagehost.errors"
 
 local proc = {}
 
@@ -13,7 +14,7 @@ local defaults = nil
 -- own env); restore() puts back what was there before.
 function proc.default_env(vars)
   if vars ~= nil and type(vars) ~= "table" then
-    error(("bad argument #1 to 'proc.default_env' (table expected, got %s)"):format(type(vars)), 2)
+    errors.argument(1, "proc.default_env", "table expected, got %s", type(vars))
   end
   local before = defaults
   defaults = vars and next(vars) ~= nil and vars or nil
@@ -35,7 +36,7 @@ end
 -- Start the child, or return the message of why not; callers raise it at their caller's line.
 local function start(fname, opts, lines)
   if type(opts) ~= "table" then
-    return nil, ("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(opts))
+    return nil, errors.argument_message(1, fname, "table expected, got %s", type(opts))
   end
   local ok, p = pcall(core.spawn, with_defaults(opts), fname, lines)
   if not ok then return nil, p end
@@ -104,11 +105,11 @@ end
 function proc.run(opts)
   local on_line = type(opts) == "table" and opts.on_line or nil
   if on_line ~= nil and type(on_line) ~= "function" then
-    error(("bad argument #1 to 'proc.run' (on_line must be a function, got %s)"):format(type(on_line)), 2)
+    errors.argument(1, "proc.run", "on_line must be a function, got %s", type(on_line))
   end
   local check = type(opts) == "table" and opts.check or nil
   if check ~= nil and type(check) ~= "boolean" then
-    error(("bad argument #1 to 'proc.run' (check must be a boolean, got %s)"):format(type(check)), 2)
+    errors.argument(1, "proc.run", "check must be a boolean, got %s", type(check))
   end
   local p <close>, err = start("proc.run", opts, on_line ~= nil)
   if not p then error(err, 2) end

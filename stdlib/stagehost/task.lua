@@ -1,6 +1,7 @@
 -- Tasks: coroutines on the event loop. spawn, join, cancel, sleep, now, timeout, current
 -- come from C; all is built on them here.
 local core = require "stagehost.core.task"
+local errors = require "stagehost.errors"
 
 local task = {}
 for name, fn in pairs(core) do task[name] = fn end
@@ -33,13 +34,12 @@ end
 -- functions still running and re-raises the caller's cancellation as it is.
 function task.all(fns)
   if type(fns) ~= "table" then
-    error(("bad argument #1 to 'task.all' (table expected, got %s)"):format(type(fns)), 2)
+    errors.argument(1, "task.all", "table expected, got %s", type(fns))
   end
   local tasks = {}
   for key, fn in pairs(fns) do
     if type(fn) ~= "function" then
-      error(("bad argument #1 to 'task.all' (function expected at key %s, got %s)"):format(
-        tostring(key), type(fn)), 2)
+      errors.argument(1, "task.all", "function expected at key %s, got %s", tostring(key), type(fn))
     end
   end
   local total = 0

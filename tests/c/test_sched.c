@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "bindings/auxlib.h"
 #include "bindings/modules.h"
 #include "check.h"
 #include "host/log.h"
@@ -118,12 +119,57 @@ static void test_tasks(void) {
   CHECK_EQ_INT(sh_task_outcome(sleeper), SH_TASK_OK);
   CHECK_EQ_INT(sh_task_outcome(waiting), SH_TASK_CANCELLED);
   CHECK_EQ_INT(sh_task_outcome(tbc), SH_TASK_CANCELLED);
+  /* the cancellation is an error object of the one model: shared metatable, kind, reason */
+  sh_task_push_error(L, waiting);
+  CHECK(sh_is_cancel_error(L, -1));
+  CHECK(sh_error_is(L, -1, "cancelled"));
+  CHECK(!sh_error_is(L, -1, "timeout"));
+  CHECK(strcmp(luaL_tolstring(L, -1, NULL), "test cancel") == 0);
+  lua_getfield(L, -2, "reason");
+  CHECK(strcmp(lua_tostring(L, -1), "test cancel") == 0);
+  lua_getmetatable(L, -3);
+  luaL_getmetatable(L, SH_ERROR_MT);
+  CHECK(lua_rawequal(L, -1, -2));
+  lua_pop(L, 5);
   lua_getglobal(L, "CLOSED");
   CHECK(lua_toboolean(L, -1)); /* the to-be-closed variable ran on cancellation */
   lua_pop(L, 1);
   CHECK_EQ_INT(sh_sched_live_tasks(s), 0);
   CHECK_EQ_INT(sh_sched_armed_timers(s), 0);
   CHECK_EQ_INT(sh_sched_unobserved_failures(s), 0);
+  finish(&loop, L, s);
+}
+
+/* A timeout's error, a look-alike table and other error objects, as sh_is_cancel_error sees them. */
+static void test_cancel_errors(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sh_sched_t *s;
+  lua_State *L = new_state(&loop, &s);
+  sh_task_t *timed = spawn_chunk(L,
+      "local task = require 'stagehost.core.task'\n"
+      "return task.timeout(0.001, function() local _, e = pcall(task.sleep, 60) TIMED = e error(e, 0) end)");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(sh_task_outcome(timed), SH_TASK_OK); /* task.timeout returned false, "timeout" */
+  lua_getglobal(L, "TIMED");
+  CHECK(sh_is_cancel_error(L, -1));
+  CHECK(sh_error_is(L, -1, "timeout"));
+  CHECK(strcmp(luaL_tolstring(L, -1, NULL), "timeout after 0.001s") == 0);
+  lua_getfield(L, -2, "scope");
+  CHECK(lua_islightuserdata(L, -1));
+  lua_pop(L, 3);
+  /* errors.cancelled (ctx:cancel's) is one too; a look-alike table and a transport error are not */
+  CHECK(luaL_dostring(L, "return require('stagehost.core.errors').new('cancelled', 'by the stage', {origin = 'stage'})") == LUA_OK);
+  CHECK(sh_is_cancel_error(L, -1));
+  CHECK(luaL_dostring(L, "return {kind = 'cancelled', reason = 'x'}") == LUA_OK);
+  CHECK(!sh_is_cancel_error(L, -1));
+  CHECK(!sh_error_is(L, -1, NULL));
+  sh_error_push(L, "transport", "ECONNREFUSED", "refused");
+  CHECK(!sh_is_cancel_error(L, -1));
+  CHECK(sh_error_is(L, -1, "transport"));
+  lua_getfield(L, -1, "code");
+  CHECK(strcmp(lua_tostring(L, -1), "ECONNREFUSED") == 0);
+  lua_pop(L, 4);
   finish(&loop, L, s);
 }
 
@@ -306,6 +352,7 @@ int main(void) {
   sh_log_init(NULL);
   test_timer_heap();
   test_tasks();
+  test_cancel_errors();
   test_shutdown_with_parked_tasks();
   test_check_then_park();
   test_module_state();

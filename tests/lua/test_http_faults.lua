@@ -4,6 +4,7 @@ local T = require "harness"
 local task = require "stagehost.task"
 local http = require "stagehost.http"
 local crypto = require "stagehost.crypto"
+local errors = require "stagehost.errors"
 
 -- A server whose handler is swapped per test.
 local handler = function() return { status = 404 } end
@@ -59,13 +60,15 @@ T.test("a body cut off mid-way is a transport error, not a short body", function
     s:write("first part, ")
     error("the handler dies mid-response")
   end
-  T.raises(function() http.request{ url = url("/cut") } end, "GET " .. url("/cut") .. " failed")
+  local err = T.raises(function() http.request{ url = url("/cut") } end, "GET " .. url("/cut") .. " failed")
+  T.ok(errors.is(err, "transport")); T.eq(err.code, "ETRANSPORT"); T.eq(err.url, url("/cut"))
 end)
 
 T.test("slow responses: a total timeout stops waiting", function()
   handler = function() task.sleep(2) return "late" end
   local t0 = task.now()
-  T.raises(function() http.request{ url = url("/slow"), timeout = 0.2 } end, "timed out")
+  local err = T.raises(function() http.request{ url = url("/slow"), timeout = 0.2 } end, "timed out")
+  T.eq(err.code, "ETIMEDOUT")
   T.ok(task.now() - t0 < 1.5)
 end)
 

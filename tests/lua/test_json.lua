@@ -42,10 +42,14 @@ local function check_all(checks)
   if #failures > 0 then error(#failures .. " of " .. #checks .. " checks failed:\n" .. table.concat(failures, "\n"), 2) end
 end
 
+-- Bad input is data from the world: json.decode returns nil and "line L, column C: reason"
+-- (exactly two values, as xml.decode and yaml.decode), never raises.
 local function decode_error(text)
-  local ok, err = pcall(json.decode, text)
-  if ok then error(("json.decode(%q) should have failed"):format(text), 2) end
-  T.eq(type(err), "string", "error is a string")
+  local n, value, err = (function(...) return select("#", ...), ... end)(json.decode(text))
+  if value ~= nil then error(("json.decode(%q) should have failed"):format(text), 2) end
+  T.eq(n, 2, "nil and a message")
+  T.eq(type(err), "string", "the message is a string")
+  T.match(err, "^line %d+, column %d+: ", "the message starts with the position")
   return err
 end
 
@@ -267,8 +271,8 @@ T.test("strings with NUL bytes are refused clearly, never truncated", function()
   T.raises(function() json.encode("a\0b") end, "json.encode: string with a NUL byte")
   T.raises(function() json.encode({ x = { "a\0b" } }) end, "at $.x[1]")
   T.raises(function() json.encode({ ["k\0x"] = 1 }) end, "object key with a NUL byte")
-  T.raises(function() json.decode('"a\\u0000b"') end, "\\u0000")
-  T.raises(function() json.decode('{"k\\u0000x":1}') end, "line 1, column 4")
+  T.has(decode_error('"a\\u0000b"'), "\\u0000")
+  T.match(decode_error('{"k\\u0000x":1}'), "^line 1, column 4: ")
   -- an escaped backslash followed by the text u0000 is not a NUL
   T.eq(json.decode('"\\\\u0000"'), "\\u0000")
 end)
@@ -325,7 +329,6 @@ T.test("decode errors name the line and column", function()
   for _, c in ipairs(cases) do
     local name, text, line, col = c[1], c[2], c[3], c[4]
     local err = decode_error(text)
-    T.match(err, "^json%.decode: ", name)
     T.no_match(err, "\n", name .. ": one line")
     local l, k = err:match("line (%d+), column (%d+)")
     T.ok(l, name .. ": names line and column in " .. err)
@@ -336,16 +339,14 @@ end)
 
 T.test("decode of empty or blank input fails clearly", function()
   local err = decode_error("")
-  T.match(err, "^json%.decode: ")
-  T.ok(err:find("empty") or err:find("line 1, column 1"), "says the input is empty: " .. err)
+  T.eq(err, "line 1, column 1: empty input")
   local err2 = decode_error("   \n  ")
-  T.match(err2, "^json%.decode: ")
-  T.match(err2, "line 2, column 3", "blank input names where it ended")
+  T.match(err2, "^line 2, column 3: ", "blank input names where it ended")
+  T.has(err2, "unexpected end")
 end)
 
 T.test("decode of input with a NUL byte names the line and column", function()
   local err = decode_error("[1]\0")
-  T.match(err, "^json%.decode: ")
   T.match(err, "NUL")
   T.match(err, "line 1, column 4", "NUL position as line and column")
   local err2 = decode_error('[1,\n"a\0b"]')
@@ -427,13 +428,10 @@ T.test("decode of a deeply nested array", function()
   T.eq(json.encode(json.decode(objs)), objs, "150 levels of objects")
 end)
 
-T.test("decode of 100000 nested arrays raises a clear error", function()
+T.test("decode of 100000 nested arrays fails with a clear message", function()
   local depth = 100000
   local text = string.rep("[", depth) .. string.rep("]", depth)
-  local ok, err = pcall(json.decode, text)
-  T.eq(ok, false, "decode must fail")
-  T.eq(type(err), "string")
-  T.match(err, "^json%.decode: ")
+  local err = decode_error(text)
   T.ok(#err < 300, "message is short")
   T.no_match(err, "\n")
   -- the input is valid JSON: the message should say it is nested too deeply, not that it is invalid
@@ -477,8 +475,9 @@ T.test("decode frees cJSON's tree when building the Lua value raises", function(
 end, { timeout = 240 })
 
 T.test("decode and encode reject wrong argument types", function()
-  T.raises(json.decode, "bad argument #1", nil)
-  T.raises(json.decode, "bad argument #1", {})
+  T.raises(json.decode, "bad argument #1 to 'json.decode' (string expected, got nil)", nil)
+  T.raises(json.decode, "bad argument #1 to 'json.decode' (string expected, got table)", {})
+  T.raises(json.decode, "bad argument #1 to 'json.decode' (string expected, got number)", 42)
   T.raises(json.encode, "bad argument #1")
   T.raises(json.encode, "bad argument #2", {}, 42)
   T.raises(json.array, "bad argument #1", 42)

@@ -1,6 +1,7 @@
 local T = require "harness"
 local task = require "stagehost.task"
 local proc = require "stagehost.proc"
+local errors = require "stagehost.errors"
 
 T.test("spawn and join return results, join twice copies them", function()
   local t = task.spawn(function(a, b) task.sleep(0.01) return a + b, "x" end, 2, 3)
@@ -90,6 +91,8 @@ T.test("cancel unwinds: pcall sees it and to-be-closed variables run", function(
   T.eq(ok, false)
   T.eq(tostring(err), "stop now")
   T.eq(err.kind, "cancelled")
+  T.ok(getmetatable(err) == errors.Error, "an error object of the one model")
+  T.ok(errors.is_cancel(err)); T.eq(err.reason, "stop now"); T.eq(err.message, "stop now")
   T.eq(tostring(seen), "stop now")
   T.eq(closed, true, "to-be-closed variable ran")
   T.eq(t:status(), "cancelled")
@@ -162,6 +165,11 @@ T.test("timeout: in time, late, nested, and errors pass through", function()
   end)
   T.eq(ok4, true); T.eq(v4, false)
   T.raises(function() task.timeout(1, function() error("inner failure") end) end, "inner failure")
+  -- what the function under an expired timeout sees: an error object of kind "timeout"
+  local seen
+  T.eq(task.timeout(0.02, function() local _, e = pcall(task.sleep, 10) seen = e error(e, 0) end), false)
+  T.ok(errors.is(seen, "timeout")); T.ok(errors.is_cancel(seen))
+  T.eq(tostring(seen), "timeout after 0.02s"); T.eq(seen.reason, "timeout after 0.02s")
 end)
 
 T.test("timeout aborts a running process and unwinds", function()

@@ -10,6 +10,7 @@
 --   amp:wait_job(app_id, branch, job_id, { timeout }) -> {status, ok, failed_step, steps}
 --   amp:branch_url(app_id, branch) -> "https://branch.d123.amplifyapp.com"
 local aws = require "stagehost.aws"
+local errors = require "stagehost.errors"
 local log = require "stagehost.log"
 local task = require "stagehost.task"
 
@@ -20,7 +21,7 @@ Client.__index = Client
 function amplify.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.amplify' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.amplify", "table expected, got %s", type(opts))
   end
   local poll = opts.poll or {}
   return setmetatable({ region = aws.resolve_region(opts.region, "aws.amplify"), credentials = opts.credentials,
@@ -73,7 +74,7 @@ end
 -- replaces the whole map, which would silently drop variables set elsewhere).
 function Client:update_branch(app_id, branch, fields)
   if type(fields) ~= "table" then
-    error(("bad argument #3 to 'update_branch' (table expected, got %s)"):format(type(fields)), 2)
+    errors.argument(3, "update_branch", "table expected, got %s", type(fields))
   end
   local path = ("/apps/%s/branches/%s"):format(check_id(app_id, "app_id", "update_branch"), check_id(branch, "branch", "update_branch"))
   local body = {}

@@ -13,6 +13,7 @@
 --   cfn:describe_stack(name) -> stack | nil;  cfn:outputs(name) -> {key = value}
 --   cfn:deploy{ stack_name, body, parameters, ... }    -> all of the above in order
 local aws = require "stagehost.aws"
+local errors = require "stagehost.errors"
 local xml = require "stagehost.xml"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
@@ -32,7 +33,7 @@ Client.__index = Client
 function cloudformation.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.cloudformation' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.cloudformation", "table expected, got %s", type(opts))
   end
   local poll = opts.poll or {}
   return setmetatable({
@@ -297,7 +298,7 @@ end
 --                   tags = {k = v}, change_set_name, description, role_arn}
 function Client:create_change_set(opts)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'create_change_set' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "create_change_set", "table expected, got %s", type(opts))
   end
   check_stack_name(opts.stack_name, "create_change_set")
   local params = template_params(opts, "create_change_set")

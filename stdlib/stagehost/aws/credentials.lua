@@ -8,6 +8,7 @@ local fs = require "stagehost.fs"
 local json = require "stagehost.json"
 local log = require "stagehost.log"
 local task = require "stagehost.task"
+local errors = require "stagehost.errors"
 
 local credentials = {}
 
@@ -216,16 +217,24 @@ local function from_profile(opts)
   return creds
 end
 
+-- One request, no retries (the chain moves on to the next source instead): the response, or
+-- nil and http.request's transport error; a cancellation raises through.
+local function fetch(req)
+  local ok, res = pcall(require("stagehost.http").request, req)
+  if ok then return res end
+  if errors.is(res, "transport") then return nil, res end
+  error(res, 0)
+end
+
 -- Container credentials answer {AccessKeyId, SecretAccessKey, Token, Expiration}. Temporary
 -- credentials without a readable Expiration would be cached forever and fail hours later:
 -- refuse them now.
 local function from_json_endpoint(url, headers, what)
-  local client = require "stagehost.core.http_client"
-  local res, why = client.request{ url = url, headers = headers, timeout = 2, connect_timeout = 1 }
+  local res, why = fetch{ url = url, headers = headers, timeout = 2, connect_timeout = 1 }
   if not res then return nil, ("%s: no answer from %s (%s)"):format(what, url, tostring(why)) end
   if res.status ~= 200 then return nil, ("%s: %s answered HTTP %d"):format(what, url, res.status) end
-  local dok, doc = pcall(json.decode, res.body)
-  if not dok or type(doc) ~= "table" or type(doc.AccessKeyId) ~= "string" or type(doc.SecretAccessKey) ~= "string" then
+  local doc = json.decode(res.body)
+  if type(doc) ~= "table" or type(doc.AccessKeyId) ~= "string" or type(doc.SecretAccessKey) ~= "string" then
     error(("aws: %s: %s answered something that is not credentials JSON"):format(what, url), 0)
   end
   local expires = require("stagehost.util.time").parse_iso8601(doc.Expiration)
@@ -287,8 +296,7 @@ function credentials.instance_metadata()
     return nil, "AWS_EC2_METADATA_DISABLED=true"
   end
   local base = (env("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"):gsub("/+$", "")
-  local client = require "stagehost.core.http_client"
-  local res = client.request{ method = "PUT", url = base .. "/latest/api/token",
+  local res = fetch{ method = "PUT", url = base .. "/latest/api/token",
     headers = { ["X-aws-ec2-metadata-token-ttl-seconds"] = "21600" }, timeout = 1, connect_timeout = 1 }
   if not res or res.status ~= 200 then
     return nil, ("no instance metadata service at %s"):format(base)
@@ -296,7 +304,7 @@ function credentials.instance_metadata()
   if #res.body >= 4 then log.mask(res.body) end
   local headers = { ["X-aws-ec2-metadata-token"] = res.body }
   local list = base .. "/latest/meta-data/iam/security-credentials/"
-  local roles = client.request{ url = list, headers = headers, timeout = 1, connect_timeout = 1 }
+  local roles = fetch{ url = list, headers = headers, timeout = 1, connect_timeout = 1 }
   if not roles or roles.status ~= 200 then
     return nil, "the instance has no IAM role attached"
   end
@@ -340,7 +348,7 @@ end
 -- expires, source}
 function credentials.resolve(opts)
   if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.credentials' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.credentials", "table expected, got %s", type(opts))
   end
   local key = profile_name(opts)
   -- environment keys are read every time: a script may change them, and reading is free

@@ -14,6 +14,7 @@
 -- that print as one line.
 local json = require "stagehost.json"
 local retry = require "stagehost.util.retry"
+local errors = require "stagehost.errors"
 
 local aws = {}
 
@@ -24,15 +25,15 @@ local defaults = {}
 -- aws.configure{endpoint =, region =, credentials =} -> the previous defaults
 function aws.configure(opts)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.configure' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.configure", "table expected, got %s", type(opts))
   end
   for _, name in ipairs{ "endpoint", "region" } do
     if opts[name] ~= nil and type(opts[name]) ~= "string" then
-      error(("bad argument #1 to 'aws.configure' (%s must be a string, got %s)"):format(name, type(opts[name])), 2)
+      errors.argument(1, "aws.configure", "%s must be a string, got %s", name, type(opts[name]))
     end
   end
   if opts.credentials ~= nil and type(opts.credentials) ~= "table" then
-    error(("bad argument #1 to 'aws.configure' (credentials must be a table, got %s)"):format(type(opts.credentials)), 2)
+    errors.argument(1, "aws.configure", "credentials must be a table, got %s", type(opts.credentials))
   end
   local previous = defaults
   defaults = { endpoint = opts.endpoint, region = opts.region, credentials = opts.credentials }
@@ -111,7 +112,7 @@ end
 -- AWS_DEFAULT_REGION or the profile's, checked.
 function aws.region(region)
   if region ~= nil and type(region) ~= "string" then
-    error(("bad argument #1 to 'aws.region' (string expected, got %s)"):format(type(region)), 2)
+    errors.argument(1, "aws.region", "string expected, got %s", type(region))
   end
   return resolve_region(region, "aws.region")
 end
@@ -120,7 +121,7 @@ end
 -- do; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true turns the first two off.
 function aws.endpoint(service, region)
   if type(service) ~= "string" or service == "" then
-    error(("bad argument #1 to 'aws.endpoint' (service name expected, got %s)"):format(type(service)), 2)
+    errors.argument(1, "aws.endpoint", "service name expected, got %s", type(service))
   end
   region = resolve_region(region, "aws.endpoint")
   if defaults.endpoint then return defaults.endpoint end
@@ -176,7 +177,7 @@ end
 
 function aws.form(params)
   if type(params) ~= "table" then
-    error(("bad argument #1 to 'aws.form' (table expected, got %s)"):format(type(params)), 2)
+    errors.argument(1, "aws.form", "table expected, got %s", type(params))
   end
   local pairs_ = flatten("", params, {})
   table.sort(pairs_, function(a, b) return a[1] < b[1] end)
@@ -207,6 +208,9 @@ local THROTTLE_CODES = {
 -- Failures the SDKs retry as transient (besides 5xx), for requests safe to repeat.
 local TRANSIENT_CODES = { RequestTimeout = true, RequestTimeoutException = true, IDPCommunicationError = true,
   InternalFailure = true, ServiceUnavailable = true }
+-- http.request's transport failures that may heal by waiting (retry.TRANSIENT_KINDS, by code):
+-- refused, timed out, a name that did not resolve, a cut connection.
+local TRANSIENT_TRANSPORT = { ECONNREFUSED = true, ETIMEDOUT = true, ENOTFOUND = true, ETRANSPORT = true }
 
 local function request_id(res)
   return res.headers["x-amzn-requestid"] or res.headers["x-amz-request-id"]
@@ -231,8 +235,8 @@ local function decode_error(res, service, operation)
       e.request_id = e.request_id or xml.text(root, "RequestId") or xml.text(root, "RequestID")
     end
   elseif body:match("^%s*{") or ctype:find("json", 1, true) then
-    local ok, doc = pcall(json.decode, body)
-    if ok and type(doc) == "table" then
+    local doc = json.decode(body)
+    if type(doc) == "table" then
       e.code = doc.__type or doc.code or doc.Code
       e.message = doc.message or doc.Message
     end
@@ -251,14 +255,14 @@ end
 -- Throttling means AWS refused the request, so it is safe to repeat anything; after a 5xx or a
 -- broken connection AWS may have acted already, so only an idempotent request goes again (no
 -- second change set execution, no second release job). A transport failure that may heal by
--- waiting is one of retry.TRANSIENT_KINDS; a TLS or URL problem is not.
+-- waiting is one of TRANSIENT_TRANSPORT; a TLS or URL problem is not.
 local function classify(o)
   local e, idempotent = o.error, o.request.idempotent
   if o.raised or e == nil then return false end -- a success, or misuse
   local res = o.response
   if not res then
-    if not (idempotent and retry.TRANSIENT_KINDS[o.kind]) then return false end
-    return true, "TransportError: " .. e.message:gsub("^http%.request: ", "")
+    if not (idempotent and TRANSIENT_TRANSPORT[o.kind]) then return false end
+    return true, ("TransportError: %s %s failed: %s"):format(e.transport.method, e.transport.url, e.transport.reason)
   end
   local again = THROTTLE_CODES[e.code] or res.status == 429 or
     (idempotent and (TRANSIENT_CODES[e.code] or res.status >= 500))
@@ -302,11 +306,11 @@ end
 --   or a broken connection.
 function aws.request(opts)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.request' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.request", "table expected, got %s", type(opts))
   end
   local service = opts.service
   if type(service) ~= "string" or service == "" then
-    error("bad argument #1 to 'aws.request' (service must be a string such as \"cloudformation\")", 2)
+    errors.argument(1, "aws.request", "service must be a string such as \"cloudformation\"")
   end
   local region = resolve_region(opts.region, "aws.request")
   local operation = opts.operation or (type(opts.form) == "table" and opts.form.Action) or opts.path or "/"
@@ -331,15 +335,16 @@ function aws.request(opts)
   local method = opts.method or "POST"
   local idempotent = opts.idempotent
   if idempotent == nil then idempotent = idempotent_by_default(method, operation) end
-  local client = require "stagehost.core.http_client"
+  local http = require "stagehost.http"
   -- exponential backoff with full jitter, as the SDKs' "standard" retry mode: 1 s, 2 s, 4 s …
   -- at most 20 s, and a Retry-After honoured up to 20 s
   local policy = { attempts = max_attempts(opts), base = math.max(0, tonumber(opts.retry_base) or 1), cap = 20, max_wait = 20,
     name = ("aws: %s %s"):format(service, operation), classify = classify,
     request = { method = method, url = url, operation = operation, idempotent = idempotent } }
-  -- one attempt, signed afresh (a signature is good for minutes only): the response, with the
-  -- AwsError it carries when it is not a success; nil, a TransportError and the failure's kind
-  -- when nothing came back. Misuse and a cancelled task raise through.
+  -- one attempt, signed afresh (a signature is good for minutes only), through http.request
+  -- without its retries (these are the policy's): the response, with the AwsError it carries
+  -- when it is not a success; nil, a TransportError and the transport error's code when
+  -- nothing came back. Misuse and a cancelled task raise through.
   local res, err = retry.run(policy, function()
     local send = {}
     for k, v in pairs(headers) do send[k] = v end
@@ -349,11 +354,12 @@ function aws.request(opts)
         service = service, region = region, credentials = creds }
       for k, v in pairs(added) do send[k] = v end
     end
-    local r, why, kind = client.request{ method = method, url = url, headers = send, body = body,
-      timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10 }
-    if not r then
+    local ok, r = pcall(http.request, { method = method, url = url, headers = send, body = body,
+      timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 10, retry = false })
+    if not ok then
+      if not errors.is(r, "transport") then error(r, 0) end -- misuse, a cancellation: as they are
       return nil, aws.error{ service = service, operation = operation, code = "TransportError",
-        message = tostring(why), kind = kind }, kind
+        message = tostring(r), kind = r.code, transport = r }, r.code
     end
     if r.status < 300 then return r end
     return r, decode_error(r, service, operation)
@@ -370,10 +376,10 @@ function aws.request(opts)
     end
     res.xml = root
   elseif text ~= "" and (text:match("^%s*[%[{]") or ctype:find("json", 1, true)) then
-    local ok, doc = pcall(json.decode, text)
-    if not ok then
+    local doc, why = json.decode(text)
+    if doc == nil then
       error(aws.error{ service = service, operation = operation, code = "MalformedResponse", status = res.status,
-        request_id = request_id(res), message = "malformed JSON in the response (" .. tostring(doc):gsub("^[^:]*:%d+: ", "") .. ")" }, 2)
+        request_id = request_id(res), message = "malformed JSON in the response (" .. why .. ")" }, 2)
     end
     res.json = doc
   end
@@ -386,7 +392,7 @@ end
 function aws.query(service, region, action, version, params, opts)
   for i, v in ipairs{ service, action, version } do
     if type(v) ~= "string" then
-      error(("bad argument #%d to 'aws.query' (string expected, got %s)"):format(i == 1 and 1 or i + 1, type(v)), 2)
+      errors.argument(i == 1 and 1 or i + 1, "aws.query", "string expected, got %s", type(v))
     end
   end
   region = resolve_region(region, "aws.query")

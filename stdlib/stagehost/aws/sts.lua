@@ -1,6 +1,7 @@
 -- STS (Query protocol, 2011-06-15): who am I, and the role assumptions the credential chain
 -- needs (AssumeRole for profiles with role_arn, AssumeRoleWithWebIdentity for GitHub OIDC).
 local aws = require "stagehost.aws"
+local errors = require "stagehost.errors"
 local xml = require "stagehost.xml"
 local log = require "stagehost.log"
 
@@ -13,7 +14,7 @@ Client.__index = Client
 function sts.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'aws.sts' (table expected, got %s)"):format(type(opts)), 2)
+    errors.argument(1, "aws.sts", "table expected, got %s", type(opts))
   end
   -- the global endpoint is legacy; the SDKs use a regional one (us-east-1 when nothing names
   -- a region), and so do we
@@ -59,7 +60,7 @@ end
 -- Both assumptions take a role and a session name and answer with credentials.
 local function assume(self, action, opts, extra, call_opts, source)
   if type(opts) ~= "table" then
-    error(("bad argument #1 to '%s' (table expected, got %s)"):format(action, type(opts)), 3)
+    errors.argument_at(3, 1, action, "table expected, got %s", type(opts))
   end
   aws.parse_arn(opts.role_arn)
   local params = { RoleArn = opts.role_arn, DurationSeconds = opts.duration,

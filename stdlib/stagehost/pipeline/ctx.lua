@@ -99,7 +99,7 @@ end
 -- ctx:cancel(reason): end the whole run as cancelled (exit 3), e.g. when an approval is
 -- rejected; stages with when = "always" or "cancelled" still run.
 function Ctx:cancel(reason)
-  error(errors.cancelled(tostring(reason or "cancelled")), 0)
+  error(errors.cancelled(tostring(reason or "cancelled"), { origin = "stage" }), 0)
 end
 
 -- ctx:checkpoint(key [, value]): set persists at once and returns the value; get reads it

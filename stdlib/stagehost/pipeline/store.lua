@@ -302,7 +302,7 @@ function Store:checkpoint(run_id, stage, key, value, set)
     return value
   end
   local rows = q(self, "SELECT value FROM checkpoints WHERE run_id = ? AND stage = ? AND key = ?", run_id, stage, key)
-  return rows[1] and json.decode(rows[1].value).v
+  return rows[1] and assert(json.decode(rows[1].value)).v
 end
 
 -- An artifact's row; its file is named relative to the state directory, so the database can
@@ -368,14 +368,14 @@ function Store:run(id, opts)
   if not r then return nil end
   r.recorded_status = r.status
   r.status = effective_status(r)
-  r.vars = r.vars and json.decode(r.vars) or {}
-  r.args = r.args and json.decode(r.args) or {}
+  r.vars = r.vars and assert(json.decode(r.vars)) or {}
+  r.args = r.args and assert(json.decode(r.args)) or {}
   r.attempt = r.attempt or 1
   r.commit = r.commit_sha
   r.stages = q(self, "SELECT * FROM stages WHERE run_id = ? ORDER BY position", r.id)
   r.artifacts = artifacts_of(self, r.id)
   for _, s in ipairs(r.stages) do
-    s.outputs = s.outputs and json.decode(s.outputs) or {}
+    s.outputs = s.outputs and assert(json.decode(s.outputs)) or {}
     if opts and opts.unseal and s.sealed then s.outputs = self:unseal_outputs(r.id, s.name, s.sealed) end
     s.has_secrets = s.sealed ~= nil
     s.sealed = nil

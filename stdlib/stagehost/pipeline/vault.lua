@@ -85,8 +85,8 @@ end
 -- vault.open(state_dir) -> vault; raises an exit-2 error (one line) when the key is unusable.
 function vault.open(state_dir)
   if type(state_dir) ~= "string" or state_dir == "" then
-    error(("bad argument #1 to 'vault.open' (state directory expected, got %s)"):format(
-      state_dir == "" and "an empty string" or type(state_dir)), 2)
+    require("stagehost.errors").argument(1, "vault.open", "state directory expected, got %s",
+      state_dir == "" and "an empty string" or type(state_dir))
   end
   local env = os.getenv(ENV)
   local v = setmetatable({}, Vault)
@@ -107,7 +107,7 @@ end
 
 local function check_where(where, fname)
   if where ~= nil and type(where) ~= "string" then
-    error(("bad argument #2 to '%s' (string expected, got %s)"):format(fname, type(where)), 3)
+    require("stagehost.errors").argument_at(3, 2, fname, "string expected, got %s", type(where))
   end
 end
 
@@ -123,7 +123,7 @@ end
 -- "EBADMSG": damaged, altered, or sealed with another key or for another where).
 function Vault:unseal(text, where)
   if type(text) ~= "string" then
-    error(("bad argument #1 to 'unseal' (string expected, got %s)"):format(type(text)), 2)
+    require("stagehost.errors").argument(1, "unseal", "string expected, got %s", type(text))
   end
   check_where(where, "unseal")
   local what = where and ("the sealed value of '%s'"):format(where) or "a sealed value"
@@ -140,8 +140,8 @@ function Vault:unseal(text, where)
       .. "the key it was written with, or put back the %s it was written with"):format(what, self.source, ENV, KEY_FILE),
       "EBADMSG"
   end
-  local ok, value = pcall(json.decode, plain)
-  if not ok then return nil, ("%s holds no JSON: %s"):format(what, tostring(value)), "EBADMSG" end
+  local value, why = json.decode(plain)
+  if value == nil then return nil, ("%s holds no JSON: %s"):format(what, why), "EBADMSG" end
   return value
 end
 

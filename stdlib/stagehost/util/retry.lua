@@ -33,6 +33,7 @@
 local task = require "stagehost.task"
 local log = require "stagehost.log"
 local time = require "stagehost.util.time"
+local errors = require "stagehost.errors"
 
 local retry = {}
 
@@ -71,12 +72,8 @@ function retry.after(value, now)
   return math.min(math.max(0, at - (now or os.time())), LONGEST)
 end
 
--- The scheduler's cancellation and timeout errors, and the pipeline's cancellation tables.
-function retry.is_cancellation(err)
-  local mt = getmetatable(err)
-  if type(mt) == "table" and mt.__name == "stagehost.cancelled" then return true end
-  return type(err) == "table" and rawget(err, "kind") == "cancelled"
-end
+-- The scheduler's cancellation and timeout errors, and the pipeline's cancellations.
+retry.is_cancellation = errors.is_cancel
 
 -- scheme://user:password@host -> scheme://***@host, wherever a URL appears in the text
 function retry.redact(text)
@@ -95,7 +92,7 @@ end
 local function check(policy, who, level, what)
   what = what or ""
   local function bad(fmt, ...)
-    error(("bad argument #1 to '%s' (" .. fmt .. ")"):format(who, ...), level + 1)
+    errors.argument_at(level + 1, 1, who, fmt, ...)
   end
   if type(policy) ~= "table" then bad("%stable expected, got %s", what, type(policy)) end
   local a = policy.attempts
@@ -141,7 +138,7 @@ local function default_on_retry(info) log.warn(info.message) end
 function retry.run(policy, fn)
   check(policy, "retry.run", 2)
   if type(fn) ~= "function" then
-    error(("bad argument #2 to 'retry.run' (function expected, got %s)"):format(type(fn)), 2)
+    errors.argument(2, "retry.run", "function expected, got %s", type(fn))
   end
   local attempts = math.tointeger(policy.attempts or retry.DEFAULTS.attempts)
   local base = policy.base or retry.DEFAULTS.base

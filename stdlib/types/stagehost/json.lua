@@ -16,9 +16,11 @@ local json = {}
 ---@return string
 function json.encode(value, opts) end
 
----Decodes a document; raises with the line and column of a mistake.
+---Decodes a document. Bad input returns nil and "line L, column C: reason" (as `xml.decode` and
+---`yaml.decode` do); only a non-string argument raises. `null` decodes to `json.null`, never nil.
 ---@param text string
----@return any
+---@return any value
+---@return string? message
 function json.decode(text) end
 
 ---Marks a table (a new one when nil) as a JSON array, so `{}` encodes as `[]`.
