@@ -16,11 +16,9 @@ local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHO
 
 local CREDS = { access_key_id = "AKIDTESTCLIENT", secret_access_key = "test/secret/Key+0123456789abcdefghijklmn" }
 
--- A sandbox that checks every signature against the keys it knows.
+-- A sandbox that knows CREDS; it checks every signature against the keys it knows.
 local function start()
-  local sb = sandbox.start{}
-  sb.state.aws.keys[CREDS.access_key_id] = { secret = CREDS.secret_access_key }
-  sb.verify_signature = sandbox.signature_verifier(sb)
+  local sb = sandbox.start{ aws = { keys = { [CREDS.access_key_id] = CREDS.secret_access_key } } }
   sb.state.aws.step_seconds = 0.05
   return sb
 end
@@ -208,6 +206,22 @@ T.test("a timeout or cancel stops a request at once and stays a timeout or cance
   slow:close()
 end)
 
+T.test("a refused connection is a TransportError carrying http.request's code and words", function()
+  local closed = http.serve{ handler = function() return "" end }
+  local endpoint = ("http://127.0.0.1:%d"):format(closed.port)
+  closed:close()
+  local err = T.raises(function()
+    local r = aws.request{ service = "sts", region = "us-east-1", endpoint = endpoint, credentials = CREDS,
+      form = { Action = "GetCallerIdentity", Version = "2011-06-15" }, retry = false }
+    return r
+  end, "TransportError")
+  T.ok(aws.is_error(err, "TransportError"), tostring(err))
+  T.eq(err.kind, "ECONNREFUSED")
+  T.has(err.message, "http.request: POST " .. endpoint .. "/ failed: ")
+  T.match(tostring(err), "^aws: sts GetCallerIdentity: TransportError: http%.request: POST ")
+  T.no_match(tostring(err), "%.lua:%d+:", "no line of the library in the message")
+end)
+
 T.test("malformed XML or JSON from a server: an error naming the service and operation", function()
   local sb = start()
   sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 200, body = "<DescribeStacksResponse><oops" }
@@ -221,14 +235,106 @@ T.test("malformed XML or JSON from a server: an error naming the service and ope
   sb:close()
 end)
 
-T.test("signatures: the sandbox rejects a wrong secret, as AWS would", function()
+T.test("signatures: the sandbox rejects a wrong secret and an unknown key, as AWS would", function()
   local sb = start()
   local wrong = { access_key_id = CREDS.access_key_id, secret_access_key = "not-the-secret-0123456789" }
   local c = aws.cloudformation{ region = "us-east-1", endpoint = sb.url, credentials = wrong, poll = POLL }
   local err = T.raises(function() c:describe_stack("x") end, "SignatureDoesNotMatch")
   T.eq(err.status, 403)
+  local stranger = { access_key_id = "AKIDSTRANGER0000", secret_access_key = CREDS.secret_access_key }
+  c = aws.cloudformation{ region = "us-east-1", endpoint = sb.url, credentials = stranger, poll = POLL }
+  err = T.raises(function() c:describe_stack("x") end, "InvalidClientTokenId")
+  T.eq(err.status, 403)
   sb:close()
 end)
+
+-- ---- signatures against botocore, AWS's own signer (tests/python/sigv4_botocore.py) ----
+-- The sandbox verifies with stagehost's signer; these tests keep that from being a signer
+-- checked only against itself.
+
+local PY_DIR = (os.getenv("STAGEHOST_SOURCE_DIR") or debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]*$") or ".")
+  .. "/tests/python"
+
+-- The python3 that has botocore: the image's default, else Debian's (python3-botocore).
+local function botocore_python()
+  for _, python in ipairs{ "python3", "/usr/bin/python3" } do
+    local ok, r = pcall(proc.run, { python, "-c", "import botocore.auth", timeout = 60 })
+    if ok and r.code == 0 then return python end
+  end
+  error("no python3 imports botocore: run .ci/install-deps (it installs python3-botocore)", 0)
+end
+
+-- botocore(case) -> what sigv4_botocore.py answers for one request
+local function botocore(python, case)
+  local r = proc.run{ python, PY_DIR .. "/sigv4_botocore.py", stdin = json.encode(case), timeout = 60 }
+  T.eq(r.code, 0, "sigv4_botocore.py: " .. r.stderr)
+  return json.decode(r.stdout)
+end
+
+T.test("signatures: stagehost's signer and botocore's agree byte for byte", function()
+  local python = botocore_python()
+  local token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ=="
+  local cases = {
+    { name = "a Query POST", method = "POST", url = "https://cloudformation.us-east-1.amazonaws.com/",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8" },
+      body = "Action=DescribeStacks&StackName=web-staging&Version=2010-05-15", service = "cloudformation" },
+    { name = "a session token", method = "POST", url = "https://sts.amazonaws.com/", session_token = token,
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8" },
+      body = "Action=GetCallerIdentity&Version=2011-06-15", service = "sts" },
+    { name = "a REST path with an encoded segment and a query", method = "GET", service = "amplify",
+      url = "https://amplify.eu-west-1.amazonaws.com/apps/d1a2b3c4/branches/feature%2Fx/jobs?nextToken=a%2Bb%3D&maxResults=5",
+      headers = {}, body = "", region = "eu-west-1" },
+    { name = "a JSON body and a header with runs of spaces", method = "POST", service = "amplify",
+      url = "https://amplify.us-east-1.amazonaws.com/apps/d1/branches/main/jobs",
+      headers = { ["Content-Type"] = "application/json", ["X-Custom"] = "  two   spaces  " },
+      body = json.encode{ jobType = "RELEASE", commitId = "abc123", commitMessage = "naïve ünïcode" } },
+  }
+  for _, case in ipairs(cases) do
+    local region = case.region or "us-east-1"
+    local creds = { access_key_id = "AKIDEXAMPLE", secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+      session_token = case.session_token }
+    local theirs = botocore(python, { method = case.method, url = case.url, headers = case.headers, body = case.body,
+      service = case.service, region = region, access_key_id = creds.access_key_id,
+      secret_access_key = creds.secret_access_key, session_token = creds.session_token, time = "20260301T123456Z" })
+    local ours = aws.sign{ method = case.method, url = case.url, headers = case.headers, body = case.body,
+      service = case.service, region = region, credentials = creds, time = "20260301T123456Z" }
+    T.eq(ours.Authorization, theirs.headers.Authorization, case.name)
+    T.eq(ours["X-Amz-Date"], theirs.headers["X-Amz-Date"], case.name)
+    T.eq(ours["X-Amz-Security-Token"], theirs.headers["X-Amz-Security-Token"], case.name)
+  end
+end)
+
+T.test("signatures: a request botocore signs gets through the sandbox; a tampered signature or body does not", function()
+  local python = botocore_python()
+  local sb = start()
+  local function send(extra)
+    local case = { method = "POST", url = sb.url .. "/", body = "Action=GetCallerIdentity&Version=2011-06-15",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8" }, service = "sts",
+      region = "us-east-1", access_key_id = CREDS.access_key_id, secret_access_key = CREDS.secret_access_key, send = true }
+    for k, v in pairs(extra or {}) do case[k] = v end
+    return botocore(python, case)
+  end
+  local accepted = send()
+  T.eq(accepted.status, 200, accepted.body)
+  T.has(accepted.body, "<GetCallerIdentityResponse")
+  local forged = send{ tamper = "signature" }
+  T.eq(forged.status, 403)
+  T.has(forged.body, "<Code>SignatureDoesNotMatch</Code>")
+  local changed = send{ tamper = "body" }
+  T.eq(changed.status, 403, "a body changed after signing")
+  T.has(changed.body, "<Code>SignatureDoesNotMatch</Code>")
+  local unknown = send{ access_key_id = "AKIDNOTKNOWN000" }
+  T.eq(unknown.status, 403)
+  T.has(unknown.body, "<Code>InvalidClientTokenId</Code>")
+  local cfn_accepted = send{ service = "cloudformation", body = "Action=ListStacks&Version=2010-05-15" }
+  T.eq(cfn_accepted.status, 200, cfn_accepted.body)
+  local amplify_forged = send{ service = "amplify", method = "GET", url = sb.url .. "/apps", body = "", headers = {},
+    tamper = "signature" }
+  T.eq(amplify_forged.status, 403)
+  local amplify = send{ service = "amplify", method = "GET", url = sb.url .. "/apps", body = "", headers = {} }
+  T.eq(amplify.status, 200, amplify.body)
+  sb:close()
+end, { timeout = 90 })
 
 local function seed_amplify(sb, env)
   local app = aws.request{ service = "amplify", region = "us-east-1", endpoint = sb.url, credentials = CREDS,
@@ -365,8 +471,15 @@ local c = aws.credentials() -- within five minutes of expiry: renewed
 print(a.source, a.access_key_id == b.access_key_id, a.access_key_id ~= c.access_key_id)
 print(aws.sts{}:get_caller_identity().arn)
 ]]
+  -- a token as GitHub Actions' OIDC provider issues it: the sandbox, as STS, takes only a JWT
+  -- from a provider it trusts, for its audience, unexpired
+  local crypto = require "stagehost.crypto"
+  local jwt = crypto.base64url_encode(json.encode{ alg = "RS256", typ = "JWT" }) .. "."
+    .. crypto.base64url_encode(json.encode{ iss = "https://token.actions.githubusercontent.com", aud = "sts.amazonaws.com",
+      sub = "repo:acme/web:ref:refs/heads/main", exp = os.time() + 3600, iat = os.time() })
+    .. ".oidc-token-body-signature"
   local r = child(sb, code, { AWS_ROLE_ARN = "arn:aws:iam::123456789012:role/gha-deploy",
-    AWS_WEB_IDENTITY_TOKEN_FILE = "$HOME/token", files = { token = "eyJhbGciOiJSUzI1NiJ9.oidc-token-body.sig\n" } })
+    AWS_WEB_IDENTITY_TOKEN_FILE = "$HOME/token", files = { token = jwt .. "\n" } })
   T.eq(r.code, 0, r.stderr)
   T.has(r.stdout, "web identity arn:aws:iam::123456789012:role/gha-deploy\ttrue\ttrue")
   T.has(r.stdout, "gha-deploy")

@@ -13,10 +13,11 @@ local proc = require "stagehost.proc"
 local TOKEN = "sandboxtoken0stagehost0123456789abcdef"
 local REPO = "acme/widgets"
 
--- A sandbox and a client on it for one test, closed whatever the test does.
+-- A sandbox that has REPO and accepts TOKEN (and nothing else), and a client on it for one
+-- test, closed whatever the test does.
 local function with_github(fn, client_opts)
   return function()
-    local sb = sandbox.start{}
+    local sb = sandbox.start{ github = { repos = { REPO }, tokens = { TOKEN } } }
     local opts = { token = TOKEN, repo = REPO, api_url = sb.github_url, backoff = 0.05 }
     for k, v in pairs(client_opts or {}) do opts[k] = v end
     local gh = github.client(opts)
@@ -83,9 +84,64 @@ T.test("the emulator's Link and rate-limit headers are GitHub's", with_github(fu
   T.no_match(last.headers.link, "rel=\"next\"")
   local anonymous = http.request{ url = sb.github_url .. "/repos/" .. REPO }
   T.eq(anonymous.status, 401)
-  T.eq(json.decode(anonymous.body).message, "Bad credentials")
+  T.eq(json.decode(anonymous.body).message, "Requires authentication")
   T.ok(anonymous.headers["x-ratelimit-limit"], "rate-limit headers on a 401 too")
 end))
+
+-- The emulator knows its repositories and tokens, as GitHub does: nothing is made on first use.
+T.test("a wrong token is 401 Bad credentials, an unknown repository 404, a status on a branch name 422",
+  with_github(function(sb, gh)
+    local wrong = github.client{ token = "ghp_notAtokenTheSandboxGave000000000", repo = REPO, api_url = sb.github_url }
+    local err = caught(wrong.get_repo, wrong)
+    T.eq(err.status, 401); T.eq(err.message, "Bad credentials")
+    T.eq(tostring(err), "github: GET /repos/acme/widgets: 401 Bad credentials")
+    local raw = http.request{ url = sb.github_url .. "/repos/" .. REPO, headers = { Authorization = "token wrong" } }
+    T.eq(raw.status, 401)
+    local body = json.decode(raw.body)
+    T.eq(body.message, "Bad credentials"); T.match(body.documentation_url, "^https://docs%.github%.com/")
+
+    local elsewhere = github.client{ token = TOKEN, repo = "acme/no-such-repo", api_url = sb.github_url }
+    err = caught(elsewhere.create_issue, elsewhere, { title = "lost" })
+    T.eq(err.status, 404); T.eq(err.message, "Not Found")
+    T.eq(sb.state.github.repos["acme/no-such-repo"], nil, "nothing made on first use")
+    T.eq(elsewhere:get_release_by_tag("v1"), nil, "nil_on = 404 still reads a missing repository as nothing")
+
+    err = caught(gh.create_status, gh, "main", { state = "success", context = "ci" })
+    T.eq(err.status, 422); T.eq(err.message, "No commit found for SHA: main")
+    err = caught(gh.create_status, gh, "a1b2c3d", { state = "success", context = "ci" })
+    T.eq(err.status, 422, "an abbreviated SHA is not a commit either")
+    T.eq(#gh:list_statuses("main"), 0)
+
+    -- a repository added to the world exists from then on; so does one seeded by a test
+    sb.state.github.repos["acme/seeded"] = {}
+    T.eq(github.client{ token = TOKEN, repo = "acme/seeded", api_url = sb.github_url }:get_repo().full_name, "acme/seeded")
+  end))
+
+T.test("sandbox.start's defaults: one repository, one random token; sb:use() configures both", function()
+  local sb = sandbox.start{}
+  local ok, err = pcall(function()
+    T.eq(sb.github_repo, "stagehost/sandbox")
+    T.match(sb.github_token, "^ghs_sandbox%x+$")
+    local other = sandbox.start{}
+    local different = other.github_token ~= sb.github_token
+    other:close()
+    T.ok(different, "each sandbox has its own token")
+    local restore = sb:use{ repo = "acme/from-use" }
+    local used = pcall(function()
+      local gh = github.client{}
+      T.eq(gh:get_repo().full_name, "acme/from-use", "the repository sb:use() configures exists")
+      T.eq(gh:create_issue{ title = "hello" }.number, 1)
+    end)
+    restore()
+    T.ok(used, "the configured client works")
+    local guess = github.client{ token = "guess", repo = "stagehost/sandbox", api_url = sb.github_url }
+    T.eq(caught(guess.get_repo, guess).status, 401)
+    T.raises(function() sandbox.start{ github = { repos = { "not a repo" } } } end, "\"not a repo\" is not a repository name (owner/name)")
+    T.raises(function() sandbox.start{ github = { tokens = {} } } end, "github.tokens must be a list")
+  end)
+  sb:close()
+  if not ok then error(err, 0) end
+end)
 
 T.test("a secondary rate limit with Retry-After is waited out", with_github(function(sb, gh)
   sb:fail_next{ service = "github", action = "POST /repos/{owner}/{repo}/issues", status = 403,
@@ -166,10 +222,21 @@ T.test("cut connections and 5xx answers share one budget of attempts; a cut POST
     retries = 2, backoff = 0 }
   local err = caught(gh.get_repo, gh)
   T.eq(calls, 3, "three attempts in all (cut, 503, cut), not three per kind of failure")
-  T.match(tostring(err), "^github: GET /repos/acme/widgets: GET http://127%.0%.0%.1:%d+/repos/acme/widgets failed")
+  T.match(tostring(err), "^github: GET /repos/acme/widgets: GET http://127%.0%.0%.1:%d+/repos/acme/widgets failed: ")
   calls = 0
   err = caught(gh.create_issue, gh, { title = "once" })
   T.eq(calls, 1, "a POST cut after it was sent may have created the issue: not sent again")
+end)
+
+T.test("a refused connection is one line naming the call and the URL", function()
+  local closed = http.serve{ handler = function() return "" end }
+  local port = closed.port
+  closed:close()
+  local gh = github.client{ token = TOKEN, repo = REPO, api_url = ("http://127.0.0.1:%d"):format(port), retries = 0 }
+  local err = caught(gh.get_repo, gh)
+  T.eq(type(err), "string")
+  T.match(err, ("^github: GET /repos/acme/widgets: GET http://127%%.0%%.0%%.1:%d/repos/acme/widgets failed: [^\n]*[Cc]ouldn't connect"):format(port))
+  T.no_match(err, "\n")
 end)
 
 T.test("releases: create, get by tag, update, generate notes, upload assets", with_github(function(sb, gh)
@@ -389,7 +456,7 @@ T.test("malformed input gets a 422 and leaves the emulated world usable", with_g
     { "/issues", '{"title":"bad","assignees":[{}]}', "assignees" },
     { "/issues", '{"title":"bad","labels":[{}]}', "labels" },
     { "/issues", '{"title":{}}', "title" },
-    { "/statuses/abc", '{"state":"success","context":5}', "context" },
+    { "/statuses/" .. ("abc0"):rep(10), '{"state":"success","context":5}', "context" },
     { "/deployments", '{"ref":"abc","required_contexts":[1,"a"]}', "required_contexts" },
     { "/releases/generate-notes", '{"tag_name":"v2","previous_tag_name":{}}', "previous_tag_name" },
   } do
@@ -403,7 +470,7 @@ T.test("malformed input gets a 422 and leaves the emulated world usable", with_g
   T.eq(#open, 1, "the refused issues were not listed")
   T.eq(open[1].title, "fine")
   T.eq(#sb.state.github.repos[REPO].issues, 1)
-  T.eq(#gh:list_statuses("abc"), 0)
+  T.eq(#gh:list_statuses(("abc0"):rep(10)), 0)
   T.eq(gh:create_deployment{ ref = "abc" }.ref, "abc", "no status with a number for a context in the way")
   local number = open[1].number
   local status = post("/issues/" .. number, '{"state":"closed","state_reason":"bogus"}')

@@ -10,10 +10,10 @@ local proc = require "stagehost.proc"
 local json = require "stagehost.json"
 local http = require "stagehost.http"
 local sandbox = require "stagehost.sandbox"
+local aws_sign = require("stagehost.aws").sign
 
 -- Debian's awscli, by path: a version manager's `aws` shim earlier on PATH is not the reference
 local AWS = "/usr/bin/aws"
-local SECRET = "sandbox-secret-access-key-0123456789abcd"
 local STEP = 0.05
 
 local function require_awscli()
@@ -22,14 +22,16 @@ local function require_awscli()
   f:close()
 end
 
--- aws(sb, {args...}, env_overrides) -> proc.run's result, with .json when stdout is JSON
+-- aws(sb, {args...}, env_overrides) -> proc.run's result, with .json when stdout is JSON. awscli
+-- signs with the key pair the sandbox made (sb.credentials), which it verifies as AWS would.
 local function aws(sb, args, env)
   require_awscli()
   local argv = { AWS }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
   argv.env = {
-    AWS_ACCESS_KEY_ID = "AKIDSANDBOX", AWS_SECRET_ACCESS_KEY = SECRET, AWS_SESSION_TOKEN = false,
+    AWS_ACCESS_KEY_ID = sb.credentials.access_key_id, AWS_SECRET_ACCESS_KEY = sb.credentials.secret_access_key,
+    AWS_SESSION_TOKEN = false,
     AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
     AWS_CONFIG_FILE = "/nonexistent", AWS_SHARED_CREDENTIALS_FILE = "/nonexistent",
     AWS_PAGER = "", AWS_EC2_METADATA_DISABLED = "true",
@@ -65,17 +67,28 @@ local function count_requests(sb, service, action)
   return n
 end
 
--- A signed-looking request in the Query protocol (no verifier is set, so the signature itself
--- is not checked): query(sb, service, params[, access_key]) -> http response
-local function query(sb, service, params, access_key)
+-- A request signed (by stagehost's signer) with a key the sandbox knows: sb.credentials, or
+-- the issued key access_key with its session token. opts.forge replaces the signature with
+-- zeros. For what awscli never sends: query(sb, service, params[, access_key[, opts]])
+local function signed(sb, req, service, access_key, opts)
+  local key = access_key or sb.credentials.access_key_id
+  local known = assert(sb.state.aws.keys[key], "a key the sandbox knows")
+  local headers = {}
+  for k, v in pairs(req.headers or {}) do headers[k] = v end
+  local added = aws_sign{ method = req.method or "GET", url = req.url, headers = headers, body = req.body or "",
+    service = service, region = "us-east-1", credentials = { access_key_id = key, secret_access_key = known.secret,
+      session_token = known.token } }
+  for k, v in pairs(added) do headers[k] = v end
+  if opts and opts.forge then headers.Authorization = headers.Authorization:gsub("Signature=%x+", "Signature=" .. ("0"):rep(64)) end
+  req.headers = headers
+  return http.request(req)
+end
+
+local function query(sb, service, params, access_key, opts)
   local parts = {}
   for _, k in ipairs(params) do parts[#parts + 1] = k end
-  local body = table.concat(parts, "&")
-  return http.request{ method = "POST", url = sb.url .. "/", body = body, headers = {
-    ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8",
-    ["Authorization"] = ("AWS4-HMAC-SHA256 Credential=%s/20260101/us-east-1/%s/aws4_request, SignedHeaders=host;x-amz-date, Signature=%s")
-      :format(access_key or "AKIDSANDBOX", service, ("0"):rep(64)),
-  } }
+  return signed(sb, { method = "POST", url = sb.url .. "/", body = table.concat(parts, "&"),
+    headers = { ["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8" } }, service, access_key, opts)
 end
 
 local function form_escape(s)
@@ -147,7 +160,8 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Handler: app.handler
-      Runtime: nodejs18.x
+      Runtime: nodejs24.x
+      CodeUri: s3://stagehost-artifacts/hello.zip
       Environment:
         Variables:
           STAGE: !Ref Stage
@@ -382,8 +396,8 @@ T.test("sts: get-caller-identity, assume-role, the issued credentials, unsigned 
       AWS_SECRET_ACCESS_KEY = creds.SecretAccessKey, AWS_SESSION_TOKEN = creds.SessionToken })
     T.eq(as_role.Arn, r.assumed.AssumedRoleUser.Arn, "the assumed role is the caller")
     T.eq(as_role.UserId, r.assumed.AssumedRoleUser.AssumedRoleId)
-    T.eq(query(sb, "sts", { "Action=GetCallerIdentity", "Version=2011-06-15" }, creds.AccessKeyId).status, 403,
-      "the verifier was on: a forged signature is refused")
+    T.eq(query(sb, "sts", { "Action=GetCallerIdentity", "Version=2011-06-15" }, creds.AccessKeyId, { forge = true }).status,
+      403, "the verifier was on: a forged signature is refused")
 
     -- a verifier refusing every signature: only an unsigned call can pass it
     local verified = 0
@@ -412,6 +426,94 @@ T.test("sts: get-caller-identity, assume-role, the issued credentials, unsigned 
     T.ok(sb.state.aws.keys[r.web.Credentials.AccessKeyId], "remembered for a verifier")
     T.eq(sb.state.aws.issued, 2)
   end)
+end, { timeout = 120 })
+
+-- What AWS refuses, the sandbox refuses, with AWS's codes: awscli (whose botocore signs and
+-- parses) sees the same errors it would see from AWS.
+T.test("refusals awscli sees as from AWS: a wrong secret, an unknown key, web identity tokens AWS would not take", function()
+  local ROLE = "arn:aws:iam::123456789012:role/deployer"
+  local GHA = "https://token.actions.githubusercontent.com"
+  local function web_identity(sb, token)
+    return aws(sb, { "sts", "assume-role-with-web-identity", "--role-arn", ROLE, "--role-session-name", "gha",
+      "--web-identity-token", token })
+  end
+  local function valid(claims)
+    local c = { sub = "repo:acme/web:ref:refs/heads/main", aud = "sts.amazonaws.com", iss = GHA, exp = os.time() + 600,
+      iat = os.time() }
+    for k, v in pairs(claims) do c[k] = v end
+    return oidc_token(c)
+  end
+  local sb = sandbox.start{ aws = { keys = { AKIDEXTRA = "extra-secret-0123456789" },
+    oidc = { ["https://oidc.example.com/tenant"] = { "my-app" } } } }
+  sb.state.aws.step_seconds = STEP
+  local ok, err = xpcall(function()
+    local r = task.all{
+      wrong_secret = function()
+        return aws(sb, { "cloudformation", "describe-stacks" }, { AWS_SECRET_ACCESS_KEY = "not-the-sandbox-secret-00000000" })
+      end,
+      unknown_key = function()
+        return aws(sb, { "cloudformation", "list-stacks" }, { AWS_ACCESS_KEY_ID = "AKIDNOBODYKNOWS0000" })
+      end,
+      amplify_unknown = function()
+        return aws(sb, { "amplify", "list-apps" }, { AWS_ACCESS_KEY_ID = "AKIDNOBODYKNOWS0000" })
+      end,
+      amplify_wrong = function()
+        return aws(sb, { "amplify", "list-apps" }, { AWS_SECRET_ACCESS_KEY = "not-the-sandbox-secret-00000000" })
+      end,
+      extra_key = function()
+        return aws(sb, { "sts", "get-caller-identity" }, { AWS_ACCESS_KEY_ID = "AKIDEXTRA",
+          AWS_SECRET_ACCESS_KEY = "extra-secret-0123456789" })
+      end,
+      not_a_jwt = function() return web_identity(sb, "notajwt") end,
+      opaque = function() return web_identity(sb, "Atza|IQEBLjAsAhRFiXuWpUXuRvQ9PZL3GMFcYevydwIUFAHZwXZXXXXXXXX") end,
+      audience = function() return web_identity(sb, valid{ aud = "sigstore" }) end,
+      issuer = function() return web_identity(sb, valid{ iss = "https://vstoken.actions.githubusercontent.com" }) end,
+      no_aud = function() return web_identity(sb, valid{ aud = json.null }) end,
+      expired = function() return web_identity(sb, valid{ exp = os.time() - 60 }) end,
+      other_provider = function()
+        return web_identity(sb, valid{ iss = "https://oidc.example.com/tenant", aud = { "other", "my-app" } })
+      end,
+    }
+    local function refused(result, code, message)
+      T.eq(result.code, 254, code .. ": " .. result.stderr)
+      T.has(result.stderr, ("An error occurred (%s)"):format(code))
+      if message then T.has(result.stderr, message) end
+    end
+    refused(r.wrong_secret, "SignatureDoesNotMatch",
+      "when calling the DescribeStacks operation: The request signature we calculated does not match the signature you provided")
+    refused(r.unknown_key, "InvalidClientTokenId",
+      "when calling the ListStacks operation: The security token included in the request is invalid.")
+    refused(r.amplify_unknown, "UnrecognizedClientException", "ListApps")
+    refused(r.amplify_wrong, "InvalidSignatureException", "ListApps")
+    T.eq(r.extra_key.code, 0, "a key given to sandbox.start is accepted: " .. r.extra_key.stderr)
+    refused(r.not_a_jwt, "InvalidIdentityToken", "The ID Token provided is not a valid JWT")
+    refused(r.opaque, "InvalidIdentityToken", "not a valid JWT")
+    refused(r.audience, "InvalidIdentityToken", "Incorrect token audience")
+    refused(r.issuer, "InvalidIdentityToken",
+      "No OpenIDConnect provider found in your account for https://vstoken.actions.githubusercontent.com")
+    refused(r.no_aud, "InvalidIdentityToken", "Missing a required claim: aud")
+    refused(r.expired, "ExpiredTokenException", "Token expired: current date/time")
+    T.eq(r.other_provider.code, 0, "a provider given to sandbox.start, one of the token's audiences: " .. r.other_provider.stderr)
+    local accepted = json.decode(r.other_provider.stdout)
+    T.eq(accepted.Audience, "my-app")
+    T.eq(accepted.Provider, "arn:aws:iam::123456789012:oidc-provider/oidc.example.com/tenant")
+    T.eq(sb.state.aws.issued, 1, "only the accepted token got credentials")
+
+    -- a SAM template as a developer keeps it (CodeUri: src/), deployed unpackaged: the change
+    -- set is made, and fails with the transform's words
+    local unpackaged = SAM_YAML:gsub("CodeUri: s3://stagehost%-artifacts/hello%.zip", "CodeUri: src/")
+    local cs = aws_ok(sb, { "cloudformation", "create-change-set", "--stack-name", "unpackaged", "--change-set-name", "c1",
+      "--change-set-type", "CREATE", "--template-body", unpackaged, "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND" })
+    local waited = aws(sb, { "cloudformation", "wait", "change-set-create-complete", "--change-set-name", cs.Id })
+    T.eq(waited.code, 255, "the waiter fails on FAILED")
+    local failed = aws_ok(sb, { "cloudformation", "describe-change-set", "--change-set-name", cs.Id })
+    T.eq(failed.Status, "FAILED"); T.eq(failed.ExecutionStatus, "UNAVAILABLE")
+    T.eq(failed.StatusReason, "Transform AWS::Serverless-2016-10-31 failed with: Invalid Serverless Application "
+      .. "Specification document. Number of errors found: 1. Resource with id [HelloFunction] is invalid. 'CodeUri' is "
+      .. "not a valid S3 Uri of the form 's3://bucket/key' with optional versionId query parameter.")
+  end, debug.traceback)
+  sb:close()
+  if not ok then error(err, 0) end
 end, { timeout = 120 })
 
 T.test("amplify: app, branch, variables replaced, a release job succeeds, a failing step fails the job", function()
@@ -474,8 +576,7 @@ T.test("amplify: app, branch, variables replaced, a release job succeeds, a fail
     T.has(log.body, failed.steps[2].statusReason)
     T.has(log.body, "STAGEHOST_FAIL_STEP", "variable names are listed")
     -- timestamps go over the wire as epoch seconds, which is what awscli expects of REST-JSON
-    local raw = http.request{ url = ("%s/apps/%s/branches/main/jobs/2"):format(sb.url, app.appId), headers = {
-      Authorization = "AWS4-HMAC-SHA256 Credential=AKIDSANDBOX/20260101/us-east-1/amplify/aws4_request, SignedHeaders=host, Signature=00" } }
+    local raw = signed(sb, { url = ("%s/apps/%s/branches/main/jobs/2"):format(sb.url, app.appId) }, "amplify")
     T.eq(type(json.decode(raw.body).job.summary.startTime), "number")
   end)
 end, { timeout = 180 })
@@ -523,7 +624,8 @@ T.test("raw requests: missing or malformed signatures, unknown actions, broken b
     T.has(dangling.body, "Template format error: Unresolved resource dependencies [Nowhere] in the Resources block of the template")
 
     local sam = json.encode{ Transform = "AWS::Serverless-2016-10-31", Resources = {
-      Fn = { Type = "AWS::Serverless::Function", Properties = { Handler = "x", Runtime = "nodejs18.x" } } } }
+      Fn = { Type = "AWS::Serverless::Function", Properties = { Handler = "x", Runtime = "nodejs24.x",
+        InlineCode = "exports.handler = async () => 1" } } } }
     local needs = query(sb, "cloudformation", { "Action=CreateChangeSet", "Version=2010-05-15", "StackName=sam",
       "ChangeSetName=c1", "ChangeSetType=CREATE", "TemplateBody=" .. form_escape(sam), "Capabilities.member.1=CAPABILITY_IAM" })
     T.eq(needs.status, 400)
@@ -542,7 +644,23 @@ T.test("raw requests: missing or malformed signatures, unknown actions, broken b
       body = "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=" .. form_escape("arn:aws:iam::123456789012:role/x")
         .. "&RoleSessionName=s1&WebIdentityToken=" }
     T.eq(no_token.status, 400)
-    T.has(no_token.body, "<Code>InvalidIdentityToken</Code>")
+    T.has(no_token.body, "<Code>ValidationError</Code>", "the API's length rule (at least 4) comes first")
+    T.has(no_token.body, "at 'webIdentityToken' failed to satisfy constraint: Member must have length greater than or equal to 4")
+
+    -- the Query protocol's Version: an action exists only in its API's version
+    local wrong_version = query(sb, "cloudformation", { "Action=ListStacks", "Version=2011-06-15" })
+    T.eq(wrong_version.status, 400)
+    T.has(wrong_version.body, "<Code>InvalidAction</Code><Message>Could not find operation ListStacks for version 2011-06-15</Message>")
+    local no_version = query(sb, "sts", { "Action=GetCallerIdentity" })
+    T.eq(no_version.status, 400)
+    T.has(no_version.body, "Could not find operation GetCallerIdentity for version NO_VERSION_SPECIFIED")
+    -- parameters the API requires, refused before anything is looked up
+    local no_name = query(sb, "cloudformation", { "Action=DescribeChangeSet", "Version=2010-05-15" })
+    T.has(no_name.body, "<Code>ValidationError</Code><Message>1 validation error detected: Value null at 'changeSetName' failed to satisfy constraint: Member must not be null</Message>")
+    local no_role = query(sb, "sts", { "Action=AssumeRole", "Version=2011-06-15" })
+    T.has(no_role.body, "2 validation errors detected: Value null at 'roleArn'")
+    local no_template = query(sb, "cloudformation", { "Action=ValidateTemplate", "Version=2010-05-15" })
+    T.has(no_template.body, "<Message>Either Template URL or Template Body must be specified.</Message>")
 
     local cfn_requests = count_requests(sb, "cloudformation", "DescribeStacks")
     T.eq(cfn_requests, 2, "every request recorded, refused ones too")
@@ -575,8 +693,7 @@ T.test("raw requests: issued credentials expire; faults with raw bodies and REST
     T.eq(query(sb, "cloudformation", { "Action=ListStacks", "Version=2010-05-15" }).status, 200, "two times, then served")
 
     sb:fail_next{ service = "amplify", action = "ListApps", code = "TooManyRequestsException", message = "slow down" }
-    local throttled = http.request{ url = sb.url .. "/apps", headers = {
-      Authorization = "AWS4-HMAC-SHA256 Credential=AKIDSANDBOX/20260101/us-east-1/amplify/aws4_request, SignedHeaders=host, Signature=00" } }
+    local throttled = signed(sb, { url = sb.url .. "/apps" }, "amplify")
     T.eq(throttled.status, 429)
     T.eq(throttled.headers["x-amzn-errortype"], "TooManyRequestsException")
     T.eq(json.decode(throttled.body).message, "slow down")
@@ -609,13 +726,14 @@ T.test("cloudformation templates: intrinsics, conditions, exports, SAM; updates 
           Small = { ["Fn::And"] = { { Condition = "NotProd" }, { ["Fn::Equals"] = { "x", "x" } } } },
           Any = { ["Fn::Or"] = { { Condition = "IsProd" }, { Condition = "Small" } } },
         },
-        Globals = { Function = { Runtime = "nodejs18.x" } },
+        Globals = { Function = { Runtime = "nodejs24.x" } },
         Resources = {
           Assets = { Type = "AWS::S3::Bucket", Properties = {
             BucketName = { ["Fn::Join"] = { "-", { { Ref = "AWS::StackName" }, { Ref = "Env" }, "assets" } } },
             Tags = { ["Fn::If"] = { "IsProd", { { Key = "tier", Value = "prod" } }, { Ref = "AWS::NoValue" } } } } },
           ProdOnly = { Type = "AWS::SQS::Queue", Condition = "IsProd" },
           Fn = { Type = "AWS::Serverless::Function", Properties = { Handler = "app.handler",
+            InlineCode = "exports.handler = async () => 1",
             MemorySize = { ["Fn::FindInMap"] = { "Sizes", { Ref = "Env" }, "Memory" } },
             Events = { Http = { Type = "HttpApi" } } } },
         },

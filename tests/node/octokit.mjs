@@ -1,17 +1,38 @@
 // The sandbox's GitHub emulator driven by the real @octokit/rest: if octokit accepts every
 // answer (shapes, Link pagination, upload URLs), the emulator speaks GitHub well enough.
-//   node tests/node/octokit.mjs <github_url>   prints "octokit ok" and exits 0, or names the
-//   first mismatch and exits 1
+// It also proves the emulator refuses what GitHub refuses: a wrong token (401 "Bad
+// credentials"), no token (401), a repository it does not have (404), a commit status on a
+// branch name instead of a SHA (422).
+//   node tests/node/octokit.mjs <github_url> <token>   prints "octokit ok" and exits 0, or
+//   names the first mismatch and exits 1; the sandbox must have acme/octo-widgets and accept
+//   the token
 import { Octokit } from "@octokit/rest";
 
 const baseUrl = process.argv[2];
-if (!baseUrl) {
-  console.error("usage: node octokit.mjs <github_url>");
+const token = process.argv[3];
+if (!baseUrl || !token) {
+  console.error("usage: node octokit.mjs <github_url> <token>");
   process.exit(2);
 }
 const owner = "acme";
 const repo = "octo-widgets";
-const octokit = new Octokit({ auth: "ghp_octokitSandboxToken0123456789", baseUrl, userAgent: "stagehost-octokit-check" });
+const octokit = new Octokit({ auth: token, baseUrl, userAgent: "stagehost-octokit-check" });
+
+// Octokit's RequestError (from @octokit/request-error, which @octokit/rest does not re-export)
+// is named "HttpError" and carries status and response.
+function isRequestError(error) {
+  return error instanceof Error && error.name === "HttpError" && typeof error.status === "number" && error.response;
+}
+
+// The error octokit raises for a call, or null when the call succeeds.
+async function refusal(call) {
+  try {
+    await call();
+  } catch (error) {
+    return error;
+  }
+  return null;
+}
 
 function check(condition, what, actual) {
   if (!condition) {
@@ -116,15 +137,27 @@ async function main() {
   const { data: dstatuses } = await octokit.rest.repos.listDeploymentStatuses({ owner, repo, deployment_id: deployment.id });
   check(dstatuses.length === 1, "listDeploymentStatuses", dstatuses);
 
-  // a bad token
-  const stranger = new Octokit({ baseUrl });
-  let unauthorized;
-  try {
-    await stranger.rest.repos.get({ owner, repo });
-  } catch (error) {
-    unauthorized = error;
-  }
-  check(unauthorized && unauthorized.status === 401, "no token: 401", unauthorized && unauthorized.status);
+  // what GitHub refuses, refused the same way
+  const anonymous = await refusal(() => new Octokit({ baseUrl }).rest.repos.get({ owner, repo }));
+  check(isRequestError(anonymous) && anonymous.status === 401, "no token: a 401 RequestError", anonymous && anonymous.status);
+  check(anonymous.response.data.message === "Requires authentication", "no token: Requires authentication", anonymous.response.data);
+
+  const wrongToken = await refusal(() =>
+    new Octokit({ auth: "ghp_wrongTokenTheSandboxNeverGave00000000", baseUrl }).rest.repos.get({ owner, repo }));
+  check(isRequestError(wrongToken) && wrongToken.status === 401, "wrong token: a 401 RequestError", wrongToken && wrongToken.status);
+  check(wrongToken.message.startsWith("Bad credentials"), "wrong token: Bad credentials", wrongToken.message);
+  check(typeof wrongToken.response.data.documentation_url === "string", "wrong token: documentation_url", wrongToken.response.data);
+
+  const unknownRepo = await refusal(() => octokit.rest.repos.get({ owner, repo: "no-such-repo" }));
+  check(isRequestError(unknownRepo) && unknownRepo.status === 404, "unknown repository: 404", unknownRepo && unknownRepo.status);
+  check(unknownRepo.response.data.message === "Not Found", "unknown repository: Not Found", unknownRepo.response.data);
+  const unknownIssue = await refusal(() => octokit.rest.issues.create({ owner, repo: "no-such-repo", title: "lost" }));
+  check(unknownIssue && unknownIssue.status === 404, "an issue in an unknown repository: 404", unknownIssue && unknownIssue.status);
+
+  const onBranch = await refusal(() =>
+    octokit.rest.repos.createCommitStatus({ owner, repo, sha: "main", state: "success", context: "stagehost/checks" }));
+  check(isRequestError(onBranch) && onBranch.status === 422, "a status on a branch name: 422", onBranch && onBranch.status);
+  check(onBranch.response.data.message === "No commit found for SHA: main", "422: No commit found for SHA", onBranch.response.data);
 
   console.log("octokit ok");
 }

@@ -361,8 +361,8 @@ function amplify.handle(sb, req, ctx)
   end
   local body = {}
   if req.body ~= "" then
-    local ok, decoded = pcall(json.decode, req.body)
-    if not ok or type(decoded) ~= "table" then bad_request("The request body is not a valid JSON object.") end
+    local decoded = json.decode(req.body)
+    if type(decoded) ~= "table" then bad_request("The request body is not a valid JSON object.") end
     body = decoded
   end
   local query = wire.parse_form(req.query)

@@ -21,10 +21,17 @@
 -- Service actions are Query Action names (DescribeStacks) or Amplify operation names (GetJob).
 -- State the tests may read or seed: keys (issued credentials by access key id: secret, token,
 -- expires, arn, user_id), issued (a count), stacks, change_sets, apps.
+-- Keys: every signed request is checked as AWS checks it (signature.lua) against
+-- state.keys[access key id] = {secret, token?, expires?}: sb.credentials (made at start, what
+-- sb:use() hands out), the start option aws.keys = {AKID = secret}, and what STS issues. An
+-- unknown key is InvalidClientTokenId, a wrong signature SignatureDoesNotMatch (403; the
+-- REST-JSON names UnrecognizedClientException, InvalidSignatureException for Amplify).
 -- Hook: sb.verify_signature = function(req, service, region) -> true | false, code, message
--- (or false, message); when set, a signed request it refuses gets a 403 with that code
--- (SignatureDoesNotMatch by default; InvalidSignatureException and the like for REST-JSON).
--- sandbox.signature_verifier(sb) makes one that checks SigV4 against sb.state.aws.keys.
+-- (or false, message) replaces the check; false (or nil) turns it off.
+-- Web identity: state.oidc[issuer without https://] = {audiences...} are the OIDC providers
+-- the account trusts (default: GitHub Actions' issuer with the audience sts.amazonaws.com;
+-- the start option aws.oidc adds more). See sts.lua.
+local crypto = require "stagehost.crypto"
 local log = require "stagehost.log"
 local wire = require "stagehost.sandbox.wire"
 
@@ -39,15 +46,35 @@ local services = {
 -- STS actions a client sends without a signature: the caller has no credentials yet
 local UNSIGNED_STS = { AssumeRoleWithWebIdentity = true, AssumeRoleWithSAML = true }
 
-function aws.init(sb)
-  sb.verify_signature = nil
+-- The access key id sb.credentials carries; its secret is new for every sandbox, so only a
+-- client given sb.credentials (or a key the test adds) gets through.
+local SANDBOX_KEY_ID = "AKIDSTAGEHOSTSANDBOX"
+
+function aws.init(sb, opts)
   local state = sb.state.aws
+  state.keys = state.keys or {}
+  local secret = crypto.base64_encode(crypto.random(30)):gsub("[+/=]", "x")
+  sb.credentials = { access_key_id = SANDBOX_KEY_ID, secret_access_key = secret }
+  state.keys[SANDBOX_KEY_ID] = { secret = secret }
+  for key_id, key_secret in pairs(opts.keys or {}) do
+    if type(key_id) ~= "string" or type(key_secret) ~= "string" then
+      error("aws.keys must map access key ids to secrets (strings)", 0)
+    end
+    state.keys[key_id] = { secret = key_secret }
+  end
+  state.oidc = state.oidc or { ["token.actions.githubusercontent.com"] = { "sts.amazonaws.com" } }
+  for issuer, audiences in pairs(opts.oidc or {}) do
+    if type(issuer) ~= "string" or type(audiences) ~= "table" then
+      error("aws.oidc must map issuers to lists of audiences", 0)
+    end
+    state.oidc[(issuer:gsub("^https://", ""))] = audiences
+  end
+  sb.verify_signature = require("stagehost.sandbox.signature").verifier(sb)
   state.account_id = state.account_id or wire.ACCOUNT_ID
   state.region = state.region or "us-east-1"
   state.step_seconds = state.step_seconds or 0.2
   state.credential_seconds = state.credential_seconds or 3600
   state.page_size = state.page_size or 100
-  state.keys = state.keys or {}
   state.issued = state.issued or 0
   for _, service in pairs(services) do service.init(sb) end
 end

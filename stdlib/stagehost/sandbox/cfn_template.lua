@@ -121,8 +121,8 @@ local function decode(body)
   if body == nil or body == "" then invalid("Either Template URL or Template Body must be specified.") end
   local template
   if trim(body):sub(1, 1) == "{" then
-    local ok, decoded = pcall(json.decode, body)
-    if not ok then format_error("JSON not well-formed. (" .. tostring(decoded):gsub("^json%.decode: ", "") .. ")") end
+    local decoded, why = json.decode(body)
+    if decoded == nil then format_error("JSON not well-formed. (" .. why .. ")") end
     template = decoded
   else
     local loaded, yaml = pcall(require, "stagehost.yaml")
@@ -206,8 +206,9 @@ local function check_references(params, resources, conditions, outputs)
 end
 
 -- tpl.load(body) -> the template's model: {body, template, description, params, param_keys,
--- resources, conditions, outputs, mappings, transforms, declared_types}; a template CloudFormation
--- would refuse fails with its ValidationError.
+-- resources, conditions, outputs, mappings, transforms, declared_types, transform_error}; a
+-- template CloudFormation would refuse fails with its ValidationError. transform_error is the
+-- message of a SAM transform that failed (the change set fails with it).
 function tpl.load(body)
   local template = decode(body)
   local transforms = list_of(template.Transform)
@@ -226,16 +227,23 @@ function tpl.load(body)
   end
   local params = parameters_of(template)
   local declared_types = declared_types_of(template, has_sam)
-  if has_sam then sam.expand(template) end
+  -- a transform that fails does not fail the call: CloudFormation makes the change set and
+  -- fails it with the transform's message (ValidateTemplate does not run transforms)
+  local transform_error
+  if has_sam then
+    local expanded, why = sam.expand(template)
+    if not expanded then transform_error = why end
+  end
 
   local resources = template.Resources
   local conditions = type(template.Conditions) == "table" and template.Conditions or {}
   local outputs = type(template.Outputs) == "table" and template.Outputs or {}
-  check_references(params, resources, conditions, outputs)
+  if not transform_error then check_references(params, resources, conditions, outputs) end
   return {
     body = body, template = template, description = template.Description, params = params,
     param_keys = wire.sorted_keys(params), resources = resources, conditions = conditions, outputs = outputs,
     mappings = template.Mappings or {}, transforms = transforms, declared_types = declared_types,
+    transform_error = transform_error,
   }
 end
 

@@ -26,6 +26,12 @@ local cfn = {
   version = "2010-05-15",
   namespace = "http://cloudformation.amazonaws.com/doc/2010-05-15/",
   actions = {},
+  -- the parameters CloudFormation's API reference marks "Required: Yes"
+  required = {
+    CreateChangeSet = { "StackName", "ChangeSetName" }, DescribeChangeSet = { "ChangeSetName" },
+    ExecuteChangeSet = { "ChangeSetName" }, DeleteChangeSet = { "ChangeSetName" }, ListChangeSets = { "StackName" },
+    ListStackResources = { "StackName" }, DeleteStack = { "StackName" },
+  },
 }
 
 local NO_CHANGES = "The submitted information didn't contain changes. Submit different information to create a change set."
@@ -331,15 +337,19 @@ function A.CreateChangeSet(sb, params, ctx)
   local tags = wire.members(params, "Tags")
   -- an update that names no tags keeps the stack's, as UpdateStack does
   if #tags == 0 and kind == "UPDATE" then tags = stack.tags or {} end
-  local changes = compute_changes(sb, stack, model, values)
-  local unchanged = kind == "UPDATE" and wire.deep_equal(stack.model.template, model.template)
-    and wire.deep_equal(stack.params, values) and wire.deep_equal(stack.tags or {}, tags)
+  local changes, unchanged = {}, false
+  if not model.transform_error then
+    changes = compute_changes(sb, stack, model, values)
+    unchanged = kind == "UPDATE" and wire.deep_equal(stack.model.template, model.template)
+      and wire.deep_equal(stack.params, values) and wire.deep_equal(stack.tags or {}, tags)
+  end
+  local final_reason = model.transform_error or (unchanged and NO_CHANGES) or nil
   local cs = {
     id = ("arn:aws:cloudformation:%s:%s:changeSet/%s/%s"):format(stack.region, state.account_id, params.ChangeSetName, wire.uuid()),
     name = params.ChangeSetName, stack_id = stack.id, stack_name = stack.name, type = kind, created = now,
     step = sb.state.aws.step_seconds, model = model, params = values, changes = changes, capabilities = given_caps,
     tags = tags, description = params.Description,
-    final_status = unchanged and "FAILED" or "CREATE_COMPLETE", final_reason = unchanged and NO_CHANGES or nil,
+    final_status = final_reason and "FAILED" or "CREATE_COMPLETE", final_reason = final_reason,
   }
   state.change_sets[cs.id] = cs
   return wire.el("Id", cs.id) .. wire.el("StackId", stack.id)

@@ -2,13 +2,21 @@
 -- @octokit/rest to run releases, issues, commit statuses and deployments against it, with
 -- GitHub's pagination (Link headers), rate-limit headers, errors and authentication.
 --
+-- It answers only whom it knows, as GitHub does: a request with no token is 401 "Requires
+-- authentication", one with a token it was not given 401 "Bad credentials", one about a
+-- repository it does not have 404 "Not Found". sandbox.start{github = {repos = {"o/n"},
+-- tokens = {"t"}, user = "login"}} says what it has; without them it has the repository
+-- "stagehost/sandbox" and one random token, sb.github_token (sb.github_repo is the first
+-- repository); sb:use() adds the repository it configures.
+--
 -- The world lives in sb.state.github, which tests may read and seed:
---   tokens   nil (any non-empty token is accepted) or a list of the tokens accepted
+--   tokens   the list of tokens accepted
 --   user     the login every token acts as ("stagehost-bot")
 --   repos    ["owner/name"] = { issues = {...}, releases = {...}, comments = {[n] = {...}},
 --            statuses = {[sha] = {...}}, deployments = {...}, deployment_statuses = {[id] = {...}} }
---            made on first use. A seeded issue needs only a title: {title = "x", state = "closed"};
---            the missing fields (number, id, urls, user, times) are filled in when it is first seen.
+--            for each repository it has: a test may add one by seeding it. A seeded issue needs
+--            only a title: {title = "x", state = "closed"}; the missing fields (number, id, urls,
+--            user, times) are filled in when it is first seen.
 --   assets   [asset id] = the bytes uploaded
 --   rate     {limit = 5000, used = 0, reset = epoch}: the X-RateLimit-* headers of every answer
 --   rate_limit  nil, or {remaining = n, reset = epoch} set by a test: n more requests pass, then
@@ -210,9 +218,37 @@ end
 
 -- The world ---------------------------------------------------------------------------------
 
-function emulator.init(sb)
+local DEFAULT_REPO = "stagehost/sandbox"
+
+local function check_repo_name(name)
+  if type(name) ~= "string" or not name:match("^[%w%-_.]+/[%w%-_.]+$") then
+    error(("%q is not a repository name (owner/name)"):format(tostring(name)), 0)
+  end
+end
+
+-- emulator.add_repo(sb, "owner/name"): the repository exists from now on (empty, if new).
+function emulator.add_repo(sb, full_name)
+  check_repo_name(full_name)
+  local repos = sb.state.github.repos
+  repos[full_name] = repos[full_name] or {}
+end
+
+function emulator.init(sb, opts)
   local gh = sb.state.github
+  opts = opts or {}
   gh.repos = gh.repos or {}
+  local repos = opts.repos or { DEFAULT_REPO }
+  if type(repos) ~= "table" or #repos == 0 then error("github.repos must be a list of \"owner/name\"", 0) end
+  for _, name in ipairs(repos) do emulator.add_repo(sb, name) end
+  sb.github_repo = repos[1]
+  local tokens = opts.tokens or { "ghs_sandbox" .. crypto.hex_encode(crypto.random(16)) }
+  if type(tokens) ~= "table" or #tokens == 0 then error("github.tokens must be a list of tokens", 0) end
+  for _, token in ipairs(tokens) do
+    if type(token) ~= "string" or token == "" then error("github.tokens must be a list of non-empty strings", 0) end
+  end
+  gh.tokens = tokens
+  sb.github_token = tokens[1]
+  gh.user = opts.user or gh.user
   gh.assets = gh.assets or {}
   gh.user = gh.user or "stagehost-bot"
   gh.next_id = gh.next_id or 1000
@@ -269,15 +305,13 @@ local function complete_issue(ctx, repo, issue)
   issue.node_id = node_id("Issue", issue.id)
 end
 
--- The repository's state, made on first use; issues a test seeded are completed here.
+-- The repository's state, nil when the sandbox does not have it; issues a test seeded are
+-- completed here.
 local function repository(ctx, owner, name)
   local gh = ctx.gh
   local full_name = owner .. "/" .. name
   local repo = gh.repos[full_name]
-  if not repo then
-    repo = {}
-    gh.repos[full_name] = repo
-  end
+  if not repo then return nil end
   if not repo.id then
     repo.id = next_id(gh)
     repo.full_name, repo.owner, repo.name = full_name, owner, name
@@ -584,7 +618,15 @@ end
 
 local STATUS_STATES = { error = true, failure = true, pending = true, success = true }
 
+-- A commit is named by its full SHA-1 (or SHA-256) in hex; GitHub looks no branch or tag up here.
+local function is_sha(s)
+  return type(s) == "string" and (#s == 40 or #s == 64) and s:match("^%x+$") ~= nil
+end
+
 local function create_status(ctx)
+  if not is_sha(ctx.params.sha) then
+    return fail(ctx, 422, ("No commit found for SHA: %s"):format(ctx.params.sha))
+  end
   local body = ctx.body
   if not STATUS_STATES[body.state] then
     return validation_failed(ctx, { { resource = "Status", code = "custom", field = "state",
@@ -666,8 +708,8 @@ local function create_deployment(ctx)
   local environment = type(body.environment) == "string" and body.environment or "production"
   local payload = body.payload
   if type(payload) == "string" then
-    local ok, decoded = pcall(json.decode, payload)
-    payload = ok and decoded or payload
+    local decoded = json.decode(payload)
+    payload = decoded or payload
   end
   local deployment = {
     id = id, node_id = node_id("Deployment", id), url = url, sha = sha, ref = body.ref,
@@ -820,9 +862,7 @@ local function bearer_token(headers)
 end
 
 local function token_accepted(gh, token)
-  if not token or token == "" then return false end
-  if gh.tokens == nil then return true end
-  for k, v in pairs(gh.tokens) do
+  for k, v in pairs(gh.tokens or {}) do
     if v == token or (k == token and v == true) then return true end
   end
   return false
@@ -854,7 +894,10 @@ function emulator.handle(sb, req)
   sb:record("github", key, req)
   local fault = sb:take_fault("github", key)
   if fault then return render_fault(ctx, fault) end
-  if not token_accepted(gh, bearer_token(req.headers)) then
+  local token = bearer_token(req.headers)
+  if not token or token == "" then
+    return fail(ctx, 401, "Requires authentication")
+  elseif not token_accepted(gh, token) then
     return fail(ctx, 401, "Bad credentials")
   end
   local limited = gh.rate_limit
@@ -872,9 +915,9 @@ function emulator.handle(sb, req)
   if not route.raw_body then
     ctx.body = {}
     if req.body and req.body:find("%S") then
-      local ok, decoded = pcall(json.decode, req.body)
+      local decoded = json.decode(req.body)
       -- GitHub's bodies are objects; a list or a scalar is as unreadable to it as bad syntax
-      if not ok or type(decoded) ~= "table" or json.is_array(decoded) then
+      if type(decoded) ~= "table" or json.is_array(decoded) then
         return fail(ctx, 400, "Problems parsing JSON")
       end
       ctx.body = decoded
@@ -884,6 +927,7 @@ function emulator.handle(sb, req)
   -- raw text 500 would make the client's error say nothing and octokit choke on it
   local ok, result = xpcall(function()
     ctx.repo = repository(ctx, params.owner, params.repo)
+    if not ctx.repo then return not_found(ctx) end -- as GitHub answers for a repository it hides too
     return route[3](ctx)
   end, debug.traceback)
   if ok then return result end

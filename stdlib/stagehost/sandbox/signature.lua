@@ -49,7 +49,7 @@ function signature.verifier(sb)
         session_token = req.headers["x-amz-security-token"] } }
     if debug.signed_headers ~= signed or not crypto.equal(debug.signature, given) then
       return false, "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
     end
     return added ~= nil
   end

@@ -1,4 +1,5 @@
--- STS (Query protocol, 2011-06-15): GetCallerIdentity, AssumeRole, AssumeRoleWithWebIdentity.
+-- STS (Query protocol, 2011-06-15): GetCallerIdentity, AssumeRole, AssumeRoleWithWebIdentity
+-- (a JWT from an OIDC provider of sb.state.aws.oidc, for one of its audiences, unexpired).
 -- Issued credentials are remembered in sb.state.aws.keys[access_key_id] = {secret, token,
 -- expires, arn, user_id, account, role_arn} so a signature verifier can find their secret, and
 -- GetCallerIdentity made with them answers with the assumed role, as AWS does.
@@ -11,6 +12,11 @@ local sts = {
   version = "2011-06-15",
   namespace = "https://sts.amazonaws.com/doc/2011-06-15/",
   actions = {},
+  -- the parameters STS's API reference marks "Required: Yes"
+  required = {
+    AssumeRole = { "RoleArn", "RoleSessionName" },
+    AssumeRoleWithWebIdentity = { "RoleArn", "RoleSessionName", "WebIdentityToken" },
+  },
 }
 
 function sts.init(_) end
@@ -124,43 +130,70 @@ function sts.actions.AssumeRole(sb, params)
     .. wire.el("PackedPolicySize", params.Policy and 6 or nil)
 end
 
--- The claims of a JWT, or nil when the token is not one (opaque tokens are accepted: the
--- sandbox trusts every identity provider).
-local function jwt_claims(token)
-  local payload = token:match("^[%w%-_]+%.([%w%-_]+)%.[%w%-_]*$")
-  if not payload then return nil end
-  local decoded = crypto.base64url_decode(payload)
-  if not decoded then return nil end
-  local ok, claims = pcall(json.decode, decoded)
-  if ok and type(claims) == "table" then return claims end
-  return nil
+-- What STS answers for a token it cannot accept.
+local NOT_A_JWT = "The ID Token provided is not a valid JWT. (You may see this error if you sent an Access Token)"
+local function invalid_token(message) wire.fail("InvalidIdentityToken", message) end
+
+-- The header and claims of a JWT (header.payload.signature, each base64url, the first two JSON
+-- objects); nil when the token is not one. The signature itself is not checked: the sandbox
+-- cannot fetch the provider's keys.
+local function jwt_parts(token)
+  local header, payload, signature = token:match("^([%w%-_]+)%.([%w%-_]+)%.([%w%-_]+)$")
+  if not header then return nil end
+  local function object(part)
+    local decoded = crypto.base64url_decode(part)
+    if not decoded then return nil end
+    local value = json.decode(decoded)
+    if type(value) == "table" and not json.is_array(value) then return value end
+    return nil
+  end
+  local h, claims = object(header), object(payload)
+  if not h or not claims or type(h.alg) ~= "string" or h.alg == "none" or #signature < 4 then return nil end
+  return h, claims
+end
+
+-- AssumeRoleWithWebIdentity checks what AWS checks of an OIDC token before it trusts it: a JWT,
+-- with the claims it needs, from an issuer the account has an OIDC provider for (state.oidc),
+-- for an audience that provider lists, not expired. Each refusal is AWS's code and words.
+local function check_web_identity(sb, token)
+  if #token < 4 then
+    validation("webIdentityToken", "***", "Member must have length greater than or equal to 4")
+  end
+  local _, claims = jwt_parts(token)
+  if not claims then invalid_token(NOT_A_JWT) end
+  for _, claim in ipairs{ "iss", "sub", "aud", "exp" } do
+    if claims[claim] == nil or claims[claim] == json.null then invalid_token(("Missing a required claim: %s"):format(claim)) end
+  end
+  if type(claims.iss) ~= "string" or type(claims.sub) ~= "string" or math.type(claims.exp) == nil then
+    invalid_token(NOT_A_JWT)
+  end
+  local issuer = claims.iss:gsub("^https://", ""):gsub("/$", "")
+  local audiences = sb.state.aws.oidc[issuer]
+  if not audiences then
+    invalid_token(("No OpenIDConnect provider found in your account for %s"):format(claims.iss))
+  end
+  local given = type(claims.aud) == "table" and claims.aud or { claims.aud }
+  local audience
+  for _, a in ipairs(given) do
+    for _, accepted in ipairs(audiences) do
+      if a == accepted then audience = a end
+    end
+  end
+  if not audience then invalid_token("Incorrect token audience") end
+  if claims.exp <= wire.clock() then
+    wire.fail("ExpiredTokenException", ("Token expired: current date/time %d must be before the expiration date/time %d")
+      :format(math.floor(wire.clock()), math.floor(claims.exp)))
+  end
+  return claims.sub, audience, ("arn:aws:iam::%%s:oidc-provider/%s"):format(issuer)
 end
 
 function sts.actions.AssumeRoleWithWebIdentity(sb, params)
-  local token = params.WebIdentityToken
-  if token == nil or token == "" then
-    wire.fail("InvalidIdentityToken", "The ID Token provided is not a valid JWT. (You may see this error if you sent an Access Token)")
-  end
   local account, role_name = role_of(params)
-  local claims = jwt_claims(token)
-  local subject, audience, provider
-  if claims then
-    if type(claims.exp) == "number" and claims.exp <= wire.clock() then
-      wire.fail("ExpiredTokenException", ("Token expired: current date/time %d must be before the expiration date/time %d")
-        :format(math.floor(wire.clock()), claims.exp))
-    end
-    subject = type(claims.sub) == "string" and claims.sub or nil
-    audience = type(claims.aud) == "table" and claims.aud[1] or claims.aud
-    local issuer = type(claims.iss) == "string" and claims.iss:gsub("^https://", "") or nil
-    provider = issuer and ("arn:aws:iam::%s:oidc-provider/%s"):format(account, issuer)
-  end
-  -- an opaque token names no subject: derive a stable one so repeated calls agree
-  subject = subject or crypto.sha256(token):sub(1, 24)
-  provider = provider or params.ProviderId or ("arn:aws:iam::%s:oidc-provider/sandbox"):format(account)
+  local subject, audience, provider = check_web_identity(sb, params.WebIdentityToken)
   return issue(sb, params.RoleArn, role_name, account, params.RoleSessionName, params)
     .. wire.el("SubjectFromWebIdentityToken", subject)
-    .. wire.el("Audience", type(audience) == "string" and audience or "sts.amazonaws.com")
-    .. wire.el("Provider", provider)
+    .. wire.el("Audience", audience)
+    .. wire.el("Provider", provider:format(account))
 end
 
 return sts

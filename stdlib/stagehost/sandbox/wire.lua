@@ -124,10 +124,12 @@ end
 ---------------------------------------------------------------------------------------------------
 -- XML, written only: each helper returns a string; nil and empty values leave elements out
 
-local XML_ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;" }
+-- Text content only (the answers have no attributes): quotes stay as they are, as AWS sends
+-- them ("Value null at 'stackName'").
+local XML_ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;" }
 
 function wire.xml_escape(s)
-  return (tostring(s):gsub("[&<>\"']", XML_ESCAPES))
+  return (tostring(s):gsub("[&<>]", XML_ESCAPES))
 end
 
 -- <name>value</name>; booleans as true/false; nil gives "".
@@ -177,14 +179,32 @@ function wire.query_error(namespace, err, request_id)
 end
 
 -- Run a Query service's action: module.actions[Action](sb, params, ctx) returns the result's
--- inner XML (or false for an action without a result element).
+-- inner XML (or false for an action without a result element). module.required[Action] lists
+-- the parameters the action's API requires: a missing one is refused before the handler runs,
+-- in AWS's words ("Value null at 'stackName' failed to satisfy constraint: Member must not be
+-- null").
 function wire.query_dispatch(module, sb, ctx)
   if not ctx.action or ctx.action == "" then
     wire.fail("MissingAction", "The request must contain the parameter Action.")
   end
+  -- the Query protocol names the API version in every request; an action exists only in the
+  -- version that has it, and a request without a version finds none (as AWS answers)
   local handler = module.actions[ctx.action]
-  if not handler then
-    wire.fail("InvalidAction", ("Could not find operation %s for version %s"):format(ctx.action, module.version))
+  local version = ctx.params.Version
+  if not handler or version ~= module.version then
+    wire.fail("InvalidAction", ("Could not find operation %s for version %s")
+      :format(ctx.action, (version == nil or version == "") and "NO_VERSION_SPECIFIED" or version))
+  end
+  local missing = {}
+  for _, name in ipairs(module.required and module.required[ctx.action] or {}) do
+    if ctx.params[name] == nil then
+      missing[#missing + 1] = ("Value null at '%s' failed to satisfy constraint: Member must not be null")
+        :format(name:sub(1, 1):lower() .. name:sub(2))
+    end
+  end
+  if #missing > 0 then
+    wire.fail("ValidationError", ("%d validation error%s detected: %s"):format(#missing, #missing > 1 and "s" or "",
+      table.concat(missing, "; ")))
   end
   local result = handler(sb, ctx.params, ctx)
   return wire.query_response(module.namespace, ctx.action, result or nil, ctx.request_id)
