@@ -46,6 +46,7 @@
 ---@field env? table<string, string|number|boolean> reaches every process the stages start, and ctx.env
 ---@field concurrency? stagehost.pipeline.Concurrency
 ---@field cleanup_timeout? stagehost.pipeline.Duration bounds the cleanup of a cancelled run (default "5m")
+---@field notify? stagehost.notify.ChannelConfig[] the channels of its notifications
 
 ---A checked stage.
 ---@class stagehost.pipeline.Stage
