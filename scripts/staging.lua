@@ -9,9 +9,10 @@ local pipeline = require "stagehost.pipeline"
 return pipeline.define {
   name = "staging",
   trigger = { tags = { "rc-*" }, manual = true },
+  notify = { { channel = "console" } },
   stages = {
     { name = "pre-deployment-checks", run = "stages/pre_checks.lua", timeout = "10m" },
-    { name = "approval-gate", needs = { "pre-deployment-checks" }, run = "stages/approval.lua", timeout = "24h" },
+    { name = "approval-gate", needs = { "pre-deployment-checks" }, run = "stages/approval.lua", gate = true, timeout = "25h" },
     { name = "validate", needs = { "approval-gate" }, run = "stages/validate.lua", timeout = "3m" },
     { name = "deploy-infrastructure", needs = { "validate" }, run = "stages/deploy_infrastructure.lua", timeout = "15m" },
     { name = "deploy-frontend", needs = { "deploy-infrastructure" }, run = "stages/deploy_frontend.lua", timeout = "10m" },

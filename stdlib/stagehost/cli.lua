@@ -396,8 +396,33 @@ local COMMANDS = {
     options = { opt("--older-than", "AGE", "remove the runs that ended more than AGE ago (like 30d or 12h; default 30d)"), STATE },
     summary = "remove old runs and expired artifacts",
     about = "Runs older than AGE go whole (their rows and files); expired artifacts of the runs kept go too." },
-  -- approve, approvals and serve come with the approvals issue: add their entries here; the
-  -- parser, the help and `stagehost --help` pick them up from this table.
+  -- approve and approvals: the command-line channel of approvals (stdlib/stagehost/approval/cli.lua);
+  -- serve comes with the web page: add its entry here; the parser, the help and `stagehost
+  -- --help` pick them up from this table.
+  { name = "approve", args = { RUN_ARG }, exits = QUERY_EXITS,
+    options = {
+      opt("--reject", nil, "vote to reject (a rejection needs --comment)"),
+      opt("--comment", "TEXT", "why: needed to reject, and for every vote on a gate with require_comment"),
+      opt("--as", "NAME", "who votes (default: $GITHUB_ACTOR, else $USER, else the OS user)"),
+      opt("--stage", "S", "the stage whose gate it is, when the run waits on more than one"),
+      STATE },
+    summary = "approve (or reject) the approval a run is waiting for",
+    about = "The vote is recorded in the state database, bound to the sha256 of what the gate shows "
+      .. "(checklist, preview, commit, tag), and reaches the waiting host within a second; a run whose "
+      .. "host died gets it when resumed. One vote per person: a later one replaces an earlier one. "
+      .. "A vote that cannot count (not an approver, the run's own actor where the gate forbids it, "
+      .. "a rejection without a reason, a decided gate) is refused with one line and changes nothing.",
+    handler = function(opts, pos) return require("stagehost.approval.cli").approve(cli.state_dir(opts), pos[1], opts) end },
+  { name = "approvals", args = {}, exits = QUERY_EXITS,
+    options = {
+      opt("--audit", "RUN", "every event of RUN's gates (requested, reminded, voted, voided, decided) with who, channel and time, its hash chain checked"),
+      opt("--json", nil, "print JSON instead of a table"),
+      STATE },
+    summary = "list the approvals waiting for a vote, or audit a run's",
+    about = "Lists the pending gates of the state directory: run, stage, title, votes so far and required, "
+      .. "time left, and whether the run's host is running. With --audit, an edited record (an event "
+      .. "that no longer matches its hash) is shown where the chain breaks and ends with exit 2.",
+    handler = function(opts) return require("stagehost.approval.cli").approvals(cli.state_dir(opts), opts) end },
   { name = "help", args = { { name = "COMMAND", optional = true, help = "the command to explain" } }, options = {},
     exits = QUERY_EXITS, summary = "print the help of stagehost or of a command",
     handler = function(opts, pos) return cmd_help(opts, pos) end },
@@ -664,12 +689,7 @@ local function is_exit(e)
   return type(e) == "table" and math.type(rawget(e, "exit_code")) == "integer"
 end
 
-local function is_cancel(e)
-  if type(e) ~= "table" then return false end
-  if rawget(e, "kind") == "cancelled" then return true end
-  local mt = getmetatable(e)
-  return type(mt) == "table" and rawget(mt, "__name") == "stagehost.cancelled" -- a timeout, too
-end
+local is_cancel = errors.is_cancel -- a timeout, too
 
 -- A traceback without the frames of this file below the script's: they say nothing about it.
 local function trimmed_traceback(msg)

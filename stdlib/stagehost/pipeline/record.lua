@@ -26,6 +26,8 @@ function record.of(run)
       error = r.error, reason = r.reason, allowed_failure = r.allowed_failure, reused_from = r.reused_from,
       approved_by = r.approved_by, artifacts = artifacts }
   end
+  -- the run's approval gates, each with its hash-chained audit trail (stagehost.approval)
+  out.approvals = require("stagehost.approval").record_of(run)
   return out
 end
 
