@@ -2,7 +2,8 @@
 -- needs proc does not pay for the others.
 local modules = {
   task = true, proc = true, fs = true, json = true, log = true, http = true, crypto = true,
-  xml = true, yaml = true, aws = true, github = true, sandbox = true, pipeline = true, errors = true,
+  xml = true, yaml = true, aws = true, github = true, sandbox = true, pipeline = true, errors = true, notify = true,
+  approval = true,
 }
 
 return setmetatable({}, {

@@ -7,18 +7,13 @@ local PIPELINE_MT = { __name = "stagehost.pipeline" }
 local STAGE_FIELDS = { name = true, needs = true, run = true, timeout = true, retry = true,
   continue_on_error = true, when = true, description = true, concurrency = true, gate = true }
 local PIPELINE_FIELDS = { name = true, trigger = true, stages = true, description = true, env = true,
-  concurrency = true, cleanup_timeout = true }
+  concurrency = true, cleanup_timeout = true, notify = true }
 local TRIGGER_FIELDS = { tags = true, branches = true, manual = true }
 local WHEN_WORDS = { success = true, failure = true, always = true, cancelled = true }
 
 -- A configuration error: printed as one line, no traceback, exit code 2.
-local ConfigError = {
-  __name = "stagehost.config_error",
-  __tostring = function(e) return e.message end,
-}
-
 local function config_error(where, fmt, ...)
-  error(setmetatable({ message = where .. ": " .. fmt:format(...), exit_code = 2 }, ConfigError), 0)
+  require("stagehost.errors").config("%s: %s", where, fmt:format(...))
 end
 pipeline.config_error = config_error
 
@@ -377,6 +372,8 @@ function pipeline.define(spec)
       config_error(where, "cleanup_timeout must be seconds or like \"30s\", \"5m\" (got %s)", tostring(spec.cleanup_timeout))
     end
   end
+  -- notify = {{channel = ...}, ...}: checked now, channel files found beside the pipeline
+  local notify = spec.notify ~= nil and require("stagehost.notify").check(spec.notify, where, dir) or nil
   for _, st in ipairs(stages) do
     st.dependents = {}
   end
@@ -388,7 +385,7 @@ function pipeline.define(spec)
   end
   return setmetatable({ name = spec.name, description = spec.description, trigger = trigger, stages = stages,
     by_name = by_name, file = file, dir = dir, where = where, env = env, concurrency = concurrency,
-    cleanup_timeout = cleanup_timeout }, PIPELINE_MT)
+    cleanup_timeout = cleanup_timeout, notify = notify }, PIPELINE_MT)
 end
 
 -- ---- graphs ----

@@ -18,6 +18,8 @@
 ---@field sandbox stagehost.sandbox
 ---@field pipeline stagehost.pipeline
 ---@field errors stagehost.errors
+---@field notify stagehost.notify
+---@field approval stagehost.approval
 local stagehost = {}
 
 return stagehost

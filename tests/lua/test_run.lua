@@ -70,6 +70,7 @@ T.test("outputs that cannot be stored fail that stage, naming the path; the run 
     { { co = coroutine.create(print) }, "outputs.co: a thread cannot be stored" },
     { { ["a key"] = { [true] = 1 } }, 'outputs["a key"]: a key of type boolean cannot be stored' },
     { { n = 0 / 0 }, "outputs.n: " },
+    { { log = ("x"):rep(2 * 1024 * 1024) }, "outputs: 2.0 MiB is more than the 1 MiB a stage's outputs may hold" },
   }
   for _, case in ipairs(cases) do
     local p = pipeline.define{ name = "bad-outputs", stages = {
@@ -178,7 +179,8 @@ T.test("SIGINT/SIGTERM: stages stopped, always and cancelled stages still run, t
   for _, sig in ipairs{ { "INT", 130 }, { "TERM", 143 } } do
     local dir = project{ ["p.lua"] = SIGNALLED }
     local summary = dir .. "/summary.md"
-    local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { GITHUB_STEP_SUMMARY = summary } }
+    local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, stderr = dir .. "/host.err",
+      env = { GITHUB_STEP_SUMMARY = summary, STAGEHOST_LOG_LEVEL = "debug" } }
     wait_for(dir .. "/deploy.pid")
     local child = tonumber(fs.read(dir .. "/deploy.pid"))
     host:kill(sig[1])
@@ -186,7 +188,7 @@ T.test("SIGINT/SIGTERM: stages stopped, always and cancelled stages still run, t
     T.eq(r.code, sig[2], "exit code after SIG" .. sig[1])
     T.ok(T.gone(child), "the stage's process is gone")
     T.eq(fs.exists(dir .. "/after-ran"), false)
-    T.match(fs.read(dir .. "/notified"), "^cancelled interrupted %(SIG" .. sig[1] .. "%)")
+    T.match(fs.read(dir .. "/notified"), "^cancelled interrupted %(SIG" .. sig[1] .. "%)", fs.read(dir .. "/host.err"))
     local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
     local st = status(dir, id)
     T.eq(st.status, "cancelled")

@@ -36,8 +36,11 @@ function Run.current()
   return stage_of_task[task.current()]
 end
 
+-- The time it started and 16 random bits (from the CSPRNG: math.random's seed can repeat
+-- between hosts started at once).
 function Run.new_id()
-  return os.date("!%Y%m%d-%H%M%S") .. ("-%04x"):format(math.random(0, 0xffff))
+  local r = require("stagehost.crypto").random(2)
+  return os.date("!%Y%m%d-%H%M%S") .. ("-%02x%02x"):format(r:byte(1, 2))
 end
 
 -- Stages in an order that respects needs, declaration order otherwise (Kahn's algorithm).
@@ -102,6 +105,17 @@ function Run.unstorable(value, path, seen)
   end
   seen[value] = nil
   return nil
+end
+
+-- Outputs are kept in memory, in the state database and in every later stage's view: large
+-- data belongs in an artifact. Returns nil, or why the outputs are refused.
+Run.MAX_OUTPUTS = 1024 * 1024
+function Run.too_large(value)
+  if value == nil then return nil end
+  local size = #json.encode(value)
+  if size <= Run.MAX_OUTPUTS then return nil end
+  return ("outputs: %.1f MiB is more than the 1 MiB a stage's outputs may hold; keep large data in an artifact (ctx:artifact)")
+    :format(size / 1048576)
 end
 
 -- The run's status as its stages make it. cancelling: the run was cancelled as a whole.
@@ -435,7 +449,7 @@ function Run:run_stage(st)
         if result ~= nil and type(result) ~= "table" then
           ok, result = false, ("the stage returned a %s; return a table of outputs (or nothing)"):format(type(result))
         else
-          local bad = Run.unstorable(result)
+          local bad = Run.unstorable(result) or Run.too_large(result)
           if bad then ok, result = false, bad end
         end
         break
@@ -455,7 +469,7 @@ function Run:run_stage(st)
   elseif errors.is_cancel(result) then
     rec.status, rec.error = "cancelled", tostring(result.reason or result)
     -- ctx:cancel (the stage's own word) cancels the run; a cancel from outside came from it
-    if getmetatable(result) == errors.Error then
+    if result.origin == "stage" then
       self:cancel(("cancelled by stage '%s': %s"):format(st.name, rec.error))
     end
   else
@@ -523,12 +537,13 @@ function Run:execute()
   for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
   -- only now is there something to resume: announce the id
   if opts.on_start then opts.on_start(self) end
+  require("stagehost.notify").run_started(self) -- the pipeline's channels for this run; run.started
 
   local watcher
   if self.store.cancel_requested then
     watcher = task.spawn(function()
       while true do
-        task.sleep(opts.cancel_poll or 0.25)
+        task.sleep(opts.cancel_poll or 1) -- `stagehost cancel` is seen within a second; polling costs CPU while a run waits
         if self.store:cancel_requested(self.id) then self:cancel("cancelled by 'stagehost cancel'") end
       end
     end)
