@@ -1,8 +1,8 @@
 -- Fan-out benchmark, stagehost side: COUNT children of `sh -c 'echo hi'`, WIDTH in flight,
 -- every stdout captured and checked.
 -- usage: stagehost fanout.lua [COUNT=400] [WIDTH=16]; prints "ok COUNT", exits 1 on any bad child.
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
 
 local count = math.tointeger(tonumber(arg[1])) or 400
 local width = math.tointeger(tonumber(arg[2])) or 16

@@ -3,8 +3,8 @@
 -- usage: stagehost http_client.lua URL [COUNT=5000] [WIDTH=32] [SIZE=1024]
 -- prints "ok COUNT SECONDS" (SECONDS: first request to last response, inside the process);
 -- exits 1 on any bad response or transport failure.
-local task = require "stagehost.task"
-local http = require "stagehost.http"
+local task = require("stagehost.task")
+local http = require("stagehost.http")
 
 local url = arg[1] or error("usage: stagehost http_client.lua URL [COUNT] [WIDTH] [SIZE]")
 local count = math.tointeger(tonumber(arg[2])) or 5000

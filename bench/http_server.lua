@@ -2,8 +2,8 @@
 -- usage: stagehost http_server.lua
 -- prints the port on a line of its own once it listens, then serves until it is terminated;
 -- run.sh drives it with wrk and checks the answers.
-local http = require "stagehost.http"
-local task = require "stagehost.task"
+local http = require("stagehost.http")
+local task = require("stagehost.task")
 
 local server = http.serve{
   host = "127.0.0.1",

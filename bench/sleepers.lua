@@ -1,6 +1,6 @@
 -- Many-tasks benchmark, stagehost side: N tasks each sleeping S seconds, all joined.
 -- usage: stagehost sleepers.lua [N=10000] [S=0.2]; prints "ok N", exits 1 on a wrong result.
-local task = require "stagehost.task"
+local task = require("stagehost.task")
 
 local n = math.tointeger(tonumber(arg[1])) or 10000
 local seconds = tonumber(arg[2]) or 0.2

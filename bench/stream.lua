@@ -1,6 +1,6 @@
 -- Streaming benchmark, stagehost side: a child writes SIZE bytes of zeros straight into PATH.
 -- usage: stagehost stream.lua PATH [SIZE=268435456]; run.sh checks the file's size itself.
-local proc = require "stagehost.proc"
+local proc = require("stagehost.proc")
 
 local path = arg[1] or error("usage: stagehost stream.lua PATH [SIZE]")
 local size = arg[2] or "268435456"

@@ -4,7 +4,7 @@
 -- with local commands only, so anyone can run the whole flow:
 --
 --   stagehost run scripts/staging.lua --var approve=yes [--var build=build] [--tag rc-1.0.0]
-local pipeline = require "stagehost.pipeline"
+local pipeline = require("stagehost.pipeline")
 
 return pipeline.define {
   name = "staging",

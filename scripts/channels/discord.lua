@@ -6,8 +6,8 @@
 -- A channel file returns function(message, config), or, as here, a table with that function as
 -- `send` and the settings it cannot do without as `required` (a pipeline that leaves one out
 -- stops at load, exit 2, naming it) and those to mask as `secrets`.
-local notify = require "stagehost.notify"
-local json = require "stagehost.json"
+local notify = require("stagehost.notify")
+local json = require("stagehost.json")
 
 local COLOURS = { success = 0x2EB67D, failure = 0xE01E5A, cancelled = 0xECB22E, pending = 0x5865F2 }
 

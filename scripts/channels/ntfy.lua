@@ -4,7 +4,7 @@
 -- The simplest form of a channel file: it returns function(message, config). The message is
 -- published as JSON to the server's root (so a title need not fit an HTTP header); failures
 -- carry the priority and the tags that make phones buzz.
-local notify = require "stagehost.notify"
+local notify = require("stagehost.notify")
 
 local TAGS = { success = "white_check_mark", failure = "rotating_light", cancelled = "no_entry", pending = "hourglass" }
 

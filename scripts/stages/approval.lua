@@ -7,8 +7,8 @@
 -- `--var approve=yes` (or `=no`) records that vote, as the run's actor, with the request. With
 -- neither and no terminal to wait at (CI), nobody could vote in time, so the gate times out at
 -- once ("approval required"); `--var approval_timeout=24h` waits for `stagehost approve` anyway.
-local approval = require "stagehost.approval"
-local log = require "stagehost.log"
+local approval = require("stagehost.approval")
+local log = require("stagehost.log")
 
 return function(ctx)
   local checklist = ctx.outputs["pre-deployment-checks"].checklist

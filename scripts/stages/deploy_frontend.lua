@@ -1,7 +1,7 @@
 -- Deploy the "frontend": environment from the infrastructure's outputs into its config, start
 -- it, check it comes up, capture its URL.
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
 
 return function(ctx)
   local infra = ctx.outputs["deploy-infrastructure"]

@@ -1,6 +1,6 @@
 -- Deploy the "infrastructure": build, install into the staging prefix, wait until the installed
 -- binary answers (our "stack stable"), capture its outputs.
-local proc = require "stagehost.proc"
+local proc = require("stagehost.proc")
 
 local function under(root, path) return path:sub(1, 1) == "/" and path or (root .. "/" .. path) end
 

@@ -1,7 +1,7 @@
 -- Integration tests against the deployed build: four suites at once. Any failure fails the
 -- stage, which sends the failure notification (no automatic rollback).
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
 
 local SUITES = { "tasks", "processes", "files", "crypto" }
 local FILES = { tasks = "test_task.lua", processes = "test_proc.lua", files = "test_fs.lua", crypto = "test_crypto.lua" }

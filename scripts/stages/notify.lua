@@ -2,7 +2,7 @@
 -- cancelled (read from ctx.stages), to every channel of the pipeline's notify = {...}. A
 -- channel that fails is logged and does not fail this stage. The message is also kept as an
 -- artifact.
-local notify = require "stagehost.notify"
+local notify = require("stagehost.notify")
 
 -- The seed's stages in order, and the phase each is in a notification.
 local PHASES = {

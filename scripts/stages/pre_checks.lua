@@ -1,8 +1,8 @@
 -- Pre-deployment checks: four at once, then the checklist the approver sees. A failed check
 -- does not stop the flow (the seed goes on to the approval even if checks failed): it is
 -- reported in the checklist for the approver to weigh.
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
 
 local CHECKS = {
   { name = "lint", label = "Lua sources parse",

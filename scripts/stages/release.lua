@@ -1,6 +1,6 @@
 -- Mark the release ready: release notes from the changes since the last rc tag. (The GitHub
 -- release is updated once the GitHub client lands; until then the notes are an artifact.)
-local proc = require "stagehost.proc"
+local proc = require("stagehost.proc")
 
 return function(ctx)
   local root = ctx.pipeline.dir .. "/.."

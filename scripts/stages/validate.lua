@@ -1,6 +1,6 @@
 -- Validate before deploying: the build definition configures (our "template validate"), the
 -- pipeline files parse (our "lint"), and a preview of what changes since the last rc tag.
-local proc = require "stagehost.proc"
+local proc = require("stagehost.proc")
 
 local function under(root, path) return path:sub(1, 1) == "/" and path or (root .. "/" .. path) end
 

@@ -14,15 +14,15 @@
 -- timeout. Votes come from `stagehost approve RUN` (approval.vote), which any process that
 -- can reach the state directory may run; the waiting stage polls the database every half
 -- second (no busy loop: one small query), so a vote reaches it within a second.
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local json = require "stagehost.json"
-local errors = require "stagehost.errors"
-local time = require "stagehost.util.time"
-local gate = require "stagehost.approval.gate"
-local spec = require "stagehost.approval.spec"
-local identity = require "stagehost.approval.identity"
-local channels = require "stagehost.approval.channels"
+local task = require("stagehost.task")
+local log = require("stagehost.log")
+local json = require("stagehost.json")
+local errors = require("stagehost.errors")
+local time = require("stagehost.util.time")
+local gate = require("stagehost.approval.gate")
+local spec = require("stagehost.approval.spec")
+local identity = require("stagehost.approval.identity")
+local channels = require("stagehost.approval.channels")
 
 local approval = {}
 

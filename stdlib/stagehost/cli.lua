@@ -6,8 +6,8 @@
 --   a cancellation of the main task            -> its reason on one line, 3
 --   any other error                            -> the message and a traceback, 1
 -- A signal (128+N), tasks stuck on each other and failed tasks nobody joined stay with the host.
-local errors = require "stagehost.errors"
-local log = require "stagehost.log"
+local errors = require("stagehost.errors")
+local log = require("stagehost.log")
 
 local cli = {}
 
@@ -175,7 +175,7 @@ end
 
 -- Load a pipeline file: it must return pipeline.define{...}.
 function cli.load(path)
-  local pipeline = require "stagehost.pipeline"
+  local pipeline = require("stagehost.pipeline")
   if not path then errors.exit(2, "give the pipeline file") end
   local chunk, err = loadfile(path)
   if not chunk then
@@ -225,7 +225,7 @@ local function cmd_run(_, pos, args, at)
 end
 
 local function cmd_graph(opts, pos)
-  local pipeline = require "stagehost.pipeline"
+  local pipeline = require("stagehost.pipeline")
   local p = cli.load(pos[1])
   local format = opts.format or "mermaid"
   if format == "mermaid" then io.stdout:write(pipeline.mermaid(p))
@@ -235,7 +235,7 @@ local function cmd_graph(opts, pos)
 end
 
 local function cmd_runs(opts)
-  local json = require "stagehost.json"
+  local json = require("stagehost.json")
   local dir = cli.state_dir(opts)
   if not require("stagehost.fs").exists(dir .. "/state.db") then
     if opts.json then print("[]") else print("no runs yet in " .. dir) end
@@ -262,13 +262,13 @@ end
 
 -- The stored run `id` in the state of opts (read-only unless writable).
 local function stored_run(opts, id, writable)
-  local runner = require "stagehost.pipeline.runner"
+  local runner = require("stagehost.pipeline.runner")
   local store = runner.open_store(cli.state_dir(opts), not writable)
   return runner.need_run(store, id), store
 end
 
 local function cmd_status(opts, pos)
-  local json = require "stagehost.json"
+  local json = require("stagehost.json")
   local r, store = stored_run(opts, pos[1])
   store:close()
   if opts.json then
@@ -307,7 +307,7 @@ local function cmd_logs(opts, pos)
   else
     for _, s in ipairs(r.stages) do names[#names + 1] = s.name end
   end
-  local fs = require "stagehost.fs"
+  local fs = require("stagehost.fs")
   for _, name in ipairs(names) do
     local text = fs.read(cli.state_dir(opts) .. "/runs/" .. r.id .. "/logs/" .. name .. ".log")
     if text then

@@ -6,7 +6,7 @@
 --   "transport"             http.request's transport failure (code ECONNREFUSED, ETIMEDOUT, …)
 --   "exit", "config", "usage"  end the host with exit_code and one line, no traceback
 -- Misuse is not an error object: it raises a string in luaL_argerror's form (errors.argument).
-local core = require "stagehost.core.errors"
+local core = require("stagehost.core.errors")
 
 local errors = {}
 

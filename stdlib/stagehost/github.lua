@@ -68,14 +68,14 @@
 -- after the client) and "... to 'github.NAME' ..." for a function of the module; ids and numbers
 -- are integers. The methods but request, paginate and upload_release_asset are rows of one route
 -- table (ROUTES below); github.routes lists them parsed, read-only.
-local http = require "stagehost.http"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local task = require "stagehost.task"
-local retry = require "stagehost.util.retry"
-local errors = require "stagehost.errors"
-local crypto = require "stagehost.crypto"
-local fs = require "stagehost.fs"
+local http = require("stagehost.http")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local task = require("stagehost.task")
+local retry = require("stagehost.util.retry")
+local errors = require("stagehost.errors")
+local crypto = require("stagehost.crypto")
+local fs = require("stagehost.fs")
 
 local github = {}
 

@@ -7,10 +7,10 @@
 -- an empty answer, ...). message is what a raised string said before, "FILE:LINE: http.request:
 -- GET URL failed: REASON" (the caller's line, as error(msg, 2) gives it); url is the URL with any
 -- credentials shown as ***; reason is libcurl's words.
-local core = require "stagehost.core.http_client"
-local json = require "stagehost.json"
-local retry = require "stagehost.util.retry"
-local errors = require "stagehost.errors"
+local core = require("stagehost.core.http_client")
+local json = require("stagehost.json")
+local retry = require("stagehost.util.retry")
+local errors = require("stagehost.errors")
 
 local http = {}
 

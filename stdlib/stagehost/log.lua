@@ -1,7 +1,7 @@
 -- Leveled, timestamped log lines on stderr, with secrets masked (log.mask, and environment
 -- variables whose names contain TOKEN, SECRET, PASSWORD or KEY).
-local core = require "stagehost.core.log"
-local errors = require "stagehost.errors"
+local core = require("stagehost.core.log")
+local errors = require("stagehost.errors")
 
 local log = {}
 for name, fn in pairs(core) do log[name] = fn end

@@ -33,12 +33,12 @@
 -- the modules stagehost.notify.NAME (tables {settings, required, secrets, check, send}); others
 -- come from notify.channel or a file channels/NAME.lua beside the pipeline (or
 -- scripts/channels/NAME.lua under the current directory) returning the function or such a table.
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local json = require "stagehost.json"
-local errors = require "stagehost.errors"
-local retry = require "stagehost.util.retry"
-local time = require "stagehost.util.time"
+local task = require("stagehost.task")
+local log = require("stagehost.log")
+local json = require("stagehost.json")
+local errors = require("stagehost.errors")
+local retry = require("stagehost.util.retry")
+local time = require("stagehost.util.time")
 
 local notify = {}
 
@@ -323,7 +323,7 @@ end
 -- 429 or 5xx (with its Retry-After).
 function notify.post(url, opts)
   opts = opts or {}
-  local http = require "stagehost.http"
+  local http = require("stagehost.http")
   local req = { method = "POST", url = url, headers = opts.headers, timeout = opts.timeout or 15,
     insecure = opts.insecure, json = opts.json, body = opts.body }
   local ok, res = pcall(http.request, req)

@@ -441,7 +441,7 @@ function pipeline.dot(p)
 end
 
 function pipeline.describe(p)
-  local json = require "stagehost.json"
+  local json = require("stagehost.json")
   local out = { name = p.name, file = p.file, stages = json.array{} }
   for _, st in ipairs(p.stages) do
     out.stages[#out.stages + 1] = {

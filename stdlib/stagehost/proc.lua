@@ -1,9 +1,9 @@
 -- Child processes. proc.run waits for the child and returns its result; proc.spawn returns a
 -- handle (wait, read_line, write, close_stdin, kill, pid). Each child leads its own process
 -- group; a timeout or a cancel sends SIGTERM to the group, then SIGKILL after `grace` seconds.
-local core = require "stagehost.core.proc"
-local core_log = require "stagehost.core.log"
-local errors = require "stagehost.errors"
+local core = require("stagehost.core.proc")
+local core_log = require("stagehost.core.log")
+local errors = require("stagehost.errors")
 
 local proc = {}
 

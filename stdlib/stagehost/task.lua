@@ -1,7 +1,7 @@
 -- Tasks: coroutines on the event loop. spawn, join, cancel, sleep, now, timeout, current
 -- come from C; all is built on them here.
-local core = require "stagehost.core.task"
-local errors = require "stagehost.errors"
+local core = require("stagehost.core.task")
+local errors = require("stagehost.errors")
 
 local task = {}
 for name, fn in pairs(core) do task[name] = fn end

@@ -1,6 +1,6 @@
 -- XML on expat: decode (elements as { name, attrs, text, [i] = child }), escape; and helpers
 -- to walk a decoded tree: child, children, path, text.
-local core = require "stagehost.core.xml"
+local core = require("stagehost.core.xml")
 
 local M = { decode = core.decode, escape = core.escape }
 

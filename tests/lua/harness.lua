@@ -1,7 +1,7 @@
 -- A small test harness run by stagehost itself. Each test runs in its own task; afterwards the
 -- harness lets the loop settle, collects garbage and fails the test if it left tasks, timers
 -- or libuv handles behind. Prints "N passed, N failed" and exits 1 on any failure.
-local task = require "stagehost.task"
+local task = require("stagehost.task")
 -- loaded now: its SIGCHLD handle lasts for the whole run, so it belongs in every baseline
 require "stagehost.proc"
 
@@ -66,7 +66,7 @@ end
 -- Is a process (or, with a negative id, any member of a process group) still running? Zombies
 -- do not count: an orphan killed with its group stays a zombie until PID 1 reaps it.
 function T.alive(pid)
-  local fs = require "stagehost.fs"
+  local fs = require("stagehost.fs")
   local names = fs.list("/proc") or {}
   for _, name in ipairs(names) do
     if name:match("^%d+$") then
@@ -84,7 +84,7 @@ end
 
 -- A fresh empty directory under /tmp (with the given subdirectories); remove it when done.
 function T.tempdir(...)
-  local fs = require "stagehost.fs"
+  local fs = require("stagehost.fs")
   local dir = os.tmpname() -- a unique name; the file it created makes way for the directory
   os.remove(dir)
   assert(fs.mkdir(dir))

@@ -1,9 +1,9 @@
 -- A real nginx for tests: its own config and directories in a temp dir, on a free loopback
 -- port, in the foreground as a child of the test; stopped when the handle is closed.
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local task = require "stagehost.task"
-local http = require "stagehost.http"
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local task = require("stagehost.task")
+local http = require("stagehost.http")
 
 local M = {}
 

@@ -4,12 +4,12 @@
 -- and the always-stages still report it; reminders; kill -9 between votes and a deadline that
 -- passes while no host runs, then resume; a moved commit voids earlier votes; the hash-chained
 -- audit (`approvals --audit`, run.json) detects an edited record.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local gate = require "stagehost.approval.gate"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local gate = require("stagehost.approval.gate")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local HAVE_NOTIFY = pcall(require, "stagehost.notify")
@@ -21,11 +21,11 @@ local HAVE_NOTIFY = pcall(require, "stagehost.notify")
 local function project(opts_src, files)
   local dir = T.tempdir("channels")
   local p = ([[
-local pipeline = require "stagehost.pipeline"
-local approval = require "stagehost.approval"
-local json = require "stagehost.json"
-local fs = require "stagehost.fs"
-local task = require "stagehost.task"
+local pipeline = require("stagehost.pipeline")
+local approval = require("stagehost.approval")
+local json = require("stagehost.json")
+local fs = require("stagehost.fs")
+local task = require("stagehost.task")
 local function hold() if fs.exists("hold") then while not fs.exists("go") do task.sleep(0.02) end end end
 return pipeline.define{ name = "gated", %s
   stages = {
@@ -198,9 +198,9 @@ T.test("the tally: N of M, one vote per person (the later replaces the earlier),
 end)
 
 T.test("in a run without a state directory the gate lives in memory; misuse raises at the caller's line", function()
-  local pipeline = require "stagehost.pipeline"
-  local engine = require "stagehost.pipeline.engine"
-  local approval = require "stagehost.approval"
+  local pipeline = require("stagehost.pipeline")
+  local engine = require("stagehost.pipeline.engine")
+  local approval = require("stagehost.approval")
   local p = pipeline.define{ name = "in-memory", stages = {
     { name = "gate", run = function()
       return approval.request{ title = "in memory", votes = { { who = "alice", decision = "approved", comment = "ok" } } }

@@ -3,14 +3,14 @@
 -- verifies, CloudFormation change sets and stack waits, Amplify jobs, retries on throttling,
 -- malformed answers, and the credential chain — the chain in child hosts, since it reads the
 -- environment.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local http = require "stagehost.http"
-local aws = require "stagehost.aws"
-local sandbox = require "stagehost.sandbox"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local http = require("stagehost.http")
+local aws = require("stagehost.aws")
+local sandbox = require("stagehost.sandbox")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -407,8 +407,8 @@ local function child(sb, code, env)
 end
 
 local SHOW = [[
-local aws = require "stagehost.aws"
-local json = require "stagehost.json"
+local aws = require("stagehost.aws")
+local json = require("stagehost.json")
 local c = aws.credentials()
 -- an access key id read from the environment is masked like any *KEY* variable: compare it here
 local id = c.access_key_id == os.getenv("AWS_ACCESS_KEY_ID") and "(AWS_ACCESS_KEY_ID)" or c.access_key_id
@@ -462,8 +462,8 @@ T.test("credentials: web identity (the GitHub Actions OIDC route), refreshed bef
   -- credentials that expire 302 s from now are due for renewal two seconds from now
   sb.state.aws.credential_seconds = 302
   local code = [[
-local aws = require "stagehost.aws"
-local task = require "stagehost.task"
+local aws = require("stagehost.aws")
+local task = require("stagehost.task")
 local a = aws.credentials()
 local b = aws.credentials() -- cached
 task.sleep(2.1)
@@ -473,7 +473,7 @@ print(aws.sts{}:get_caller_identity().arn)
 ]]
   -- a token as GitHub Actions' OIDC provider issues it: the sandbox, as STS, takes only a JWT
   -- from a provider it trusts, for its audience, unexpired
-  local crypto = require "stagehost.crypto"
+  local crypto = require("stagehost.crypto")
   local jwt = crypto.base64url_encode(json.encode{ alg = "RS256", typ = "JWT" }) .. "."
     .. crypto.base64url_encode(json.encode{ iss = "https://token.actions.githubusercontent.com", aud = "sts.amazonaws.com",
       sub = "repo:acme/web:ref:refs/heads/main", exp = os.time() + 3600, iat = os.time() })
@@ -556,7 +556,7 @@ end)
 T.test("secrets from the chain are masked in the log", function()
   local sb = start()
   local r = child(sb, [[
-local aws = require "stagehost.aws"
+local aws = require("stagehost.aws")
 local c = aws.credentials()
 require("stagehost.log").info("secret is " .. c.secret_access_key)
 ]], { AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = "env-secret-value" })

@@ -1,12 +1,12 @@
 -- Promises of the AWS clients that read the environment, each in a child host: the endpoint
 -- resolution order, AWS_MAX_ATTEMPTS, Retry-After, one shared credentials refresh for tasks
 -- that ask at once; and a cancel that stops a request in flight at once.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local json = require "stagehost.json"
-local http = require "stagehost.http"
-local aws = require "stagehost.aws"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local json = require("stagehost.json")
+local http = require("stagehost.http")
+local aws = require("stagehost.aws")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -32,7 +32,7 @@ end
 
 T.test("endpoints: AWS_ENDPOINT_URL_<SERVICE> beats AWS_ENDPOINT_URL beats the regional one; IGNORE turns both off", function()
   local code = [[
-    local aws = require "stagehost.aws"
+    local aws = require("stagehost.aws")
     print(require("stagehost.json").encode{ cfn = aws.endpoint("cloudformation"), sts = aws.endpoint("sts") })
   ]]
   local none = child(code)
@@ -49,7 +49,7 @@ end)
 
 -- A read against the sandbox with every answer throttled; -> how many requests reached it.
 local THROTTLED = [[
-  local aws = require "stagehost.aws"
+  local aws = require("stagehost.aws")
   local sb = require("stagehost.sandbox").start{}
   local restore = sb:use{ region = "eu-west-1" }
   sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 400, code = "Throttling",
@@ -79,8 +79,8 @@ end)
 
 T.test("Retry-After from AWS is honoured between attempts", function()
   local r = child([[
-    local aws = require "stagehost.aws"
-    local task = require "stagehost.task"
+    local aws = require("stagehost.aws")
+    local task = require("stagehost.task")
     local sb = require("stagehost.sandbox").start{}
     local restore = sb:use{ region = "eu-west-1" }
     sb:fail_next{ service = "cloudformation", action = "DescribeStacks", status = 503, code = "ServiceUnavailable",
@@ -107,8 +107,8 @@ T.test("tasks that ask for credentials at once share one refresh", function()
       Token = "shared-token", Expiration = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 3600) }
   end }
   local r = child([[
-    local aws = require "stagehost.aws"
-    local task = require "stagehost.task"
+    local aws = require("stagehost.aws")
+    local task = require("stagehost.task")
     local fns = {}
     for i = 1, 10 do fns[i] = function() return aws.credentials().access_key_id end end
     local ids = task.all(fns)

@@ -1,11 +1,11 @@
 -- Feeds every binding wrong argument types and checks that each call either succeeds or raises
 -- a clear, one-line error naming the function, and that nothing crashes.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
 
 local MODULES = {
   { "stagehost.task", task },

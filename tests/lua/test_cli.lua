@@ -1,8 +1,8 @@
 -- The stagehost binary as a user meets it: exit codes, messages, signals, arg, paths.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -168,7 +168,7 @@ end)
 local function vars_pipeline()
   local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "vars", stages = {
       { name = "show", run = function(ctx) local out = {} for k, v in pairs(ctx.vars) do out[k] = v end return out end },
       { name = "after", needs = { "show" }, run = function() end },
@@ -178,7 +178,7 @@ local function vars_pipeline()
 end
 
 T.test("--var splits at the first '=' only: commas and '=' stay in the value, k= is empty", function()
-  local json = require "stagehost.json"
+  local json = require("stagehost.json")
   local dir = vars_pipeline()
   local r = sh({ "run", "p.lua", "--var", "reviewers=alice,bob", "--var", "url=https://x/?a=1&b=2",
     "--var", "empty=", "--var=inline=a,b=c" }, { cwd = dir })
@@ -311,7 +311,7 @@ T.test("modules beside the script are found; require 'stagehost' gives every mod
   local dir = T.tempdir()
   assert(fs.write(dir .. "/helper.lua", "return { greet = function() return 'hi from helper' end }\n"))
   assert(fs.write(dir .. "/main.lua", [[
-    local sh = require "stagehost"
+    local sh = require("stagehost")
     print(require("helper").greet(), type(sh.proc.run), type(sh.task.spawn), sh.json.encode{1})
     print(pcall(function() return sh.nope end))
   ]]))
@@ -345,7 +345,7 @@ end)
 
 T.test("a join cycle is reported instead of hanging", function()
   local r = sh{ "-e", [[
-    local task = require 'stagehost.task'
+    local task = require("stagehost.task")
     local a
     local b = task.spawn(function() task.sleep(0.01) return a:join() end)
     a = task.current()
@@ -375,7 +375,7 @@ end)
 -- host's handle and the child's pid (its process group id too).
 local function host_with_child(child_shell, grace)
   local p = proc.spawn{ STAGEHOST, "-e", ([[
-    local proc = require 'stagehost.proc'
+    local proc = require("stagehost.proc")
     local child = proc.spawn{ 'sh', '-c', %q, grace = %s }
     print(child.pid)
     child:wait()

@@ -1,6 +1,6 @@
-local T = require "harness"
-local crypto = require "stagehost.crypto"
-local proc = require "stagehost.proc" -- here, not in a test: its first load starts lasting handles
+local T = require("harness")
+local crypto = require("stagehost.crypto")
+local proc = require("stagehost.proc") -- here, not in a test: its first load starts lasting handles
 
 -- Every expected value below was also recomputed on the development machine with
 -- `printf ... | sha256sum`, `openssl dgst -sha256 -mac HMAC -macopt hexkey:...` and `base64`.

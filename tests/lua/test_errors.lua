@@ -1,11 +1,11 @@
 -- One error model: error objects made in C (the scheduler's cancellations, http.request's
 -- transport failures) and in Lua (errors.new, ctx:cancel) share one metatable and one test;
 -- misuse raises one string form, from C and Lua alike; json.decode returns nil and a position.
-local T = require "harness"
-local task = require "stagehost.task"
-local http = require "stagehost.http"
-local json = require "stagehost.json"
-local errors = require "stagehost.errors"
+local T = require("harness")
+local task = require("stagehost.task")
+local http = require("stagehost.http")
+local json = require("stagehost.json")
+local errors = require("stagehost.errors")
 
 -- A loopback port with nothing listening: a server's, closed again.
 local function closed_port()
@@ -24,7 +24,7 @@ local function transport_error(req)
 end
 
 T.test("the C constructor and the Lua one give the same metatable", function()
-  local core = require "stagehost.core.errors"
+  local core = require("stagehost.core.errors")
   local from_lua = errors.new("config", "a message", { exit_code = 2 })
   local t = task.spawn(function() task.sleep(10) end)
   task.sleep(0)
@@ -68,7 +68,7 @@ T.test("errors.is and errors.is_cancel: a scheduler cancel, a timeout, ctx:cance
   T.eq(timed.reason, "timeout after 0.05s"); T.eq(tostring(timed), "timeout after 0.05s")
   T.eq(type(timed.scope), "userdata", "the scope that expired")
   -- ctx:cancel: a cancellation too, marked as the stage's own word
-  local Ctx = require "stagehost.pipeline.ctx"
+  local Ctx = require("stagehost.pipeline.ctx")
   local cok, own = pcall(Ctx.cancel, nil, "rejected by alice")
   T.eq(cok, false)
   T.ok(errors.is(own, "cancelled")); T.ok(errors.is_cancel(own))

@@ -1,7 +1,7 @@
-local T = require "harness"
-local fs = require "stagehost.fs"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
+local T = require("harness")
+local fs = require("stagehost.fs")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
 
 local counter = 0
 
@@ -471,7 +471,7 @@ T.test("fs works synchronously where the task cannot yield", function()
     -- a module's top-level code runs through require, which cannot yield
     local modname = "stagehost_fs_toplevel_" .. counter
     local src = ([[
-      local fs = require "stagehost.fs"
+      local fs = require("stagehost.fs")
       local dir = %q
       assert(fs.mkdir(dir .. "/m/n"))
       assert(fs.write(dir .. "/m/n/file", "written at top level"))

@@ -1,14 +1,14 @@
 -- stagehost.github against the sandbox's GitHub emulator: every call over real HTTP on
 -- loopback, the emulator's faults standing in for GitHub's rate limits and failures.
-local T = require "harness"
-local task = require "stagehost.task"
-local github = require "stagehost.github"
-local sandbox = require "stagehost.sandbox"
-local http = require "stagehost.http"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
+local T = require("harness")
+local task = require("stagehost.task")
+local github = require("stagehost.github")
+local sandbox = require("stagehost.sandbox")
+local http = require("stagehost.http")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
 
 local TOKEN = "sandboxtoken0stagehost0123456789abcdef"
 local REPO = "acme/widgets"

@@ -4,10 +4,10 @@
 -- 404 for an unknown repository, 422 for a status on a branch name). Node and its packages
 -- come from .ci/install-deps; without them
 -- this test fails rather than skips, since a skipped fidelity check proves nothing.
-local T = require "harness"
-local sandbox = require "stagehost.sandbox"
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
+local T = require("harness")
+local sandbox = require("stagehost.sandbox")
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
 
 local source_dir = os.getenv("STAGEHOST_SOURCE_DIR")
   or debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]*$") or "."

@@ -1,10 +1,10 @@
 -- http.request against a real nginx (started here, on loopback) and its failure modes.
-local T = require "harness"
-local task = require "stagehost.task"
-local http = require "stagehost.http"
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
-local nginx = require "nginx"
+local T = require("harness")
+local task = require("stagehost.task")
+local http = require("stagehost.http")
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
+local nginx = require("nginx")
 
 local ngx = nginx.start()
 
@@ -77,8 +77,8 @@ end)
 
 T.test("memory stays bounded while streaming 8 MiB x 8 to files", function()
   local script = ([[
-    local http = require "stagehost.http"
-    local task = require "stagehost.task"
+    local http = require("stagehost.http")
+    local task = require("stagehost.task")
     local fns = {}
     for i = 1, 8 do fns[i] = function() return http.request{ url = %q, output = os.tmpname() }.status end end
     task.all(fns)

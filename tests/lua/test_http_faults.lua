@@ -1,10 +1,10 @@
 -- http.request against stagehost's own server playing a misbehaving peer: retries, Retry-After,
 -- bodies cut off, slow answers, cancellation, and load from many tasks.
-local T = require "harness"
-local task = require "stagehost.task"
-local http = require "stagehost.http"
-local crypto = require "stagehost.crypto"
-local errors = require "stagehost.errors"
+local T = require("harness")
+local task = require("stagehost.task")
+local http = require("stagehost.http")
+local crypto = require("stagehost.crypto")
+local errors = require("stagehost.errors")
 
 -- A server whose handler is swapped per test.
 local handler = function() return { status = 404 } end

@@ -2,10 +2,10 @@
 -- python3: request fields, bodies, keep-alive, pipelining, limits, slow clients, yielding
 -- handlers, errors, streaming, closing. Every test closes its server, so the harness's leak
 -- check also proves that connections and handler tasks are gone afterwards.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local core = require "stagehost.core.http_server"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local core = require("stagehost.core.http_server")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -343,7 +343,7 @@ end)
 
 -- The errors below are logged, as they should be; the next test checks the log.
 local function quiet()
-  local log = require "stagehost.log"
+  local log = require("stagehost.log")
   local level = log.level()
   log.level("off")
   return setmetatable({}, { __close = function() log.level(level) end })
@@ -374,8 +374,8 @@ end)
 
 T.test("a handler error is logged at error level with its traceback", function()
   local r = proc.run{ STAGEHOST, "-e", [[
-    local core = require "stagehost.core.http_server"
-    local proc = require "stagehost.proc"
+    local core = require("stagehost.core.http_server")
+    local proc = require("stagehost.proc")
     local function fail_here() error("kaput") end
     local srv = core.serve{ handler = function(req)
       if req.path == "/bool" then return false end

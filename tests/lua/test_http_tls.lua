@@ -1,11 +1,11 @@
 -- TLS is verified by default: a local HTTPS server with a self-signed certificate is refused,
 -- and accepted with `insecure = true` (with a warning).
 -- And the connect timeout is the connect's: a server that never completes the handshake.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local http = require "stagehost.http"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local http = require("stagehost.http")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 

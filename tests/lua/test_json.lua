@@ -1,5 +1,5 @@
-local T = require "harness"
-local json = require "stagehost.json"
+local T = require("harness")
+local json = require("stagehost.json")
 
 -- Deep structural equality; array/object kind is compared through json.is_array when both
 -- sides carry a kind.
@@ -445,7 +445,7 @@ T.test("decode frees cJSON's tree when building the Lua value raises", function(
   -- document, so luaL_checkstack raises half way through the conversion; each failed decode
   -- must not keep its cJSON tree (~12 MiB here). Run apart so the RSS measure is its own.
   local script = [==[
-    local json = require "stagehost.json"
+    local json = require("stagehost.json")
     local doc = "[" .. ("1,"):rep(200000) .. ("["):rep(900) .. ("]"):rep(900) .. "]"
     local probe, reached, msg
     local function dive(n) reached = n if n == 0 then return probe() end local r = dive(n - 1) return r end
@@ -466,7 +466,7 @@ T.test("decode frees cJSON's tree when building the Lua value raises", function(
     for _ = 1, 10 do pcall(dive, n) collectgarbage() end
     io.write(rss() - before)
   ]==]
-  local proc = require "stagehost.proc"
+  local proc = require("stagehost.proc")
   local r = proc.run{ os.getenv("STAGEHOST_BIN"), "-e", script,
     env = { ASAN_OPTIONS = (os.getenv("ASAN_OPTIONS") or "") .. ":quarantine_size_mb=1" } }
   T.eq(r.code, 0, r.stderr)

@@ -1,5 +1,5 @@
-local T = require "harness"
-local proc = require "stagehost.proc"
+local T = require("harness")
+local proc = require("stagehost.proc")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -25,7 +25,7 @@ end)
 
 T.test("log.level gets and sets; bad names are refused", function()
   local r = host([[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     print(log.level(), log.level('error'), log.level())
     log.warn('hidden')
     print(pcall(log.level, 'loud'))
@@ -40,7 +40,7 @@ T.test("values of TOKEN/SECRET/PASSWORD/KEY variables are masked from the start"
   local env = { DB_PASSWORD = "hunter2hunter2", MY_SECRET_THING = "sesame-open", aws_access_key_id = "AKIAEXAMPLE123",
     PLAIN_VALUE = "visible-value" }
   local r = host([[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     for _, name in ipairs{ 'DB_PASSWORD', 'MY_SECRET_THING', 'aws_access_key_id', 'PLAIN_VALUE' } do
       log.info(name, os.getenv(name))
       print(name, os.getenv(name))
@@ -57,7 +57,7 @@ end)
 
 T.test("log.mask refuses secrets too short to mask, masked() applies masking", function()
   local r = host([[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     print(pcall(log.mask, 'abc'))
     log.mask('longer-secret')
     io.stdout:write(log.masked('a longer-secret b'), '\n')
@@ -70,7 +70,7 @@ end)
 T.test("log.secrets_in lists the registered secrets in a string, each once, longest first", function()
   -- print would mask them: the child prints each found secret reversed
   local r = host([[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     log.mask('abcd-secret')
     log.mask('abcd-secret-longer')
     log.mask('other-secret')
@@ -102,7 +102,7 @@ end)
 
 T.test("log.group frames a section, passes results and errors through", function()
   local code = [[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     print(log.group('deploy infra', function(a) log.info('inside') return a, 'b' end, 'a'))
     print(pcall(log.group, 'failing', function() error('broke', 0) end))
   ]]
@@ -118,8 +118,8 @@ end)
 T.test("print under a log context goes through the log: its file, and the console with the prefix", function()
   local file = os.tmpname()
   local r = host(([[
-    local log = require 'stagehost.log'
-    local task = require 'stagehost.task'
+    local log = require("stagehost.log")
+    local task = require("stagehost.task")
     log.echo_output(true)
     print('before any context')
     local secret = log.mask('print-secret-value')
@@ -145,7 +145,7 @@ T.test("print under a log context goes through the log: its file, and the consol
   -- output echo off (a plain script): the lines go to the file only, as a child's would
   local quiet_file = os.tmpname()
   local q = host(([[
-    local log = require 'stagehost.log'
+    local log = require("stagehost.log")
     log.bind('build', %q)
     print('only in the file')
   ]]):format(quiet_file))
@@ -158,9 +158,9 @@ end)
 T.test("log.context_console(false): lines under a context with a file stay off the console only", function()
   local file = os.tmpname()
   local r = host(([[
-    local log = require 'stagehost.log'
-    local task = require 'stagehost.task'
-    local proc = require 'stagehost.proc'
+    local log = require("stagehost.log")
+    local task = require("stagehost.task")
+    local proc = require("stagehost.proc")
     log.echo_output(true)
     print('was', log.context_console(false), log.context_console(false))
     task.spawn(function()

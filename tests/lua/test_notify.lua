@@ -2,19 +2,19 @@
 -- Block Kit, a Teams Adaptive Card, a signed webhook, GitHub through the sandbox), fan-out,
 -- filters, retries, failures that never fail a run, masking, a channel in one file, and the
 -- load errors of a bad configuration. E-mail is tests/lua/test_smtp.lua.
-local T = require "harness"
-local task = require "stagehost.task"
-local http = require "stagehost.http" -- loaded now: its curl timer belongs in every baseline
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
-local crypto = require "stagehost.crypto"
-local github = require "stagehost.github"
-local sandbox = require "stagehost.sandbox"
-local notify = require "stagehost.notify"
-local pipeline = require "stagehost.pipeline"
-local engine = require "stagehost.pipeline.engine"
+local T = require("harness")
+local task = require("stagehost.task")
+local http = require("stagehost.http") -- loaded now: its curl timer belongs in every baseline
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
+local crypto = require("stagehost.crypto")
+local github = require("stagehost.github")
+local sandbox = require("stagehost.sandbox")
+local notify = require("stagehost.notify")
+local pipeline = require("stagehost.pipeline")
+local engine = require("stagehost.pipeline.engine")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local FAST = { attempts = 3, base = 0.01, cap = 0.02 } -- retries that wait for nothing
@@ -153,8 +153,8 @@ end)
 T.test("a failing channel is logged as one warning and the run succeeds", function()
   local got = sink(function() return { status = 400, body = "no_service" } end)
   local dir = project{ ["p.lua"] = ([[
-    local pipeline = require "stagehost.pipeline"
-    local notify = require "stagehost.notify"
+    local pipeline = require("stagehost.pipeline")
+    local notify = require("stagehost.notify")
     return pipeline.define{ name = "notified",
       notify = { { channel = "slack", url = %q, retry = { attempts = 2, base = 0.01 } },
                  { channel = "webhook", url = %q, secret = "s3cret-w", retry = { attempts = 2, base = 0.01 } } },
@@ -339,13 +339,13 @@ T.test("a channel in one file beside the pipeline: found by name, run.started an
   local s = sink()
   local dir = project{
     ["channels/pager.lua"] = [[
-      local notify = require "stagehost.notify"
+      local notify = require("stagehost.notify")
       return function(message, config)
         notify.post(config.url, { json = { what = message.event, title = message.title, who = config.team } })
       end
     ]],
     ["p.lua"] = ([[
-      local pipeline = require "stagehost.pipeline"
+      local pipeline = require("stagehost.pipeline")
       return pipeline.define{ name = "paged", notify = { { channel = "pager", url = %q, team = "sre" } },
         stages = { { name = "tell", run = function()
           local r = require("stagehost.notify").send{ event = "deploy.success", title = "paged ok" }
@@ -377,7 +377,7 @@ end)
 T.test("load errors: unknown channel, missing setting, a channel file that does not load — exit 2, named", function()
   local function define(notify_src, extra)
     local files = { ["p.lua"] = ([[
-      local pipeline = require "stagehost.pipeline"
+      local pipeline = require("stagehost.pipeline")
       return pipeline.define{ name = "bad",
         notify = %s,
         stages = { { name = "a", run = function() end } } }

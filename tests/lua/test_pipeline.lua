@@ -1,12 +1,12 @@
 -- The pipeline engine: order, parallelism, failure paths, decisions, timeouts, retries, bad
 -- pipelines, graphs and the command line around them.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local pipeline = require "stagehost.pipeline"
-local engine = require "stagehost.pipeline.engine"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local pipeline = require("stagehost.pipeline")
+local engine = require("stagehost.pipeline.engine")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -76,7 +76,7 @@ T.test("decisions: a function, a file, a failing decision", function()
     "return function(run) return run.stages.tests.outputs.failed == 0 end\n"))
   assert(fs.write(dir .. "/decisions/broken.lua", "return function(run) error('no data') end\n"))
   assert(fs.write(dir .. "/pipeline.lua", [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "dec", stages = {
       { name = "tests", run = function() return { failed = 0 } end },
       { name = "mark-ready", needs = { "tests" }, when = "decisions/tests_passed.lua", run = function() return { ok = true } end },
@@ -186,7 +186,7 @@ T.test("bad pipelines: one line with file:line, exit 2", function()
 end)
 
 local SEED = [[
-local pipeline = require "stagehost.pipeline"
+local pipeline = require("stagehost.pipeline")
 return pipeline.define {
   name = "staging",
   trigger = { tags = { "rc-*" }, manual = true },
@@ -265,7 +265,7 @@ end)
 
 T.test("under GitHub Actions: ::add-mask:: for secrets, a fold per stage, ::error for failures", function()
   local r = cli({ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "gha", stages = {
       { name = "build", run = function(ctx)
         ctx.log.info("token is", os.getenv("DEPLOY_TOKEN"))
@@ -290,8 +290,8 @@ end)
 T.test("on a terminal: a live view redrawn in place, a line per stage", function()
   local dir = T.tempdir("stages", "decisions")
   assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local task = require("stagehost.task")
     return pipeline.define{ name = "live", stages = {
       { name = "first", run = function(ctx) ctx.log.info("warming up") task.sleep(0.4) end },
       { name = "second", needs = { "first" }, run = function(ctx) ctx.log.info("last words") task.sleep(0.3) end },
@@ -338,8 +338,8 @@ T.test("run: options before or after the pipeline file; a module beside the pipe
   local dir = T.tempdir("ci")
   assert(fs.write(dir .. "/ci/helper.lua", "return { greeting = 'hello from beside the pipeline' }\n"))
   assert(fs.write(dir .. "/ci/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
-    local helper = require "helper"
+    local pipeline = require("stagehost.pipeline")
+    local helper = require("helper")
     return pipeline.define{ name = "beside", stages = {
       { name = "greet", run = function(ctx) return { said = helper.greeting, env = ctx.run.env } end },
     } }

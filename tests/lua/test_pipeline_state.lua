@@ -1,10 +1,10 @@
 -- Durable run state: kill -9 at many points and resume, cancel from another process, readers
 -- while a host writes, artifact pruning, and a corrupt database left as it was.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -21,8 +21,8 @@ end
 -- KILL_AT=POINT the host stops at that point (and waits to be killed): "start a", "step a 2"
 -- (done, not yet recorded), "saved a 2" (recorded), "return a" (about to return its outputs).
 local RESUMABLE = [[
-local pipeline = require "stagehost.pipeline"
-local task = require "stagehost.task"
+local pipeline = require("stagehost.pipeline")
+local task = require("stagehost.task")
 local function note(line)
   local f = assert(io.open("journal.txt", "a"))
   f:write(line, "\n")
@@ -152,8 +152,8 @@ end)
 T.test("cancel from another process: the host stops its stages, records cancelled, exits 3", function()
   local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
-    local proc = require "stagehost.proc"
+    local pipeline = require("stagehost.pipeline")
+    local proc = require("stagehost.proc")
     return pipeline.define{ name = "long", stages = {
       { name = "wait", run = function() print("child " .. proc.spawn{ "sleep", "30" }.pid) proc.run{ "sleep", "30" } end },
       { name = "after", needs = { "wait" }, when = "always", run = function() end },
@@ -221,7 +221,7 @@ end)
 T.test("artifacts: stored as artifacts/STAGE/NAME with sha256; prune removes expired ones and whole old runs", function()
   local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "art", stages = {
       { name = "report", run = function(ctx)
         ctx:artifact("keep.txt", "kept for long")
@@ -286,7 +286,7 @@ end)
 T.test("secrets are masked in everything a run stores: state, run.json, artifacts, reports", function()
   local dir = T.tempdir()
   assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "sec", stages = {
       { name = "leaky", run = function(ctx)
         local token = os.getenv("RELEASE_TOKEN")

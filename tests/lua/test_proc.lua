@@ -1,8 +1,8 @@
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local log = require "stagehost.log"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local log = require("stagehost.log")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 -- Under AddressSanitizer freed memory sits in a quarantine (256 MB by default), which would
@@ -44,7 +44,7 @@ T.test("stdin: small, large, and none (reads /dev/null, never the terminal)", fu
   T.eq(proc.run{ "cat", stdin = "" }.stdout, "")
   -- on a terminal (script(1) gives the host one): a child still reads /dev/null, not the tty
   local r = proc.run{ "script", "-qfec", STAGEHOST .. [[ -e "
-    local proc = require 'stagehost.proc'
+    local proc = require("stagehost.proc")
     print('host:', proc.run{ 'sh', '-c', 'test -t 0 && echo tty || echo notty' }.stdout)
     print('cat:', #proc.run{ 'cat', timeout = 5 }.stdout)
     print('tty:', require('stagehost.log').isatty())
@@ -162,7 +162,7 @@ end)
 T.test("a child printing a lot: memory stays bounded, the tail is kept", function()
   -- measured in a fresh host so that earlier tests do not set its high-water mark
   local script = [[
-    local proc = require "stagehost.proc"
+    local proc = require("stagehost.proc")
     local r = proc.run{ "sh", "-c", "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 314572800; echo END" }
     local hwm = io.open("/proc/self/status"):read("a"):match("VmHWM:%s*(%d+)")
     print(#r.stdout, r.stdout_truncated, r.stdout:sub(-4), hwm)
@@ -178,8 +178,8 @@ end, { timeout = 150 })
 
 T.test("on_line on a fast child: reading pauses instead of queueing without bound", function()
   local script = [[
-    local proc = require "stagehost.proc"
-    local task = require "stagehost.task"
+    local proc = require("stagehost.proc")
+    local task = require("stagehost.task")
     local n = 0
     local r = proc.run{ "sh", "-c", "seq 1 3000000", max_output = 0,
       on_line = function(_, line) n = n + 1 if n % 100000 == 0 then task.sleep(0.001) end end }
@@ -196,8 +196,8 @@ end, { timeout = 150 })
 T.test("masking holds across chunk boundaries of streamed child output", function()
   local secret = "s3cr3t-value-XYZ"
   local script = [[
-    local proc = require "stagehost.proc"
-    local log = require "stagehost.log"
+    local proc = require("stagehost.proc")
+    local log = require("stagehost.log")
     local runtime = log.mask("runtime-secret-42")
     -- the secret arrives in two reads, split in the middle
     proc.run{ "sh", "-c", "printf 'token is s3cr3t-'; sleep 0.2; printf 'value-XYZ and more\n'" }
@@ -286,8 +286,8 @@ end)
 T.test("quiet = true keeps a child's output off the console, not out of the log file", function()
   local file = os.tmpname()
   local script = ([[
-    local proc = require "stagehost.proc"
-    local log = require "stagehost.log"
+    local proc = require("stagehost.proc")
+    local log = require("stagehost.log")
     log.echo_output(true)
     log.bind("build", %q)
     proc.run{ "echo", "loud child line" }

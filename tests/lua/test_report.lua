@@ -1,14 +1,14 @@
 -- Run reports: the HTML page (self-contained, escaped, masked, graph laid out by depth), JUnit
 -- XML from outputs.tests, the GitHub job summary, and write_all in a child host with
 -- GITHUB_STEP_SUMMARY set. STAGEHOST_REPORT_SAMPLE=DIR also keeps the seed-shaped sample there.
-local T = require "harness"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local log = require "stagehost.log"
-local crypto = require "stagehost.crypto"
-local pipeline = require "stagehost.pipeline"
-local engine = require "stagehost.pipeline.engine"
-local report = require "stagehost.pipeline.report"
+local T = require("harness")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local log = require("stagehost.log")
+local crypto = require("stagehost.crypto")
+local pipeline = require("stagehost.pipeline")
+local engine = require("stagehost.pipeline.engine")
+local report = require("stagehost.pipeline.report")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local PYTHON = io.open("/usr/bin/python3") and "/usr/bin/python3" or "python3"
@@ -246,9 +246,9 @@ T.test("write_all in a host with GITHUB_STEP_SUMMARY: files written, summary app
   local summary = dir .. "/summary.md"
   assert(fs.write(summary, "earlier step\n"))
   assert(fs.write(dir .. "/main.lua", [[
-    local pipeline = require "stagehost.pipeline"
-    local engine = require "stagehost.pipeline.engine"
-    local report = require "stagehost.pipeline.report"
+    local pipeline = require("stagehost.pipeline")
+    local engine = require("stagehost.pipeline.engine")
+    local report = require("stagehost.pipeline.report")
     local p = pipeline.define{ name = "child", stages = {
       { name = "tests", run = function() return { tests = { { name = "t1", status = "failed", message = "boom" } } } end },
       { name = "after", needs = { "tests" }, when = "always", run = function() end },
@@ -275,9 +275,9 @@ T.test("write_all in a host with GITHUB_STEP_SUMMARY: files written, summary app
 
   -- without the variable nothing is appended; without tests no junit.xml
   assert(fs.write(dir .. "/main.lua", [[
-    local pipeline = require "stagehost.pipeline"
-    local engine = require "stagehost.pipeline.engine"
-    local report = require "stagehost.pipeline.report"
+    local pipeline = require("stagehost.pipeline")
+    local engine = require("stagehost.pipeline.engine")
+    local report = require("stagehost.pipeline.report")
     local p = pipeline.define{ name = "plain", stages = { { name = "only", run = function() end } } }
     local run = engine.execute(p, { selected = engine.select(p), state_dir = arg[1] })
     print(run.dir, #assert(report.write_all(run, p)))
@@ -391,7 +391,7 @@ T.test("a seed-shaped run renders (STAGEHOST_REPORT_SAMPLE=DIR keeps it)", funct
 end)
 
 T.test("one table of statuses: glyphs, the terminal's blank pending, the page's colours", function()
-  local statuses = require "stagehost.util.status"
+  local statuses = require("stagehost.util.status")
   T.eq(statuses.symbol.success, "✓"); T.eq(statuses.symbol.failure, "✗"); T.eq(statuses.symbol.pending, "·")
   T.eq(statuses.terminal.pending, " ", "a stage not started stays blank on a terminal")
   T.eq(statuses.terminal.cancelled, "■", "the rest as everywhere")
@@ -410,7 +410,7 @@ T.test("one table of statuses: glyphs, the terminal's blank pending, the page's 
 end)
 
 T.test("the reports' times: fine durations, times for people, ISO 8601 with offsets", function()
-  local time = require "stagehost.util.time"
+  local time = require("stagehost.util.time")
   T.eq(time.duration_fine(0.0123), "12ms"); T.eq(time.duration_fine(41), "41.0s"); T.eq(time.duration_fine(828), "13m48s")
   T.eq(time.duration_fine(nil), "", "no duration, no text")
   T.eq(time.human("2025-03-14T09:30:00Z"), "2025-03-14 09:30:00 UTC"); T.eq(time.human("soon"), "soon"); T.eq(time.human(nil), "")

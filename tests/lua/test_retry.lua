@@ -1,11 +1,11 @@
 -- stagehost.util.retry: the one retry policy of http, aws and github. Backoff bounds, Retry-After
 -- parsing, caps, the classifier's word, cancellation passing through, and the warning line;
 -- sleep and random are injected, so nothing here waits for a backoff or depends on luck.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local http = require "stagehost.http"
-local retry = require "stagehost.util.retry"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local http = require("stagehost.http")
+local retry = require("stagehost.util.retry")
 
 -- A deterministic stand-in for math.random(): a linear congruential sequence in [0, 1).
 local function lcg(seed)
@@ -178,7 +178,7 @@ T.test("each retry warns once, naming the cause and the wait, never URL credenti
   T.eq(retry.redact("GET http://tok@h:1/p and ftp://a:b@c/ but not mail a@b"), "GET http://***@h:1/p and ftp://***@c/ but not mail a@b")
   -- the default on_retry is a warning on stderr
   local script = [[
-    local retry = require "stagehost.util.retry"
+    local retry = require("stagehost.util.retry")
     local n = 0
     retry.run({ attempts = 2, base = 0, name = "demo", sleep = function() end },
       function() n = n + 1 if n == 1 then return nil, "down at http://u:pw@h.test/x" end return true end)

@@ -3,14 +3,14 @@
 -- artifacts across a resume, file modes, cleanup after a cancellation, re-runs and reuse,
 -- concurrency groups, ctx.stages, triggers and env, retries that name their cause, the live
 -- view of a stage waiting for a person.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local pipeline = require "stagehost.pipeline"
-local engine = require "stagehost.pipeline.engine"
-local Run = require "stagehost.pipeline.run"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local pipeline = require("stagehost.pipeline")
+local engine = require("stagehost.pipeline.engine")
+local Run = require("stagehost.pipeline.run")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -87,7 +87,7 @@ T.test("outputs that cannot be stored fail that stage, naming the path; the run 
   end
   -- through the command line: one consistent record, run.json and the report written
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "handle", stages = {
       { name = "make", run = function() return { handle = io.stdout } end },
       { name = "use", needs = { "make" }, run = function() end },
@@ -157,9 +157,9 @@ T.test("a host error (the state store failing) ends the run: every stage termina
 end)
 
 local SIGNALLED = [[
-local pipeline = require "stagehost.pipeline"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
+local pipeline = require("stagehost.pipeline")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
 return pipeline.define{ name = "signalled", stages = {
   { name = "deploy", run = function()
     fs.write("deploy.pid", tostring(proc.spawn{ "sleep", "60" }.pid))
@@ -222,9 +222,9 @@ end, { timeout = 120 })
 
 T.test("a secret output reaches the next stage, also after kill -9 and resume, and is stored sealed and shown masked", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local fs = require "stagehost.fs"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local fs = require("stagehost.fs")
+    local task = require("stagehost.task")
     return pipeline.define{ name = "secret", stages = {
       { name = "login", run = function() return { token = os.getenv("DEPLOY_TOKEN"), user = "ci" } end },
       { name = "deploy", needs = { "login" }, run = function(ctx)
@@ -263,9 +263,9 @@ end, { timeout = 120 })
 
 T.test("two resumes of one run at the same moment: one runs it, the other exits 2 naming the host", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local fs = require "stagehost.fs"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local fs = require("stagehost.fs")
+    local task = require("stagehost.task")
     return pipeline.define{ name = "claimed", stages = {
       { name = "deploy", run = function()
         local f = assert(io.open("deploys", "a")) f:write("x") f:close()
@@ -299,9 +299,9 @@ end, { timeout = 120 })
 
 T.test("after a resume, run.json and the report list every artifact, under artifacts/STAGE/NAME", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local fs = require "stagehost.fs"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local fs = require("stagehost.fs")
+    local task = require("stagehost.task")
     return pipeline.define{ name = "arts", stages = {
       { name = "checks", run = function(ctx) ctx:artifact("checklist.md", "# all good\n") end },
       { name = "deploy", needs = { "checks" }, run = function(ctx)
@@ -340,7 +340,7 @@ end, { timeout = 120 })
 
 T.test("the state directory is 0700, the database and key 0600, run directories 0700; artifacts honour the umask", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "modes", stages = {
       { name = "a", run = function(ctx) ctx:artifact("x.txt", "x") return { k = os.getenv("API_TOKEN") } end },
     } }
@@ -415,8 +415,8 @@ end)
 -- ---- 7. re-runs and reuse ----
 
 local RERUN = [[
-local pipeline = require "stagehost.pipeline"
-local fs = require "stagehost.fs"
+local pipeline = require("stagehost.pipeline")
+local fs = require("stagehost.fs")
 local function count(name)
   local n = tonumber(fs.read("ran-" .. name) or "0") + 1
   fs.write("ran-" .. name, tostring(n))
@@ -489,9 +489,9 @@ end, { timeout = 120 })
 -- ---- 8. concurrency groups ----
 
 local GROUPED = [[
-local pipeline = require "stagehost.pipeline"
-local fs = require "stagehost.fs"
-local task = require "stagehost.task"
+local pipeline = require("stagehost.pipeline")
+local fs = require("stagehost.fs")
+local task = require("stagehost.task")
 return pipeline.define{ name = "grouped", concurrency = { group = "staging", cancel_in_progress = os.getenv("CANCEL") == "1" },
   stages = {
     { name = "deploy", run = function(ctx)
@@ -602,8 +602,8 @@ T.test("trigger is checked at load and enforced: tags, branches, manual; env rea
   T.ok(pipeline.glob_match("rc-*", "rc-1.2.0")); T.ok(not pipeline.glob_match("rc-*", "v1.2.0"))
   T.ok(not pipeline.glob_match("release/*", "release/a/b")); T.ok(pipeline.glob_match("release/**", "release/a/b"))
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local proc = require "stagehost.proc"
+    local pipeline = require("stagehost.pipeline")
+    local proc = require("stagehost.proc")
     return pipeline.define{ name = "tagged", trigger = { tags = { "rc-*" }, manual = os.getenv("MANUAL") == "1" },
       env = { APP_ENV = "staging", REGION = "eu-west-1" },
       stages = {
@@ -633,8 +633,8 @@ end, { timeout = 120 })
 
 T.test("a retry's warning names the cause, also when task.all failed", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local task = require("stagehost.task")
     local tries = 0
     return pipeline.define{ name = "retrying", stages = {
       { name = "checks", retry = 1, run = function()
@@ -655,7 +655,7 @@ end)
 
 T.test("print in a stage gets the [stage] prefix and its log; under GitHub Actions every line appears once", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
+    local pipeline = require("stagehost.pipeline")
     return pipeline.define{ name = "printing", stages = {
       { name = "build", run = function(ctx)
         print("printed by the stage")
@@ -683,9 +683,9 @@ end)
 -- ---- the store waits out another process's lock without blocking the loop ----
 
 local LOCKED = [[
-local pipeline = require "stagehost.pipeline"
-local task = require "stagehost.task"
-local fs = require "stagehost.fs"
+local pipeline = require("stagehost.pipeline")
+local task = require("stagehost.task")
+local fs = require("stagehost.fs")
 return pipeline.define{ name = "locked", stages = {
   { name = "ticker", run = function()
     fs.write("ticking", "")
@@ -756,14 +756,14 @@ end, { timeout = 120 })
 T.test("a missing or unparsable when file is a load error: one line, file:line, exit 2", function()
   local dir = project{
     ["missing.lua"] = [[
-local pipeline = require "stagehost.pipeline"
+local pipeline = require("stagehost.pipeline")
 return pipeline.define{ name = "w", stages = {
   { name = "a", run = function() end },
   { name = "b", needs = { "a" }, when = "decisions/nope.lua", run = function() end },
 } }
 ]],
     ["broken.lua"] = [[
-local pipeline = require "stagehost.pipeline"
+local pipeline = require("stagehost.pipeline")
 return pipeline.define{ name = "w", stages = {
   { name = "a", run = function() end },
   { name = "b", needs = { "a" }, when = "decide.lua", run = function() end },
@@ -784,10 +784,10 @@ end)
 
 T.test("processes a stage leaves running are stopped when it ends, and their orphans leave no zombies", function()
   local dir = project{ ["p.lua"] = [[
-    local pipeline = require "stagehost.pipeline"
-    local proc = require "stagehost.proc"
-    local fs = require "stagehost.fs"
-    local task = require "stagehost.task"
+    local pipeline = require("stagehost.pipeline")
+    local proc = require("stagehost.proc")
+    local fs = require("stagehost.fs")
+    local task = require("stagehost.task")
     local function zombies()
       local n, me = 0, fs.read("/proc/self/stat"):match("^(%d+)")
       for _, name in ipairs(fs.list("/proc")) do
@@ -826,7 +826,7 @@ end)
 -- ---- 15. the live view of a stage waiting for a person ----
 
 T.test("the live view shows a waiting stage's whole text, wrapped, never cut", function()
-  local live = require "stagehost.pipeline.live"
+  local live = require("stagehost.pipeline.live")
   local text = "Approve the deployment of rc-1.2.3 to staging: open http://127.0.0.1:8080/approve/abcdef0123456789 or run 'stagehost approve 20261206-101010-abcd' from any terminal"
   local fake = { order = { "approval", "deploy" }, records = {
     approval = { status = "running" }, deploy = { status = "pending" } },

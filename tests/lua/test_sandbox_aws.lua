@@ -4,12 +4,12 @@
 -- protocols faithfully enough for every client built to them. Raw requests check what awscli
 -- never sends (no signature, unknown actions, broken bodies). awscli takes about a second to
 -- start, so independent invocations run concurrently and the total stays under 40.
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local json = require "stagehost.json"
-local http = require "stagehost.http"
-local sandbox = require "stagehost.sandbox"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local json = require("stagehost.json")
+local http = require("stagehost.http")
+local sandbox = require("stagehost.sandbox")
 local aws_sign = require("stagehost.aws").sign
 
 -- Debian's awscli, by path: a version manager's `aws` shim earlier on PATH is not the reference
@@ -362,7 +362,7 @@ end, { timeout = 120 })
 
 -- header.payload.signature with the claims a GitHub Actions OIDC token carries
 local function oidc_token(claims)
-  local crypto = require "stagehost.crypto"
+  local crypto = require("stagehost.crypto")
   return crypto.base64url_encode(json.encode{ alg = "RS256", typ = "JWT" }) .. "."
     .. crypto.base64url_encode(json.encode(claims)) .. "." .. crypto.base64url_encode("not-a-real-signature")
 end
@@ -705,7 +705,7 @@ end)
 -- imported by another stack, SAM's implicit HTTP API and role, then updates that flip a
 -- condition (a resource added, then removed), replace a named resource, and roll back.
 T.test("cloudformation templates: intrinsics, conditions, exports, SAM; updates add, replace, remove, roll back", function()
-  local aws = require "stagehost.aws"
+  local aws = require("stagehost.aws")
   with_sandbox(function(sb)
     local restore = sb:use{ region = "us-east-1" }
     local ok, err = pcall(function()

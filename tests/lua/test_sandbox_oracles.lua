@@ -11,13 +11,13 @@
 -- missing one is a skip that says why ("SKIP: <test>: <reason>"), never a silent pass; when
 -- every oracle is missing the file exits 77, which ctest shows as skipped (SKIP_RETURN_CODE 77
 -- in tests/CMakeLists.txt).
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local yaml = require "stagehost.yaml"
-local http = require "stagehost.http"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local yaml = require("stagehost.yaml")
+local http = require("stagehost.http")
 
 local source_dir = os.getenv("STAGEHOST_SOURCE_DIR")
   or debug.getinfo(1, "S").source:match("^@(.*)/tests/lua/[^/]*$") or "."
@@ -671,7 +671,7 @@ end
 
 oracle_test("CloudFormation: stagehost's client deploys through a change set on moto_server and reads what it answers",
     find_moto, function(python)
-  local aws = require "stagehost.aws"
+  local aws = require("stagehost.aws")
   with_moto(python, function(url)
     local cfn = aws.cloudformation{ region = "us-east-1", endpoint = url, poll = { min = 0.05, max = 0.3 },
       credentials = { access_key_id = "AKIDMOTOORACLE", secret_access_key = "moto-oracle-secret" } }

@@ -2,18 +2,18 @@
 -- GitHub release runs to the end with no account and no credentials, against the emulator the
 -- host starts; the same pipeline without --sandbox fails for want of credentials. A resumed
 -- sandbox run is a sandbox run again.
-local T = require "harness"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
+local T = require("harness")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
 local PIPELINE = [[
-local pipeline = require "stagehost.pipeline"
-local aws = require "stagehost.aws"
-local github = require "stagehost.github"
-local task = require "stagehost.task"
+local pipeline = require("stagehost.pipeline")
+local aws = require("stagehost.aws")
+local github = require("stagehost.github")
+local task = require("stagehost.task")
 
 local TEMPLATE = {
   Resources = { Api = { Type = "AWS::ApiGateway::RestApi", Properties = { Name = "api" } } },

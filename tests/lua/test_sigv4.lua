@@ -1,6 +1,6 @@
-local T = require "harness"
-local sigv4 = require "stagehost.core.aws_sigv4"
-local crypto = require "stagehost.crypto"
+local T = require("harness")
+local sigv4 = require("stagehost.core.aws_sigv4")
+local crypto = require("stagehost.crypto")
 
 -- The AWS SigV4 test suite (aws-sig-v4-test-suite, 2015, and its successor in aws-c-auth's
 -- tests/aws-signing-test-suite/v4): every case signs with these credentials, in this scope,

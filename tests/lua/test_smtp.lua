@@ -3,16 +3,16 @@
 -- which keeps each message and what Python's RFC 5322 parser makes of it. Plain SMTP, AUTH,
 -- STARTTLS, implicit TLS (smtps://), tls = "required" refused, a server that is down, a server
 -- that never answers (the task cancelled mid-dialogue).
-local T = require "harness"
-local task = require "stagehost.task"
-local http = require "stagehost.http" -- loaded now: its curl timer belongs in every baseline
-local json = require "stagehost.json"
-local fs = require "stagehost.fs"
-local proc = require "stagehost.proc"
-local log = require "stagehost.log"
-local smtp = require "stagehost.core.smtp"
-local notify = require "stagehost.notify"
-local email = require "stagehost.notify.email"
+local T = require("harness")
+local task = require("stagehost.task")
+local http = require("stagehost.http") -- loaded now: its curl timer belongs in every baseline
+local json = require("stagehost.json")
+local fs = require("stagehost.fs")
+local proc = require("stagehost.proc")
+local log = require("stagehost.log")
+local smtp = require("stagehost.core.smtp")
+local notify = require("stagehost.notify")
+local email = require("stagehost.notify.email")
 
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"), "run through ctest (STAGEHOST_SOURCE_DIR)")
 local PYTHON = "/usr/bin/python3" -- Debian's, with python3-aiosmtpd (.ci/install-deps)

@@ -1,8 +1,8 @@
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc" -- here, not in a test: its first load starts lasting handles
-local fs = require "stagehost.fs"
-local sqlite = require "stagehost.core.sqlite"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc") -- here, not in a test: its first load starts lasting handles
+local fs = require("stagehost.fs")
+local sqlite = require("stagehost.core.sqlite")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
@@ -533,7 +533,7 @@ T.test("another process reads committed rows, and writes, while this one holds t
   db:exec "BEGIN IMMEDIATE"
   q(db, "INSERT INTO runs (name, state) VALUES ('pending', 'running')")
   local out = host(([[
-    local sqlite = require "stagehost.core.sqlite"
+    local sqlite = require("stagehost.core.sqlite")
     local db <close> = assert(sqlite.open(%q, { readonly = true }))
     local rows = assert(db:query("SELECT name FROM runs ORDER BY id"))
     local names = {}
@@ -544,7 +544,7 @@ T.test("another process reads committed rows, and writes, while this one holds t
   db:exec "COMMIT"
   -- and the other way round: a write there shows here, with our connection still open
   out = host(([[
-    local sqlite = require "stagehost.core.sqlite"
+    local sqlite = require("stagehost.core.sqlite")
     local db <close> = assert(sqlite.open(%q))
     local _, changes, id = assert(db:query("INSERT INTO runs (name, state) VALUES (?, ?)", "from-child", "queued"))
     print(changes, id, #assert(db:query("SELECT * FROM runs")))
@@ -587,7 +587,7 @@ end)
 T.test("kill -9 mid-way: every committed transaction survives, integrity ok", function()
   local path, _ <close> = tmpdb()
   local code = ([[
-    local sqlite = require "stagehost.core.sqlite"
+    local sqlite = require("stagehost.core.sqlite")
     local db = assert(sqlite.open(%q))
     assert(db:exec "CREATE TABLE IF NOT EXISTS k (id INTEGER PRIMARY KEY, pad BLOB)")
     local pad = ("x"):rep(3000) -- a few pages per transaction

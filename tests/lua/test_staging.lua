@@ -1,8 +1,8 @@
 -- The staging pipeline in scripts/, end to end: approved, rejected, and without an approver.
-local T = require "harness"
-local proc = require "stagehost.proc"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
+local T = require("harness")
+local proc = require("stagehost.proc")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))

@@ -1,7 +1,7 @@
-local T = require "harness"
-local task = require "stagehost.task"
-local proc = require "stagehost.proc"
-local errors = require "stagehost.errors"
+local T = require("harness")
+local task = require("stagehost.task")
+local proc = require("stagehost.proc")
+local errors = require("stagehost.errors")
 
 T.test("spawn and join return results, join twice copies them", function()
   local t = task.spawn(function(a, b) task.sleep(0.01) return a + b, "x" end, 2, 3)

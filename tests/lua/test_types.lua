@@ -6,8 +6,8 @@
 -- ctx, ctx.run, ctx.stages[name], a decision's run and pipeline.define's spec are compared
 -- both ways with what the engine builds and accepts. STAGEHOST_TYPES_DIR points the test at
 -- another copy of the files (to see it fail).
-local T = require "harness"
-local fs = require "stagehost.fs"
+local T = require("harness")
+local fs = require("stagehost.fs")
 -- loaded before any test: some keep a handle for the whole run (curl's timer), which belongs
 -- in every test's baseline
 require "stagehost"
@@ -288,7 +288,7 @@ T.test("require 'stagehost' gives the modules the stagehost class declares", fun
   local init = assert(fs.read(assert(package.searchpath("stagehost", package.path))))
   local names = {}
   for name in init:match("local modules = (%b{})"):gmatch("([%a_][%w_]*)%s*=%s*true") do names[name] = true end
-  local stagehost = require "stagehost"
+  local stagehost = require("stagehost")
   local problems = {}
   for _, name in ipairs(sorted(class.fields)) do
     local ok, m = pcall(function() return stagehost[name] end)
@@ -369,8 +369,8 @@ end
 
 T.test("ctx, ctx.run, ctx.stages[name] and a decision's run have the declared fields", function()
   read_all()
-  local Ctx = require "stagehost.pipeline.ctx"
-  local Run = require "stagehost.pipeline.run"
+  local Ctx = require("stagehost.pipeline.ctx")
+  local Run = require("stagehost.pipeline.run")
   -- every field the engine reads, set, so that none is missing for being nil
   local rec = { name = "build", status = "success", outputs = { url = "x" }, error = "e", reason = "r",
     started_at = "2026-01-01T00:00:00Z", finished_at = "2026-01-01T00:00:01Z", attempts = 1, duration = 1,
@@ -432,7 +432,7 @@ T.test("installed: share/stagehost/types, and the runtime still loads the real m
   read_all()
   local build = os.getenv("STAGEHOST_BUILD_DIR")
   if not build or os.getenv("STAGEHOST_TYPES_DIR") then return end
-  local proc = require "stagehost.proc"
+  local proc = require("stagehost.proc")
   local prefix = T.tempdir()
   local r = proc.run{ "cmake", "--install", build, "--prefix", prefix, quiet = true }
   T.ok(r.ok, "cmake --install: " .. tostring(r.stderr))

@@ -1,9 +1,9 @@
-local T = require "harness"
-local vault = require "stagehost.pipeline.vault"
-local crypto = require "stagehost.crypto"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local proc = require "stagehost.proc"
+local T = require("harness")
+local vault = require("stagehost.pipeline.vault")
+local crypto = require("stagehost.crypto")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local proc = require("stagehost.proc")
 
 local BIN = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local ENV = "STAGEHOST_STATE_KEY"

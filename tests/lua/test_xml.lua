@@ -1,5 +1,5 @@
-local T = require "harness"
-local xml = require "stagehost.xml"
+local T = require("harness")
+local xml = require("stagehost.xml")
 
 local function trim(s) return (s:match("^%s*(.-)%s*$")) end
 
@@ -290,7 +290,7 @@ T.test("wrong argument types raise naming the function", function()
 end)
 
 T.test("module shape", function()
-  local core = require "stagehost.core.xml"
+  local core = require("stagehost.core.xml")
   T.eq(xml.decode, core.decode)
   T.eq(xml.escape, core.escape)
   for _, name in ipairs { "decode", "escape", "child", "children", "path", "text" } do

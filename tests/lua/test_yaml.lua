@@ -1,6 +1,6 @@
-local T = require "harness"
-local yaml = require "stagehost.yaml"
-local json = require "stagehost.json"
+local T = require("harness")
+local yaml = require("stagehost.yaml")
+local json = require("stagehost.json")
 
 -- decoding must fail with nil + "line L, column C: reason"
 local function rejected(s, line, column, reason)

@@ -1,9 +1,9 @@
 -- `stagehost approve` and `stagehost approvals`: the command-line channel of approvals. cli.lua
 -- parses the options (its command table has their entries) and calls these.
-local errors = require "stagehost.errors"
-local json = require "stagehost.json"
-local fs = require "stagehost.fs"
-local time = require "stagehost.util.time"
+local errors = require("stagehost.errors")
+local json = require("stagehost.json")
+local fs = require("stagehost.fs")
+local time = require("stagehost.util.time")
 
 local M = {}
 
@@ -34,8 +34,8 @@ end
 
 -- stagehost approve RUN [--reject] [--comment TEXT] [--as NAME] [--stage S] [--state DIR]
 function M.approve(dir, run_arg, opts)
-  local approval = require "stagehost.approval"
-  local identity = require "stagehost.approval.identity"
+  local approval = require("stagehost.approval")
+  local identity = require("stagehost.approval.identity")
   local who = identity.voter(opts.as)
   if not who then refuse("approve", "cannot tell who you are: give --as NAME") end
   local store <close> = setmetatable({ s = open(dir, "approve", true) }, { __close = function(h) h.s:close() end })
@@ -96,7 +96,7 @@ end
 
 -- stagehost approvals [--audit RUN] [--json] [--state DIR]
 function M.approvals(dir, opts)
-  local approval = require "stagehost.approval"
+  local approval = require("stagehost.approval")
   if not opts.audit then
     if not fs.exists(dir .. "/state.db") then
       if opts.json then print("[]") else print("no pending approvals in " .. dir) end

@@ -8,10 +8,10 @@
 --
 -- Everything here that writes runs inside store:transaction (one process at a time holds the
 -- write lock, so a vote and the decision cannot interleave) and never waits.
-local json = require "stagehost.json"
-local crypto = require "stagehost.crypto"
-local log = require "stagehost.log"
-local identity = require "stagehost.approval.identity"
+local json = require("stagehost.json")
+local crypto = require("stagehost.crypto")
+local log = require("stagehost.log")
+local identity = require("stagehost.approval.identity")
 
 local gate = {}
 

@@ -1,7 +1,7 @@
 -- Who is who for approvals: the OS user, a voter's name, the run's actor, the authors of the
 -- commits being deployed, and the commit and tag a gate is bound to (from git, quietly).
-local log = require "stagehost.log"
-local task = require "stagehost.task"
+local log = require("stagehost.log")
+local task = require("stagehost.task")
 
 local identity = {}
 

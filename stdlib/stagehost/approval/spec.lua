@@ -1,7 +1,7 @@
 -- The options of approval.request, checked: spec.check(opts) -> the checked spec, or nil and
 -- what is wrong (approval.request raises it as "bad argument #1 to 'approval.request' (...)").
-local json = require "stagehost.json"
-local identity = require "stagehost.approval.identity"
+local json = require("stagehost.json")
+local identity = require("stagehost.approval.identity")
 
 local spec = {}
 

@@ -9,10 +9,10 @@
 --   amp:get_job(app_id, branch, job_id) -> {summary, steps}
 --   amp:wait_job(app_id, branch, job_id, { timeout }) -> {status, ok, failed_step, steps}
 --   amp:branch_url(app_id, branch) -> "https://branch.d123.amplifyapp.com"
-local aws = require "stagehost.aws"
-local errors = require "stagehost.errors"
-local log = require "stagehost.log"
-local task = require "stagehost.task"
+local aws = require("stagehost.aws")
+local errors = require("stagehost.errors")
+local log = require("stagehost.log")
+local task = require("stagehost.task")
 
 local amplify = {}
 local Client = {}

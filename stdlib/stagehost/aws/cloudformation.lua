@@ -12,12 +12,12 @@
 --   cfn:wait_stack(name, {timeout})                    -> {status, ok, reason, failed_resources, outputs}
 --   cfn:describe_stack(name) -> stack | nil;  cfn:outputs(name) -> {key = value}
 --   cfn:deploy{ stack_name, body, parameters, ... }    -> all of the above in order
-local aws = require "stagehost.aws"
-local errors = require "stagehost.errors"
-local xml = require "stagehost.xml"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local task = require "stagehost.task"
+local aws = require("stagehost.aws")
+local errors = require("stagehost.errors")
+local xml = require("stagehost.xml")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local task = require("stagehost.task")
 
 local VERSION = "2010-05-15"
 -- Default capabilities: a SAM template needs CAPABILITY_AUTO_EXPAND for its transform, and most

@@ -4,11 +4,11 @@
 -- credentials, then EC2 instance metadata (IMDSv2). Temporary credentials are cached until five
 -- minutes before they expire; tasks asking at the same time share one refresh. Every secret is
 -- masked the moment it is read.
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local task = require "stagehost.task"
-local errors = require "stagehost.errors"
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local task = require("stagehost.task")
+local errors = require("stagehost.errors")
 
 local credentials = {}
 

@@ -12,9 +12,9 @@
 --
 -- AWS errors are raised as tables {code, message, request_id, status, service, operation}
 -- that print as one line.
-local json = require "stagehost.json"
-local retry = require "stagehost.util.retry"
-local errors = require "stagehost.errors"
+local json = require("stagehost.json")
+local retry = require("stagehost.util.retry")
+local errors = require("stagehost.errors")
 
 local aws = {}
 
@@ -228,7 +228,7 @@ local function decode_error(res, service, operation)
   if body:match("^%s*<") then
     local root = xml_decode(body)
     if root then
-      local xml = require "stagehost.xml"
+      local xml = require("stagehost.xml")
       local err = xml.path(root, "Error") or root -- Query wraps it in ErrorResponse; S3 does not
       e.code = xml.text(err, "Code")
       e.message = xml.text(err, "Message")
@@ -335,7 +335,7 @@ function aws.request(opts)
   local method = opts.method or "POST"
   local idempotent = opts.idempotent
   if idempotent == nil then idempotent = idempotent_by_default(method, operation) end
-  local http = require "stagehost.http"
+  local http = require("stagehost.http")
   -- exponential backoff with full jitter, as the SDKs' "standard" retry mode: 1 s, 2 s, 4 s …
   -- at most 20 s, and a Retry-After honoured up to 20 s
   local policy = { attempts = max_attempts(opts), base = math.max(0, tonumber(opts.retry_base) or 1), cap = 20, max_wait = 20,
@@ -401,7 +401,7 @@ function aws.query(service, region, action, version, params, opts)
   local req = { service = service, region = region, form = form, operation = action }
   for k, v in pairs(opts or {}) do req[k] = v end
   local res = aws.request(req)
-  local xml = require "stagehost.xml"
+  local xml = require("stagehost.xml")
   local result = res.xml and xml.path(res.xml, action .. "Result")
   if not res.xml or res.xml.name ~= action .. "Response" then
     error(aws.error{ service = service, operation = action, code = "MalformedResponse", status = res.status,

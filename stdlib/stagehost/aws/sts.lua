@@ -1,9 +1,9 @@
 -- STS (Query protocol, 2011-06-15): who am I, and the role assumptions the credential chain
 -- needs (AssumeRole for profiles with role_arn, AssumeRoleWithWebIdentity for GitHub OIDC).
-local aws = require "stagehost.aws"
-local errors = require "stagehost.errors"
-local xml = require "stagehost.xml"
-local log = require "stagehost.log"
+local aws = require("stagehost.aws")
+local errors = require("stagehost.errors")
+local xml = require("stagehost.xml")
+local log = require("stagehost.log")
 
 local VERSION = "2011-06-15"
 

@@ -1,7 +1,7 @@
 -- The console channel: one log line per message (a warning for a failure), with the stage's
 -- prefix when a stage sends it.
 --   {channel = "console"}
-local log = require "stagehost.log"
+local log = require("stagehost.log")
 
 local function flat(s) return (tostring(s):gsub("%s*[\r\n]+%s*", " ")) end
 

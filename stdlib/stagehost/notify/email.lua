@@ -5,8 +5,8 @@
 --    to = {"ops@example.com"}, username =, password =, tls = "try" | "required", insecure = false}
 -- STARTTLS is used whenever the server offers it; tls = "required" refuses a server that does
 -- not (use it whenever a password is sent); smtps:// is TLS from the first byte (port 465).
-local notify = require "stagehost.notify"
-local crypto = require "stagehost.crypto"
+local notify = require("stagehost.notify")
+local crypto = require("stagehost.crypto")
 
 local email = {}
 
@@ -120,7 +120,7 @@ function email.check(config)
 end
 
 function email.send(m, config)
-  local smtp = require "stagehost.core.smtp"
+  local smtp = require("stagehost.core.smtp")
   local rcpt = {}
   for i, a in ipairs(list_of(config.to)) do rcpt[i] = email.address(a) end
   local ok, err, kind = smtp.send{ url = config.url, from = email.address(config.from), to = rcpt,

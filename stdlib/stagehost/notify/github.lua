@@ -48,7 +48,7 @@ return {
   secrets = { "token" },
   markdown = markdown,
   send = function(m, config)
-    local github = require "stagehost.github"
+    local github = require("stagehost.github")
     local gh = github.client{ token = config.token, repo = config.repo, api_url = config.api_url, timeout = 30 }
     local run = m.run or {}
     local target = config.target_url or run.url

@@ -4,8 +4,8 @@
 --   {channel = "slack", url = "https://hooks.slack.com/services/T/B/X", username =, icon_emoji =,
 --    channel_name = "#deploys"}
 -- The webhook URL is a secret (anyone holding it can post): it is masked from the start.
-local notify = require "stagehost.notify"
-local json = require "stagehost.json"
+local notify = require("stagehost.notify")
+local json = require("stagehost.json")
 
 local EMOJI = { success = ":white_check_mark:", failure = ":x:", cancelled = ":no_entry_sign:",
   pending = ":hourglass_flowing_sand:", info = ":information_source:" }

@@ -6,8 +6,8 @@
 -- content = card}}}. Workflows answer 202 Accepted: any 2xx is a delivery.
 --   {channel = "teams", url = "https://prod-00.westus.logic.azure.com/workflows/..."}
 -- The URL carries its signature (sig=...): it is masked from the start.
-local notify = require "stagehost.notify"
-local json = require "stagehost.json"
+local notify = require("stagehost.notify")
+local json = require("stagehost.json")
 
 local COLOR = { success = "Good", failure = "Attention", cancelled = "Warning", pending = "Accent", info = "Default" }
 local MARK = { success = "✅", failure = "❌", cancelled = "⛔", pending = "⏳", info = "ℹ️" }

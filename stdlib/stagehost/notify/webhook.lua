@@ -6,8 +6,8 @@
 -- X-Hub-Signature-256 (github.verify_webhook does it for stagehost itself).
 --   {channel = "webhook", url = "https://ops.example.com/hooks/deploys", secret = os.getenv("HOOK_SECRET"),
 --    headers = {...}}
-local notify = require "stagehost.notify"
-local json = require "stagehost.json"
+local notify = require("stagehost.notify")
+local json = require("stagehost.json")
 
 -- one delivery id per message, kept across its retries (channels share the message table and
 -- must not change it)
@@ -24,7 +24,7 @@ return {
     end
   end,
   send = function(m, config)
-    local crypto = require "stagehost.crypto"
+    local crypto = require("stagehost.crypto")
     local body = json.encode(m)
     local headers = {}
     for k, v in pairs(config.headers or {}) do headers[k] = v end

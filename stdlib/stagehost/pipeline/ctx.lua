@@ -1,12 +1,12 @@
 -- What a stage script gets: `ctx`. One Ctx per stage attempt, made by the Run; every method is
 -- called the same way (`ctx:artifact(...)`, `ctx:checkpoint(...)`, `ctx:cancel(...)`,
 -- `ctx:waiting(...)`), every field is plain data or a read-only view of the run.
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
-local crypto = require "stagehost.crypto"
-local errors = require "stagehost.errors"
-local time = require "stagehost.util.time"
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
+local crypto = require("stagehost.crypto")
+local errors = require("stagehost.errors")
+local time = require("stagehost.util.time")
 
 local Ctx = {}
 Ctx.__index = Ctx

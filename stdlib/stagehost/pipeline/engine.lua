@@ -1,8 +1,8 @@
 -- The engine's front: which stages a run executes (selection), its plan, and execute(), which
 -- hands the run to a Run (pipeline/run.lua: scheduling, verdicts, cancellation, the end of a
 -- run) whose stages get a Ctx (pipeline/ctx.lua).
-local Run = require "stagehost.pipeline.run"
-local time = require "stagehost.util.time"
+local Run = require("stagehost.pipeline.run")
+local time = require("stagehost.util.time")
 
 local M = {}
 

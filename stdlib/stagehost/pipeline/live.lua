@@ -2,9 +2,9 @@
 -- log line — redrawn in place. A stage waiting for a person (ctx:waiting) shows its whole
 -- text, wrapped, never cut. The console's log lines stay off meanwhile (they are in the
 -- stage logs).
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local time = require "stagehost.util.time"
+local task = require("stagehost.task")
+local log = require("stagehost.log")
+local time = require("stagehost.util.time")
 
 local live = {}
 

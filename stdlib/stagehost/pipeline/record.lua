@@ -1,8 +1,8 @@
 -- The files a run leaves in its directory when it ends: run.json (the record, masked, written
 -- atomically so a reader never sees half), report.html, junit.xml and GitHub's step summary.
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
 
 local record = {}
 

@@ -3,12 +3,12 @@
 -- markdown appended to GitHub's job summary. The writers live in report/: text.lua (masking and
 -- escaping, which every text taken from the run goes through), view.lua (the run as the reports
 -- see it), svg.lua (graph and timeline), html.lua, junit.lua, markdown.lua.
-local fs = require "stagehost.fs"
-local time = require "stagehost.util.time"
-local text = require "stagehost.pipeline.report.text"
-local html = require "stagehost.pipeline.report.html"
-local junit = require "stagehost.pipeline.report.junit"
-local markdown = require "stagehost.pipeline.report.markdown"
+local fs = require("stagehost.fs")
+local time = require("stagehost.util.time")
+local text = require("stagehost.pipeline.report.text")
+local html = require("stagehost.pipeline.report.html")
+local junit = require("stagehost.pipeline.report.junit")
+local markdown = require("stagehost.pipeline.report.markdown")
 
 local report = {}
 

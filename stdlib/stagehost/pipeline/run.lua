@@ -5,13 +5,13 @@
 -- within the pipeline's cleanup_timeout. However a run ends, Run:finish makes every stage
 -- terminal, derives the run's status from them and writes run.json and the reports: that is
 -- the one place where a run ends.
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local errors = require "stagehost.errors"
-local time = require "stagehost.util.time"
-local Ctx = require "stagehost.pipeline.ctx"
+local task = require("stagehost.task")
+local log = require("stagehost.log")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local errors = require("stagehost.errors")
+local time = require("stagehost.util.time")
+local Ctx = require("stagehost.pipeline.ctx")
 
 local Run = {}
 Run.__index = Run
@@ -609,7 +609,7 @@ function Run:finish()
     self.store:save_run(self)
   end)
   if not ok then problems[#problems + 1] = "the state database: " .. errors.first_line(err) end
-  local record = require "stagehost.pipeline.record"
+  local record = require("stagehost.pipeline.record")
   ok, err = pcall(record.write, self)
   if not ok then problems[#problems + 1] = errors.first_line(err) end
   if #problems > 0 then

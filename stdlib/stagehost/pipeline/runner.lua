@@ -2,14 +2,14 @@
 -- which opens the state, starts the sandbox when asked, shows the run (live view on a
 -- terminal), executes it and turns its end into an exit code. `prune` lives here too: it
 -- rewrites the records of runs it touched.
-local engine = require "stagehost.pipeline.engine"
-local Run = require "stagehost.pipeline.run"
-local Store = require "stagehost.pipeline.store"
-local live = require "stagehost.pipeline.live"
-local errors = require "stagehost.errors"
-local fs = require "stagehost.fs"
-local log = require "stagehost.log"
-local time = require "stagehost.util.time"
+local engine = require("stagehost.pipeline.engine")
+local Run = require("stagehost.pipeline.run")
+local Store = require("stagehost.pipeline.store")
+local live = require("stagehost.pipeline.live")
+local errors = require("stagehost.errors")
+local fs = require("stagehost.fs")
+local log = require("stagehost.log")
+local time = require("stagehost.util.time")
 
 local runner = {}
 

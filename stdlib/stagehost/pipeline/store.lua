@@ -4,13 +4,13 @@
 -- synchronous=FULL (set by the sqlite binding): a committed transition survives the host being
 -- killed and a power loss; the database stays whole either way. The directory is 0700 and the
 -- database 0600: it holds logs and outputs.
-local sqlite = require "stagehost.core.sqlite"
-local json = require "stagehost.json"
-local fs = require "stagehost.fs"
-local log = require "stagehost.log"
-local errors = require "stagehost.errors"
-local time = require "stagehost.util.time"
-local task = require "stagehost.task"
+local sqlite = require("stagehost.core.sqlite")
+local json = require("stagehost.json")
+local fs = require("stagehost.fs")
+local log = require("stagehost.log")
+local errors = require("stagehost.errors")
+local time = require("stagehost.util.time")
+local task = require("stagehost.task")
 
 -- What is stored in the clear has every secret masked, as what is printed does. A stage's
 -- outputs that held a secret are also kept sealed (AES-256-GCM, see vault.lua), so a resumed

@@ -7,10 +7,10 @@
 -- private key, rather than fixed: it may already have been copied, which a silent chmod would
 -- hide, and fixing it is one command the message gives. A key file with bad content is refused
 -- too, never overwritten: the values sealed with the key it held would be lost.
-local crypto = require "stagehost.crypto"
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local log = require "stagehost.log"
+local crypto = require("stagehost.crypto")
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local log = require("stagehost.log")
 
 local vault = {}
 

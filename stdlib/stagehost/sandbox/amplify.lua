@@ -8,8 +8,8 @@
 -- run, and the job ends FAILED.
 -- Every step has a logUrl served by the sandbox itself, unsigned, as Amplify's presigned URLs are.
 -- Timestamps are epoch seconds, as REST-JSON carries them.
-local json = require "stagehost.json"
-local wire = require "stagehost.sandbox.wire"
+local json = require("stagehost.json")
+local wire = require("stagehost.sandbox.wire")
 
 local amplify = { protocol = "rest-json" }
 

@@ -31,9 +31,9 @@
 -- Web identity: state.oidc[issuer without https://] = {audiences...} are the OIDC providers
 -- the account trusts (default: GitHub Actions' issuer with the audience sts.amazonaws.com;
 -- the start option aws.oidc adds more). See sts.lua.
-local crypto = require "stagehost.crypto"
-local log = require "stagehost.log"
-local wire = require "stagehost.sandbox.wire"
+local crypto = require("stagehost.crypto")
+local log = require("stagehost.log")
+local wire = require("stagehost.sandbox.wire")
 
 local aws = {}
 

@@ -5,9 +5,9 @@
 --
 -- An env is what evaluation sees: {sb, stack, model, params (values), resources (logical ->
 -- record with .physical once created), region, account}; conditions are cached in it.
-local crypto = require "stagehost.crypto"
-local wire = require "stagehost.sandbox.wire"
-local tpl = require "stagehost.sandbox.cfn_template"
+local crypto = require("stagehost.crypto")
+local wire = require("stagehost.sandbox.wire")
+local tpl = require("stagehost.sandbox.cfn_template")
 
 local eval = {}
 

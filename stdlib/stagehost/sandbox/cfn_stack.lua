@@ -3,9 +3,9 @@
 -- first). An executed change set creates, updates or deletes one resource per two steps, in
 -- dependency order, then completes; a resource whose Metadata has "stagehost:fail": "<reason>"
 -- fails with that reason and the stack rolls back. Every status change is a stack event.
-local wire = require "stagehost.sandbox.wire"
-local tpl = require "stagehost.sandbox.cfn_template"
-local eval = require "stagehost.sandbox.cfn_eval"
+local wire = require("stagehost.sandbox.wire")
+local tpl = require("stagehost.sandbox.cfn_template")
+local eval = require("stagehost.sandbox.cfn_eval")
 
 local stacks = {}
 

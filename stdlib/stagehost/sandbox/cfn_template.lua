@@ -4,9 +4,9 @@
 -- transform (sam.lua), and answer what the API asks of a template: its parameters and their
 -- values, the capabilities it needs, the order its resources are created in. Evaluating a
 -- template for a stack (intrinsic functions, conditions, made-up ids) is cfn_eval.lua.
-local json = require "stagehost.json"
-local wire = require "stagehost.sandbox.wire"
-local sam = require "stagehost.sandbox.sam"
+local json = require("stagehost.json")
+local wire = require("stagehost.sandbox.wire")
+local sam = require("stagehost.sandbox.sam")
 
 local tpl = {}
 

@@ -16,10 +16,10 @@
 --
 -- Replacement in change sets is an approximation: True when the type or a naming property
 -- (BucketName, FunctionName, ...) changes, False otherwise.
-local wire = require "stagehost.sandbox.wire"
-local tpl = require "stagehost.sandbox.cfn_template"
-local eval = require "stagehost.sandbox.cfn_eval"
-local stacks = require "stagehost.sandbox.cfn_stack"
+local wire = require("stagehost.sandbox.wire")
+local tpl = require("stagehost.sandbox.cfn_template")
+local eval = require("stagehost.sandbox.cfn_eval")
+local stacks = require("stagehost.sandbox.cfn_stack")
 
 local cfn = {
   protocol = "query",

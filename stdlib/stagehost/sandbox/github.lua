@@ -29,9 +29,9 @@
 -- Faults (sb:fail_next{service = "github", action = "GET /repos/{owner}/{repo}/issues",
 -- status =, headers =, message =, body =}) replace the next matching answer: body, when given,
 -- is sent as is (a malformed one, say); otherwise {"message", "documentation_url"} is.
-local json = require "stagehost.json"
-local crypto = require "stagehost.crypto"
-local log = require "stagehost.log"
+local json = require("stagehost.json")
+local crypto = require("stagehost.crypto")
+local log = require("stagehost.log")
 
 local emulator = {}
 

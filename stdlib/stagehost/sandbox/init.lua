@@ -23,8 +23,8 @@
 --   sb.verify_signature -- the SigV4 check (on); a test may replace it, or set it to false
 --   sb:use()       -- point this process's AWS and GitHub clients at it (stagehost run --sandbox)
 --   sb:close()
-local http = require "stagehost.http"
-local log = require "stagehost.log"
+local http = require("stagehost.http")
+local log = require("stagehost.log")
 
 local sandbox = {}
 
@@ -109,8 +109,8 @@ function sandbox.start(opts)
     end
   end
   local self = setmetatable({ faults = {}, requests = {}, state = { aws = {}, github = {} } }, Sandbox)
-  local aws = require "stagehost.sandbox.aws"
-  local github = require "stagehost.sandbox.github"
+  local aws = require("stagehost.sandbox.aws")
+  local github = require("stagehost.sandbox.github")
   local ok, err = pcall(function()
     aws.init(self, opts.aws or {})
     github.init(self, opts.github or {})

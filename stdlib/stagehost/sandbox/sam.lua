@@ -34,8 +34,8 @@
 -- set ("Transform AWS::Serverless-2016-10-31 failed with: ...").
 -- Not SAM's whole surface: no policy templates, no OpenAPI bodies, no nested applications'
 -- templates, no Connectors.
-local crypto = require "stagehost.crypto"
-local json = require "stagehost.json"
+local crypto = require("stagehost.crypto")
+local json = require("stagehost.json")
 
 local sam = {}
 

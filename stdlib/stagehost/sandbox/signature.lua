@@ -1,8 +1,8 @@
 -- SigV4 verification for the sandbox: recompute the signature of a request from the keys the
 -- sandbox knows and compare, as AWS does. With it on, a client that signs wrongly fails
 -- against the sandbox exactly as it would against AWS.
-local crypto = require "stagehost.crypto"
-local time = require "stagehost.util.time"
+local crypto = require("stagehost.crypto")
+local time = require("stagehost.util.time")
 
 local signature = {}
 

@@ -3,9 +3,9 @@
 -- Issued credentials are remembered in sb.state.aws.keys[access_key_id] = {secret, token,
 -- expires, arn, user_id, account, role_arn} so a signature verifier can find their secret, and
 -- GetCallerIdentity made with them answers with the assumed role, as AWS does.
-local crypto = require "stagehost.crypto"
-local json = require "stagehost.json"
-local wire = require "stagehost.sandbox.wire"
+local crypto = require("stagehost.crypto")
+local json = require("stagehost.json")
+local wire = require("stagehost.sandbox.wire")
 
 local sts = {
   protocol = "query",

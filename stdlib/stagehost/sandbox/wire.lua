@@ -1,9 +1,9 @@
 -- What the AWS emulators share on the wire: identifiers, timestamps, the Query protocol (form
 -- bodies in, XML out) and the REST-JSON protocol (JSON bodies, x-amzn-ErrorType errors), and the
 -- error value a service handler raises to answer with an AWS error.
-local crypto = require "stagehost.crypto"
-local json = require "stagehost.json"
-local task = require "stagehost.task"
+local crypto = require("stagehost.crypto")
+local json = require("stagehost.json")
+local task = require("stagehost.task")
 
 local wire = {}
 

@@ -30,10 +30,10 @@
 -- A cancellation raised by fn or by the sleep propagates at once, unclassified. When the
 -- classifier says no or the attempts are spent, run returns what fn returned, or raises again
 -- what it raised, unchanged.
-local task = require "stagehost.task"
-local log = require "stagehost.log"
-local time = require "stagehost.util.time"
-local errors = require "stagehost.errors"
+local task = require("stagehost.task")
+local log = require("stagehost.log")
+local time = require("stagehost.util.time")
+local errors = require("stagehost.errors")
 
 local retry = {}
 

@@ -1,13 +1,13 @@
 -- The report's HTML page: header, stage graph, timeline, stages, tests that did not pass,
 -- artifacts and outputs, in one file that loads nothing and runs nothing (a strict CSP), so it
 -- opens offline from the run's directory and survives being mailed around.
-local fs = require "stagehost.fs"
-local json = require "stagehost.json"
-local statuses = require "stagehost.util.status"
-local time = require "stagehost.util.time"
-local text = require "stagehost.pipeline.report.text"
-local view = require "stagehost.pipeline.report.view"
-local svg = require "stagehost.pipeline.report.svg"
+local fs = require("stagehost.fs")
+local json = require("stagehost.json")
+local statuses = require("stagehost.util.status")
+local time = require("stagehost.util.time")
+local text = require("stagehost.pipeline.report.text")
+local view = require("stagehost.pipeline.report.view")
+local svg = require("stagehost.pipeline.report.svg")
 
 local html = {}
 

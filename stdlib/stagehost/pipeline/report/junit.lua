@@ -1,7 +1,7 @@
 -- JUnit XML from the stages' outputs.tests: one <testsuite> per stage that reported test cases,
 -- in the shape CI systems (GitHub, GitLab, Jenkins) read.
-local text = require "stagehost.pipeline.report.text"
-local view = require "stagehost.pipeline.report.view"
+local text = require("stagehost.pipeline.report.text")
+local view = require("stagehost.pipeline.report.view")
 
 local junit = {}
 

@@ -1,10 +1,10 @@
 -- Markdown for GitHub's job summary ($GITHUB_STEP_SUMMARY): a heading with the run's status, one
 -- line of facts, the stage graph in mermaid with the statuses coloured, a row per stage.
-local pipeline = require "stagehost.pipeline"
-local statuses = require "stagehost.util.status"
-local time = require "stagehost.util.time"
-local text = require "stagehost.pipeline.report.text"
-local view = require "stagehost.pipeline.report.view"
+local pipeline = require("stagehost.pipeline")
+local statuses = require("stagehost.util.status")
+local time = require("stagehost.util.time")
+local text = require("stagehost.pipeline.report.text")
+local view = require("stagehost.pipeline.report.view")
 
 local markdown = {}
 

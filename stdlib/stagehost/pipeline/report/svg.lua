@@ -1,10 +1,10 @@
 -- The report's two drawings, as inline SVG: the stage graph (columns by dependency depth, rows
 -- in declaration order, edges styled by how a stage follows its needs) and the timeline (a
 -- gantt chart like the seed's, on an axis in mm:ss from the run's start).
-local statuses = require "stagehost.util.status"
-local time = require "stagehost.util.time"
-local text = require "stagehost.pipeline.report.text"
-local view = require "stagehost.pipeline.report.view"
+local statuses = require("stagehost.util.status")
+local time = require("stagehost.util.time")
+local text = require("stagehost.pipeline.report.text")
+local view = require("stagehost.pipeline.report.view")
 
 local svg = {}
 

@@ -1,8 +1,8 @@
 -- Text from a run made safe for a report: masked first, then cleaned of what a parser refuses,
 -- then escaped for HTML/XML, a link, or markdown. Every writer takes run text through here: a
 -- secret a stage printed or returned must not reach a page that is uploaded or mailed around.
-local log = require "stagehost.log"
-local url = require "stagehost.util.url"
+local log = require("stagehost.log")
+local url = require("stagehost.util.url")
 
 local text = {}
 

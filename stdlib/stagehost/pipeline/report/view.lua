@@ -1,7 +1,7 @@
 -- The run as the reports see it: its stages in order (the run's, then the pipeline's), a record
 -- for each (a stage that never ran is "pending"), how each is wired, its test cases, and where
 -- each sits in time.
-local time = require "stagehost.util.time"
+local time = require("stagehost.util.time")
 
 local view = {}
 
