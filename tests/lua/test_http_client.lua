@@ -113,12 +113,13 @@ T.test("1,000 concurrent requests from 100 tasks reuse connections", function()
   T.ok(opened <= 101, "connections opened for 1,000 requests: " .. opened)
 end)
 
-T.test("timeouts: total and connect, reported as such", function()
+-- (the connect timeout alone, against a server that never completes a handshake, is in
+-- test_http_tls.lua)
+T.test("the total timeout, reported as such", function()
   local t0 = task.now()
   local ok, err = pcall(http.request, { url = ngx.url("/slow/big.bin"), timeout = 0.2 })
   T.eq(ok, false); T.match(tostring(err), "/slow/big.bin failed: .*[Tt]imed? ?out")
   T.ok(task.now() - t0 < 2)
-  -- a blackhole address in TEST-NET would leave loopback: use a listening socket nobody accepts
 end)
 
 T.test("a refused connection is an error naming the URL", function()
@@ -182,6 +183,7 @@ T.test("malformed URLs and bad options: an error naming them", function()
   T.raises(function() http.request{ url = ngx.url("/"), retry = "often" } end, "retry must be a number or a table")
 end)
 
+-- (insecure against a real TLS server with a self-signed certificate: test_http_tls.lua)
 T.test("insecure = true warns", function()
   local r = proc.run{ os.getenv("STAGEHOST_BIN"), "-e",
     ("require('stagehost.http').request{ url = %q, insecure = true }"):format(ngx.url("/1k.txt")) }
