@@ -177,9 +177,10 @@ end
 function cli.load(path)
   local pipeline = require("stagehost.pipeline")
   if not path then errors.exit(2, "give the pipeline file") end
-  local chunk, err = loadfile(path)
+  local chunk, err = loadfile(path, "t")
   if not chunk then
     if err:find("^cannot open ") then errors.exit(2, "cannot open pipeline '%s' (check the path)", path) end
+    if err:find("binary chunk", 1, true) then errors.exit(2, "%s: precompiled Lua is not loaded; give the source", path) end
     errors.exit(2, "%s", err)
   end
   add_script_dir(path)
@@ -640,7 +641,7 @@ local function start(argv, host)
   -- load everything before running anything
   local chunks = {}
   for k, code in ipairs(codes) do
-    local fn, err = load(code, "=(command line)")
+    local fn, err = load(code, "=(command line)", "t")
     if not fn then errors.exit(2, "%s", err) end
     chunks[k] = fn
   end
@@ -654,9 +655,10 @@ local function start(argv, host)
       f:close()
     end
     local err
-    script, err = loadfile(word ~= "-" and word or nil)
+    script, err = loadfile(word ~= "-" and word or nil, "t")
     if not script then
       if err:find("^cannot %a+ ") then err = err .. " (check the script's path)" end
+      if err:find("binary chunk", 1, true) then err = word .. ": precompiled Lua is not loaded; give the source" end
       errors.exit(2, "%s", err)
     end
     add_script_dir(word)
@@ -726,7 +728,18 @@ end
 
 -- cli.main(argv, host) -> exit code: argv as lua.c has it (argv[0] the program, n), host the
 -- build's facts (version, lua, libuv) and host.signal() (the signal received, if any).
+-- Lua's loader takes precompiled chunks, which it does not check: mutated bytecode crashes the
+-- host. Every file stagehost loads is text: scripts, pipelines, stages, decisions and modules.
+local function text_only_searcher(name)
+  local path, err = package.searchpath(name, package.path)
+  if not path then return "\n\t" .. err:gsub("^\n\t", "") end
+  local chunk, lerr = loadfile(path, "t")
+  if not chunk then error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, lerr), 2) end
+  return chunk, path
+end
+
 function cli.main(argv, host)
+  package.searchers[2] = text_only_searcher
   local ok, e = xpcall(start, on_error, argv, host or {})
   if ok then return math.type(e) == "integer" and e or 0 end
   -- a signal's exit code and report are the host's (128+N and its log line)

@@ -422,4 +422,27 @@ T.test("SIGTERM reaches a child that ignores it: SIGKILL after the grace period"
   os.remove(ready)
 end)
 
+T.test("precompiled Lua is never loaded: script, pipeline, stage file or module", function()
+  local dir = T.tempdir()
+  local fs = require("stagehost.fs")
+  assert(fs.write(dir .. "/src.lua", "print('from bytecode')\n"))
+  local compiled = proc.run{ "luac5.4", "-o", dir .. "/bc.luac", dir .. "/src.lua" }
+  T.eq(compiled.code, 0, compiled.stderr)
+  local bc = fs.read(dir .. "/bc.luac")
+  assert(fs.write(dir .. "/mod.lua", bc))
+  assert(fs.write(dir .. "/stage.lua", bc))
+  assert(fs.write(dir .. "/p.lua", "local pipeline = require('stagehost.pipeline')\n"
+    .. "return pipeline.define{ name = 'bc', stages = { { name = 'a', run = 'stage.lua' } } }\n"))
+  local script = proc.run{ STAGEHOST, "bc.luac", cwd = dir }
+  T.eq(script.code, 2); T.eq(script.stderr, "stagehost: bc.luac: precompiled Lua is not loaded; give the source\n")
+  local run = proc.run{ STAGEHOST, "run", "bc.luac", cwd = dir }
+  T.eq(run.code, 2); T.has(run.stderr, "bc.luac: precompiled Lua is not loaded")
+  local stage = proc.run{ STAGEHOST, "run", "p.lua", cwd = dir }
+  T.eq(stage.code, 2); T.has(stage.stderr, "run file 'stage.lua' does not load: attempt to load a binary chunk")
+  local mod = proc.run{ STAGEHOST, "-e", "require('mod')", cwd = dir, env = { LUA_PATH = dir .. "/?.lua" } }
+  T.eq(mod.code, 1); T.has(mod.stderr, "attempt to load a binary chunk")
+  T.no_match(script.stdout .. run.stdout .. stage.stdout .. mod.stdout, "from bytecode")
+  fs.remove(dir, { recursive = true })
+end)
+
 T.run()
