@@ -185,7 +185,8 @@ T.test("after a 5xx only reads are repeated: a change set is never executed twic
 end)
 
 T.test("a timeout or cancel stops a request at once and stays a timeout or cancel", function()
-  local slow = http.serve{ handler = function() task.sleep(5) return "late" end }
+  local arrived = 0
+  local slow = http.serve{ handler = function() arrived = arrived + 1 task.sleep(5) return "late" end }
   local endpoint = ("http://127.0.0.1:%d"):format(slow.port)
   local started = task.now()
   local ok, why = task.timeout(0.2, function()
@@ -198,9 +199,14 @@ T.test("a timeout or cancel stops a request at once and stays a timeout or cance
     return aws.request{ service = "sts", region = "us-east-1", endpoint = endpoint, credentials = CREDS,
       form = { Action = "GetCallerIdentity", Version = "2011-06-15" } }
   end)
-  task.sleep(0.1)
+  -- cancel only once the request is in flight (the server has it), and time the cancel
+  local deadline = task.now() + 10
+  while arrived < 2 and task.now() < deadline do task.sleep(0.01) end
+  T.eq(arrived, 2, "the request was in flight")
+  local t0 = task.now()
   t:cancel("enough")
   local done, err = t:join()
+  T.ok(task.now() - t0 < 1, "stopped at once (the answer was 5 s away)")
   T.eq(done, false)
   T.eq(type(err) == "table" and err.kind, "cancelled", "the cancellation itself, not an AWS error")
   slow:close()
