@@ -33,6 +33,11 @@ int sh_argerror(lua_State *L, int arg, const char *who, const char *fmt, ...) {
   return 0;
 }
 
+const char *sh_check_lstring(lua_State *L, int arg, const char *who, size_t *len) {
+  if (lua_type(L, arg) != LUA_TSTRING) sh_argerror(L, arg, who, "string expected, got %s", luaL_typename(L, arg));
+  return lua_tolstring(L, arg, len);
+}
+
 int sh_opt_error(lua_State *L, int arg, const char *who, const char *key, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -19,6 +19,10 @@
 /* Raise "bad argument #arg to 'who' (message)"; fmt is lua_pushfstring's. Never returns. */
 int sh_argerror(lua_State *L, int arg, const char *who, const char *fmt, ...);
 
+/* The string at arg (its length in *len); anything else, a number too (unlike
+ * luaL_checklstring), raises "... (string expected, got <type>)". */
+const char *sh_check_lstring(lua_State *L, int arg, const char *who, size_t *len);
+
 /* Raise "bad argument #arg to 'who' (option 'key' message)", arg being the options table's. */
 int sh_opt_error(lua_State *L, int arg, const char *who, const char *key, const char *fmt, ...);
 

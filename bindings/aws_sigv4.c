@@ -354,11 +354,17 @@ static void sh_sigv4_uri_s3(lua_State *L, sh_sigv4_str path) {
   luaL_pushresult(&b);
 }
 
+/* How many parts s has when split at sep: one more than the separators. */
+static size_t sh_sigv4_parts(sh_sigv4_str s, char sep) {
+  size_t n = 1;
+  for (size_t i = 0; i < s.n; i++)
+    if (s.s[i] == sep) n++;
+  return n;
+}
+
 /* Other services: remove_dot_segments, empty segments dropped, then every segment encoded */
 static void sh_sigv4_uri_normalized(lua_State *L, sh_sigv4_str path) {
-  size_t nseg = 1;
-  for (size_t i = 0; i < path.n; i++)
-    if (path.s[i] == '/') nseg++;
+  size_t nseg = sh_sigv4_parts(path, '/');
   sh_sigv4_str *seg = lua_newuserdatauv(L, nseg * sizeof *seg, 0);
   size_t top = 0, start = 0;
   int trailing = 0;
@@ -408,9 +414,7 @@ static void sh_sigv4_requote(lua_State *L, const char *s, size_t n) {
 }
 
 static void sh_sigv4_query(lua_State *L, sh_sigv4_str q) {
-  size_t max = 1;
-  for (size_t i = 0; i < q.n; i++)
-    if (q.s[i] == '&') max++;
+  size_t max = sh_sigv4_parts(q, '&');
   sh_sigv4_pair *p = lua_newuserdatauv(L, max * sizeof *p, 0);
   lua_newtable(L); /* anchors the encoded strings */
   size_t np = 0, start = 0;

@@ -109,9 +109,8 @@ static int sh_json_bad(lua_State *L, int line, int col, const char *why) {
 /* decode(s) -> value | nil, "line L, column C: reason". A non-string raises (misuse), and so
  * does running out of memory or of Lua stack while the value is built. */
 static int sh_json_decode(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "json.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
-  const char *s = lua_tolstring(L, 1, &len);
+  const char *s = sh_check_lstring(L, 1, "json.decode", &len);
   lua_settop(L, 1);
   if (len == 0) return sh_json_bad(L, 1, 1, "empty input");
   int line, col, depth;

@@ -210,9 +210,8 @@ static int sh_xml_fail(lua_State *L, unsigned long line, unsigned long column, c
 
 /* decode(s) -> root element | nil, "line L, column C: reason" */
 static int sh_xml_decode(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "xml.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
-  const char *s = lua_tolstring(L, 1, &len);
+  const char *s = sh_check_lstring(L, 1, "xml.decode", &len);
   lua_settop(L, 1);
 
   sh_xml_box *box = lua_newuserdatauv(L, sizeof *box, 0);

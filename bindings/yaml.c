@@ -502,9 +502,8 @@ static int sh_yaml_parser_error(lua_State *L, sh_yaml_state *st) {
 
 /* decode(s) -> value | nil, "line L, column C: reason" */
 static int sh_yaml_decode(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TSTRING) return sh_argerror(L, 1, "yaml.decode", "string expected, got %s", luaL_typename(L, 1));
   size_t len;
-  const char *s = lua_tolstring(L, 1, &len);
+  const char *s = sh_check_lstring(L, 1, "yaml.decode", &len);
   lua_settop(L, 1);
 
   sh_yaml_box *box = lua_newuserdatauv(L, sizeof *box, 0);

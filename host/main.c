@@ -74,6 +74,16 @@ static int sh_find_stdlib(char *out, size_t cap) {
   return -1;
 }
 
+/* package[field] = the string on top of the stack .. package[field]; pops that string. */
+static void sh_prepend_package(lua_State *L, const char *field) {
+  lua_getglobal(L, "package");
+  lua_insert(L, -2);
+  lua_getfield(L, -2, field);
+  lua_concat(L, 2);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 1);
+}
+
 /* C modules: build/lib beside the binary, or lib/stagehost in the installed prefix. */
 static void sh_setup_cpath(lua_State *L) {
   char exe[PATH_MAX - 64];
@@ -82,12 +92,8 @@ static void sh_setup_cpath(lua_State *L) {
   char *slash = strrchr(exe, '/');
   if (!slash) return;
   *slash = '\0';
-  lua_getglobal(L, "package");
   lua_pushfstring(L, "%s/lib/?.so;%s/../lib/stagehost/?.so;", exe, exe);
-  lua_getfield(L, -2, "cpath");
-  lua_concat(L, 2);
-  lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
+  sh_prepend_package(L, "cpath");
 }
 
 /* package.path: the stdlib first. The directory of a script is added by cli.lua, which knows
@@ -104,12 +110,8 @@ static int sh_setup_paths(lua_State *L) {
             "PREFIX/share/stagehost/lua (set STAGEHOST_PATH to the stdlib directory)\n", stderr);
     return -1;
   }
-  lua_getglobal(L, "package");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
-  lua_getfield(L, -2, "path");
-  lua_concat(L, 2);
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
+  sh_prepend_package(L, "path");
   return 0;
 }
 

@@ -59,6 +59,15 @@ function errors.argument(n, fname, fmt, ...)
   error(core.argument_message(n, fname, fmt:format(...)), 3)
 end
 
+-- value, when it is a table; otherwise misuse ("table expected, got nil"), blamed like
+-- errors.argument on the line that called the public function calling this.
+function errors.check_table(value, n, fname)
+  if type(value) ~= "table" then
+    error(core.argument_message(n, fname, ("table expected, got %s"):format(type(value))), 3)
+  end
+  return value
+end
+
 -- The first line of any error value, for one-line reports.
 function errors.first_line(e)
   return (tostring(e):match("^[^\n]*"))

@@ -71,6 +71,7 @@
 local http = require("stagehost.http")
 local json = require("stagehost.json")
 local log = require("stagehost.log")
+local tables = require("stagehost.util.tables")
 local task = require("stagehost.task")
 local retry = require("stagehost.util.retry")
 local errors = require("stagehost.errors")
@@ -113,13 +114,7 @@ end
 -- A copy with every string masked: GitHub's error details echo what was sent, which may hold a
 -- secret. Metatables are kept so a JSON array stays one.
 local function masked_copy(value, depth)
-  if type(value) == "string" then return log.masked(value) end
-  if type(value) ~= "table" or depth > 16 then return value end
-  local out = setmetatable({}, getmetatable(value))
-  for k, v in pairs(value) do
-    out[type(k) == "string" and log.masked(k) or k] = masked_copy(v, depth + 1)
-  end
-  return out
+  return tables.masked_copy(value, log.masked, 16, depth)
 end
 
 local function one_line(s)

@@ -80,9 +80,7 @@ end
 --              max_redirects, insecure} -> {status, headers, body, url, duration};
 -- a transport failure raises the error object above (the last one, after retries).
 function http.request(opts)
-  if type(opts) ~= "table" then
-    errors.argument(1, "http.request", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "http.request")
   local req = {}
   for k, v in pairs(opts) do req[k] = v end
   req.retry = nil

@@ -35,6 +35,7 @@
 -- scripts/channels/NAME.lua under the current directory) returning the function or such a table.
 local task = require("stagehost.task")
 local log = require("stagehost.log")
+local tables = require("stagehost.util.tables")
 local json = require("stagehost.json")
 local errors = require("stagehost.errors")
 local retry = require("stagehost.util.retry")
@@ -83,13 +84,7 @@ end
 -- stays one. Secrets are masked in the values, before any encoding: a secret holding '"' or
 -- '\' would no longer match once escaped in JSON.
 local function masked_copy(value, depth)
-  if type(value) == "string" then return log.masked(value) end
-  if type(value) ~= "table" or depth > 32 then return value end
-  local out = setmetatable({}, getmetatable(value))
-  for k, v in pairs(value) do
-    out[type(k) == "string" and log.masked(k) or k] = masked_copy(v, depth + 1)
-  end
-  return out
+  return tables.masked_copy(value, log.masked, 32, depth)
 end
 notify.masked = function(value) return masked_copy(value, 0) end
 
@@ -108,12 +103,7 @@ local function matches(on, event)
   return false
 end
 
-local function sorted(set)
-  local out = {}
-  for k in pairs(set) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted = tables.sorted_keys
 
 -- What is wrong with value as `expected` ("string", "number|table", "[string]" a list), or nil.
 local function mismatch(value, expected)

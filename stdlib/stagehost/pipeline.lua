@@ -69,6 +69,18 @@ local function sorted_keys(t)
   return keys
 end
 
+-- A configuration error for a key of t that fields does not have, naming the closest one:
+-- "<what> has an unknown field 'x' (did you mean 'y'?)<tail>".
+local function check_fields(where, t, fields, what, tail)
+  for key in pairs(t) do
+    if not fields[key] then
+      local hint = type(key) == "string" and closest(key, sorted_keys(fields))
+      config_error(where, "%s has an unknown field '%s'%s%s", what, tostring(key),
+        hint and (" (did you mean '" .. hint .. "'?)") or "", tail or "")
+    end
+  end
+end
+
 -- Load a Lua file named relative to the pipeline file; it must return a function. Text only:
 -- precompiled chunks are not checked by Lua's loader and can crash the host.
 local function load_relative(where, dir, path, what)
@@ -108,13 +120,7 @@ end
 local function check_trigger(where, trigger)
   if trigger == nil then return { manual = true } end
   if type(trigger) ~= "table" then config_error(where, "trigger must be a table like {tags = {\"rc-*\"}, manual = true}") end
-  for key in pairs(trigger) do
-    if not TRIGGER_FIELDS[key] then
-      local hint = type(key) == "string" and closest(key, sorted_keys(TRIGGER_FIELDS))
-      config_error(where, "trigger has an unknown field '%s'%s (it takes tags, branches and manual)", tostring(key),
-        hint and (" (did you mean '" .. hint .. "'?)") or "")
-    end
-  end
+  check_fields(where, trigger, TRIGGER_FIELDS, "trigger", " (it takes tags, branches and manual)")
   if trigger.manual ~= nil and type(trigger.manual) ~= "boolean" then
     config_error(where, "trigger.manual must be true or false (got %s)", type(trigger.manual))
   end
@@ -197,13 +203,7 @@ local function check_stage(where, dir, st, i, names)
     config_error(where, "stages[%d] needs a name of letters, digits, '-', '_' or '.' (got %s)", i, tostring(st.name))
   end
   local label = ("stage '%s'"):format(st.name)
-  for key in pairs(st) do
-    if not STAGE_FIELDS[key] then
-      local hint = type(key) == "string" and closest(key, sorted_keys(STAGE_FIELDS))
-      config_error(where, "%s has an unknown field '%s'%s", label, tostring(key),
-        hint and (" (did you mean '" .. hint .. "'?)") or "")
-    end
-  end
+  check_fields(where, st, STAGE_FIELDS, label)
   if names[st.name] then config_error(where, "two stages are named '%s' (names must be unique)", st.name) end
   names[st.name] = i
   local stage = { name = st.name, needs = {}, retry = 0, continue_on_error = st.continue_on_error == true,
@@ -332,13 +332,7 @@ function pipeline.define(spec)
     return line and ("%s:%d"):format(file, line) or where
   end
   if type(spec) ~= "table" then config_error(where, "pipeline.define needs a table (got %s)", type(spec)) end
-  for key in pairs(spec) do
-    if not PIPELINE_FIELDS[key] then
-      local hint = type(key) == "string" and closest(key, sorted_keys(PIPELINE_FIELDS))
-      config_error(where, "the pipeline has an unknown field '%s'%s", tostring(key),
-        hint and (" (did you mean '" .. hint .. "'?)") or "")
-    end
-  end
+  check_fields(where, spec, PIPELINE_FIELDS, "the pipeline")
   if type(spec.name) ~= "string" or spec.name == "" then config_error(where, "the pipeline needs a name (a string)") end
   if type(spec.stages) ~= "table" or #spec.stages == 0 then
     config_error(where, "pipeline '%s' needs stages = { {name = ..., run = ...}, ... }", spec.name)

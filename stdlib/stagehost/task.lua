@@ -33,9 +33,7 @@ end
 -- naming each failure and its message on the first line. Cancelling the caller cancels the
 -- functions still running and re-raises the caller's cancellation as it is.
 function task.all(fns)
-  if type(fns) ~= "table" then
-    errors.argument(1, "task.all", "table expected, got %s", type(fns))
-  end
+  errors.check_table(fns, 1, "task.all")
   local tasks = {}
   for key, fn in pairs(fns) do
     if type(fn) ~= "function" then

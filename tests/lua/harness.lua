@@ -63,6 +63,18 @@ function T.raises(fn, pattern, ...)
   return err
 end
 
+-- fn (named name in its messages) raises a one-line "bad argument #1 ... (string expected, got
+-- TYPE)" for any first argument that is not a string, none included.
+function T.wants_string(fn, name)
+  local prefix = ("bad argument #1 to '%s' (string expected, got "):format(name)
+  for _, v in ipairs { 42, {}, true, print, io.stdout } do
+    local err = T.raises(function() fn(v) end, prefix)
+    T.eq(tostring(err):find("\n"), nil, "one line")
+  end
+  T.raises(function() fn() end, prefix .. "no value)")
+  T.raises(function() fn(nil) end, prefix .. "nil)")
+end
+
 -- Is a process (or, with a negative id, any member of a process group) still running? Zombies
 -- do not count: an orphan killed with its group stays a zombie until PID 1 reaps it.
 function T.alive(pid)
@@ -90,6 +102,56 @@ function T.tempdir(...)
   assert(fs.mkdir(dir))
   for _, sub in ipairs{ ... } do assert(fs.mkdir(dir .. "/" .. sub)) end
   return dir
+end
+
+-- A fresh T.tempdir(...) holding files {name = text}; a name may have directories in it.
+function T.project(files, ...)
+  local fs = require("stagehost.fs")
+  local dir = T.tempdir(...)
+  for name, text in pairs(files) do
+    local sub = name:match("^(.*)/[^/]*$")
+    if sub then assert(fs.mkdir(dir .. "/" .. sub)) end
+    assert(fs.write(dir .. "/" .. name, text))
+  end
+  return dir
+end
+
+-- `stagehost ARGS` in dir (STAGEHOST_BIN, set by ctest) through proc.run; a timeout of 120 s,
+-- and opts (env, timeout, ...) go into the argv as they are.
+function T.stagehost(dir, args, opts)
+  local argv = { (assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")) }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.cwd, argv.timeout = dir, 120
+  for k, v in pairs(opts or {}) do argv[k] = v end
+  return require("stagehost.proc").run(argv)
+end
+
+-- Wait until a file exists (a stage says it reached a point); raises after within seconds (20).
+function T.wait_for(path, within)
+  local fs = require("stagehost.fs")
+  local deadline = task.now() + (within or 20)
+  while not fs.exists(path) do
+    if task.now() > deadline then error("timed out waiting for " .. path, 2) end
+    task.sleep(0.02)
+  end
+end
+
+-- Run the pipeline p in this process (engine.execute), all its stages unless opts.selected.
+function T.execute(p, opts)
+  local engine = require("stagehost.pipeline.engine")
+  opts = opts or {}
+  opts.selected = opts.selected or engine.select(p)
+  return engine.execute(p, opts)
+end
+
+-- Run fn with the notify channels list configured, and the previous ones back afterwards
+-- whatever happens.
+function T.with_channels(list, fn)
+  local notify = require("stagehost.notify")
+  local before = notify.configure(list)
+  local ok, err = xpcall(fn, debug.traceback)
+  notify.configure(before)
+  if not ok then error(err, 0) end
 end
 
 -- Wait until T.alive(pid) is false; returns whether it happened within the time.

@@ -58,10 +58,7 @@ end
 
 -- `stagehost ARGS` in dir
 local function sh(dir, args, env)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.timeout, argv.env = dir, 60, env
-  return proc.run(argv)
+  return T.stagehost(dir, args, { timeout = 60, env = env })
 end
 
 local function approve(dir, id, who, ...)

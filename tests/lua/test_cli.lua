@@ -6,12 +6,11 @@ local fs = require("stagehost.fs")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
+-- `stagehost ARGS` here; a timeout of 60 s unless opts gives one
 local function sh(args, opts)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  for k, v in pairs(opts or {}) do argv[k] = v end
-  argv.timeout = argv.timeout or 60
-  return proc.run(argv)
+  local o = { timeout = 60 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return T.stagehost(nil, args, o)
 end
 
 

@@ -8,7 +8,6 @@ local http = require("stagehost.http") -- loaded now: its curl timer belongs in 
 local json = require("stagehost.json")
 local log = require("stagehost.log")
 local fs = require("stagehost.fs")
-local proc = require("stagehost.proc")
 local crypto = require("stagehost.crypto")
 local github = require("stagehost.github")
 local sandbox = require("stagehost.sandbox")
@@ -16,7 +15,6 @@ local notify = require("stagehost.notify")
 local pipeline = require("stagehost.pipeline")
 local engine = require("stagehost.pipeline.engine")
 
-local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local FAST = { attempts = 3, base = 0.01, cap = 0.02 } -- retries that wait for nothing
 
 -- A loopback HTTP sink that keeps every request; respond(req, n) may answer otherwise than 200.
@@ -40,30 +38,11 @@ local function dead_url()
   return url
 end
 
--- Run fn with the channels configured, and the previous ones back afterwards whatever happens.
-local function with_channels(list, fn)
-  local before = notify.configure(list)
-  local ok, err = xpcall(fn, debug.traceback)
-  notify.configure(before)
-  if not ok then error(err, 0) end
-end
+local with_channels = T.with_channels
 
-local function project(files)
-  local dir = T.tempdir()
-  for name, text in pairs(files) do
-    local sub = name:match("^(.*)/[^/]*$")
-    if sub then assert(fs.mkdir(dir .. "/" .. sub)) end
-    assert(fs.write(dir .. "/" .. name, text))
-  end
-  return dir
-end
+local project = T.project
 
-local function sh(dir, args)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.timeout = dir, 120
-  return proc.run(argv)
-end
+local function sh(dir, args) return T.stagehost(dir, args) end
 
 local MESSAGE = { event = "deploy.failure", phase = "infrastructure", title = "Staging deploy failed",
   text = "The stack rolled back: <UPDATE_ROLLBACK_COMPLETE> & more", fields = { { name = "Tag", value = "rc-1.2.0" },

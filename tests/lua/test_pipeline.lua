@@ -6,25 +6,16 @@ local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local pipeline = require("stagehost.pipeline")
-local engine = require("stagehost.pipeline.engine")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
 
-local function run(p, opts)
-  opts = opts or {}
-  opts.selected = opts.selected or engine.select(p)
-  return engine.execute(p, opts)
-end
+local run = T.execute
 
 -- Write files into a fresh dir, run `stagehost run pipeline.lua ARGS` there.
 local function cli(files, args, env)
-  local dir = T.tempdir("stages", "decisions")
-  for name, text in pairs(files) do assert(fs.write(dir .. "/" .. name, text)) end
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.env, argv.timeout = dir, env, 60
-  local r = proc.run(argv)
+  local dir = T.project(files, "stages", "decisions")
+  local r = T.stagehost(dir, args, { env = env, timeout = 60 })
   r.dir = dir
   return r
 end

@@ -9,13 +9,7 @@ local json = require("stagehost.json")
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
 
-local function sh(dir, args, opts)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.timeout = dir, 120
-  for k, v in pairs(opts or {}) do argv[k] = v end
-  return proc.run(argv)
-end
+local sh = T.stagehost
 
 -- Each stage does three checkpointed steps and notes in journal.txt what it did. With
 -- KILL_AT=POINT the host stops at that point (and waits to be killed): "start a", "step a 2"

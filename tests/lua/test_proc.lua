@@ -44,7 +44,7 @@ T.test("stdin: small, large, and none (reads /dev/null, never the terminal)", fu
   T.eq(proc.run{ "cat", stdin = "" }.stdout, "")
   -- on a terminal (script(1) gives the host one): a child still reads /dev/null, not the tty
   local r = proc.run{ "script", "-qfec", STAGEHOST .. [[ -e "
-    local proc = require("stagehost.proc")
+    local proc = require 'stagehost.proc'
     print('host:', proc.run{ 'sh', '-c', 'test -t 0 && echo tty || echo notty' }.stdout)
     print('cat:', #proc.run{ 'cat', timeout = 5 }.stdout)
     print('tty:', require('stagehost.log').isatty())

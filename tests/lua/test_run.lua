@@ -9,31 +9,15 @@ local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local pipeline = require("stagehost.pipeline")
-local engine = require("stagehost.pipeline.engine")
 local Run = require("stagehost.pipeline.run")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 
-local function run(p, opts)
-  opts = opts or {}
-  opts.selected = opts.selected or engine.select(p)
-  return engine.execute(p, opts)
-end
+local run = T.execute
 
--- `stagehost ARGS` in dir; opts go to proc.run (env, timeout, ...)
-local function sh(dir, args, opts)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.timeout = dir, 120
-  for k, v in pairs(opts or {}) do argv[k] = v end
-  return proc.run(argv)
-end
+local sh = T.stagehost
 
-local function project(files)
-  local dir = T.tempdir()
-  for name, text in pairs(files) do assert(fs.write(dir .. "/" .. name, text)) end
-  return dir
-end
+local project = T.project
 
 local function status(dir, id)
   local r = sh(dir, { "status", id, "--json" })
@@ -49,14 +33,7 @@ local function mode_of(path)
   return mode
 end
 
--- Wait until a file exists (a stage says it reached a point).
-local function wait_for(path, within)
-  local deadline = task.now() + (within or 20)
-  while not fs.exists(path) do
-    if task.now() > deadline then error("timed out waiting for " .. path, 2) end
-    task.sleep(0.02)
-  end
-end
+local wait_for = T.wait_for
 
 -- ---- 1. runs are never inconsistent ----
 

@@ -545,12 +545,7 @@ local function normalise(resources)
   return out
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("stagehost.util.tables").sorted_keys
 
 -- The differences between two {logical = type} maps, one line each.
 local function differences(ours, theirs)

@@ -50,10 +50,7 @@ local function clean_env(dir, extra)
 end
 
 local function sh(dir, args, extra)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.env, argv.timeout = dir, clean_env(dir, extra), 120
-  return proc.run(argv)
+  return T.stagehost(dir, args, { env = clean_env(dir, extra) })
 end
 
 local function status(dir, id)

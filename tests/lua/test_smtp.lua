@@ -68,12 +68,7 @@ local function certificate()
   return cert_dir .. "/cert.pem", cert_dir .. "/key.pem"
 end
 
-local function with_channels(list, fn)
-  local before = notify.configure(list)
-  local ok, err = xpcall(fn, debug.traceback)
-  notify.configure(before)
-  if not ok then error(err, 0) end
-end
+local with_channels = T.with_channels
 
 local TITLE = "Déploiement échoué — staging rc-1.2.0 (étape infrastructure, un titre assez long pour être plié)"
 local TEXT = "The stack rolled back.\n.a line that starts with a dot\n"

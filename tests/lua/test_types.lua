@@ -143,12 +143,7 @@ local OBJECTS = {
   end,
 }
 
-local function sorted(set)
-  local list = {}
-  for k in pairs(set) do list[#list + 1] = k end
-  table.sort(list)
-  return list
-end
+local sorted = require("stagehost.util.tables").sorted_keys
 
 -- Both ways: each declared function is a function of real; each public function of real is
 -- declared. Returns the problems, one line each.

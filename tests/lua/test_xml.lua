@@ -277,12 +277,7 @@ T.test("escape: what XML 1.0 cannot carry is an error, not a broken document", f
 end)
 
 T.test("wrong argument types raise naming the function", function()
-  for _, v in ipairs { 42, {}, true, print, io.stdout } do
-    local err = T.raises(function() xml.decode(v) end, "bad argument #1 to 'xml.decode' (string expected, got ")
-    T.eq(tostring(err):find("\n"), nil, "one line")
-  end
-  T.raises(function() xml.decode() end, "bad argument #1 to 'xml.decode' (string expected, got no value)")
-  T.raises(function() xml.decode(nil) end, "bad argument #1 to 'xml.decode' (string expected, got nil)")
+  T.wants_string(xml.decode, "xml.decode")
   for _, v in ipairs { {}, true, print } do
     T.raises(function() xml.escape(v) end, "bad argument #1 to 'xml.escape' (string expected, got ")
   end

@@ -398,12 +398,7 @@ T.test("a big document", function()
 end)
 
 T.test("wrong argument types raise naming the function", function()
-  for _, v in ipairs { 42, {}, true, print, io.stdout } do
-    local err = T.raises(function() yaml.decode(v) end, "bad argument #1 to 'yaml.decode' (string expected, got ")
-    T.eq(tostring(err):find("\n"), nil, "one line")
-  end
-  T.raises(function() yaml.decode() end, "bad argument #1 to 'yaml.decode' (string expected, got no value)")
-  T.raises(function() yaml.decode(nil) end, "bad argument #1 to 'yaml.decode' (string expected, got nil)")
+  T.wants_string(yaml.decode, "yaml.decode")
 end)
 
 T.test("module shape", function()

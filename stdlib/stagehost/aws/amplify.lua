@@ -20,12 +20,11 @@ Client.__index = Client
 
 function amplify.new(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    errors.argument(1, "aws.amplify", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "aws.amplify")
   local poll = opts.poll or {}
-  return setmetatable({ region = aws.resolve_region(opts.region, "aws.amplify"), credentials = opts.credentials,
-    endpoint = opts.endpoint, poll_min = poll.min or 5, poll_max = poll.max or 15, retry_base = opts.retry_base }, Client)
+  local client = aws.client_fields(opts, "aws.amplify")
+  client.poll_min, client.poll_max = poll.min or 5, poll.max or 15
+  return setmetatable(client, Client)
 end
 
 local function check_id(value, what, who)

@@ -32,17 +32,13 @@ Client.__index = Client
 
 function cloudformation.new(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    errors.argument(1, "aws.cloudformation", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "aws.cloudformation")
   local poll = opts.poll or {}
-  return setmetatable({
-    region = aws.resolve_region(opts.region, "aws.cloudformation"),
-    credentials = opts.credentials, endpoint = opts.endpoint,
-    poll_min = poll.min or 2, poll_max = poll.max or 15, retry_base = opts.retry_base,
-    markers = {}, -- stack name -> newest event id seen before an execution
-    executed = {}, -- stack name -> true from execute_change_set until wait_stack saw it move
-  }, Client)
+  local client = aws.client_fields(opts, "aws.cloudformation")
+  client.poll_min, client.poll_max = poll.min or 2, poll.max or 15
+  client.markers = {} -- stack name -> newest event id seen before an execution
+  client.executed = {} -- stack name -> true from execute_change_set until wait_stack saw it move
+  return setmetatable(client, Client)
 end
 
 -- Deleting is safe to repeat after a lost answer; creating and executing are not.
@@ -297,9 +293,7 @@ end
 -- create_change_set{stack_name, body | template | url, parameters = {k = v}, capabilities,
 --                   tags = {k = v}, change_set_name, description, role_arn}
 function Client:create_change_set(opts)
-  if type(opts) ~= "table" then
-    errors.argument(1, "create_change_set", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "create_change_set")
   check_stack_name(opts.stack_name, "create_change_set")
   local params = template_params(opts, "create_change_set")
   local existing = self:describe_stack(opts.stack_name)

@@ -24,9 +24,7 @@ local defaults = {}
 
 -- aws.configure{endpoint =, region =, credentials =} -> the previous defaults
 function aws.configure(opts)
-  if type(opts) ~= "table" then
-    errors.argument(1, "aws.configure", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "aws.configure")
   for _, name in ipairs{ "endpoint", "region" } do
     if opts[name] ~= nil and type(opts[name]) ~= "string" then
       errors.argument(1, "aws.configure", "%s must be a string, got %s", name, type(opts[name]))
@@ -176,9 +174,7 @@ local function flatten(prefix, value, out)
 end
 
 function aws.form(params)
-  if type(params) ~= "table" then
-    errors.argument(1, "aws.form", "table expected, got %s", type(params))
-  end
+  errors.check_table(params, 1, "aws.form")
   local pairs_ = flatten("", params, {})
   table.sort(pairs_, function(a, b) return a[1] < b[1] end)
   local parts = {}
@@ -305,9 +301,7 @@ end
 --   actions that read (Describe*, List*, Get*, Validate*): only those are repeated after a 5xx
 --   or a broken connection.
 function aws.request(opts)
-  if type(opts) ~= "table" then
-    errors.argument(1, "aws.request", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "aws.request")
   local service = opts.service
   if type(service) ~= "string" or service == "" then
     errors.argument(1, "aws.request", "service must be a string such as \"cloudformation\"")
@@ -414,6 +408,19 @@ end
 -- ---- clients ----
 
 aws.resolve_region = resolve_region -- for the clients, whose messages name themselves
+
+-- The fields every service client starts with, from its constructor's options: the region
+-- (resolved, else fallback; who names the constructor in messages), credentials, endpoint
+-- and retry_base.
+function aws.client_fields(opts, who, fallback)
+  if type(who) ~= "string" then errors.argument(2, "aws.client_fields", "string expected, got %s", type(who)) end
+  errors.check_table(opts, 1, who)
+  if fallback ~= nil and type(fallback) ~= "string" then
+    errors.argument(3, "aws.client_fields", "string expected, got %s", type(fallback))
+  end
+  return { region = resolve_region(opts.region, who, fallback), credentials = opts.credentials,
+    endpoint = opts.endpoint, retry_base = opts.retry_base }
+end
 
 function aws.cloudformation(opts) return require("stagehost.aws.cloudformation").new(opts) end
 function aws.amplify(opts) return require("stagehost.aws.amplify").new(opts) end

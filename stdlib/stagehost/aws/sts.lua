@@ -13,14 +13,10 @@ Client.__index = Client
 
 function sts.new(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then
-    errors.argument(1, "aws.sts", "table expected, got %s", type(opts))
-  end
+  errors.check_table(opts, 1, "aws.sts")
   -- the global endpoint is legacy; the SDKs use a regional one (us-east-1 when nothing names
   -- a region), and so do we
-  local region = aws.resolve_region(opts.region, "aws.sts", "us-east-1")
-  return setmetatable({ region = region, credentials = opts.credentials, endpoint = opts.endpoint,
-    retry_base = opts.retry_base }, Client)
+  return setmetatable(aws.client_fields(opts, "aws.sts", "us-east-1"), Client)
 end
 
 function Client:call(action, params, extra)

@@ -248,11 +248,16 @@ function Store:unseal_outputs(run_id, name, text)
   return value.outputs
 end
 
-function Store:save_run(run)
+-- This host's pid and start time on the store, once: what the rows it writes or claims carry.
+local function note_host(self)
   if not self.host_pid then
     self.host_pid = self_pid()
     self.host_started = start_time_of(self.host_pid)
   end
+end
+
+function Store:save_run(run)
+  note_host(self)
   q(self, [[INSERT INTO runs (id, pipeline, file, cwd, args, tag, env, actor, vars, status, started_at,
       finished_at, pid, host_started, attempt, rerun_of, commit_sha, host_error)
       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -416,10 +421,7 @@ end
 -- Take over an interrupted run for this host, in one transaction: of two hosts resuming the same
 -- run at once, one wins and the other sees it alive. -> true, or false and the holder's row.
 function Store:claim(id)
-  if not self.host_pid then
-    self.host_pid = self_pid()
-    self.host_started = start_time_of(self.host_pid)
-  end
+  note_host(self)
   return self.db:transaction(function()
     local row = q(self, "SELECT pid, host_started, status FROM runs WHERE id = ?", id)[1]
     if not row then return false, {} end
@@ -441,10 +443,7 @@ end
 -- Take the group's lock for a run (one transaction: two hosts cannot both win). A lock whose
 -- host is gone is taken over. -> true, or false and the holder's row.
 function Store:lock(group, run_id, stage)
-  if not self.host_pid then
-    self.host_pid = self_pid()
-    self.host_started = start_time_of(self.host_pid)
-  end
+  note_host(self)
   return self.db:transaction(function()
     local rows = q(self, "SELECT * FROM locks WHERE grp = ?", group)
     local held = rows[1]

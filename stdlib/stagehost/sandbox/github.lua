@@ -47,6 +47,7 @@ end
 
 local url_decode = require("stagehost.util.url").decode
 local url_encode = require("stagehost.util.url").encode
+local sorted_keys = require("stagehost.util.tables").sorted_keys
 
 local function parse_query(q)
   local out = {}
@@ -58,11 +59,8 @@ local function parse_query(q)
 end
 
 local function encode_query(params)
-  local keys = {}
-  for k in pairs(params) do keys[#keys + 1] = k end
-  table.sort(keys)
   local parts = {}
-  for _, k in ipairs(keys) do parts[#parts + 1] = url_encode(k) .. "=" .. url_encode(params[k]) end
+  for _, k in ipairs(sorted_keys(params)) do parts[#parts + 1] = url_encode(k) .. "=" .. url_encode(params[k]) end
   return table.concat(parts, "&")
 end
 

@@ -451,6 +451,14 @@ function aws.region(region) end
 ---@return string
 function aws.resolve_region(region, who, fallback) end
 
+---The fields a service client starts with: `region` (as `aws.resolve_region`), `credentials`,
+---`endpoint` and `retry_base` from a constructor's options.
+---@param opts table
+---@param who? string
+---@param fallback? string
+---@return {region: string, credentials: any, endpoint: string?, retry_base: number?}
+function aws.client_fields(opts, who, fallback) end
+
 ---AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, else the regional endpoint.
 ---@param service string
 ---@param region? string

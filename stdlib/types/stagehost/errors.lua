@@ -61,6 +61,15 @@ function errors.config(fmt, ...) end
 ---@param ... any
 function errors.argument(n, fname, fmt, ...) end
 
+---`value` when it is a table; otherwise raises "bad argument #n to 'fname' (table expected, got
+---TYPE)" like `errors.argument`, blaming the caller of the function that calls this.
+---@generic T
+---@param value T
+---@param n integer
+---@param fname string
+---@return T
+function errors.check_table(value, n, fname) end
+
 ---Raises the same message at `level`, as `error` counts it from the function that calls this
 ---(for a helper that checks for a public function: 3 blames the public function's caller).
 ---@param level integer

@@ -164,13 +164,7 @@ local function stages_table(w, run, names)
     { "Stage", "Status", "Started", "Duration", "Attempts", "Error / reason", "Log" })
   for _, n in ipairs(names) do
     local rec = record(run, n)
-    local note = {}
-    if rec.error then note[#note + 1] = esc(rec.error) end
-    if rec.reason then note[#note + 1] = esc(rec.reason) end
-    if rec.reused_from then
-      note[#note + 1] = esc(("reused from run %s%s"):format(rec.reused_from,
-        rec.approved_by and (", approved by " .. rec.approved_by) or ""))
-    end
+    local note = view.outcome_notes(rec, esc)
     if rec.allowed_failure then note[#note + 1] = '<span class="muted">allowed to fail (continue_on_error)</span>' end
     note[#note + 1] = view.tests_note(rec)
     local log_cell = '<span class="muted">none</span>'

@@ -33,13 +33,7 @@ function markdown.summary(run, p)
   w("| stage | status | started | duration | note |\n|---|---|---|---|---|\n")
   for _, n in ipairs(names) do
     local rec = view.record(run, n)
-    local note = {}
-    if rec.error then note[#note + 1] = md(rec.error) end
-    if rec.reason then note[#note + 1] = md(rec.reason) end
-    if rec.reused_from then
-      note[#note + 1] = md(("reused from run %s%s"):format(rec.reused_from,
-        rec.approved_by and (", approved by " .. rec.approved_by) or ""))
-    end
+    local note = view.outcome_notes(rec, md)
     if rec.allowed_failure then note[#note + 1] = "allowed to fail" end
     if (rec.attempts or 0) > 1 then note[#note + 1] = ("%d attempts"):format(rec.attempts) end
     note[#note + 1] = view.tests_note(rec)

@@ -74,6 +74,19 @@ function view.count_cases(cases)
   return n
 end
 
+-- The start of a stage's note: its error, its reason and the run it was reused from, each
+-- passed through escape (the report's own), in that order.
+function view.outcome_notes(rec, escape)
+  local note = {}
+  if rec.error then note[#note + 1] = escape(rec.error) end
+  if rec.reason then note[#note + 1] = escape(rec.reason) end
+  if rec.reused_from then
+    note[#note + 1] = escape(("reused from run %s%s"):format(rec.reused_from,
+      rec.approved_by and (", approved by " .. rec.approved_by) or ""))
+  end
+  return note
+end
+
 -- "tests: 2 passed, 1 failed, 0 skipped" for a stage that reported tests, else nil.
 function view.tests_note(rec)
   local cases = view.tests_of(rec)
