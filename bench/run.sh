@@ -649,7 +649,8 @@ bench_pipeline_events() {
       rc=0
       if [[ $mode == run ]]; then
         "$BIN" run "$pfile" --state "$state" </dev/null >"$WORK/last.out" 2>"$WORK/last.err" || rc=$?
-        line=$(grep '^bench: ' "$WORK/last.out" || true)
+        # the probe stage's print goes to its log: on stderr, after the [probe] prefix
+        line=$(grep -ho 'bench: .*' "$WORK/last.out" "$WORK/last.err" | head -n 1 || true)
         # every checkpoint must be in the database (read after the run, untimed)
         n=$("$BIN" -e "local db = require('stagehost.core.sqlite').open('$state/state.db', {readonly = true})
           print(db:query('SELECT count(*) AS n FROM checkpoints')[1].n)" 2>>"$WORK/last.err" || echo "?")

@@ -247,21 +247,27 @@ static int sh_sqlite_pragma(sqlite3 *db, const char *sql, char *val, size_t cap)
 
 /* ---- sqlite.open ---- */
 
-/* open(path [, {readonly = false, busy_timeout = 5000, create = true}]) -> db
- *   | nil, message, code */
+/* open(path [, {readonly = false, busy_timeout = 5000, create = true, synchronous = "full"}]) -> db
+ *   | nil, message, code
+ * synchronous "normal": in WAL mode a commit survives the process being killed, not a power
+ * loss, and costs no fsync per commit. */
 static int sh_sqlite_open(lua_State *L) {
   size_t plen;
   const char *path = luaL_checklstring(L, 1, &plen);
   luaL_argcheck(L, strlen(path) == plen, 1, "path contains a NUL byte");
-  int readonly = 0, create = 1;
+  int readonly = 0, create = 1, sync_normal = 0;
   lua_Integer timeout = 5000;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     /* a misspelt option would otherwise be silently ignored */
-    static const char *const known[] = {"readonly", "busy_timeout", "create", NULL};
+    static const char *const known[] = {"readonly", "busy_timeout", "create", "synchronous", NULL};
     sh_opt_unknown_keys(L, 2, known, "sqlite.open");
     readonly = sh_opt_bool(L, 2, "readonly", 0, "sqlite.open");
     create = sh_opt_bool(L, 2, "create", 1, "sqlite.open");
+    const char *sync = sh_opt_string(L, 2, "synchronous", "sqlite.open");
+    if (sync && strcmp(sync, "normal") == 0) sync_normal = 1;
+    else if (sync && strcmp(sync, "full") != 0)
+      return sh_opt_rangeerror(L, 2, "synchronous", "\"full\" or \"normal\"", "sqlite.open");
     int t = lua_getfield(L, 2, "busy_timeout");
     if (t != LUA_TNIL) {
       int isint = 0;
@@ -299,7 +305,8 @@ static int sh_sqlite_open(lua_State *L) {
      * readers and the writer would block each other */
     if (rc == SQLITE_OK && file && *file && strcmp(val, "wal") != 0) rc = -1;
   }
-  if (rc == SQLITE_OK) rc = sh_sqlite_pragma(d->db, "PRAGMA synchronous=FULL", NULL, 0);
+  if (rc == SQLITE_OK)
+    rc = sh_sqlite_pragma(d->db, sync_normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL, 0);
   if (rc == SQLITE_OK) rc = sh_sqlite_pragma(d->db, "PRAGMA foreign_keys=ON", NULL, 0);
   if (rc != SQLITE_OK) {
     lua_pushnil(L);

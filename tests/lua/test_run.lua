@@ -139,8 +139,10 @@ local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 return pipeline.define{ name = "signalled", stages = {
   { name = "deploy", run = function()
-    fs.write("deploy.pid", tostring(proc.spawn{ "sleep", "60" }.pid))
-    proc.run{ "sleep", "60" }
+    local left = proc.spawn{ "sleep", "60" } -- held: a collected handle would stop it
+    fs.write("deploy.pid", tostring(left.pid))
+    -- a wait that ended just before the cancel arrived returns; the next one sees the cancel
+    while true do proc.run{ "sleep", "60" } end
   end },
   { name = "after", needs = { "deploy" }, run = function() fs.write("after-ran", "yes") end },
   { name = "notify", needs = { "after" }, when = "always", run = function(ctx)
@@ -778,7 +780,8 @@ T.test("processes a stage leaves running are stopped when it ends, and their orp
       { name = "start", run = function()
         -- one child left running, and a grandchild orphaned by its shell in a session of its
         -- own (so no process-group kill reaches it): reparented to us, the subreaper
-        fs.write("left.pid", tostring(proc.spawn{ "sleep", "60" }.pid))
+        local left = proc.spawn{ "sleep", "60" } -- held to the end: a collected handle stops its child
+        fs.write("left.pid", tostring(left.pid))
         proc.run{ "sh", "-c", "setsid sleep 0.3 >/dev/null 2>&1 & echo $! > orphan.pid" }
         local orphan = fs.read("orphan.pid"):match("%d+")
         local ppid = (fs.read("/proc/" .. orphan .. "/stat") or ""):match("%) %a (%d+)")
