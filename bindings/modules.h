@@ -11,5 +11,6 @@ int sh_log_open(lua_State *L);
 void sh_modules_preload(lua_State *L);
 /* os.exit: stop every child process group before the host leaves */
 void sh_proc_kill_all(int sig);
+void sh_proc_host_exit(void);
 
 #endif

@@ -797,12 +797,27 @@ static int sh_proc_stop_leftovers(lua_State *L) {
   return 1;
 }
 
+/* proc.running_in_context() -> n: processes started under the calling task's log context (a
+ * pipeline stage) whose group may still have members: not reaped yet, or being terminated. The
+ * engine waits for 0 before a later stage starts, so a deploy that traps SIGTERM is not still
+ * running beside its rollback. */
+static int sh_proc_running_in_context(lua_State *L) {
+  sh_task_t *t = sh_task_current(L);
+  int n = 0;
+  if (t && t->log_ctx)
+    for (sh_proc_t *p = sh_proc_state_get(L)->all; p; p = p->next)
+      if (p->log_ctx == t->log_ctx && p->spawned && (!p->exited || p->kill_timer.slot != SIZE_MAX)) n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* proc.executable() -> the path of the running stagehost, to run it again (tests, stages) */
 static int sh_proc_executable(lua_State *L) { return sh_push_uv_path(L, uv_exepath, "proc.executable"); }
 
 static const luaL_Reg sh_proc_funcs[] = {
     {"spawn", sh_proc_spawn},
     {"executable", sh_proc_executable},
+    {"running_in_context", sh_proc_running_in_context},
     {"stop_leftovers", sh_proc_stop_leftovers},
     {NULL, NULL},
 };
@@ -813,6 +828,15 @@ void sh_proc_kill_all(int sig) {
   for (sh_proc_state_t *st = sh_proc_states; st; st = st->next)
     for (sh_proc_t *p = st->all; p; p = p->next)
       if (!p->exited) sh_proc_signal_group(p, sig);
+}
+
+/* The host is leaving and its timers with it: a group already asked to stop (SIGTERM, whose
+ * SIGKILL was waiting for the grace period) gets SIGKILL now, any other SIGTERM, so that no
+ * child outlives the host unasked. */
+void sh_proc_host_exit(void) {
+  for (sh_proc_state_t *st = sh_proc_states; st; st = st->next)
+    for (sh_proc_t *p = st->all; p; p = p->next)
+      if (p->spawned && (!p->exited || p->terminating)) sh_proc_signal_group(p, p->terminating ? SIGKILL : SIGTERM);
 }
 
 int sh_proc_open(lua_State *L) {

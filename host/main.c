@@ -268,6 +268,7 @@ static void sh_walk_report(uv_handle_t *h, void *arg) {
 
 static int sh_finish(sh_host_t *host, int code) {
   sh_sched_shutdown(host->sched);
+  sh_proc_host_exit();
   lua_close(host->L);
   sh_sched_free(host->sched);
   uv_run(&host->loop, UV_RUN_DEFAULT); /* close callbacks of everything Lua released */

@@ -803,6 +803,51 @@ T.test("processes a stage leaves running are stopped when it ends, and their orp
   fs.remove(dir, { recursive = true })
 end)
 
+T.test("a stage's timeout or cancel: TERM, KILL after the grace period, and nothing later starts before its processes are gone", function()
+  local dir = T.project{ ["p.lua"] = [[
+    local pipeline = require("stagehost.pipeline")
+    local proc = require("stagehost.proc")
+    local fs = require("stagehost.fs")
+    local function alive(pid)
+      local stat = fs.read("/proc/" .. pid .. "/stat")
+      return stat ~= nil and not stat:match("%) Z")
+    end
+    return pipeline.define{ name = "traps", stages = {
+      { name = "deploy", timeout = os.getenv("STAGE_TIMEOUT"), run = function()
+        -- a deploy that ignores SIGTERM, as some do
+        proc.run{ "sh", "-c", "trap '' TERM; echo $$ > deploy.pid; while :; do sleep 1; done", grace = 1 }
+      end },
+      { name = "rollback", needs = { "deploy" }, when = "always", run = function()
+        return { deploy_alive = alive(fs.read("deploy.pid"):match("%d+")) }
+      end },
+    } }
+  ]] }
+  -- a timeout
+  local t0 = task.now()
+  local r = T.stagehost(dir, { "run", "p.lua" }, { env = { STAGE_TIMEOUT = "500ms" } })
+  T.eq(r.code, 1, r.stderr)
+  T.ok(task.now() - t0 < 20, "the host did not wait for the trapping process to end by itself")
+  local st = status(dir, r.stdout:match("^run (%S+)"))
+  T.eq(st.by.deploy.error, "timed out after 500ms")
+  T.eq(st.by.rollback.outputs.deploy_alive, false, "the rollback started after the deploy's processes were gone")
+  -- stagehost cancel
+  fs.remove(dir .. "/deploy.pid")
+  local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { STAGE_TIMEOUT = "10m" } }
+  T.wait_for(dir .. "/deploy.pid")
+  local id = assert(fs.list(dir .. "/.stagehost/runs"))
+  table.sort(id)
+  local newest
+  for _, name in ipairs(id) do if name ~= r.stdout:match("^run (%S+)") then newest = name end end
+  t0 = task.now()
+  T.eq(T.stagehost(dir, { "cancel", newest }).code, 0)
+  T.eq(host:wait().code, 3)
+  T.ok(task.now() - t0 < 20, "cancel did not wait for the trapping process to end by itself")
+  local pid = tonumber(fs.read(dir .. "/deploy.pid"):match("%d+"))
+  T.ok(T.gone(-pid), "its group is gone")
+  T.eq(status(dir, newest).by.rollback.outputs.deploy_alive, false)
+  fs.remove(dir, { recursive = true })
+end, { timeout = 120 })
+
 -- ---- 15. the live view of a stage waiting for a person ----
 
 T.test("the live view shows a waiting stage's whole text, wrapped, never cut", function()

@@ -488,6 +488,15 @@ function Run:run_stage(st)
   -- the record and what follows are written by a fresh task: a cancelled stage task cannot
   -- wait on anything any more, not even the file write of the run record
   self:spawn(function()
+    -- no later stage starts while this one's processes live: a deploy that traps SIGTERM gets
+    -- SIGKILL after its grace period, and only then does, say, its rollback begin (this task
+    -- has the stage's log context, by which its processes are known)
+    local core_proc, waited = require("stagehost.core.proc"), 0
+    while core_proc.running_in_context() > 0 and waited < 120 do
+      task.sleep(0.05)
+      waited = waited + 0.05
+    end
+    if waited >= 120 then log.warn("processes of this stage did not go after SIGKILL; going on") end
     self.running[st.name] = nil
     if self.ended or self.host_error then return end -- the host failed meanwhile: finish records it
     self:changed(rec)
