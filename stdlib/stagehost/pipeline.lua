@@ -256,8 +256,9 @@ local function check_stage(where, dir, st, i, names)
     stage.decision_chunk = load_relative(where, dir, when, label .. ": when")
     stage.decision_name = when
   else
-    config_error(where, "%s: when must be \"success\", \"failure\", \"always\", \"cancelled\", a decision file (.lua) or a function (got %s)",
-      label, tostring(when))
+    local hint = type(when) == "string" and closest(when, sorted_keys(WHEN_WORDS))
+    config_error(where, "%s: when must be \"success\", \"failure\", \"always\", \"cancelled\", a decision file (.lua) or a function (got %s)%s",
+      label, tostring(when), hint and (" (did you mean '" .. hint .. "'?)") or "")
   end
   return stage
 end

@@ -578,6 +578,8 @@ T.test("trigger is checked at load and enforced: tags, branches, manual; env rea
     "trigger allows no run at all")
   T.raises(function() pipeline.define{ name = "x", stagez = {}, stages = { { name = "a", run = print } } } end,
     "unknown field 'stagez' (did you mean 'stages'?)")
+  T.raises(function() pipeline.define{ name = "x", stages = { { name = "a", run = print, when = "canceled" } } } end,
+    "(got canceled) (did you mean 'cancelled'?)")
   T.ok(pipeline.glob_match("rc-*", "rc-1.2.0")); T.ok(not pipeline.glob_match("rc-*", "v1.2.0"))
   T.ok(not pipeline.glob_match("release/*", "release/a/b")); T.ok(pipeline.glob_match("release/**", "release/a/b"))
   local dir = project{ ["p.lua"] = [[

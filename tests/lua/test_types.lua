@@ -324,7 +324,8 @@ T.test("the methods of every object type are declared, and exist", function()
   local problems = {}
   for name, entry in pairs(by_class) do
     local class = entry.class
-    -- a class backed by a table of its own (local X = {} with function X:m() stubs) is code
+    -- a class with a methods table of its own (local X = {} with function X:m() stubs) stands
+    -- for real objects: their methods are compared with those of a live one
     if class.var and not by_meta[name] then
       local real = OBJECTS[name]
       if not real then
