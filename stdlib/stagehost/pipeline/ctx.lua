@@ -12,17 +12,19 @@ local Ctx = {}
 Ctx.__index = Ctx
 Ctx.__name = "stagehost.ctx"
 
--- A read-only view: ctx.outputs.NAME and ctx.stages.NAME read the run's records as they are now.
-local function readonly(what, index)
+-- A read-only view of the run's records as they are now: ctx.outputs.NAME and ctx.stages.NAME
+-- give view(record); pairs walks every stage.
+local function readonly(what, records, view)
   return setmetatable({}, {
-    __index = function(_, name) return index(name) end,
+    __index = function(_, name)
+      local r = records[name]
+      return r and view(r)
+    end,
     __newindex = function() error(("ctx.%s is read-only: return a table from the stage instead"):format(what), 2) end,
     __pairs = function()
       return function(_, key)
-        local k, v = key, nil
-        repeat k = next(index(nil), k) until k == nil or index(k) ~= nil
-        if k ~= nil then v = index(k) end
-        return k, v
+        local name, r = next(records, key)
+        if name ~= nil then return name, view(r) end
       end, nil, nil
     end,
   })
@@ -38,10 +40,6 @@ end
 -- Ctx.new(run, stage) -> ctx for one attempt of the stage
 function Ctx.new(run, st)
   local records = run.records
-  local function record_or_all(name)
-    if name == nil then return records end
-    return records[name]
-  end
   local ctx = setmetatable({
     stage = st.name,
     run = { id = run.id, tag = run.tag, env = run.env, actor = run.actor, pipeline = run.p.name,
@@ -51,16 +49,8 @@ function Ctx.new(run, st)
     log = log,
     pipeline = { name = run.p.name, file = run.p.file, dir = run.p.dir },
     dir = run.dir, -- this run's directory (logs, artifacts)
-    outputs = readonly("outputs", function(name)
-      if name == nil then return records end
-      local r = records[name]
-      return r and r.outputs
-    end),
-    stages = readonly("stages", function(name)
-      local all = record_or_all(name)
-      if name == nil then return all end
-      return all and Ctx.stage_view(all)
-    end),
+    outputs = readonly("outputs", records, function(r) return r.outputs end),
+    stages = readonly("stages", records, Ctx.stage_view),
   }, Ctx)
   -- methods reach the run through a private field
   rawset(ctx, "_run", run)
