@@ -491,12 +491,9 @@ function Run:run_stage(st)
     -- no later stage starts while this one's processes live: a deploy that traps SIGTERM gets
     -- SIGKILL after its grace period, and only then does, say, its rollback begin (this task
     -- has the stage's log context, by which its processes are known)
-    local core_proc, waited = require("stagehost.core.proc"), 0
-    while core_proc.running_in_context() > 0 and waited < 120 do
-      task.sleep(0.05)
-      waited = waited + 0.05
-    end
-    if waited >= 120 then log.warn("processes of this stage did not go after SIGKILL; going on") end
+    local core_proc, give_up = require("stagehost.core.proc"), task.now() + 120
+    while core_proc.running_in_context() > 0 and task.now() < give_up do task.sleep(0.05) end
+    if task.now() >= give_up then log.warn("processes of this stage did not go after SIGKILL; going on") end
     self.running[st.name] = nil
     if self.ended or self.host_error then return end -- the host failed meanwhile: finish records it
     self:changed(rec)
@@ -546,7 +543,9 @@ function Run:execute()
   for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
   -- only now is there something to resume: announce the id
   if opts.on_start then opts.on_start(self) end
-  require("stagehost.notify").run_started(self) -- the pipeline's channels for this run; run.started
+  -- the pipeline's channels for this run, and run.started; a run with none configured
+  -- anywhere does not load the module
+  if self.p.notify or package.loaded["stagehost.notify"] then require("stagehost.notify").run_started(self) end
 
   local watcher
   if self.store.cancel_requested then
