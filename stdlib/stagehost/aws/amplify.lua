@@ -15,17 +15,8 @@ local log = require("stagehost.log")
 local task = require("stagehost.task")
 
 local amplify = {}
-local Client = {}
-Client.__index = Client
-
-function amplify.new(opts)
-  opts = opts or {}
-  errors.check_table(opts, 1, "aws.amplify")
-  local poll = opts.poll or {}
-  local client = aws.client_fields(opts, "aws.amplify")
-  client.poll_min, client.poll_max = poll.min or 5, poll.max or 15
-  return setmetatable(client, Client)
-end
+local Client
+Client, amplify.new = aws.client_class("aws.amplify", { poll = { 5, 15 } })
 
 local function check_id(value, what, who)
   if type(value) ~= "string" or value == "" then

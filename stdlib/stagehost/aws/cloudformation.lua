@@ -27,18 +27,13 @@ local DEFAULT_CAPABILITIES = { "CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABI
 local NO_CHANGES = { "didn't contain changes", "No updates are to be performed" }
 
 local cloudformation = {}
-local Client = {}
-Client.__index = Client
+local Client, new_client = aws.client_class("aws.cloudformation", { poll = { 2, 15 } })
 
 function cloudformation.new(opts)
-  opts = opts or {}
-  errors.check_table(opts, 1, "aws.cloudformation")
-  local poll = opts.poll or {}
-  local client = aws.client_fields(opts, "aws.cloudformation")
-  client.poll_min, client.poll_max = poll.min or 2, poll.max or 15
+  local client = new_client(opts)
   client.markers = {} -- stack name -> newest event id seen before an execution
   client.executed = {} -- stack name -> true from execute_change_set until wait_stack saw it move
-  return setmetatable(client, Client)
+  return client
 end
 
 -- Deleting is safe to repeat after a lost answer; creating and executing are not.

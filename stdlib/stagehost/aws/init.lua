@@ -422,6 +422,25 @@ function aws.client_fields(opts, who, fallback)
     endpoint = opts.endpoint, retry_base = opts.retry_base }
 end
 
+-- A service client's class: Client (add methods to it) and new(opts) -> a client with the
+-- fields above, and, when poll = {min, max} is given, the poll interval bounds a waiter uses
+-- (opts.poll overrides them).
+function aws.client_class(who, defaults)
+  defaults = defaults or {}
+  local Client = {}
+  Client.__index = Client
+  local function new(opts)
+    opts = opts or {}
+    local client = aws.client_fields(opts, who, defaults.region)
+    if defaults.poll then
+      local poll = opts.poll or {}
+      client.poll_min, client.poll_max = poll.min or defaults.poll[1], poll.max or defaults.poll[2]
+    end
+    return setmetatable(client, Client)
+  end
+  return Client, new
+end
+
 function aws.cloudformation(opts) return require("stagehost.aws.cloudformation").new(opts) end
 function aws.amplify(opts) return require("stagehost.aws.amplify").new(opts) end
 function aws.sts(opts) return require("stagehost.aws.sts").new(opts) end

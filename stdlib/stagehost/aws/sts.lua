@@ -8,16 +8,10 @@ local log = require("stagehost.log")
 local VERSION = "2011-06-15"
 
 local sts = {}
-local Client = {}
-Client.__index = Client
-
-function sts.new(opts)
-  opts = opts or {}
-  errors.check_table(opts, 1, "aws.sts")
-  -- the global endpoint is legacy; the SDKs use a regional one (us-east-1 when nothing names
-  -- a region), and so do we
-  return setmetatable(aws.client_fields(opts, "aws.sts", "us-east-1"), Client)
-end
+-- the global endpoint is legacy; the SDKs use a regional one (us-east-1 when nothing names a
+-- region), and so do we
+local Client
+Client, sts.new = aws.client_class("aws.sts", { region = "us-east-1" })
 
 function Client:call(action, params, extra)
   -- assuming a role twice only issues a second set of credentials: safe to repeat
