@@ -319,6 +319,15 @@ static int sh_crypto_gcm_update(EVP_CIPHER_CTX *ctx, unsigned char *out, const u
   return 1;
 }
 
+/* Start AES-256-GCM (enc 1 seals, 0 opens) with key and nonce, feed the aad, and run the cipher
+ * over in[0..len) into out: everything but the tag. */
+static int sh_crypto_gcm_begin(EVP_CIPHER_CTX *ctx, int enc, const unsigned char *key, const unsigned char *nonce,
+                               const unsigned char *aad, size_t alen, unsigned char *out,
+                               const unsigned char *in, size_t len) {
+  return ctx && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce, enc) == 1 &&
+         sh_crypto_gcm_aad(ctx, aad, alen) && sh_crypto_gcm_update(ctx, out, in, len);
+}
+
 /* seal(key, plaintext [, aad]) -> blob. Misuse raises; so does an OpenSSL failure (no entropy,
  * no memory), which says nothing about the data. */
 static int sh_crypto_seal(lua_State *L) {
@@ -336,8 +345,7 @@ static int sh_crypto_seal(lua_State *L) {
   if (RAND_bytes(nonce, SH_SEAL_NONCE) != 1) return sh_crypto_fail(L, "seal", "RAND_bytes");
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   int outl = 0;
-  int ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-           sh_crypto_gcm_aad(ctx, aad, alen) && sh_crypto_gcm_update(ctx, ct, pt, plen) &&
+  int ok = sh_crypto_gcm_begin(ctx, 1, key, nonce, aad, alen, ct, pt, plen) &&
            EVP_EncryptFinal_ex(ctx, ct + plen, &outl) == 1 && outl == 0 &&
            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SH_SEAL_TAG, tag) == 1;
   EVP_CIPHER_CTX_free(ctx);
@@ -372,8 +380,7 @@ static int sh_crypto_open(lua_State *L) {
   unsigned char *pt = lua_newuserdatauv(L, plen ? plen : 1, 0); /* may raise: before the context */
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   int outl = 0, setup = 0, authentic = 0;
-  if (ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-      sh_crypto_gcm_aad(ctx, aad, alen) && sh_crypto_gcm_update(ctx, pt, ct, plen) &&
+  if (sh_crypto_gcm_begin(ctx, 0, key, nonce, aad, alen, pt, ct, plen) &&
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SH_SEAL_TAG, (void *)tag) == 1) {
     setup = 1;
     /* the only step that fails for bad data: the tag does not match */
