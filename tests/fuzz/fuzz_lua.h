@@ -96,17 +96,25 @@ static uint32_t sh_fuzz_hash(const uint8_t *data, size_t size) {
  * allocations failing (which one is picked from the input, among the decode_allocs pass 1
  * counted) and every one after it. It must end in a memory error, or in a result check_result
  * accepts (the failure hit memory decode did not need after all). */
+/* Call the module's decode (the module table at index mod) on the string at index s with the
+ * allocator armed: -> lua_pcall's status, decode's two results (or the error) on the stack. */
+static int sh_fuzz_call_decode(lua_State *L, sh_fuzz_alloc_state *a, int mod, int s) {
+  lua_getfield(L, mod, "decode");
+  lua_pushvalue(L, s);
+  a->armed = 1;
+  int status = lua_pcall(L, 1, 2, 0);
+  a->armed = 0;
+  return status;
+}
+
 static void sh_fuzz_decode_oom(const uint8_t *data, size_t size, unsigned long decode_allocs, lua_CFunction luaopen,
                                const char *modname, void (*check_result)(lua_State *L)) {
   if (decode_allocs == 0) return;
   sh_fuzz_alloc_state a;
   lua_State *L = sh_fuzz_state(&a, luaopen, modname);
-  lua_getfield(L, -1, "decode");
   lua_pushlstring(L, (const char *)data, size);
   a.fail_at = 1 + sh_fuzz_hash(data, size) % decode_allocs;
-  a.armed = 1;
-  int status = lua_pcall(L, 1, 2, 0);
-  a.armed = 0;
+  int status = sh_fuzz_call_decode(L, &a, lua_gettop(L) - 1, lua_gettop(L));
   if (status == LUA_OK) check_result(L);
   else sh_fuzz_check_oom_raise(L, status);
   lua_close(L);

@@ -110,11 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int mod = lua_gettop(L);
   lua_pushlstring(L, (const char *)data, size);
   int s_idx = lua_gettop(L);
-  lua_getfield(L, mod, "decode");
-  lua_pushvalue(L, s_idx);
-  a.armed = 1;
-  int status = lua_pcall(L, 1, 2, 0);
-  a.armed = 0;
+  int status = sh_fuzz_call_decode(L, &a, mod, s_idx);
   unsigned long decode_allocs = a.allocs;
   SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
   sh_fuzz_xml_check_result(L);

@@ -58,11 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* pass 1: the contract, with memory to spare; the allocations decode makes are counted */
   lua_State *L = sh_fuzz_state(&a, luaopen_stagehost_core_yaml, SH_FUZZ_YAML_MOD);
-  lua_getfield(L, -1, "decode");
   lua_pushlstring(L, (const char *)data, size);
-  a.armed = 1;
-  int status = lua_pcall(L, 1, 2, 0);
-  a.armed = 0;
+  int status = sh_fuzz_call_decode(L, &a, lua_gettop(L) - 1, lua_gettop(L));
   unsigned long decode_allocs = a.allocs;
   SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
   sh_fuzz_yaml_check_result(L);
