@@ -6,6 +6,7 @@
 #define _GNU_SOURCE /* O_CLOEXEC, strndup */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "auxlib.h"
 
 #define SH_HTTP_KEY "stagehost.http_client.multi"
+#define SH_HTTP_MAX_BODY (64.0 * 1024 * 1024) /* max_body's default */
 
 typedef struct sh_http sh_http_t;
 
@@ -31,7 +33,9 @@ typedef struct sh_http sh_http_t;
 typedef struct sh_http_sock {
   uv_poll_t poll;
   curl_socket_t fd;
-  int events;                /* what the poll watches now; 0 before the first start */
+  int events;                /* what the poll watches now; 0 before the first start or once
+                                libuv stopped it on a socket error */
+  int want;                  /* what curl asked to watch last */
   sh_http_t *http;
   struct sh_http_sock *prev, *next;
 } sh_http_sock_t;
@@ -52,14 +56,41 @@ typedef struct {
   CURL *easy;
   struct curl_slist *headers;
   sh_buf_t body, head;       /* response body (unless output) and raw header lines */
-  char *method, *url;
+  char *method, *url;        /* url as messages show it: credentials as *** */
   char *out_path, *out_tmp;  /* output = path: written to out_tmp, renamed when complete */
   int out_fd, in_fd;
   int write_failed;
+  int over_limit;            /* the body grew past limit: aborted, reported as EBODYLIMIT */
+  uint64_t limit, received;  /* decoded body bytes allowed (max_body or max_output) and got */
   CURLcode result;
   uint64_t started;
   char errbuf[CURL_ERROR_SIZE];
 } sh_http_req_t;
+
+/* url with the credentials of scheme://user:password@host shown as *** (a malloc'd string, NULL
+ * when out of memory): every message and log line names the URL so, never as given. */
+static char *sh_http_redacted(const char *url) {
+  const char *auth = strstr(url, "://"), *at = NULL;
+  if (auth) {
+    auth += 3;
+    for (const char *p = auth; *p && !strchr("/?#", *p); p++)
+      if (*p == '@') at = p;
+  }
+  if (!at) return strdup(url);
+  size_t head = (size_t)(auth - url), n = head + 3 + strlen(at) + 1;
+  char *out = malloc(n);
+  if (out) snprintf(out, n, "%.*s***%s", (int)head, url, at);
+  return out;
+}
+
+/* Push url redacted as above. */
+static const char *sh_http_push_redacted(lua_State *L, const char *url) {
+  char *shown = sh_http_redacted(url);
+  if (!shown) luaL_error(L, "http.request: out of memory");
+  lua_pushstring(L, shown);
+  free(shown);
+  return lua_tostring(L, -1);
+}
 
 /* ---- the multi handle on the loop ---- */
 
@@ -74,19 +105,40 @@ static void sh_http_set_refs(sh_http_t *h) {
 static void sh_http_sock_closed(uv_handle_t *handle) { free(handle->data); }
 
 static void sh_http_check_done(sh_http_t *h);
+static void sh_http_poll_cb(uv_poll_t *poll, int status, int events);
 
-/* called by libuv when a socket curl watches is ready */
+/* Watch what curl asked for, unless the poll already does. */
+static void sh_http_sock_watch(sh_http_sock_t *s) {
+  if (s->want == s->events || uv_is_closing((uv_handle_t *)&s->poll)) return;
+  /* libuv 1.44 re-registers the fd with epoll on every start: only when it changes */
+  if (s->want == 0) uv_poll_stop(&s->poll);
+  else uv_poll_start(&s->poll, s->want, sh_http_poll_cb);
+  s->events = s->want;
+}
+
+/* called by libuv when a socket curl watches is ready, or has an error pending */
 static void sh_http_poll_cb(uv_poll_t *poll, int status, int events) {
   sh_http_sock_t *s = poll->data;
   sh_http_t *h = s->http;
   int flags = 0;
-  if (status < 0) flags = CURL_CSELECT_ERR;
-  else {
+  if (status < 0) {
+    /* A reset (POLLERR: libuv has stopped the poll and says UV_EBADF). Handed on as
+     * CURL_CSELECT_ERR, curl fails the transfer at once ("select/poll returned error"): a server
+     * that closes a kept-alive connection as the next request arrives failed half of 300
+     * requests so. Told "ready", curl reads the reset itself and, as its own event loop does,
+     * retries a request on a reused connection that died before any answer. */
+    s->events = 0;
+    if (s->want & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (s->want & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  } else {
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   }
   int running;
-  curl_multi_socket_action(h->multi, s->fd, flags, &running); /* may close s: not used after */
+  curl_multi_socket_action(h->multi, s->fd, flags, &running);
+  /* s is still memory here (a REMOVE only starts its close): restart the poll libuv stopped if
+   * curl still watches the socket */
+  sh_http_sock_watch(s);
   sh_http_check_done(h);
 }
 
@@ -144,13 +196,10 @@ static int sh_http_socket_fn(CURL *easy, curl_socket_t fd, int action, void *use
     if (h->in_flight == 0) uv_unref((uv_handle_t *)&s->poll);
     curl_multi_assign(h->multi, fd, s);
   }
-  int events = 0;
-  if (action & CURL_POLL_IN) events |= UV_READABLE;
-  if (action & CURL_POLL_OUT) events |= UV_WRITABLE;
-  if (events != s->events) { /* libuv 1.44 re-registers the fd with epoll on every start */
-    uv_poll_start(&s->poll, events, sh_http_poll_cb);
-    s->events = events;
-  }
+  s->want = 0;
+  if (action & CURL_POLL_IN) s->want |= UV_READABLE;
+  if (action & CURL_POLL_OUT) s->want |= UV_WRITABLE;
+  sh_http_sock_watch(s);
   return 0;
 }
 
@@ -177,7 +226,7 @@ static void sh_http_check_done(sh_http_t *h) {
     h->in_flight--;
     sh_http_set_refs(h);
     if (!r) continue;
-    r->result = result == CURLE_OK && r->write_failed ? CURLE_WRITE_ERROR : result;
+    r->result = result == CURLE_OK && (r->write_failed || r->over_limit) ? CURLE_WRITE_ERROR : result;
     sh_http_finish_output(r, r->result == CURLE_OK);
     sh_log_printf(SH_LOG_DEBUG, "http %s %s: done (%s)", r->method, r->url, curl_easy_strerror(r->result));
     sh_sched_wake(&r->wait);
@@ -241,10 +290,16 @@ static void sh_http_req_free(sh_http_req_t *r) {
   free(r);
 }
 
-/* called by libcurl with body bytes */
+/* called by libcurl with body bytes, decoded (gzip, br, zstd, deflate): the limit counts what
+ * the caller would get, so 500 KB of gzip cannot become 500 MB in memory */
 static size_t sh_http_write_fn(char *data, size_t size, size_t n, void *userp) {
   sh_http_req_t *r = userp;
   size_t len = size * n;
+  if (len > r->limit - r->received) {
+    r->over_limit = 1;
+    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  r->received += len;
   if (r->out_fd >= 0) {
     size_t off = 0;
     while (off < len) {
@@ -311,42 +366,38 @@ static void sh_http_failure_kind(CURLcode rc, const char **kind, const char **co
   }
 }
 
-/* Push url with the credentials of scheme://user:password@host shown as ***: a failure's
- * message goes to logs and reports. */
-static const char *sh_http_push_redacted(lua_State *L, const char *url) {
-  const char *auth = strstr(url, "://"), *at = NULL;
-  if (auth) {
-    auth += 3;
-    for (const char *p = auth; *p && !strchr("/?#", *p); p++)
-      if (*p == '@') at = p;
-  }
-  if (!at) return lua_pushstring(L, url);
-  lua_pushlstring(L, url, (size_t)(auth - url));
-  lua_pushliteral(L, "***");
-  lua_pushstring(L, at);
-  lua_concat(L, 3);
-  return lua_tostring(L, -1);
-}
-
 /* The failure result: nil, an error object {kind = "transport", code, message, url, method,
  * reason} (bindings/auxlib.h), and the kind above. */
 static int sh_http_push_failure(lua_State *L, sh_http_req_t *r) {
   const char *kind, *code;
   sh_http_failure_kind(r->result, &kind, &code);
+  int base = lua_gettop(L);
   const char *reason = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
-  const char *url = sh_http_push_redacted(L, r->url);                              /* url */
-  lua_pushnil(L);                                                                  /* url nil */
+  if (r->over_limit) { /* not a transient kind: the same answer would only be refused again */
+    const char *opt = r->out_path ? "max_output" : "max_body";
+    kind = "limit";
+    code = "EBODYLIMIT";
+    reason = lua_pushfstring(L, "the response body is larger than %s (%I bytes): raise %s%s", opt,
+                             (lua_Integer)r->limit, opt, r->out_path ? "" : " or write it to a file with output = PATH");
+  }
+  const char *url = lua_pushstring(L, r->url);
   lua_pushfstring(L, "http.request: %s %s failed: %s", r->method, url, reason);
   sh_error_push(L, "transport", code, lua_tostring(L, -1));
-  lua_replace(L, -2);                                                              /* url nil e */
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "url");
   lua_pushstring(L, r->method);
   lua_setfield(L, -2, "method");
   lua_pushstring(L, reason);
   lua_setfield(L, -2, "reason");
-  lua_pushstring(L, kind);                                                         /* url nil e kind */
-  lua_remove(L, -4);
+  if (r->over_limit) {
+    lua_pushinteger(L, (lua_Integer)r->limit);
+    lua_setfield(L, -2, "limit");
+  }
+  lua_replace(L, base + 1); /* e ... */
+  lua_settop(L, base + 1);
+  lua_pushnil(L);
+  lua_insert(L, base + 1);  /* nil e */
+  lua_pushstring(L, kind);  /* nil e kind */
   return 3;
 }
 
@@ -418,6 +469,12 @@ static double sh_http_opt_nonneg(lua_State *L, const char *key, double def) {
   return v;
 }
 
+/* A byte limit option: math.huge or anything past 2^53 is no limit. */
+static uint64_t sh_http_opt_limit(lua_State *L, const char *key, double def) {
+  double v = sh_http_opt_nonneg(L, key, def);
+  return v >= 9007199254740992.0 ? UINT64_MAX : (uint64_t)v;
+}
+
 static int sh_http_has_header(lua_State *L, int idx, const char *lower_name) {
   if (!idx) return 0;
   int found = 0;
@@ -438,13 +495,16 @@ static void sh_http_check_url(lua_State *L, const char *url) {
   int ok = rc == CURLUE_OK && scheme && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
   curl_free(scheme);
   curl_url_cleanup(u);
+  if (rc != CURLUE_OK || !ok) url = sh_http_push_redacted(L, url);
   if (rc != CURLUE_OK) sh_argerror(L, 1, "http.request", "malformed URL '%s': %s", url, curl_url_strerror(rc));
   if (!ok) sh_argerror(L, 1, "http.request", "URL '%s' is not http:// or https://", url);
 }
 
 /* core.request{method=, url=, headers={}, body=, body_file=, output=, timeout=,
- *              connect_timeout=, follow=, max_redirects=, insecure=}
- *   -> {status, headers, body, url, duration} | nil, error object, kind (sh_http_push_failure) */
+ *              connect_timeout=, follow=, max_redirects=, insecure=, max_body=, max_output=}
+ *   -> {status, headers, body, url, duration} | nil, error object, kind (sh_http_push_failure)
+ * max_body bounds a body held in memory (default 64 MiB), max_output one written to output
+ * (default none: a download to a file is what output is for); both count decoded bytes. */
 static int sh_http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -457,6 +517,8 @@ static int sh_http_request(lua_State *L) {
   double timeout = sh_http_opt_nonneg(L, "timeout", 0);
   double connect_timeout = sh_http_opt_nonneg(L, "connect_timeout", 30);
   double max_redirects = sh_http_opt_nonneg(L, "max_redirects", 10);
+  uint64_t max_body = sh_http_opt_limit(L, "max_body", SH_HTTP_MAX_BODY);
+  uint64_t max_output = sh_http_opt_limit(L, "max_output", HUGE_VAL);
   lua_getfield(L, 1, "follow");
   int follow = lua_toboolean(L, -1);
   lua_getfield(L, 1, "insecure");
@@ -504,8 +566,9 @@ static int sh_http_request(lua_State *L) {
   if (!r) return luaL_error(L, "http.request: out of memory");
   r->out_fd = r->in_fd = -1;
   r->http = h;
+  r->limit = output ? max_output : max_body;
   r->method = strdup(method);
-  r->url = strdup(url);
+  r->url = sh_http_redacted(url);
   r->easy = curl_easy_init();
   if (!r->easy || !r->method || !r->url) {
     sh_http_req_free(r);
@@ -553,7 +616,7 @@ static int sh_http_request(lua_State *L) {
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)max_redirects);
   }
   if (insecure) {
-    sh_log_printf(SH_LOG_WARN, "http.request: TLS verification is off for %s (insecure = true)", url);
+    sh_log_printf(SH_LOG_WARN, "http.request: TLS verification is off for %s (insecure = true)", r->url);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
   }
@@ -591,7 +654,7 @@ static int sh_http_request(lua_State *L) {
   }
   h->in_flight++;
   sh_http_set_refs(h);
-  sh_log_printf(SH_LOG_DEBUG, "http %s %s: started", method, url);
+  sh_log_printf(SH_LOG_DEBUG, "http %s %s: started", method, r->url);
   sh_sched_park(L, &r->wait, sh_http_abort);
   return sh_sched_yield(L, sh_http_request_k, (lua_KContext)r);
 }

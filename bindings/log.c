@@ -1,4 +1,5 @@
 /* stagehost.core.log: leveled, timestamped, masked log lines; log.group is Lua. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -159,6 +160,112 @@ static int sh_log_context_console_l(lua_State *L) {
   lua_pushboolean(L, sh_log_context_console());
   sh_log_set_context_console(lua_toboolean(L, 1));
   return 1;
+}
+
+/* ---- io.write, io.stdout:write, io.stderr:write: masked (host/log.c holds unfinished lines) ---- */
+
+#define SH_STDIO_FLUSH_AFTER 0.1 /* seconds a prompt without a newline waits, at most */
+#define SH_IO_OUTPUT "_IO_output" /* liolib's registry key of the default output file */
+
+static sh_timer_t sh_stdio_timer;
+
+/* called from the timer heap: what is held back (a prompt, a progress dot) goes out */
+static void sh_stdio_timer_fire(sh_timer_t *t) {
+  (void)t;
+  sh_log_stdio_flush_ready();
+}
+
+/* 0 for stdout, 1 for stderr, -1 for any other (or closed) file: the value at idx */
+static int sh_stdio_stream(lua_State *L, int idx) {
+  luaL_Stream *p = luaL_testudata(L, idx, LUA_FILEHANDLE);
+  if (!p || !p->closef || !p->f) return -1;
+  return p->f == stdout ? 0 : p->f == stderr ? 1 : -1;
+}
+
+/* The arguments from first on, as liolib's g_write takes them, to the masked stream. */
+static void sh_stdio_write_args(lua_State *L, int stream, int first, const char *fname) {
+  int n = lua_gettop(L);
+  for (int i = first; i <= n; i++) {
+    char num[64];
+    size_t len;
+    const char *s;
+    if (lua_type(L, i) == LUA_TNUMBER) {
+      int k = lua_isinteger(L, i) ? snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, i))
+                                  : snprintf(num, sizeof num, LUA_NUMBER_FMT, (LUAI_UACNUMBER)lua_tonumber(L, i));
+      s = num;
+      len = (size_t)k;
+    } else {
+      s = lua_tolstring(L, i, &len);
+      if (!s) luaL_error(L, "bad argument #%d to '%s' (string expected, got %s)", i - first + 1, fname, luaL_typename(L, i));
+    }
+    sh_log_stdio_write(stream, s, len);
+  }
+  if (sh_log_stdio_held() && sh_stdio_timer.slot == SIZE_MAX) {
+    sh_sched_t *sched = sh_sched_get(L);
+    if (sched) sh_timer_arm(sched, &sh_stdio_timer, SH_STDIO_FLUSH_AFTER);
+  }
+}
+
+/* io.write(...): masked when the default output is stdout or stderr, else liolib's */
+static int sh_io_write(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, SH_IO_OUTPUT);
+  int stream = sh_stdio_stream(L, -1);
+  lua_pop(L, 1);
+  if (stream < 0) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  sh_stdio_write_args(L, stream, 1, "write");
+  lua_getfield(L, LUA_REGISTRYINDEX, SH_IO_OUTPUT);
+  return 1;
+}
+
+/* file:write(...): masked for io.stdout and io.stderr, else liolib's */
+static int sh_file_write(lua_State *L) {
+  int stream = sh_stdio_stream(L, 1);
+  if (stream < 0) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  sh_stdio_write_args(L, stream, 2, "write");
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* io.flush() and file:flush(): what is held back goes out first */
+static int sh_stdio_flush_l(lua_State *L) {
+  sh_log_stdio_flush_ready();
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Replace t[name] with f, which gets the old value as its upvalue. */
+static void sh_wrap_field(lua_State *L, int t, const char *name, lua_CFunction f) {
+  lua_getfield(L, t, name);
+  lua_pushcclosure(L, f, 1);
+  lua_setfield(L, t, name);
+}
+
+void sh_log_wrap_stdio(lua_State *L) {
+  sh_timer_init(&sh_stdio_timer, sh_stdio_timer_fire);
+  lua_getglobal(L, "io");
+  int io = lua_gettop(L);
+  sh_wrap_field(L, io, "write", sh_io_write);
+  sh_wrap_field(L, io, "flush", sh_stdio_flush_l);
+  luaL_getmetatable(L, LUA_FILEHANDLE);
+  lua_getfield(L, -1, "__index"); /* the methods of every file */
+  if (lua_istable(L, -1)) {
+    int methods = lua_gettop(L);
+    sh_wrap_field(L, methods, "write", sh_file_write);
+    sh_wrap_field(L, methods, "flush", sh_stdio_flush_l);
+  }
+  lua_settop(L, io - 1);
 }
 
 static const luaL_Reg sh_log_funcs[] = {

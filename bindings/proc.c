@@ -7,6 +7,7 @@
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -811,6 +812,24 @@ static int sh_proc_running_in_context(lua_State *L) {
   return 1;
 }
 
+/* proc.signal_group(pgid, [sig]) -> true | nil, message, code: signal a process group this host
+ * did not start (one a dead host left, as its state database recorded it); the caller has
+ * checked it is still that group. */
+static int sh_proc_signal_group_l(lua_State *L) {
+  lua_Integer pgid = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, pgid > 1 && pgid <= INT_MAX, 1, "a process group id > 1");
+  int sig = sh_signal_from_name(L, 2);
+  if (kill(-(pid_t)pgid, sig) == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "proc.signal_group: %d: %s", (int)pgid, strerror(e));
+  lua_pushstring(L, e == ESRCH ? "ESRCH" : e == EPERM ? "EPERM" : "EINVAL");
+  return 3;
+}
+
 /* proc.executable() -> the path of the running stagehost, to run it again (tests, stages) */
 static int sh_proc_executable(lua_State *L) { return sh_push_uv_path(L, uv_exepath, "proc.executable"); }
 
@@ -819,6 +838,7 @@ static const luaL_Reg sh_proc_funcs[] = {
     {"executable", sh_proc_executable},
     {"running_in_context", sh_proc_running_in_context},
     {"stop_leftovers", sh_proc_stop_leftovers},
+    {"signal_group", sh_proc_signal_group_l},
     {NULL, NULL},
 };
 

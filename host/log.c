@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 typedef struct {
   char *bytes;
   size_t len;
@@ -25,6 +27,15 @@ static struct {
 } sh_log = {SH_LOG_INFO, NULL, 0, {0}, NULL, 0};
 
 static void sh_write_all(int fd, const char *s, size_t len);
+
+static void sh_stdio_flush_one(int stream);
+
+/* What io.write held back of each stream's unfinished line (see sh_log_stdio_write). */
+typedef struct {
+  sh_buf_t held;
+} sh_stdio_t;
+
+static sh_stdio_t sh_stdio[2]; /* stdout, stderr */
 static sh_log_ctx_t *(*sh_log_context)(void);
 static int sh_log_echo; /* show children's output on the console at any level (pipeline runs) */
 static int sh_log_quiet; /* a live view owns the console */
@@ -90,7 +101,10 @@ static int sh_log_is_secret_name(const char *name, size_t len) {
   return 0;
 }
 
+static void sh_log_at_exit(void) { sh_log_stdio_flush(); }
+
 void sh_log_init(char **env) {
+  atexit(sh_log_at_exit); /* os.exit leaves through exit(): what io.write held goes out masked */
   const char *lvl = getenv("STAGEHOST_LOG_LEVEL");
   if (lvl && *lvl) {
     int l = sh_log_parse_level(lvl);
@@ -104,6 +118,9 @@ void sh_log_init(char **env) {
 }
 
 void sh_log_shutdown(void) {
+  sh_log_stdio_flush(); /* while the secrets are still known */
+  sh_buf_free(&sh_stdio[0].held);
+  sh_buf_free(&sh_stdio[1].held);
   for (size_t i = 0; i < sh_log.nsecrets; i++) {
     /* wipe before freeing: a core dump should not hold them either */
     memset(sh_log.secrets[i].bytes, 0, sh_log.secrets[i].len);
@@ -135,8 +152,7 @@ static void sh_mask_tell_actions(const char *secret, size_t len) {
   }
 }
 
-int sh_mask_add(const char *secret, size_t len) {
-  if (len < SH_MASK_MIN) return -1;
+static int sh_mask_add_one(const char *secret, size_t len) {
   for (size_t i = 0; i < sh_log.nsecrets; i++)
     if (sh_log.secrets[i].len == len && memcmp(sh_log.secrets[i].bytes, secret, len) == 0)
       return 0;
@@ -155,6 +171,63 @@ int sh_mask_add(const char *secret, size_t len) {
   sh_log.nsecrets++;
   sh_log.first_byte[(unsigned char)secret[0]] = 1;
   return 0;
+}
+
+/* The secret as a JSON string's inside carries it (cJSON's and SQLite's escapes): a secret with
+ * a '"', a '\\' or a control character in it is stored so in the state database and run.json. */
+static int sh_mask_json_form(const char *s, size_t len, sh_buf_t *out) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char esc[8];
+    int n = 0;
+    switch (c) {
+      case '"': n = snprintf(esc, sizeof esc, "\\\""); break;
+      case '\\': n = snprintf(esc, sizeof esc, "\\\\"); break;
+      case '\b': n = snprintf(esc, sizeof esc, "\\b"); break;
+      case '\f': n = snprintf(esc, sizeof esc, "\\f"); break;
+      case '\n': n = snprintf(esc, sizeof esc, "\\n"); break;
+      case '\r': n = snprintf(esc, sizeof esc, "\\r"); break;
+      case '\t': n = snprintf(esc, sizeof esc, "\\t"); break;
+      default:
+        if (c < 0x20) n = snprintf(esc, sizeof esc, "\\u%04x", c);
+        else esc[0] = (char)c, n = 1;
+    }
+    if (sh_buf_add(out, esc, (size_t)n) != 0) return -1;
+  }
+  return 0;
+}
+
+/* The secret percent-encoded (RFC 3986: all but unreserved characters), hex in upper or lower
+ * case: a password in a URL's userinfo or a query. */
+static int sh_mask_url_form(const char *s, size_t len, int lower, sh_buf_t *out) {
+  const char *hex = lower ? "0123456789abcdef" : "0123456789ABCDEF";
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char enc[3] = {(char)c, 0, 0};
+    size_t n = 1;
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-._~", c))) {
+      enc[0] = '%', enc[1] = hex[c >> 4], enc[2] = hex[c & 15];
+      n = 3;
+    }
+    if (sh_buf_add(out, enc, n) != 0) return -1;
+  }
+  return 0;
+}
+
+/* A secret and the forms it takes in JSON and in URLs, each masked wherever it appears. */
+int sh_mask_add(const char *secret, size_t len) {
+  if (len < SH_MASK_MIN) return -1;
+  if (sh_mask_add_one(secret, len) != 0) return -1;
+  int rc = 0;
+  for (int form = 0; form < 3; form++) {
+    sh_buf_t b = {0};
+    int bad = form == 0 ? sh_mask_json_form(secret, len, &b) : sh_mask_url_form(secret, len, form == 2, &b);
+    if (bad) rc = -1;
+    else if (b.len != len || memcmp(b.data, secret, len) != 0) rc |= sh_mask_add_one(b.data, b.len);
+    if (b.data) memset(b.data, 0, b.len);
+    sh_buf_free(&b);
+  }
+  return rc;
 }
 
 size_t sh_mask_longest(void) { return sh_log.nsecrets ? sh_log.secrets[0].len : 0; }
@@ -317,6 +390,7 @@ void sh_log_output(sh_log_ctx_t *ctx, const char *label, const char *line, size_
 }
 
 void sh_log_print(const char *s, size_t len) {
+  if (sh_stdio[0].held.len > 0) sh_stdio_flush_one(0); /* io.write's unfinished line comes first */
   sh_log_ctx_t *ctx = sh_log_current();
   if (!ctx) {
     sh_mask_fwrite(s, len, stdout);
@@ -334,6 +408,86 @@ void sh_log_print(const char *s, size_t len) {
     p = nl + 1;
   }
   free(m);
+}
+
+/* ---- io.write on stdout and stderr: masked a line at a time ----
+ * A secret written in two pieces ("tok", "en123\n") is only recognisable once both are there, so
+ * each stream holds its unfinished line until a newline, a flush, the flush timer (a prompt
+ * without a newline: bindings/log.c arms it) or the exit. The text goes to the stream itself,
+ * inside a stage too: io.write is how the engine prints a stage's log in its fold. */
+#define SH_STDIO_HOLD_MAX (64 * 1024) /* past this an unfinished line goes out at a safe cut */
+
+/* Send text (complete lines, or a flushed piece) masked to its stream. */
+static void sh_stdio_emit(int stream, const char *s, size_t len) {
+  size_t ml;
+  char *m = sh_mask_apply(s, len, &ml);
+  if (!m) return;
+  if (stream == 0) {
+    fwrite(m, 1, ml, stdout);
+    fflush(stdout);
+  } else {
+    fflush(stdout);
+    sh_write_all(STDERR_FILENO, m, ml);
+  }
+  free(m);
+}
+
+static void sh_stdio_flush_one(int stream) {
+  sh_stdio_t *st = &sh_stdio[stream];
+  if (st->held.len > 0) sh_stdio_emit(stream, st->held.data, st->held.len);
+  st->held.len = 0;
+  if (st->held.cap > SH_STDIO_HOLD_MAX) sh_buf_free(&st->held);
+}
+
+void sh_log_stdio_flush(void) {
+  sh_stdio_flush_one(0);
+  sh_stdio_flush_one(1);
+}
+
+/* Where held text may be cut when no more is coming for now: before a tail that is the start of
+ * a secret (it may be finished by the next write), else at the end. */
+static size_t sh_mask_prefix_cut(const char *s, size_t len) {
+  size_t longest = sh_mask_longest();
+  for (size_t i = len > longest ? len - longest + 1 : 0; i < len; i++) {
+    if (!sh_log.first_byte[(unsigned char)s[i]]) continue;
+    for (size_t k = 0; k < sh_log.nsecrets; k++)
+      if (sh_log.secrets[k].len > len - i && memcmp(s + i, sh_log.secrets[k].bytes, len - i) == 0) return i;
+  }
+  return len;
+}
+
+void sh_log_stdio_flush_ready(void) {
+  for (int stream = 0; stream < 2; stream++) {
+    sh_stdio_t *st = &sh_stdio[stream];
+    size_t out = st->held.len ? sh_mask_prefix_cut(st->held.data, st->held.len) : 0;
+    if (out == 0) continue;
+    sh_stdio_emit(stream, st->held.data, out);
+    memmove(st->held.data, st->held.data + out, st->held.len - out);
+    st->held.len -= out;
+  }
+}
+
+int sh_log_stdio_held(void) { return sh_stdio[0].held.len > 0 || sh_stdio[1].held.len > 0; }
+
+void sh_log_stdio_write(int stream, const char *s, size_t len) {
+  sh_stdio_t *st = &sh_stdio[stream];
+  if (sh_buf_add(&st->held, s, len) != 0) { /* out of memory: what is held, then this */
+    sh_stdio_flush_one(stream);
+    sh_stdio_emit(stream, s, len);
+    return;
+  }
+  const char *nl = NULL;
+  for (size_t i = st->held.len; i > st->held.len - len; i--)
+    if (st->held.data[i - 1] == '\n') {
+      nl = st->held.data + i - 1;
+      break;
+    }
+  size_t out = nl ? (size_t)(nl - st->held.data) + 1 : 0;
+  if (!nl && st->held.len > SH_STDIO_HOLD_MAX) out = sh_mask_safe_cut(st->held.data, st->held.len);
+  if (out == 0) return;
+  sh_stdio_emit(stream, st->held.data, out);
+  memmove(st->held.data, st->held.data + out, st->held.len - out);
+  st->held.len -= out;
 }
 
 int sh_log_add_file(const char *path) {

@@ -56,6 +56,16 @@ size_t sh_mask_safe_cut(const char *s, size_t len);
 /* Write s masked to a FILE-like fd. */
 void sh_mask_fwrite(const char *s, size_t len, void *file);
 
+/* io.write / io.stdout:write (stream 0) and io.stderr:write (1): masked, each stream's unfinished
+ * line held back (a secret split across writes is masked whole) until a newline, a flush or the
+ * exit. sh_log_stdio_held says whether anything is held, for a flush timer. */
+void sh_log_stdio_write(int stream, const char *s, size_t len);
+void sh_log_stdio_flush(void);
+/* The same for a flush timer or an explicit flush: all but a tail that may be the start of a
+ * secret (held until more comes, or the exit). */
+void sh_log_stdio_flush_ready(void);
+int sh_log_stdio_held(void);
+
 /* Log files besides the console. Returns 0 or -errno. */
 int sh_log_add_file(const char *path);
 

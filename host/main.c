@@ -357,6 +357,7 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
   lua_pushcfunction(L, sh_print);
   lua_setglobal(L, "print");
+  sh_log_wrap_stdio(L);
   lua_getglobal(L, "os");
   lua_pushcfunction(L, sh_os_exit);
   lua_setfield(L, -2, "exit");

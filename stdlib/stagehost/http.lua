@@ -3,7 +3,8 @@
 --   {kind = "transport", code, message, url, method, reason}
 -- code: ECONNREFUSED (refused), ETIMEDOUT (timeout or connect_timeout), ENOTFOUND (the name or
 -- proxy did not resolve), TLS (handshake or certificate), EIO (reading body_file or writing
--- output), EREDIRECTS (more than max_redirects), ETRANSPORT (anything else: a cut connection,
+-- output), EREDIRECTS (more than max_redirects), EBODYLIMIT (the decoded body grew past max_body,
+-- or max_output with output; field limit), ETRANSPORT (anything else: a cut connection,
 -- an empty answer, ...). message is what a raised string said before, "FILE:LINE: http.request:
 -- GET URL failed: REASON" (the caller's line, as error(msg, 2) gives it); url is the URL with any
 -- credentials shown as ***; reason is libcurl's words.
@@ -77,7 +78,8 @@ end
 
 -- http.request{method, url, headers, body | json | body_file, timeout, connect_timeout,
 --              retry = n | {attempts, base, cap, max_wait, statuses, classify, ...}, output = path, follow,
---              max_redirects, insecure} -> {status, headers, body, url, duration};
+--              max_redirects, insecure, max_body = 64 MiB, max_output = none}
+--   -> {status, headers, body, url, duration};
 -- a transport failure raises the error object above (the last one, after retries).
 function http.request(opts)
   errors.check_table(opts, 1, "http.request")

@@ -33,6 +33,21 @@ local function with_defaults(opts)
   return copy
 end
 
+-- Who is told of each child started and of each one proc.run has seen end (a pipeline run,
+-- which records a stage's process groups so that a resume after kill -9 can stop them).
+local observer = nil
+
+-- proc.observe(fn | nil) -> restore(): fn("start", pid) after each child starts (its pid leads
+-- its group), fn("end", pid) once proc.run has waited for it; restore() puts back the previous.
+function proc.observe(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    errors.argument(1, "proc.observe", "function expected, got %s", type(fn))
+  end
+  local before = observer
+  observer = fn
+  return function() observer = before end
+end
+
 -- Start the child, or return the message of why not; callers raise it at their caller's line.
 local function start(fname, opts, lines)
   if type(opts) ~= "table" then
@@ -40,6 +55,14 @@ local function start(fname, opts, lines)
   end
   local ok, p = pcall(core.spawn, with_defaults(opts), fname, lines)
   if not ok then return nil, p end
+  if observer then
+    local seen, err = pcall(observer, "start", p.pid)
+    if not seen then -- the child must not run unrecorded
+      p:kill("KILL")
+      pcall(p.wait, p)
+      return nil, err
+    end
+  end
   return p
 end
 
@@ -117,6 +140,7 @@ function proc.run(opts)
     for stream, line in p.read_line, p do on_line(stream, line) end
   end
   local r = p:wait()
+  if observer then observer("end", r.pid) end
   if check and not r.ok then error(failure_message(opts, r), 2) end
   return r
 end
@@ -131,5 +155,6 @@ end
 
 proc.executable = core.executable
 proc.stop_leftovers = core.stop_leftovers
+proc.signal_group = core.signal_group
 
 return proc

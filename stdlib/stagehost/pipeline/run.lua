@@ -155,7 +155,7 @@ function Run.new(p, opts)
   local self = setmetatable({
     id = opts.id or Run.new_id(), pipeline = p.name, file = p.file, tag = opts.tag, env = opts.env,
     actor = opts.actor, vars = opts.vars or {}, status = "running", started_at = opts.started_at or time.now_iso(),
-    cwd = opts.cwd, args = opts.args, sandbox = opts.sandbox, attempt = opts.attempt or 1,
+    cwd = opts.cwd, args = opts.args, sandbox = opts.sandbox, auto_approve = opts.auto_approve, attempt = opts.attempt or 1,
     rerun_of = opts.rerun_of, commit = opts.commit,
     p = p, opts = opts, store = opts.store or Run.memory_store(),
     records = {}, order = {}, live = {}, tasks = {}, running = {},
@@ -176,7 +176,7 @@ function Run.new(p, opts)
       rec = fresh_record(st.name)
       if prev then -- what the interrupted attempt stored stays listed
         rec.artifacts = prev.artifacts or {}
-        self.live[st.name] = { resumed_attempt = prev.status == "running" }
+        self.live[st.name] = { resumed_attempt = prev.status == "running" or prev.status == "waiting" }
       end
       if not selected[st.name] then
         rec.status, rec.reason, rec.not_selected = "skipped", "not selected", true
@@ -216,6 +216,7 @@ end
 
 local function traceback_of(e)
   if type(e) == "table" then return e end -- a cancellation or timeout object: keep its kind
+  if tostring(e):find("\nstack traceback:\n", 1, true) then return e end -- traced where it was raised
   -- the stage's frames only: the engine's own are noise to whoever reads the stage log
   return (debug.traceback(tostring(e), 2):gsub("\n\t%[C%]: in function 'xpcall'.*$", ""))
 end
@@ -334,7 +335,7 @@ end
 
 function Run:maybe_start(st)
   local rec = self.records[st.name]
-  if rec.status ~= "pending" or self.ended or self.host_error then return end
+  if rec.status ~= "pending" or self.ended or self.host_error or self.detaching then return end
   for _, n in ipairs(st.needs) do
     if not TERMINAL[self.records[n].status] then return end
   end
@@ -418,7 +419,13 @@ end
 -- One call of the stage's function, under its timeout; -> ok, result (outputs or error).
 local function attempt(st, fn, ctx)
   if not st.timeout then return xpcall(fn, traceback_of, ctx) end
-  local ok, first, second = xpcall(task.timeout, traceback_of, st.timeout, fn, ctx)
+  -- traced inside the timeout: out here the stage's frames are gone
+  local function traced(c)
+    local ok, r = xpcall(fn, traceback_of, c)
+    if not ok then error(r, 0) end
+    return r
+  end
+  local ok, first, second = xpcall(task.timeout, traceback_of, st.timeout, traced, ctx)
   if not ok then return false, first end
   if first then return true, second end
   return false, ("timed out after %s"):format(st.timeout_text)
@@ -466,6 +473,9 @@ function Run:run_stage(st)
   rec.duration = task.now() - live.t0
   if ok then
     rec.status, rec.outputs = "success", result or {}
+  elseif errors.is_cancel(result) and result.origin == "detach" then
+    -- run --detach: the gate is recorded; the stage runs again when the run is resumed
+    rec.status, rec.reason, rec.finished_at, rec.duration = "waiting", tostring(result.reason), nil, nil
   elseif errors.is_cancel(result) then
     rec.status, rec.error = "cancelled", tostring(result.reason or result)
     -- ctx:cancel (the stage's own word) cancels the run; a cancel from outside came from it
@@ -477,7 +487,9 @@ function Run:run_stage(st)
     if type(result) == "string" and result:find("\n") then log.error(result) end
   end
   if rec.status == "failure" and st.continue_on_error then rec.allowed_failure = true end
-  if rec.status == "success" then
+  if rec.status == "waiting" then
+    log.info(("⏸ %s: the host leaves; the stage runs again when the run is resumed"):format(rec.reason))
+  elseif rec.status == "success" then
     log.info(("✓ succeeded in %s"):format(time.duration(rec.duration)))
   elseif rec.status == "cancelled" then
     log.warn(("■ cancelled after %s: %s"):format(time.duration(rec.duration), rec.error))
@@ -494,12 +506,76 @@ function Run:run_stage(st)
     local core_proc, give_up = require("stagehost.core.proc"), task.now() + 120
     while core_proc.running_in_context() > 0 and task.now() < give_up do task.sleep(0.05) end
     if task.now() >= give_up then log.warn("processes of this stage did not go after SIGKILL; going on") end
+    if self.store.remove_procs and not self.host_error then self.store:remove_procs(self.id, st.name) end
     self.running[st.name] = nil
     if self.ended or self.host_error then return end -- the host failed meanwhile: finish records it
     self:changed(rec)
     if in_actions() then Run.actions_fold(self, rec) end
     self:settle(st)
   end)
+end
+
+-- ---- process groups a dead host left ----
+
+-- A stage's child processes are recorded in the state database while they live (each leads its
+-- own group): a host killed with -9 cannot stop them, and a resume must not run the stage again
+-- beside them.
+local function record_process(event, pid)
+  local cur = Run.current()
+  local run = cur and cur.run
+  if not run or not run.store.add_proc then return end
+  if event == "start" then run.store:add_proc(run.id, cur.stage, pid)
+  else run.store:remove_procs(run.id, cur.stage, pid) end
+end
+
+local observing = false
+
+-- Live members of process group pgid (zombies are gone already, whoever reaps them).
+local function group_members(pgid)
+  local n = 0
+  for _, name in ipairs(fs.list("/proc") or {}) do
+    if name:match("^%d+$") then
+      local stat, state, pgrp = fs.read("/proc/" .. name .. "/stat"), nil, nil
+      if stat then state, pgrp = stat:match("%) (%a) %d+ (%d+)") end
+      if state and state ~= "Z" and tonumber(pgrp) == pgid then n = n + 1 end
+    end
+  end
+  return n
+end
+
+Run.LEFTOVER_GRACE = 5 -- seconds between SIGTERM and SIGKILL, as proc.run's default grace
+
+-- Stop the process groups of this run that a dead host recorded, each only if its leader is
+-- still the process recorded (same pid and start time: a pid may be reused): SIGTERM, the grace
+-- period, SIGKILL; then forget them. Runs before any stage starts again.
+function Run:stop_left_processes()
+  if not self.store.left_procs then return end
+  local rows = self.store:left_procs(self.id)
+  if #rows == 0 then return end
+  local proc, Store = require("stagehost.proc"), require("stagehost.pipeline.store")
+  local groups, count, hosts = {}, 0, {}
+  for _, r in ipairs(rows) do
+    local n = r.started and Store.start_time_of(r.pgid) == r.started and group_members(r.pgid) or 0
+    if n > 0 and proc.signal_group(r.pgid, "TERM") then
+      groups[#groups + 1], count = r.pgid, count + n
+      if not hosts[r.host_pid] then hosts[#hosts + 1], hosts[r.host_pid] = tostring(r.host_pid), true end
+    end
+  end
+  local function left()
+    local out = {}
+    for _, g in ipairs(groups) do if group_members(g) > 0 then out[#out + 1] = g end end
+    return out
+  end
+  local deadline = task.now() + Run.LEFTOVER_GRACE
+  while #left() > 0 and task.now() < deadline do task.sleep(0.05) end
+  for _, g in ipairs(left()) do proc.signal_group(g, "KILL") end
+  deadline = task.now() + 5
+  while #left() > 0 and task.now() < deadline do task.sleep(0.05) end
+  for _, r in ipairs(rows) do self.store:remove_procs(self.id, r.stage, r.pgid) end
+  if count > 0 then
+    log.warn(("stopped %d process%s left by the dead host (pid %s)"):format(count, count == 1 and "" or "es",
+      table.concat(hosts, ", ")))
+  end
 end
 
 -- ---- cancelling ----
@@ -539,22 +615,23 @@ function Run:execute()
   -- under GitHub Actions a stage's lines appear once: in its fold when it ends
   local console_before = in_actions() and log.context_console(false)
   local restore_env = require("stagehost.proc").default_env(self.p.env)
+  if self.store.add_proc and not observing then
+    observing = true -- for every run of this host: it finds the run by the stage's task
+    require("stagehost.proc").observe(record_process)
+  end
   self:changed(nil)
   for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
   -- only now is there something to resume: announce the id
   if opts.on_start then opts.on_start(self) end
+  if opts.previous then self:stop_left_processes() end
   -- the pipeline's channels for this run, and run.started; a run with none configured
   -- anywhere does not load the module
   if self.p.notify or package.loaded["stagehost.notify"] then require("stagehost.notify").run_started(self) end
 
   local watcher
   if self.store.cancel_requested then
-    watcher = task.spawn(function()
-      while true do
-        task.sleep(opts.cancel_poll or 1) -- `stagehost cancel` is seen within a second; polling costs CPU while a run waits
-        if self.store:cancel_requested(self.id) then self:cancel("cancelled by 'stagehost cancel'") end
-      end
-    end)
+    self.watching, self.nappers = true, {}
+    watcher = task.spawn(function() self:watch() end)
   end
 
   local ok, err = xpcall(function()
@@ -574,12 +651,17 @@ function Run:execute()
   end, traceback_of)
   if not ok and not errors.is_cancel(err) then self:abort(err) end
   if watcher then watcher:cancel("run finished") end
+  self.watching = false
   if self.cleanup then self.cleanup:cancel("run finished") end
   restore_env()
   if console_before ~= false then log.context_console(console_before) end
   if self.host_error then
     self:finish()
     error(self.host_trace, 0)
+  end
+  if ok and self.detaching and not self.cancelling then
+    self:suspend()
+    return self
   end
   if ok then
     self:finish()
@@ -589,6 +671,107 @@ function Run:execute()
   self:cancel(tostring(err.reason or err))
   task.spawn(function() self:finish() end)
   error(err, 0)
+end
+
+-- ---- watching the state database ----
+
+-- The longest time between two looks at the state database while the run lives: a vote or
+-- `stagehost cancel` from another process is seen within WATCH seconds where the directory
+-- cannot be watched; where it can (inotify), at once, and the look every WATCHED seconds only
+-- catches what the watch missed.
+Run.WATCH = 1
+Run.WATCHED = 2
+
+-- Look at the state database when its directory changes (another process's commit writes
+-- state.db-wal; stagehost.core.fswatch, no CPU meanwhile), and at least every Run.WATCH
+-- (WATCHED) seconds. PRAGMA data_version changes only when another process has committed, so a look
+-- costs one cached statement and no read of the run's rows. On a change the cancel flag is
+-- read and every nap is cut short. A waiting host costs ~4 ms of CPU a minute
+-- (bench/approval_wait.sh; polling every half second cost 20).
+function Run:watch()
+  local function version()
+    local rows = self.store:query("PRAGMA data_version")
+    return rows[1] and rows[1].data_version
+  end
+  local watcher
+  if self.store.dir then
+    local ok, fswatch = pcall(require, "stagehost.core.fswatch")
+    watcher = ok and fswatch.open(self.store.dir) or nil
+  end
+  local ok, err = pcall(function()
+    local seen = version()
+    while true do
+      if watcher then
+        if task.timeout(self.opts.cancel_poll or Run.WATCHED, watcher.wait, watcher) then
+          task.sleep(0.02) -- one look for a burst of writes (a transaction is several)
+        end
+      else
+        task.sleep(self.opts.cancel_poll or Run.WATCH)
+      end
+      local now = version()
+      if now ~= seen then
+        seen = now
+        if self.store:cancel_requested(self.id) then self:cancel("cancelled by 'stagehost cancel'") end
+        for t in pairs(self.nappers) do t:cancel("the state database changed") end
+      end
+    end
+  end)
+  if watcher then watcher:close() end
+  if not ok then error(err, 0) end
+end
+
+-- Run:nap(seconds) -> woken: sleep up to seconds, less when another process changes the state
+-- database meanwhile (woken = true then). Without a state database it is task.sleep. The nap
+-- is a task of its own, cut short by cancelling it: no wait is left behind, whatever happens.
+function Run:nap(seconds)
+  if not self.watching then
+    task.sleep(seconds)
+    return false
+  end
+  local t = task.spawn(task.sleep, seconds)
+  self.nappers[t] = true
+  local ok, done = pcall(t.join, t)
+  self.nappers[t] = nil
+  if not ok then
+    t:cancel("the napper was cancelled")
+    error(done, 0)
+  end
+  return not done
+end
+
+-- Wake every nap now (a vote recorded by this very host, which data_version does not show).
+function Run:wake()
+  for t in pairs(self.nappers or {}) do t:cancel("woken") end
+end
+
+-- ---- detaching ----
+
+-- An approval gate of a `run --detach` has been recorded and must wait: no stage starts from
+-- now on, the ones running finish, and the run is then suspended (status "waiting").
+function Run:detach(stage, g)
+  self.detaching = self.detaching or {}
+  self.detaching[#self.detaching + 1] = { stage = stage, gate = g.id, title = g.title, deadline = g.deadline }
+end
+
+-- The run stops here without ending: its gate stages are "waiting", the stages not started
+-- are pending, and the run's status "waiting" tells `resume`, `approve --resume` and
+-- `stagehost serve` (approval.detach) that it goes on when its gate decides.
+function Run:suspend()
+  Run.active[self] = nil
+  self.status = "waiting"
+  local problems = {}
+  local ok, err = pcall(function()
+    for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
+    self.store:save_run(self)
+  end)
+  if not ok then problems[#problems + 1] = "the state database: " .. errors.first_line(err) end
+  ok, err = pcall(require("stagehost.pipeline.record").write, self)
+  if not ok then problems[#problems + 1] = errors.first_line(err) end
+  if #problems > 0 then
+    self.write_failed = table.concat(problems, "; ")
+    log.error(("run %s: not everything could be recorded: %s"):format(self.id, self.write_failed))
+  end
+  if self.opts.on_change then self.opts.on_change(self, nil) end
 end
 
 -- The one place where a run ends (see the top of this file).

@@ -54,6 +54,10 @@ CREATE INDEX IF NOT EXISTS artifacts_expiry ON artifacts(expires_at);
 CREATE TABLE IF NOT EXISTS locks (
   grp TEXT PRIMARY KEY, run_id TEXT NOT NULL, stage TEXT, pid INTEGER, host_started TEXT, acquired_at TEXT
 );
+CREATE TABLE IF NOT EXISTS procs (
+  run_id TEXT NOT NULL, stage TEXT NOT NULL, pgid INTEGER NOT NULL, started TEXT,
+  host_pid INTEGER, host_started TEXT, PRIMARY KEY (run_id, pgid)
+);
 ]]
 
 -- Columns added since the first schema: an older state database gets them on open.
@@ -88,6 +92,42 @@ local function self_pid()
   return pid
 end
 
+-- The WAL is checkpointed as it passes 1000 pages (SQLite's default; a passive checkpoint that
+-- never waits for readers) and cut back to 4 MiB after one: with checkpoints only at close,
+-- 20,000 ctx:checkpoint calls grew it to 82 MB, and a small tmpfs filled up.
+local WAL_BOUNDS = "PRAGMA wal_autocheckpoint=1000; PRAGMA journal_size_limit=4194304;"
+
+local function damaged(path, why)
+  fail("%s is damaged (%s); move it aside to start afresh, nothing was changed", path, why)
+end
+
+-- PRAGMA quick_check before anything is written: damage past the header (which opening alone
+-- does not read) is one line and exit 2, not a traceback halfway through a write. Returns the
+-- error and its code when the check could not run (a lock).
+local function check_whole(db, path)
+  local rows, err, code = db:query("PRAGMA quick_check")
+  if not rows then
+    if code == "SQLITE_CORRUPT" or code == "SQLITE_NOTADB" then
+      damaged(path, (tostring(err):gsub("^db:query: ", ""):gsub(" %(SQL: .*%)$", "")))
+    end
+    return nil, err, code
+  end
+  local first = rows[1] and rows[1].quick_check
+  if first ~= "ok" then damaged(path, ("quick_check: %s"):format(tostring(first):match("^[^\n]*"))) end
+  return true
+end
+
+-- A read-only state directory has no room for the -shm file a WAL reader needs: a database that
+-- was closed cleanly (no -wal left) is then read as immutable, which needs no file beside it.
+local function open_immutable(path)
+  local wal = io.open(path .. "-wal", "rb")
+  local size = wal and wal:seek("end") or 0
+  if wal then wal:close() end
+  if size > 0 then return nil end
+  local uri = "file:" .. path:gsub("[%%?#]", function(c) return ("%%%02X"):format(c:byte()) end) .. "?immutable=1"
+  return (sqlite.open(uri, { readonly = true, busy_timeout = 0 }))
+end
+
 -- Store.open(dir) -> store. A corrupt or locked database is a clear error, never overwritten.
 function Store.open(dir, opts)
   local ok, err = fs.mkdir(dir, { mode = 448 }) -- 0700
@@ -106,16 +146,19 @@ function Store.open(dir, opts)
   while true do
     local msg, code, xerr, xcode
     db, msg, code = sqlite.open(path, { readonly = opts and opts.readonly, busy_timeout = 0, synchronous = "normal" })
+    if not db and opts and opts.readonly and (code == "SQLITE_READONLY" or code == "SQLITE_CANTOPEN") and fs.exists(path) then
+      db = open_immutable(path)
+    end
     if not db then
       if code == "SQLITE_NOTADB" or code == "SQLITE_CORRUPT" then
         fail("%s is not a usable state database (%s); move it aside to start afresh, nothing was changed", path, msg)
       end
       xerr, xcode = msg, code
-    elseif opts and opts.readonly then
-      break
     else
       local done
-      done, xerr, xcode = db:exec("PRAGMA wal_autocheckpoint=0;" .. SCHEMA)
+      done, xerr, xcode = check_whole(db, path)
+      if done and opts and opts.readonly then break end
+      if done then done, xerr, xcode = db:exec(WAL_BOUNDS .. SCHEMA) end
       if done then done, xerr, xcode = Store.migrate(db) end
       if done then break end
       db:close()
@@ -155,7 +198,8 @@ end
 function Store:close()
   if self.closed then return end
   self.closed = true
-  if not self.readonly then self.db:query("PRAGMA wal_checkpoint(PASSIVE)") end -- never waits on readers
+  -- TRUNCATE leaves an empty WAL; with no busy timeout it never waits on readers either
+  if not self.readonly then self.db:query("PRAGMA wal_checkpoint(TRUNCATE)") end
   self.db:close()
 end
 
@@ -420,13 +464,17 @@ function Store:next_attempt(run)
   return (rows[1] and rows[1].n or 1) + 1, root
 end
 
--- Take over an interrupted run for this host, in one transaction: of two hosts resuming the same
--- run at once, one wins and the other sees it alive. -> true, or false and the holder's row.
+-- Take over an interrupted or waiting (detached) run for this host, in one transaction: of two
+-- hosts resuming the same run at once, one wins and the other sees it alive. -> true, or false and the holder's row.
 function Store:claim(id)
   note_host(self)
   return self.db:transaction(function()
     local row = q(self, "SELECT pid, host_started, status FROM runs WHERE id = ?", id)[1]
     if not row then return false, {} end
+    if row.status == "waiting" then -- suspended by run --detach: nobody holds it
+      q(self, "UPDATE runs SET status = 'running', pid = ?, host_started = ? WHERE id = ?", self.host_pid, self.host_started, id)
+      return true
+    end
     if row.status ~= "running" or (host_alive(row.pid, row.host_started)
         and not (row.pid == self.host_pid and row.host_started == self.host_started)) then
       return false, row
@@ -482,7 +530,7 @@ function Store:prune(older_than)
     local ok, err, code = fs.remove(dir, { recursive = true })
     if not ok and code ~= "ENOENT" then error(("cannot remove %s: %s"):format(dir, err), 0) end
     self.db:transaction(function()
-      for _, tbl in ipairs{ "artifacts", "checkpoints", "events", "stages", "locks" } do
+      for _, tbl in ipairs{ "artifacts", "checkpoints", "events", "stages", "locks", "procs" } do
         q(self, ("DELETE FROM %s WHERE run_id = ?"):format(tbl), r.id)
       end
       q(self, "DELETE FROM runs WHERE id = ?", r.id)
@@ -500,6 +548,36 @@ function Store:prune(older_than)
     touched[a.run_id] = true
   end
   return { runs = removed_runs, artifacts = removed_files, bytes = bytes, rewrite = touched }
+end
+
+-- ---- a stage's process groups, for a resume after kill -9 ----
+
+-- The process start time of /proc/PID/stat (field 22): with the pid it names a process for good.
+Store.start_time_of = start_time_of
+
+-- A stage started a child, which leads its own group: recorded with its start time and this
+-- host, so that a resume after this host died can stop the group before the stage runs again.
+function Store:add_proc(run_id, stage, pgid)
+  note_host(self)
+  q(self, [[INSERT OR REPLACE INTO procs (run_id, stage, pgid, started, host_pid, host_started)
+      VALUES (?, ?, ?, ?, ?, ?)]], run_id, stage, pgid, start_time_of(pgid), self.host_pid, self.host_started)
+end
+
+-- The group ended (pgid), or every group of the stage did (pgid nil).
+function Store:remove_procs(run_id, stage, pgid)
+  if pgid then q(self, "DELETE FROM procs WHERE run_id = ? AND pgid = ?", run_id, pgid)
+  else q(self, "DELETE FROM procs WHERE run_id = ? AND stage = ?", run_id, stage) end
+end
+
+-- The groups of the run recorded by hosts that are gone (not this one, not a live one).
+function Store:left_procs(run_id)
+  note_host(self)
+  local out = {}
+  for _, r in ipairs(q(self, "SELECT * FROM procs WHERE run_id = ? ORDER BY pgid", run_id)) do
+    local mine = r.host_pid == self.host_pid and r.host_started == self.host_started
+    if not mine and not host_alive(r.host_pid, r.host_started) then out[#out + 1] = r end
+  end
+  return out
 end
 
 -- For modules that keep their own tables in the state database (approval gates): a query, and
@@ -527,7 +605,7 @@ end
 -- Every method that reads or writes the database waits out another process's lock.
 for _, name in ipairs{ "save_run", "save_stage", "event", "checkpoint", "artifact", "cancel_requested",
   "runs", "run", "latest_success", "latest_stage_success", "next_attempt", "claim", "request_cancel", "lock", "unlock",
-  "query", "transaction", "ensure",
+  "query", "transaction", "ensure", "add_proc", "remove_procs", "left_procs",
   "prune" } do
   Store[name] = locked(Store[name])
 end

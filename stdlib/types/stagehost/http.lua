@@ -22,6 +22,8 @@
 ---@field follow? boolean follow redirects
 ---@field max_redirects? integer default 10
 ---@field insecure? boolean do not verify TLS (logs a warning)
+---@field max_body? number decoded bytes of a body held in memory (default 64 MiB; past it: error code EBODYLIMIT)
+---@field max_output? number decoded bytes written to `output` (no limit by default; past it: EBODYLIMIT)
 
 ---Any HTTP status is a result.
 ---@class stagehost.http.Response

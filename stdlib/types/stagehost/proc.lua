@@ -101,4 +101,19 @@ function proc.executable() end
 ---@return integer count
 function proc.stop_leftovers() end
 
+---Tells fn of each child started (`"start"`, pid: it leads its own group) and of each one
+---`proc.run` has waited for (`"end"`, pid); a pipeline run records its stages' groups so.
+---@param fn? fun(event: "start"|"end", pid: integer)
+---@return fun() restore puts back the previous observer
+function proc.observe(fn) end
+
+---Signals a process group this host did not start (one a dead host left); check first that it
+---is still the group meant (its leader's start time).
+---@param pgid integer
+---@param signal? string "TERM" (default), "KILL", "INT", "HUP", ...
+---@return true|nil ok
+---@return string? message
+---@return string? code "ESRCH" when the group is gone, "EPERM"
+function proc.signal_group(pgid, signal) end
+
 return proc

@@ -25,10 +25,12 @@ local function sanitize(s)
 end
 
 -- Masked before anything else: escaping first could split a secret ("a<b" -> "a&lt;b") so the
--- mask no longer recognises it.
+-- mask no longer recognises it. And masked again once cleaned: a colour code or a control
+-- character inside a secret ("pa55\27[1mword") hides it from the first pass, and cleaning joins
+-- it back together.
 function text.clean(v)
   if v == nil then return "" end
-  return sanitize(log.masked(tostring(v)))
+  return log.masked(sanitize(log.masked(tostring(v))))
 end
 local clean = text.clean
 
