@@ -12,7 +12,9 @@
 #   BENCH_HTTP_RUNS     runs of each tool in the HTTP client benchmark (default 3 x BENCH_REPEAT)
 #   BENCH_PIPELINE_RUNS runs of each measurement in the pipeline benchmarks (default 3 x BENCH_REPEAT)
 #   BENCH_ONLY          run only these benchmarks, space-separated (startup fanout sleepers
-#                       stream idle http_client http_server pipeline pipeline_events; default all)
+#                       stream idle http_client http_server pipeline pipeline_events
+#                       approval_serve approval_wait flow; default all)
+#   BENCH_FLOW_RUNS     runs of the staging flow in the sandbox (default BENCH_REPEAT)
 #
 # Exit status: 0 when every benchmark produced a figure, whether or not its target was met
 # (this is a report, not a test); 1 when a benchmark could not run or produced a wrong result
@@ -54,7 +56,7 @@ die() {
 # more repetitions; the figure is the median.
 PIPELINE_RUNS=${BENCH_PIPELINE_RUNS:-$((3 * REPEAT))}
 [[ $PIPELINE_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_PIPELINE_RUNS must be a positive integer"
-ALL_BENCHES="startup fanout sleepers stream idle http_client http_server pipeline pipeline_events"
+ALL_BENCHES="startup fanout sleepers stream idle http_client http_server pipeline pipeline_events approval_serve approval_wait flow"
 for only in $ONLY; do
   [[ " $ALL_BENCHES " == *" $only "* ]] || die "BENCH_ONLY: unknown benchmark '$only' (known: $ALL_BENCHES)"
 done
@@ -222,6 +224,29 @@ wanted() { [[ -z $ONLY || " $ONLY " == *" $1 "* ]]; }
 
 # shellcheck source=bench/http.sh
 source "$BENCH_DIR/http.sh" # 6. and 7.: the HTTP client and server benchmarks
+# A host waiting on an approval gate (bench/approval_wait.sh, which also runs alone): its CPU
+# per minute, and how soon a vote from another process reaches it.
+bench_approval_wait() {
+  local b=approval_wait line cpu latency
+  section "11. a host waiting on an approval gate for 30 s: CPU per minute; a vote's latency"
+  line=$("$BENCH_DIR/approval_wait.sh" "$BIN" 2>"$WORK/last.err" | tee "$WORK/approval_wait.out" | grep '^ok ' || true)
+  if [[ -z $line ]]; then
+    error $b "bench/approval_wait.sh produced no figures" "$WORK/last.err"
+    return
+  fi
+  sed -n '/^ok /!s/^/  /p' "$WORK/approval_wait.out" | grep -v '^  PASS$\|^  FAIL$' || true
+  cpu=$(field cpu_ms_per_min "$line")
+  latency=$(field latency_s "$line")
+  result $b stagehost cpu_ms_per_min "$cpu"
+  result $b stagehost vote_latency_s "$latency"
+  target $b "CPU ms a minute, waiting on a gate" "$cpu" "<" 10 "$(fmt "$cpu" 1) ms/min"
+  target $b "a vote reaches the waiting host, s" "$latency" "<" 1 "$(fmt "$latency" 3) s"
+}
+
+# shellcheck source=bench/approval_serve.sh
+source "$BENCH_DIR/approval_serve.sh" # 10.: stagehost serve's memory under load, a vote's latency
+# shellcheck source=bench/flow.sh
+source "$BENCH_DIR/flow.sh" # 11.: the staging flow in the sandbox: host overhead and peak RSS
 
 # ---- 1. startup ----
 
@@ -809,6 +834,9 @@ if wanted http_client; then bench_http_client; fi
 if wanted http_server; then bench_http_server; fi
 if wanted pipeline; then bench_pipeline; fi
 if wanted pipeline_events; then bench_pipeline_events; fi
+if wanted approval_serve; then bench_approval_serve; fi
+if wanted approval_wait; then bench_approval_wait; fi
+if wanted flow; then bench_flow; fi
 
 if [[ $(bin_id) != "$BIN_ID" ]]; then
   echo

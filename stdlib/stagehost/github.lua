@@ -29,6 +29,9 @@
 --   gh:paginate(path [, query]) -> every item of every page (per_page = 100 unless given),
 --       following the Link header's rel="next" (a link back to a page already fetched raises)
 --   gh:get_repo() -> repository
+--   gh:get_if_changed(path, etag [, query]) -> data, etag, response: a conditional GET
+--       (If-None-Match: etag); data is nil when GitHub answers 304 Not Modified, which costs no
+--       rate limit, so polling with it is free while nothing changes. One page, no pagination
 -- Releases
 --   gh:get_release_by_tag(tag) -> release, or nil when the tag has none
 --   gh:create_release{tag_name, name, body, draft, prerelease, target_commitish,
@@ -43,6 +46,8 @@
 --   gh:comment(number, body) -> comment
 --   gh:list_comments(number) -> every comment
 --   gh:close_issue(number [, state_reason]) -> issue
+-- Teams
+--   gh:list_team_members(org, team_slug) -> every member (the token needs read:org)
 -- Commit statuses
 --   gh:create_status(sha, {state, target_url, description, context}) -> status
 --   gh:list_statuses(ref) -> every status of the ref, newest first
@@ -713,6 +718,17 @@ function Client:request(method, path, opts)
   return data, res
 end
 
+function Client:get_if_changed(path, etag, query)
+  method_check(self, "get_if_changed")
+  check_arg("client:get_if_changed", 1, path, "string")
+  check_arg("client:get_if_changed", 2, etag, "string", true)
+  check_arg("client:get_if_changed", 3, query, "table", true)
+  local data, res = send(self, "GET", api_target(self, "client:get_if_changed", 1, path),
+    { query = query, headers = etag and { ["If-None-Match"] = etag } or nil, allow = { [304] = true } })
+  if res.status == 304 then return nil, etag, res end
+  return data, res.headers["etag"], res
+end
+
 function Client:paginate(path, query)
   method_check(self, "paginate")
   check_arg("client:paginate", 1, path, "string")
@@ -753,6 +769,9 @@ local ROUTES = {
     "issue_number: integer", paginate = true },
   { "close_issue",              "PATCH /repos/{owner}/{repo}/issues/{issue_number}",
     "issue_number: integer", "body.state_reason: string?", defaults = { state = "closed" } },
+  -- Teams
+  { "list_team_members",        "GET   /orgs/{org}/teams/{team_slug}/members", "org: string", "team_slug: string",
+    paginate = true },
   -- Commit statuses
   { "create_status",            "POST  /repos/{owner}/{repo}/statuses/{sha}", "sha: string", "body: table",
     fields = { "state: string" } },

@@ -44,7 +44,7 @@ local time = require("stagehost.util.time")
 local notify = {}
 
 notify.EVENTS = { "run.started", "checks.completed", "approval.requested", "approval.reminder",
-  "approval.decided", "deploy.success", "deploy.failure" }
+  "approval.decided", "deploy.success", "deploy.failure", "release.ready" }
 notify.PHASES = { "validation", "infrastructure", "frontend", "tests", "release" }
 notify.BUILTIN = { "console", "email", "github", "slack", "teams", "webhook" }
 
@@ -441,6 +441,8 @@ local function message_of(msg)
     m.deployment = msg.deployment
   end
   m.sha = check_string(msg, "sha", true)
+  -- approval.requested's page and signed links ({gate, run, page, links = {{who, url}}})
+  if type(msg.approval) == "table" then m.approval = msg.approval end
   local run = msg.run or active.run
   if run ~= nil then
     if type(run) ~= "table" then error("bad argument #1 to 'notify.send' (run must be a table)", 3) end

@@ -7,13 +7,16 @@ local PIPELINE_MT = { __name = "stagehost.pipeline" }
 local STAGE_FIELDS = { name = true, needs = true, run = true, timeout = true, retry = true,
   continue_on_error = true, when = true, description = true, concurrency = true, gate = true }
 local PIPELINE_FIELDS = { name = true, trigger = true, stages = true, description = true, env = true,
-  concurrency = true, cleanup_timeout = true, notify = true }
+  concurrency = true, cleanup_timeout = true, notify = true, auto_approve = true }
 local TRIGGER_FIELDS = { tags = true, branches = true, manual = true }
 local WHEN_WORDS = { success = true, failure = true, always = true, cancelled = true }
 
 -- A configuration error: printed as one line, no traceback, exit code 2.
 local function config_error(where, fmt, ...)
-  require("stagehost.errors").config("%s: %s", where, fmt:format(...))
+  -- a value quoted in the message (a field name, a stage name) may hold a line break: shown
+  -- as \x0A, the message stays one line
+  local msg = fmt:format(...):gsub("%c", function(c) return ("\\x%02X"):format(c:byte()) end)
+  require("stagehost.errors").config("%s: %s", where, msg)
 end
 pipeline.config_error = config_error
 
@@ -21,11 +24,12 @@ function pipeline.is(value)
   return getmetatable(value) == PIPELINE_MT
 end
 
--- "90", 90, "500ms", "10s", "30m", "24h", "1h30m" -> seconds; nil when unreadable.
+-- "90", 90, "500ms", "10s", "30m", "24h", "1h30m" -> seconds; nil when unreadable. Never
+-- infinite (math.huge, 400 digits): a run record, describe and an approval's JSON cannot hold it.
 function pipeline.seconds(value)
-  if type(value) == "number" then return value >= 0 and value or nil end
+  if type(value) == "number" then return value >= 0 and value < math.huge and value or nil end
   if type(value) ~= "string" then return nil end
-  if value:match("^%d+%.?%d*$") then return tonumber(value) end
+  if value:match("^%d+%.?%d*$") then return pipeline.seconds(tonumber(value)) end
   local total, rest = 0, value
   local units = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400 }
   while #rest > 0 do
@@ -35,7 +39,7 @@ function pipeline.seconds(value)
     if not n then return nil end
     total, rest = total + tonumber(n) * units[unit], tail
   end
-  return total
+  return pipeline.seconds(total)
 end
 
 -- The candidate within two edits of word, for "did you mean"; strict also wants fewer edits
@@ -367,6 +371,9 @@ function pipeline.define(spec)
       config_error(where, "cleanup_timeout must be seconds or like \"30s\", \"5m\" (got %s)", tostring(spec.cleanup_timeout))
     end
   end
+  if spec.auto_approve ~= nil and type(spec.auto_approve) ~= "boolean" then
+    config_error(where, "auto_approve must be true or false (got %s)", type(spec.auto_approve))
+  end
   -- notify = {{channel = ...}, ...}: checked now, channel files found beside the pipeline
   local notify = spec.notify ~= nil and require("stagehost.notify").check(spec.notify, where, dir) or nil
   for _, st in ipairs(stages) do
@@ -380,7 +387,7 @@ function pipeline.define(spec)
   end
   return setmetatable({ name = spec.name, description = spec.description, trigger = trigger, stages = stages,
     by_name = by_name, file = file, dir = dir, where = where, env = env, concurrency = concurrency,
-    cleanup_timeout = cleanup_timeout, notify = notify }, PIPELINE_MT)
+    cleanup_timeout = cleanup_timeout, notify = notify, auto_approve = spec.auto_approve == true }, PIPELINE_MT)
 end
 
 -- ---- graphs ----

@@ -462,7 +462,7 @@ T.test("the seed's notify stage: deploy.success, or deploy.failure naming the ph
     end }
     stages[#stages + 1] = { name = "notify", needs = { "mark-release-ready", "deploy-infrastructure" }, when = "always",
       run = SOURCE .. "/scripts/stages/notify.lua" }
-    return pipeline.define{ name = "seed", notify = { { channel = "test-seed", on = "deploy.*" } }, stages = stages }
+    return pipeline.define{ name = "staging", notify = { { channel = "test-seed", on = "deploy.*" } }, stages = stages }
   end
   local p = seed(nil, true)
   local r = engine.execute(p, { selected = engine.select(p), tag = "rc-3" })

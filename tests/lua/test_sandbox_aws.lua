@@ -252,7 +252,8 @@ T.test("cloudformation: change set, execute, wait, outputs and events; no-change
     T.eq(out.SiteBucket.Description, "the site's bucket")
     T.eq(out.HandlerArn.OutputValue, "arn:aws:lambda:us-east-1:123456789012:function:" .. resources.Handler.physical)
     T.eq(out.HandlerArn.ExportName, "web-staging-handler")
-    T.eq(out.ApiUrl.OutputValue, ("https://%s.execute-api.us-east-1.amazonaws.com/Prod/"):format(resources.Api.physical))
+    -- the sandbox serves the APIs it deploys: the execute-api URL is shown as its own address for it
+    T.eq(out.ApiUrl.OutputValue, ("%s/_api/%s/Prod/"):format(sb.url, resources.Api.physical))
     T.eq(out.Summary.OutputValue, "staging in us-east-1 for web-staging: " .. resources.Site.physical)
     T.eq(out.Literal.OutputValue, "plain text")
 

@@ -12,7 +12,7 @@ local fs = require("stagehost.fs")
 -- in every test's baseline
 require "stagehost"
 for _, name in ipairs{ "task", "proc", "fs", "json", "log", "http", "crypto", "xml", "yaml", "aws", "github",
-  "sandbox", "pipeline", "errors", "util.retry", "pipeline.ctx", "pipeline.run", "core.http_server" } do
+  "sandbox", "sam", "pipeline", "errors", "util.retry", "pipeline.ctx", "pipeline.run", "core.http_server" } do
   require("stagehost." .. name)
 end
 
@@ -124,6 +124,7 @@ local OBJECTS = {
   ["stagehost.aws.CloudFormation"] = function() return index_of(require("stagehost.aws").cloudformation{ region = "us-east-1" }) end,
   ["stagehost.aws.Amplify"] = function() return index_of(require("stagehost.aws").amplify{ region = "us-east-1" }) end,
   ["stagehost.aws.STS"] = function() return index_of(require("stagehost.aws").sts{ region = "us-east-1" }) end,
+  ["stagehost.aws.S3"] = function() return index_of(require("stagehost.aws").s3{ region = "us-east-1" }) end,
   ["stagehost.github.Client"] = function()
     return index_of(require("stagehost.github").client{ token = "types-test-token", repo = "o/r", api_url = "http://127.0.0.1:9" })
   end,

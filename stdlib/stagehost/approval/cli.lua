@@ -32,15 +32,25 @@ local function left_text(seconds)
   return time.duration(seconds)
 end
 
--- stagehost approve RUN [--reject] [--comment TEXT] [--as NAME] [--stage S] [--state DIR]
-function M.approve(dir, run_arg, opts)
-  local approval = require("stagehost.approval")
+-- stagehost approve RUN [--reject] [--comment TEXT] [--as NAME] [--stage S] [--resume] [--state DIR]
+-- resume(run_id) -> exit code: `stagehost resume RUN` in this process, for --resume once the
+-- gate has decided and no host runs the run.
+function M.approve(dir, run_arg, opts, resume)
   local identity = require("stagehost.approval.identity")
   local who = identity.voter(opts.as)
   if not who then refuse("approve", "cannot tell who you are: give --as NAME") end
+  local code, continue = M.vote(dir, run_arg, opts, who)
+  if continue and opts.resume then return resume(continue) end
+  return code
+end
+
+-- The vote of `stagehost approve`; -> 0, and the run to resume when the gate has decided and
+-- no host runs it. The store is closed before anything resumes.
+function M.vote(dir, run_arg, opts, who)
+  local approval = require("stagehost.approval")
   local store <close> = setmetatable({ s = open(dir, "approve", true) }, { __close = function(h) h.s:close() end })
   local row = find_run(store.s, "approve", run_arg)
-  if row.status ~= "running" and row.status ~= "interrupted" then
+  if row.status ~= "running" and row.status ~= "interrupted" and row.status ~= "waiting" then
     refuse("approve", "run %s ended (%s): it has no open gate", row.id, row.status)
   end
   local decision = opts.reject and "rejected" or "approved"
@@ -52,14 +62,23 @@ function M.approve(dir, run_arg, opts)
   print(("  bound to what was shown: sha256 %s (commit %s, tag %s)"):format(r.shown_sha256,
     s.commit and s.commit:sub(1, 12) or "none", s.tag or "none"))
   print(("%s as %s%s: %s approvals"):format(decision, r.who, r.comment and (' ("' .. r.comment:gsub("%s*\n%s*", " ") .. '")') or "", r.progress))
+  local no_host = row.status == "waiting" and "the run is detached" or "its host is gone"
   if r.decision_now then
     local next_step = row.status == "running" and "the waiting host goes on within a second"
-      or ("its host is gone: 'stagehost resume %s' continues the run"):format(row.id)
+      or opts.resume and "continuing the run here"
+      or ("%s: 'stagehost resume %s' continues the run"):format(no_host, row.id)
     print(("the gate is decided: %s — %s"):format(r.decision_now, next_step))
-  elseif row.status == "interrupted" then
-    print(("its host is gone: the vote is kept; 'stagehost resume %s' continues the run"):format(row.id))
+  else
+    local missing = math.max(0, (r.required or 0) - (r.approvals or 0))
+    local still = missing > 0 and ("%d more approval%s needed"):format(missing, missing == 1 and " is" or "s are")
+      or "more approvals are needed (" .. r.progress .. ")"
+    if opts.resume then
+      print(("%s: not resuming yet; 'stagehost approve %s --resume' by the last approver continues it"):format(still, row.id))
+    elseif row.status ~= "running" then
+      print(("%s: the vote is kept; 'stagehost resume %s' continues the run once the gate decides"):format(no_host, row.id))
+    end
   end
-  return 0
+  return 0, r.decision_now ~= nil and row.status ~= "running" and row.id or nil
 end
 
 local function print_pending(list, dir)

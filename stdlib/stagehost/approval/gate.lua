@@ -282,7 +282,9 @@ function gate.progress(t)
   return text
 end
 
--- Why a vote cannot be recorded on g now, or nil. vote: {who, decision, comment, via}.
+-- Why a vote cannot be recorded on g now, or nil. vote: {who, decision, comment, via,
+-- member_of}: member_of, a GitHub team slug listed among the approvers ("@org/team") that the
+-- channel has checked `who` belongs to (the GitHub channel, through the teams API).
 function gate.refusal(g, events, now, vote, tally)
   local t = tally or gate.tally(g, events, now)
   if t.decision == "timeout" then
@@ -300,7 +302,7 @@ function gate.refusal(g, events, now, vote, tally)
     return "you wrote commits being deployed: someone else must approve it"
   end
   local listed = gate.approvers(spec)
-  if listed and not member(listed, who) then
+  if listed and not member(listed, who) and not (vote.member_of and member(listed, vote.member_of)) then
     return ("%s is not an approver of gate %s (approvers: %s)"):format(who, g.id, table.concat(listed, ", "))
   end
   if vote.decision == "rejected" and not vote.comment then

@@ -10,10 +10,11 @@ local KNOWN = { "title", "checklist", "preview", "approvers", "required", "timeo
 local KNOWN_SET = {}
 for _, k in ipairs(KNOWN) do KNOWN_SET[k] = true end
 
--- Where votes can come from. Only the command line (`stagehost approve`, through the state
--- database) is built; the terminal prompt, the web page of `stagehost serve`, GitHub comments
--- and Slack buttons are to come as further entries of stagehost.approval.channels.
-spec.CHANNELS = { "cli" }
+-- Where votes can come from (entries of stagehost.approval.channels): the command line
+-- (`stagehost approve`, through the state database), the web page (`stagehost serve`'s, else
+-- the waiting host's own; Slack's buttons come in through serve too), the terminal prompt and
+-- GitHub comments.
+spec.CHANNELS = { "cli", "web", "terminal", "github" }
 
 local FORBID = { actor = true, authors = true }
 local DECISIONS = { approved = true, rejected = true }
@@ -216,14 +217,14 @@ function spec.check(opts)
 
   local channels = opts.channels
   s.channels = json.array{}
-  if channels == nil then channels = { "cli" } end
+  if channels == nil then channels = { "cli", "web", "terminal" } end
   if type(channels) == "string" then channels = { channels } end
   if not is_list(channels) then return nil, "channels must be a list of names" end
   for i, c in ipairs(channels) do
     local ok = false
     for _, known in ipairs(spec.CHANNELS) do ok = ok or c == known end
     if not ok then
-      return nil, ("channels[%d]: no channel '%s' (there is: %s; the terminal prompt, the web page, GitHub and Slack are not built yet)"):format(
+      return nil, ("channels[%d]: no channel '%s' (there is: %s)"):format(
         i, tostring(c), table.concat(spec.CHANNELS, ", "))
     end
     s.channels[#s.channels + 1] = c

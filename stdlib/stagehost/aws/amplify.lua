@@ -3,9 +3,12 @@
 --
 --   local amp = aws.amplify{ region = "eu-west-1", poll = { min = 5, max = 15 } }
 --   amp:get_app(app_id) -> app;  amp:get_branch(app_id, branch) -> branch
+--   amp:list_apps() -> apps;  amp:find_app(name) -> app | nil;  amp:create_app{name, ...} -> app
+--   amp:create_branch(app_id, branch, { stage, environment_variables, ... }) -> branch
 --   amp:update_branch(app_id, branch, { environment_variables = {K = "v"}, ... })
 --       environment variables are merged into the branch's, not replaced
---   amp:start_job(app_id, branch, { commit_id, commit_message, job_reason }) -> job summary
+--   amp:start_job(app_id, branch, { commit_id, commit_message, job_reason, job_type, job_id })
+--       -> job summary (job_type = "RETRY" with job_id redeploys that job)
 --   amp:get_job(app_id, branch, job_id) -> {summary, steps}
 --   amp:wait_job(app_id, branch, job_id, { timeout }) -> {status, ok, failed_step, steps}
 --   amp:branch_url(app_id, branch) -> "https://branch.d123.amplifyapp.com"
@@ -49,6 +52,44 @@ local function field(doc, name, operation)
   return v
 end
 
+-- list_apps() -> every app (all pages); find_app(name) -> the app of that name, or nil
+function Client:list_apps()
+  local apps, token = {}, nil
+  repeat
+    local path = "/apps?maxResults=100" .. (token and ("&nextToken=" .. aws.uri_encode(token)) or "")
+    local doc = self:call("GET", path, "ListApps")
+    for _, app in ipairs(doc.apps or {}) do apps[#apps + 1] = app end
+    token = doc.nextToken
+  until token == nil or token == ""
+  return apps
+end
+
+function Client:find_app(name)
+  for _, app in ipairs(self:list_apps()) do
+    if app.name == name then return app end
+  end
+  return nil
+end
+
+-- create_app{name, platform, environment_variables, ...} -> app (fields as for update_branch)
+function Client:create_app(fields)
+  if type(fields) ~= "table" or type(fields.name) ~= "string" then
+    errors.argument(1, "create_app", "table with a name expected")
+  end
+  local body = {}
+  for k, v in pairs(fields) do body[(k:gsub("_(%l)", string.upper))] = v end
+  return field(self:call("POST", "/apps", "CreateApp", body), "app", "CreateApp")
+end
+
+-- create_branch(app_id, branch, fields) -> branch
+function Client:create_branch(app_id, branch, fields)
+  local body = { branchName = branch }
+  for k, v in pairs(fields or {}) do body[(k:gsub("_(%l)", string.upper))] = v end
+  local path = ("/apps/%s/branches"):format(check_id(app_id, "app_id", "create_branch"))
+  check_id(branch, "branch", "create_branch")
+  return field(self:call("POST", path, "CreateBranch", body), "branch", "CreateBranch")
+end
+
 function Client:get_app(app_id)
   local app = check_id(app_id, "app_id", "get_app")
   return field(self:call("GET", "/apps/" .. app, "GetApp"), "app", "GetApp")
@@ -90,7 +131,7 @@ end
 function Client:start_job(app_id, branch, opts)
   opts = opts or {}
   local path = ("/apps/%s/branches/%s/jobs"):format(check_id(app_id, "app_id", "start_job"), check_id(branch, "branch", "start_job"))
-  local doc = self:call("POST", path, "StartJob", { jobType = opts.job_type or "RELEASE", commitId = opts.commit_id,
+  local doc = self:call("POST", path, "StartJob", { jobType = opts.job_type or "RELEASE", jobId = opts.job_id, commitId = opts.commit_id,
     commitMessage = opts.commit_message, jobReason = opts.job_reason })
   return field(doc, "jobSummary", "StartJob")
 end
@@ -107,9 +148,13 @@ end
 
 local DONE = { SUCCEED = true, FAILED = true, CANCELLED = true }
 
--- wait_job(app_id, branch, job_id, {timeout = 3600}) -> {status, ok, failed_step, steps, job}
+-- wait_job(app_id, branch, job_id, {timeout = 3600, pending_timeout = 600}) -> {status, ok,
+-- failed_step, steps, job}. A job still PENDING after pending_timeout seconds (no build
+-- capacity, a stuck queue) is reported as such instead of waiting out the whole timeout.
 function Client:wait_job(app_id, branch, job_id, opts)
-  local deadline = task.now() + ((opts and opts.timeout) or 3600)
+  local started = task.now()
+  local deadline = started + ((opts and opts.timeout) or 3600)
+  local pending_deadline = started + ((opts and opts.pending_timeout) or 600)
   local shown = {}
   local delay = self.poll_min
   while true do
@@ -133,6 +178,11 @@ function Client:wait_job(app_id, branch, job_id, opts)
         end
       end
       return { status = status, ok = status == "SUCCEED", failed_step = failed, steps = job.steps, job = job }
+    end
+    if status == "PENDING" and task.now() >= pending_deadline then
+      error(aws.error{ service = "amplify", operation = "wait_job", code = "JobStuckPending",
+        message = ("job %s of %s/%s is still PENDING after %ds: Amplify has not started it (build capacity or a stuck queue)"):format(
+          job_id, app_id, branch, math.floor(task.now() - started)) }, 2)
     end
     if task.now() >= deadline then
       error(("aws.amplify: wait_job: job %s of %s/%s still %s after %ds"):format(job_id, app_id, branch,

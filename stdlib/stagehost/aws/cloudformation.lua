@@ -411,6 +411,13 @@ end
 -- deploy{stack_name, body | template | url, parameters, capabilities, tags, timeout} ->
 -- {status, no_changes, changes, preview, outputs}. Fails with the failed resources' reasons.
 function Client:deploy(opts)
+  -- an operation already under way (a run killed during its wait, then resumed) is waited for,
+  -- not started again: the change set made afterwards finds nothing left to do
+  local current = opts and type(opts.stack_name) == "string" and self:describe_stack(opts.stack_name)
+  if current and current.status:find("_IN_PROGRESS$") and current.status ~= "REVIEW_IN_PROGRESS" then
+    log.info(("cloudformation: %s is %s: waiting for that operation to end"):format(opts.stack_name, current.status))
+    self:wait_stack(opts.stack_name, { timeout = opts.timeout, since = 0 })
+  end
   local cs = self:create_change_set(opts)
   local d = self:wait_change_set(cs)
   if d.no_changes then

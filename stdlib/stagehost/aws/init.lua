@@ -8,7 +8,7 @@
 --   aws.query(service, region, action, version, params, opts) -> the <ActionResult> element
 --   aws.region(region) -> a checked region name;  aws.endpoint(service, region) -> base URL
 --   aws.parse_arn(arn) -> {partition, service, region, account, resource}
---   aws.cloudformation{region=}, aws.amplify{region=}, aws.sts{region=}
+--   aws.cloudformation{region=}, aws.amplify{region=}, aws.sts{region=}, aws.s3{region=}
 --
 -- AWS errors are raised as tables {code, message, request_id, status, service, operation}
 -- that print as one line.
@@ -22,7 +22,8 @@ local aws = {}
 -- sandbox): each beats the environment; an explicit option beats it.
 local defaults = {}
 
--- aws.configure{endpoint =, region =, credentials =} -> the previous defaults
+-- aws.configure{endpoint =, region =, credentials =, poll = {min =, max =}} -> the previous
+-- defaults (poll: the waiters' interval bounds, for clients created without their own)
 function aws.configure(opts)
   errors.check_table(opts, 1, "aws.configure")
   for _, name in ipairs{ "endpoint", "region" } do
@@ -33,8 +34,11 @@ function aws.configure(opts)
   if opts.credentials ~= nil and type(opts.credentials) ~= "table" then
     errors.argument(1, "aws.configure", "credentials must be a table, got %s", type(opts.credentials))
   end
+  if opts.poll ~= nil and type(opts.poll) ~= "table" then
+    errors.argument(1, "aws.configure", "poll must be a table {min =, max =}, got %s", type(opts.poll))
+  end
   local previous = defaults
-  defaults = { endpoint = opts.endpoint, region = opts.region, credentials = opts.credentials }
+  defaults = { endpoint = opts.endpoint, region = opts.region, credentials = opts.credentials, poll = opts.poll }
   return previous
 end
 
@@ -296,8 +300,8 @@ end
 
 -- aws.request{service, region, method = "POST", path = "/", query = {k = v} | "raw",
 --             headers, body | form = {...} | json = value, credentials, endpoint, operation,
---             timeout, retry = attempts | false, retry_base = 1, idempotent, unsigned}
---   -> response with .xml / .json. `idempotent` defaults to true for GET/HEAD and for Query
+--             timeout, retry = attempts | false, retry_base = 1, idempotent, unsigned, raw}
+--   -> response with .xml / .json (raw = true: the body as it came, decoded never). `idempotent` defaults to true for GET/HEAD and for Query
 --   actions that read (Describe*, List*, Get*, Validate*): only those are repeated after a 5xx
 --   or a broken connection.
 function aws.request(opts)
@@ -362,6 +366,10 @@ function aws.request(opts)
 
   local text = res.body or ""
   local ctype = res.headers["content-type"] or ""
+  if opts.raw then -- an S3 object is the caller's bytes, whatever they look like
+    res.request_id = request_id(res)
+    return res
+  end
   if text:match("^%s*<") or ctype:find("xml", 1, true) then
     local root, why = xml_decode(text)
     if not root then
@@ -425,16 +433,18 @@ end
 -- A service client's class: Client (add methods to it) and new(opts) -> a client with the
 -- fields above, and, when poll = {min, max} is given, the poll interval bounds a waiter uses
 -- (opts.poll overrides them).
-function aws.client_class(who, defaults)
-  defaults = defaults or {}
+function aws.client_class(who, class_defaults)
+  class_defaults = class_defaults or {}
   local Client = {}
   Client.__index = Client
   local function new(opts)
     opts = opts or {}
-    local client = aws.client_fields(opts, who, defaults.region)
-    if defaults.poll then
-      local poll = opts.poll or {}
-      client.poll_min, client.poll_max = poll.min or defaults.poll[1], poll.max or defaults.poll[2]
+    local configured = defaults
+    local client = aws.client_fields(opts, who, class_defaults.region)
+    if class_defaults.poll then
+      -- a waiter's pace: the caller's, else the process's (the sandbox's simulated time), else the class's
+      local poll = opts.poll or configured.poll or {}
+      client.poll_min, client.poll_max = poll.min or class_defaults.poll[1], poll.max or class_defaults.poll[2]
     end
     return setmetatable(client, Client)
   end
@@ -444,5 +454,6 @@ end
 function aws.cloudformation(opts) return require("stagehost.aws.cloudformation").new(opts) end
 function aws.amplify(opts) return require("stagehost.aws.amplify").new(opts) end
 function aws.sts(opts) return require("stagehost.aws.sts").new(opts) end
+function aws.s3(opts) return require("stagehost.aws.s3").new(opts) end
 
 return aws

@@ -1,5 +1,5 @@
 -- The commands of the command line (run, graph, runs, status, logs, resume, rerun, cancel,
--- prune, approve, approvals, help), their options and help texts, and `stagehost FILE.lua` for a
+-- prune, approve, approvals, serve, help), their options and help texts, and `stagehost FILE.lua` for a
 -- file that returns a pipeline. Loaded by stagehost.cli only when a command or the help is
 -- asked for: a script or -e CODE does not pay for compiling it.
 local errors = require("stagehost.errors")
@@ -71,7 +71,9 @@ local RUN_OPTIONS = {
   STATE,
   opt("--actor", "NAME", "who starts the run (default: $GITHUB_ACTOR, else $USER)"),
   opt("--sandbox", nil, "run against stagehost's emulator of AWS and GitHub on loopback: nothing leaves this machine"),
+  opt("--auto-approve", nil, "approve every approval gate of the run at once (as its actor): accepted only with --sandbox or by a pipeline that says auto_approve = true"),
   opt("--dry-run", nil, "print the plan and stop: nothing runs, nothing is written"),
+  opt("--detach", nil, "at an approval gate that must wait, record it and exit 0 (status 'waiting'); 'stagehost resume', 'approve --resume' or 'stagehost serve' continue the run"),
 }
 
 local RUN_ARG = { name = "RUN", help = "the run's ID, or any unique prefix of it",
@@ -183,7 +185,8 @@ local RUN_COMMAND -- the `run` entry of COMMANDS, for parsing run options anywhe
 local function run_options(args)
   local opts = parse(RUN_COMMAND, args)
   return { tag = opts.tag, env = opts.env, actor = opts.actor, vars = opts.var or {}, only = opts.only,
-    from = opts.from, state = opts.state, dry_run = opts["dry-run"], sandbox = opts.sandbox, args = args }
+    from = opts.from, state = opts.state, dry_run = opts["dry-run"], sandbox = opts.sandbox,
+    auto_approve = opts["auto-approve"], detach = opts.detach, args = args }
 end
 
 local cmd_help_of -- below: --help anywhere before `--` prints a command's help
@@ -271,6 +274,9 @@ local function cmd_status(opts, pos)
     print(("  %s %-28s %-9s %s"):format(symbols[s.status] or "?", s.name, s.status, extra))
   end
   if r.status == "interrupted" then print("\nits host is gone: 'stagehost resume " .. r.id .. "' continues it") end
+  if r.status == "waiting" then
+    print(("\nit waits for approval, detached: 'stagehost approve %s' votes, 'stagehost resume %s' (or 'approve --resume') continues it once the gate decides"):format(r.id, r.id))
+  end
   return 0
 end
 
@@ -312,6 +318,10 @@ end
 
 local function cmd_cancel(opts, pos)
   local r, store = stored_run(opts, pos[1], true)
+  if r.status == "waiting" then
+    store:close()
+    errors.exit(2, "run %s waits for approval, detached: reject its gate to cancel it ('stagehost approve %s --reject --comment WHY --resume')", r.id, r.id)
+  end
   if r.status ~= "running" then
     store:close()
     errors.exit(2, "run %s is not running (%s)", r.id, r.status)
@@ -361,8 +371,9 @@ local COMMANDS = {
     options = { STATE }, exits = QUERY_EXITS, handler = cmd_logs,
     summary = "print a run's stage logs" },
   { name = "resume", args = { RUN_ARG }, options = { STATE }, exits = RUN_EXITS, handler = cmd_resume,
-    summary = "continue a run whose host died",
-    about = "Finished stages are not run again and keep their outputs; a pending approval keeps its deadline." },
+    summary = "continue a run whose host died, or a detached run (run --detach) waiting for approval",
+    about = "Finished stages are not run again and keep their outputs; a pending approval keeps its deadline "
+      .. "and votes, and a deadline that passed meanwhile is a timeout." },
   { name = "rerun", args = { RUN_ARG }, exits = RUN_EXITS, handler = cmd_rerun,
     usage = "stagehost rerun RUN [--failed | --from S] [--state DIR]",
     options = {
@@ -379,14 +390,15 @@ local COMMANDS = {
     summary = "remove old runs and expired artifacts",
     about = "Runs older than AGE go whole (their rows and files); expired artifacts of the runs kept go too." },
   -- approve and approvals: the command-line channel of approvals (stdlib/stagehost/approval/cli.lua);
-  -- serve comes with the web page: add its entry here; the parser, the help and `stagehost
-  -- --help` pick them up from this table.
-  { name = "approve", args = { RUN_ARG }, exits = QUERY_EXITS,
+  -- serve: the web page and Slack's callbacks (stdlib/stagehost/serve.lua). The parser, the help
+  -- and `stagehost --help` pick them up from this table.
+  { name = "approve", args = { RUN_ARG }, exits = RUN_EXITS, -- with --resume it runs the rest
     options = {
       opt("--reject", nil, "vote to reject (a rejection needs --comment)"),
       opt("--comment", "TEXT", "why: needed to reject, and for every vote on a gate with require_comment"),
       opt("--as", "NAME", "who votes (default: $GITHUB_ACTOR, else $USER, else the OS user)"),
       opt("--stage", "S", "the stage whose gate it is, when the run waits on more than one"),
+      opt("--resume", nil, "when this vote decides the gate of a run no host runs (detached or interrupted), continue the run here, as 'stagehost resume' does"),
       STATE },
     summary = "approve (or reject) the approval a run is waiting for",
     about = "The vote is recorded in the state database, bound to the sha256 of what the gate shows "
@@ -394,7 +406,11 @@ local COMMANDS = {
       .. "host died gets it when resumed. One vote per person: a later one replaces an earlier one. "
       .. "A vote that cannot count (not an approver, the run's own actor where the gate forbids it, "
       .. "a rejection without a reason, a decided gate) is refused with one line and changes nothing.",
-    handler = function(opts, pos) return require("stagehost.approval.cli").approve(cli.state_dir(opts), pos[1], opts) end },
+    handler = function(opts, pos)
+      return require("stagehost.approval.cli").approve(cli.state_dir(opts), pos[1], opts, function(id)
+        return require("stagehost.pipeline.runner").resume(cli.state_dir(opts), id, cli.load, run_options)
+      end)
+    end },
   { name = "approvals", args = {}, exits = QUERY_EXITS,
     options = {
       opt("--audit", "RUN", "every event of RUN's gates (requested, reminded, voted, voided, decided) with who, channel and time, its hash chain checked"),
@@ -405,6 +421,18 @@ local COMMANDS = {
       .. "time left, and whether the run's host is running. With --audit, an edited record (an event "
       .. "that no longer matches its hash) is shown where the chain breaks and ends with exit 2.",
     handler = function(opts) return require("stagehost.approval.cli").approvals(cli.state_dir(opts), opts) end },
+  { name = "serve", args = {}, exits = QUERY_EXITS,
+    options = {
+      opt("--listen", "ADDR:PORT", "where to listen (default 127.0.0.1:8787: loopback only)"),
+      opt("--trust-header", "NAME", "take the voter's name from this header, set by a proxy you trust (default: $STAGEHOST_TRUST_HEADER; none)"),
+      opt("--public-url", "URL", "the address people reach the page at, for signed links (default: $STAGEHOST_PUBLIC_URL)"),
+      STATE },
+    summary = "serve the approval page (and Slack's callbacks), and continue detached runs",
+    about = "Pending gates, each with its checklist, change set, commit, tag and votes, and a form to approve "
+      .. "or reject with a comment. Voters come from the signed links of the approval.requested notification, "
+      .. "or from --trust-header. With $SLACK_SIGNING_SECRET set, Slack's buttons post to /slack/interactive. "
+      .. "Runs until stopped (Ctrl-C).",
+    handler = function(opts) return require("stagehost.serve").run(cli.state_dir(opts), opts) end },
   { name = "help", args = { { name = "COMMAND", optional = true, help = "the command to explain" } }, options = {},
     exits = QUERY_EXITS, summary = "print the help of stagehost or of a command",
     handler = function(opts, pos) return cmd_help(opts, pos) end },

@@ -38,6 +38,17 @@ function email.encode_words(s, used)
   return table.concat(words, "\r\n ")
 end
 
+-- approval.requested's page and each approver's signed link (each valid until the deadline,
+-- for that person only), as lines after the message; "" for other messages.
+function email.links(m)
+  local a = m.approval
+  if type(a) ~= "table" or not a.page then return "" end
+  local lines = { "", "", "Approve or reject on the approval page:" }
+  for _, l in ipairs(a.links or {}) do lines[#lines + 1] = ("  as %s: %s"):format(l.who, l.url) end
+  if #(a.links or {}) == 0 then lines[#lines + 1] = "  " .. a.page end
+  return table.concat(lines, "\n")
+end
+
 -- Quoted-printable (RFC 2045 6.7): lines of at most 76 characters, soft breaks '=', CRLF line
 -- ends, every byte outside printable ASCII as =XX.
 function email.quoted_printable(text)
@@ -93,7 +104,7 @@ function email.render(m, config, now)
     "Content-Transfer-Encoding: quoted-printable",
     "X-Stagehost-Event: " .. header_text(m.event),
   }
-  return table.concat(headers, "\r\n") .. "\r\n\r\n" .. email.quoted_printable(notify.plain(m)) .. "\r\n"
+  return table.concat(headers, "\r\n") .. "\r\n\r\n" .. email.quoted_printable(notify.plain(m) .. email.links(m)) .. "\r\n"
 end
 
 email.settings = { url = "string", from = "string", to = "string|[string]", username = "string",

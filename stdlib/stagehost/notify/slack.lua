@@ -2,7 +2,10 @@
 -- message — a header (the title), a section (the text), sections of fields, a context line
 -- (status, event, phase, run) — and a plain `text` fallback for notifications and old clients.
 --   {channel = "slack", url = "https://hooks.slack.com/services/T/B/X", username =, icon_emoji =,
---    channel_name = "#deploys"}
+--    channel_name = "#deploys", approvals = true}
+-- approvals = true puts Approve/Reject buttons on approval.requested; Slack sends the clicks to
+-- the app's Interactivity Request URL, which is `stagehost serve`'s /slack/interactive (it needs
+-- $SLACK_SIGNING_SECRET); the Slack username must be an approver's name as listed.
 -- The webhook URL is a secret (anyone holding it can post): it is masked from the start.
 local notify = require("stagehost.notify")
 local json = require("stagehost.json")
@@ -55,6 +58,11 @@ local function payload(m, config)
       text = cut(("*%s*\n%s"):format(escape(f.name), escape(f.value)), 2000) }
   end
   blocks[#blocks + 1] = { type = "context", elements = json.array{ { type = "mrkdwn", text = cut(context_line(m), 3000) } } }
+  -- approvals = true: the approval.requested message gets a comment box and Approve/Reject
+  -- buttons, answered through `stagehost serve` (stagehost.approval.slack)
+  if config.approvals and m.event == "approval.requested" and type(m.approval) == "table" and m.approval.gate then
+    for _, b in ipairs(require("stagehost.approval.slack").blocks(m.approval.gate)) do blocks[#blocks + 1] = b end
+  end
   local fallback = ("%s %s"):format(EMOJI[m.status] or EMOJI.info, m.title)
   if m.text and m.text ~= "" then fallback = fallback .. ": " .. m.text end
   return {
@@ -67,7 +75,7 @@ end
 
 return {
   settings = { url = "string", username = "string", icon_emoji = "string", icon_url = "string",
-    channel_name = "string", insecure = "boolean" },
+    channel_name = "string", insecure = "boolean", approvals = "boolean" },
   required = { url = "https://hooks.slack.com/services/..." },
   secrets = { "url" },
   check = function(config)

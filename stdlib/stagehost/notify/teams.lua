@@ -35,7 +35,15 @@ local function card(m)
     ["$schema"] = "http://adaptivecards.io/schemas/adaptive-card.json",
     type = "AdaptiveCard", version = "1.4", body = body, msteams = { width = "Full" },
   }
-  if r and r.url then c.actions = json.array{ { type = "Action.OpenUrl", title = "Open the run", url = r.url } } end
+  local actions = json.array{}
+  -- approval.requested: a button per approver to their signed link (or one to the page)
+  local a = type(m.approval) == "table" and m.approval or {}
+  for _, l in ipairs(a.links or {}) do
+    actions[#actions + 1] = { type = "Action.OpenUrl", title = "Approve or reject as " .. l.who, url = l.url }
+  end
+  if a.page and #actions == 0 then actions[#actions + 1] = { type = "Action.OpenUrl", title = "Open the approval page", url = a.page } end
+  if r and r.url then actions[#actions + 1] = { type = "Action.OpenUrl", title = "Open the run", url = r.url } end
+  if #actions > 0 then c.actions = actions end
   return c
 end
 

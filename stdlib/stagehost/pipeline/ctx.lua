@@ -43,7 +43,7 @@ function Ctx.new(run, st)
   local ctx = setmetatable({
     stage = st.name,
     run = { id = run.id, tag = run.tag, env = run.env, actor = run.actor, pipeline = run.p.name,
-      sandbox = run.sandbox, attempt = run.attempt, commit = run.commit, dir = run.dir },
+      sandbox = run.sandbox, auto_approve = run.auto_approve, attempt = run.attempt, commit = run.commit, dir = run.dir },
     vars = run.vars,
     env = run.p.env,
     log = log,

@@ -56,7 +56,8 @@ function live.frame(run, n)
   return out
 end
 
--- live.start(run) -> stop(): draws every 0.1 s until stopped; stop draws the final frame.
+-- live.start(run) -> stop(): draws every 0.1 s until stopped (not while run.prompting: a
+-- prompt holds the terminal); stop draws the final frame.
 function live.start(run)
   local n, drawn = 0, 0
   local function draw()
@@ -74,7 +75,9 @@ function live.start(run)
   log.console(false)
   local t = task.spawn(function()
     while true do
-      draw()
+      -- a prompt on the terminal (the approval channel "terminal") holds the screen: the view
+      -- starts afresh below it when it is done
+      if run.prompting then drawn = 0 else draw() end
       task.sleep(0.1)
     end
   end)

@@ -138,10 +138,14 @@ end
 runner.summary = summary
 
 -- --sandbox: the emulator of CloudFormation, STS, Amplify and GitHub on loopback, with every
--- client of this host pointed at it. Its world lives as long as the host: a resumed sandbox
--- run starts from an empty one.
-local function start_sandbox()
-  local sb = require("stagehost.sandbox").start{}
+-- client of this host pointed at it. Its world is kept in STATE_DIR/sandbox (world.lua,
+-- requests.jsonl): a resumed run finds its stack operation, the next run what the last deployed.
+-- STAGEHOST_SANDBOX_STEP sets the simulated seconds per step (default 0.2),
+-- STAGEHOST_SANDBOX_FAULTS queues faults (a JSON list, see sandbox/init.lua).
+local function start_sandbox(state_dir)
+  local sb = require("stagehost.sandbox").start{ persist = state_dir and (state_dir .. "/sandbox"),
+    amplify_auto_create = true, step_seconds = tonumber(os.getenv("STAGEHOST_SANDBOX_STEP")),
+    faults = os.getenv("STAGEHOST_SANDBOX_FAULTS") }
   local restore = sb:use()
   return function()
     restore()
@@ -155,13 +159,30 @@ local function on_signal(name)
   for run in pairs(Run.active) do run:cancel(("interrupted (%s)"):format(name)) end
 end
 
+-- What a detached run's host says as it leaves: the gates it waits on and how it goes on.
+local function continue_text(run)
+  local state = run.opts.state_dir
+  local where = ""
+  if state and state ~= ".stagehost" and state ~= os.getenv("STAGEHOST_STATE_DIR") then where = " --state " .. state end
+  local lines = { ("run %s: waiting for approval; this host leaves, nothing keeps running"):format(run.id) }
+  for _, d in ipairs(run.detaching or {}) do
+    lines[#lines + 1] = ("  gate %s: '%s', until %s"):format(d.gate, d.title,
+      time.human(os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(d.deadline))))
+  end
+  lines[#lines + 1] = ("  vote:      stagehost approve %s%s   (to reject: --reject --comment WHY)"):format(run.id, where)
+  lines[#lines + 1] = ("  continue:  stagehost resume %s%s once the gate has decided, or 'stagehost approve %s --resume%s'"):format(
+    run.id, where, run.id, where)
+  lines[#lines + 1] = "             (votes, then continues here); 'stagehost serve' continues it by itself when the gate decides"
+  return table.concat(lines, "\n")
+end
+
 -- launch(p, store, opts, how) -> exit code, or raises an exit error. opts go to Run.new;
 -- how.resuming names the run being resumed.
 local function launch(p, store, opts, how)
   log.echo_output(not in_actions())
   local show_live = log.isatty() and not in_actions()
   local stop_view, stop_sandbox, sandbox_url
-  if opts.sandbox then stop_sandbox, sandbox_url = start_sandbox() end
+  if opts.sandbox then stop_sandbox, sandbox_url = start_sandbox(opts.state_dir) end
   require("stagehost.core.host").on_signal(on_signal)
   opts.store = store
   opts.on_start = function(run)
@@ -185,6 +206,12 @@ local function launch(p, store, opts, how)
   if stop_sandbox then stop_sandbox() end
   pcall(store.close, store)
   if not ok and not run.host_error then error(err, 0) end
+  if run.status == "waiting" then -- run --detach: suspended at a gate (exit 0, see README)
+    if not stop_view then print(summary(run)) end
+    print(continue_text(run))
+    if run.write_failed then errors.exit(1, "run %s: %s", run.id, run.write_failed) end
+    return 0
+  end
   if stop_view then print(("run %s: %s"):format(run.id, run.status)) else print(summary(run)) end
   if run.host_error then
     -- the store may not hold the end (it was what failed): the run stays resumable
@@ -203,6 +230,9 @@ end
 function runner.run(p, o)
   local selected, err = engine.select(p, o.only, o.from)
   if not selected then errors.exit(2, "%s", err) end
+  if o.auto_approve and not (o.sandbox or p.auto_approve) then
+    errors.exit(2, "--auto-approve: pipeline '%s' takes it only with --sandbox (a pipeline that may approve itself says auto_approve = true, as a development one does); approve with 'stagehost approve RUN' instead", p.name)
+  end
   if o.dry_run then
     print(engine.plan(p, selected))
     return 0
@@ -215,9 +245,10 @@ function runner.run(p, o)
   facts.commit = runner.commit(p)
   local reuse = runner.reuse_for(store, p, selected, facts, o.from and "--from" or "--only")
   return launch(p, store, {
-    tag = facts.tag, env = o.env, actor = o.actor or os.getenv("GITHUB_ACTOR") or os.getenv("USER"),
+    tag = facts.tag, env = o.env, actor = o.actor or require("stagehost.approval.identity").voter(nil),
     vars = o.vars or {}, selected = selected, state_dir = dir, cwd = fs.cwd(), args = o.args,
-    sandbox = o.sandbox, commit = facts.commit, reuse = reuse,
+    sandbox = o.sandbox, auto_approve = o.auto_approve, commit = facts.commit, reuse = reuse,
+    detach = o.detach,
   }, {})
 end
 
@@ -243,7 +274,7 @@ function runner.resume(dir, id, load, parse_args)
   local store = runner.open_store(dir)
   local row = runner.need_run(store, id, { unseal = true })
   local claimed, holder = false, nil
-  if row.status == "interrupted" then claimed, holder = store:claim(row.id) end
+  if row.status == "interrupted" or row.status == "waiting" then claimed, holder = store:claim(row.id) end
   if row.status == "running" or (holder and holder.status == "running") then
     errors.exit(2, "run %s is still running (host pid %s): one host runs a run at a time", row.id, tostring((holder or row).pid))
   end
@@ -255,7 +286,8 @@ function runner.resume(dir, id, load, parse_args)
   return launch(p, store, {
     id = row.id, tag = row.tag, env = row.env, actor = row.actor, vars = row.vars, selected = selected,
     state_dir = dir, previous = records_of(row), started_at = row.started_at, cwd = row.cwd, args = row.args,
-    sandbox = o.sandbox, attempt = row.attempt, rerun_of = row.rerun_of, commit = row.commit,
+    sandbox = o.sandbox, auto_approve = o.auto_approve, attempt = row.attempt, rerun_of = row.rerun_of, commit = row.commit,
+    detach = o.detach,
   }, { resuming = true })
 end
 
@@ -266,6 +298,7 @@ function runner.rerun(dir, id, how, load, parse_args)
   local row = runner.need_run(store, id, { unseal = true })
   if row.status == "running" then errors.exit(2, "run %s is still running: wait for it or cancel it first", row.id) end
   if row.status == "interrupted" then errors.exit(2, "run %s was interrupted: 'stagehost resume %s' continues it", row.id, row.id) end
+  if row.status == "waiting" then errors.exit(2, "run %s waits for approval: 'stagehost resume %s' continues it once the gate decides", row.id, row.id) end
   local p = pipeline_of(row, load)
   local o = parse_args(row.args)
   local old = records_of(row)
@@ -309,9 +342,9 @@ function runner.rerun(dir, id, how, load, parse_args)
   end
   local attempt, root = store:next_attempt(row)
   return launch(p, store, {
-    tag = row.tag, env = row.env, actor = os.getenv("GITHUB_ACTOR") or os.getenv("USER") or row.actor,
+    tag = row.tag, env = row.env, actor = require("stagehost.approval.identity").voter(nil) or row.actor,
     vars = row.vars, selected = selected, state_dir = dir, cwd = row.cwd, args = args, sandbox = o.sandbox,
-    attempt = attempt, rerun_of = root, commit = row.commit, reuse = reuse,
+    auto_approve = o.auto_approve, attempt = attempt, rerun_of = root, commit = row.commit, reuse = reuse,
   }, {})
 end
 

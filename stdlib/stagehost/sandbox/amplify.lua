@@ -8,6 +8,15 @@
 -- run, and the job ends FAILED.
 -- Every step has a logUrl served by the sandbox itself, unsigned, as Amplify's presigned URLs are.
 -- Timestamps are epoch seconds, as REST-JSON carries them.
+--
+-- Knobs (sb.state.aws): amplify_auto_create = true makes an app or branch that a request names
+-- exist on first use (appId and name are the id asked for; `stagehost run --sandbox` sets it, so
+-- a flow written for a real app id runs as is); amplify_next_jobs = {"PENDING" | "FAILED" |
+-- "CANCELLED", ...} gives the next StartJobs those outcomes, in order: stuck in PENDING for
+-- ever, FAILED in BUILD, CANCELLED while BUILD runs (a job with no queued outcome succeeds).
+-- The served app: http://HOST:PORT/_app/{appId}/{branch}/ (sb:app_url) serves, once a job of
+-- the branch succeeded, the files of sb.state.aws.sites[appId or app name] (a directory, e.g.
+-- the frontend's dist/) or else a page naming the app, branch and job; 404 before that.
 local json = require("stagehost.json")
 local wire = require("stagehost.sandbox.wire")
 
@@ -66,8 +75,13 @@ end
 ---------------------------------------------------------------------------------------------------
 -- state lookups
 
+local new_app, new_branch -- below
+
 local function app_of(sb, app_id)
   local app = sb.state.aws.apps[app_id]
+  if not app and sb.state.aws.amplify_auto_create and app_id:match("^[%w%-_]+$") then
+    app = new_app(sb, app_id, { name = app_id }, sb.state.aws.region)
+  end
   if not app then not_found(("App %s not found."):format(app_id)) end
   return app
 end
@@ -75,6 +89,7 @@ end
 local function branch_of(sb, app_id, name)
   local app = app_of(sb, app_id)
   local branch = app.branches[name]
+  if not branch and sb.state.aws.amplify_auto_create then branch = new_branch(app, name, { stage = "NONE" }) end
   if not branch then not_found(("Branch %s not found for app %s."):format(name, app_id)) end
   return app, branch
 end
@@ -93,6 +108,7 @@ end
 local function job_view(job)
   local step = job.step_seconds
   local phase = math.floor((wire.clock() - job.start) / step)
+  if job.outcome == "PENDING" then phase = 0 end -- stuck: never provisioned
   if job.stopped_at then
     phase = math.min(phase, math.floor((job.stopped_at - job.start) / step))
   end
@@ -110,7 +126,8 @@ local function job_view(job)
       s.endTime = job.start + (begins + 1) * step
       s.status = failing and "FAILED" or "SUCCEED"
       if failing then
-        s.statusReason = ("%s failed: the environment variable STAGEHOST_FAIL_STEP is %s"):format(name, name)
+        s.statusReason = job.outcome == "FAILED" and ("%s failed: the sandbox was told to fail this job"):format(name)
+          or ("%s failed: the environment variable STAGEHOST_FAIL_STEP is %s"):format(name, name)
         status, end_time = "FAILED", s.endTime
       end
     else
@@ -221,14 +238,10 @@ function ops.ListApps(sb)
   return { apps = json.array(apps) }
 end
 
-function ops.CreateApp(sb, _, body, _, ctx)
-  if body.name == nil then bad_request("1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null") end
-  check_app_body(body)
-  local id
-  repeat id = "d" .. wire.random_lower(13) until not sb.state.aws.apps[id]
+function new_app(sb, id, body, region)
   local now = wire.clock()
   local app = {
-    id = id, arn = ("arn:aws:amplify:%s:%s:apps/%s"):format(ctx.region, sb.state.aws.account_id, id),
+    id = id, arn = ("arn:aws:amplify:%s:%s:apps/%s"):format(region, sb.state.aws.account_id, id),
     create_time = now, update_time = now, branches = {},
     fields = { platform = "WEB", environmentVariables = json.object{}, enableBranchAutoBuild = false,
       enableBranchAutoDeletion = false, enableBasicAuth = false, customRules = json.array{}, description = "",
@@ -237,7 +250,15 @@ function ops.CreateApp(sb, _, body, _, ctx)
   apply_fields(app.fields, body, APP_FIELDS)
   app.fields.oauthToken, app.fields.accessToken = nil, nil -- secrets are never echoed
   sb.state.aws.apps[id] = app
-  return { app = app_view(app) }
+  return app
+end
+
+function ops.CreateApp(sb, _, body, _, ctx)
+  if body.name == nil then bad_request("1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null") end
+  check_app_body(body)
+  local id
+  repeat id = "d" .. wire.random_lower(13) until not sb.state.aws.apps[id]
+  return { app = app_view(new_app(sb, id, body, ctx.region)) }
 end
 
 function ops.GetApp(sb, route) return { app = app_view(app_of(sb, route.app_id)) } end
@@ -271,6 +292,10 @@ function ops.CreateBranch(sb, route, body)
   end
   if app.branches[name] then bad_request(("Branch %s already exists for app %s."):format(name, app.id)) end
   check_branch_body(body)
+  return { branch = branch_view(app, new_branch(app, name, body)) }
+end
+
+function new_branch(app, name, body)
   local now = wire.clock()
   local branch = {
     name = name, create_time = now, update_time = now, jobs = {}, job_count = 0,
@@ -280,7 +305,7 @@ function ops.CreateBranch(sb, route, body)
   }
   apply_fields(branch.fields, body, BRANCH_FIELDS)
   app.branches[name] = branch
-  return { branch = branch_view(app, branch) }
+  return branch
 end
 
 function ops.GetBranch(sb, route)
@@ -335,9 +360,12 @@ function ops.StartJob(sb, route, body, _, ctx)
     commit_message = body.commitMessage or (retried and retried.commit_message) or "",
     commit_time = body.commitTime or now,
     fail_step = fail_step_of(app, branch),
+    outcome = table.remove(sb.state.aws.amplify_next_jobs or {}, 1),
     log_base = ("%s%s%s/%s/%s/"):format(sb.url or "", LOG_PREFIX, app.id, wire.escape(branch.name), id),
     region = ctx.region,
   }
+  if job.outcome == "FAILED" then job.fail_step = "BUILD" end
+  if job.outcome == "CANCELLED" then job.stopped_at = now + (STEPS_START + 0.5) * job.step_seconds end
   branch.jobs[id] = job
   return { jobSummary = job_summary(job) }
 end
@@ -401,6 +429,54 @@ function amplify.handle_unsigned(sb, req)
       body = "<Error><Code>NoSuchKey</Code><Message>The step has not started.</Message></Error>" }
   end
   return { status = 200, headers = { ["Content-Type"] = "text/plain" }, body = table.concat(lines, "\n") .. "\n" }
+end
+
+---------------------------------------------------------------------------------------------------
+-- the deployed app, served from the branch's URL once a job succeeded
+
+amplify.SITE_PREFIX = "/_app/"
+
+local TYPES = { html = "text/html; charset=utf-8", js = "text/javascript", mjs = "text/javascript",
+  css = "text/css", json = "application/json", svg = "image/svg+xml", png = "image/png", ico = "image/x-icon",
+  txt = "text/plain; charset=utf-8", map = "application/json", woff2 = "font/woff2" }
+
+function amplify.serves_site(req)
+  return (req.method == "GET" or req.method == "HEAD") and req.path:sub(1, #amplify.SITE_PREFIX) == amplify.SITE_PREFIX
+end
+
+local function page(status, title, text)
+  return { status = status, headers = { ["Content-Type"] = "text/html; charset=utf-8" },
+    body = ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>\n")
+      :format(wire.xml_escape(title), wire.xml_escape(title), wire.xml_escape(text)) }
+end
+
+function amplify.handle_site(sb, req)
+  local app_id, branch_name, rest = req.path:sub(#amplify.SITE_PREFIX + 1):match("^([^/]+)/([^/]+)(.*)$")
+  local app = app_id and sb.state.aws.apps[app_id]
+  local branch = app and app.branches[decode_segment(branch_name)]
+  sb:record("amplify", "Site", req)
+  if not branch then return page(404, "Not Found", "No such Amplify app or branch in the sandbox.") end
+  local deployed
+  for n = branch.job_count, 1, -1 do
+    local job = branch.jobs[tostring(n)]
+    if job_view(job).status == "SUCCEED" then deployed = job break end
+  end
+  if not deployed then return page(404, "Not deployed", ("Branch %s of %s has no successful job yet."):format(branch.name, app.id)) end
+  local sites = sb.state.aws.sites or {}
+  local dir = sites[app.id] or sites[app.fields.name]
+  if not dir then
+    return page(200, ("%s (%s)"):format(app.fields.name or app.id, branch.name),
+      ("Deployed by job %s (commit %s) in the stagehost sandbox."):format(deployed.id, tostring(deployed.commit_id)))
+  end
+  rest = decode_segment(rest or "")
+  if rest == "" or rest:sub(-1) == "/" then rest = rest .. "index.html" end
+  if rest:find("..", 1, true) then return page(400, "Bad Request", "The path is not allowed.") end
+  local fs = require("stagehost.fs")
+  local body = fs.read(dir .. rest)
+  if not body and not rest:match("%.[%w]+$") then rest, body = "/index.html", fs.read(dir .. "/index.html") end -- SPA routes
+  if not body then return page(404, "Not Found", "No such file.") end
+  return { status = 200, headers = { ["Content-Type"] = TYPES[rest:match("%.(%w+)$") or ""] or "application/octet-stream" },
+    body = body }
 end
 
 return amplify

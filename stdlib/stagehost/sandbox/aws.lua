@@ -1,4 +1,4 @@
--- The AWS side of the sandbox: one endpoint for CloudFormation, STS and Amplify, as real
+-- The AWS side of the sandbox: one endpoint for CloudFormation, STS, Amplify and S3, as real
 -- clients reach it with AWS_ENDPOINT_URL / --endpoint-url. A request is routed by the service
 -- named in its SigV4 credential scope; unsigned STS calls (AssumeRoleWithWebIdentity) by their
 -- Action. Each service module implements its actions; this file owns what they share:
@@ -41,6 +41,7 @@ local services = {
   cloudformation = require "stagehost.sandbox.cloudformation",
   sts = require "stagehost.sandbox.sts",
   amplify = require "stagehost.sandbox.amplify",
+  s3 = require "stagehost.sandbox.s3",
 }
 
 -- STS actions a client sends without a signature: the caller has no credentials yet
@@ -125,6 +126,7 @@ end
 
 local function render(service, err, request_id)
   if services[service].protocol == "rest-json" then return wire.json_error(err, request_id) end
+  if services[service].protocol == "rest-xml" then return services[service].error_response(err, request_id) end
   return wire.query_error(services[service].namespace, err, request_id)
 end
 
@@ -174,7 +176,7 @@ function aws.handle(sb, req)
   end
 
   local action, route
-  if module.protocol == "rest-json" then
+  if module.protocol == "rest-json" or module.protocol == "rest-xml" then
     action, route = module.route(req)
   else
     action = params.Action
@@ -207,6 +209,9 @@ function aws.handle(sb, req)
   if fault then
     local err = { code = fault.code or "InternalFailure", message = fault.message or "fault injected by the sandbox",
       status = fault.status, headers = fault.headers, body = fault.body }
+    if not err.status and module.protocol == "rest-xml" then
+      err.status = tostring(err.code) == "SlowDown" and 503 or 400
+    end
     if not err.status and module.protocol == "rest-json" then
       local code = tostring(err.code)
       err.status = (code:find("Throttl") or code:find("TooManyRequests")) and 429 or 400

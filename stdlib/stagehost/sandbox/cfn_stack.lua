@@ -55,8 +55,15 @@ end
 -- ---- plans ----
 
 -- Start a plan: steps[i](t) runs once now >= start + (i - 1) * step. The first runs at once.
-function stacks.start_plan(sb, stack, steps, at)
-  stack.plan = { start = at or wire.clock(), step = sb.state.aws.step_seconds, steps = steps, applied = 0 }
+-- origin ({kind = "execute", change_set = id} or {kind = "delete"}) and the stack as it was
+-- (plan_base) let a saved world rebuild the plan (persist.lua).
+function stacks.start_plan(sb, stack, steps, at, origin)
+  local base = {}
+  for k, v in pairs(stack) do
+    if k ~= "plan" and k ~= "plan_base" and k ~= "queued" then base[k] = wire.copy(v) end
+  end
+  stack.plan_base = origin and base or nil
+  stack.plan = { start = at or wire.clock(), step = sb.state.aws.step_seconds, steps = steps, applied = 0, origin = origin }
 end
 
 -- Apply the steps that are due; a finished plan hands over to a queued one (a delete that
@@ -70,7 +77,7 @@ function stacks.advance(stack)
       plan.steps[plan.applied](plan.start + (plan.applied - 1) * plan.step)
     end
     if plan.applied < #plan.steps then return end
-    stack.plan = nil
+    stack.plan, stack.plan_base = nil, nil
     local queued = table.remove(stack.queued or {}, 1)
     if queued then queued(plan.start + #plan.steps * plan.step) end
   end

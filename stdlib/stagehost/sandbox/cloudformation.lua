@@ -20,6 +20,7 @@ local wire = require("stagehost.sandbox.wire")
 local tpl = require("stagehost.sandbox.cfn_template")
 local eval = require("stagehost.sandbox.cfn_eval")
 local stacks = require("stagehost.sandbox.cfn_stack")
+local apigw = require("stagehost.sandbox.apigw")
 
 local cfn = {
   protocol = "query",
@@ -313,7 +314,15 @@ function A.CreateChangeSet(sb, params, ctx)
     validation("TemplateURL is not supported by the stagehost sandbox: send TemplateBody")
   end
   local model = tpl.load(body)
-  local values = tpl.parameter_values(model, wire.members(params, "Parameters"), stack and stack.params)
+  local given = wire.members(params, "Parameters")
+  -- the sandbox's own defaults (sb.state.aws.parameter_defaults: the stub providers' URLs under
+  -- the names apps give them) stand in for a value the change set leaves out
+  local named = {}
+  for _, m in ipairs(given) do if type(m) == "table" and m.ParameterKey then named[m.ParameterKey] = true end end
+  for key, value in pairs(state.parameter_defaults or {}) do
+    if model.params[key] and not named[key] then given[#given + 1] = { ParameterKey = key, ParameterValue = value } end
+  end
+  local values = tpl.parameter_values(model, given, stack and stack.params)
   local given_caps = wire.members(params, "Capabilities")
   local has = {}
   for _, c in ipairs(given_caps) do has[c] = true end
@@ -407,7 +416,7 @@ function A.ExecuteChangeSet(sb, params)
     if other.stack_id == stack.id and other ~= cs then state.change_sets[id] = nil end
   end
   cs.execution = "EXECUTE_IN_PROGRESS"
-  stacks.start_plan(sb, stack, stacks.plan_execution(sb, stack, cs))
+  stacks.start_plan(sb, stack, stacks.plan_execution(sb, stack, cs), nil, { kind = "execute", change_set = cs.id })
   stacks.advance(stack)
   return ""
 end
@@ -421,7 +430,7 @@ function A.DeleteChangeSet(sb, params)
   return ""
 end
 
-local function stack_xml(stack)
+local function stack_xml(stack, sb)
   -- outputs exist once a create completed; an update replaces them only when it completes
   local outputs = stack.outputs
   return table.concat{
@@ -436,7 +445,8 @@ local function stack_xml(stack)
     wire.el("DisableRollback", false), wire.list("NotificationARNs", {}),
     wire.list("Capabilities", stack.capabilities or {}),
     type(outputs) == "table" and wire.list("Outputs", outputs, function(o)
-      return wire.el("OutputKey", o.key) .. wire.el("OutputValue", o.value) .. wire.el("Description", o.description)
+      return wire.el("OutputKey", o.key) .. wire.el("OutputValue", sb and apigw.local_urls(sb, o.value) or o.value)
+        .. wire.el("Description", o.description)
         .. wire.el("ExportName", o.export)
     end) or "",
     tags_xml(stack.tags or {}), wire.el("EnableTerminationProtection", false),
@@ -456,7 +466,7 @@ function A.DescribeStacks(sb, params)
     end
     table.sort(list, function(a, b) return a.created > b.created end)
   end
-  return wire.list("Stacks", list, stack_xml)
+  return wire.list("Stacks", list, function(stack) return stack_xml(stack, sb) end)
 end
 
 function A.ListStacks(sb, params)
@@ -566,9 +576,9 @@ function A.DeleteStack(sb, params)
   if stack.plan then
     -- AWS lets a delete follow an operation in progress: it starts when that one ends
     stack.queued = stack.queued or {}
-    table.insert(stack.queued, function(at) stacks.start_plan(sb, stack, stacks.plan_delete(sb, stack), at) end)
+    table.insert(stack.queued, function(at) stacks.start_plan(sb, stack, stacks.plan_delete(sb, stack), at, { kind = "delete" }) end)
   else
-    stacks.start_plan(sb, stack, stacks.plan_delete(sb, stack))
+    stacks.start_plan(sb, stack, stacks.plan_delete(sb, stack), nil, { kind = "delete" })
     stacks.advance(stack)
   end
   return false

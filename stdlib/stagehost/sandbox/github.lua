@@ -12,6 +12,12 @@
 -- The world lives in sb.state.github, which tests may read and seed:
 --   tokens   the list of tokens accepted
 --   user     the login every token acts as ("stagehost-bot")
+--   token_users  [token] = login: a token that acts as someone else (an approver commenting)
+--   teams    ["org/team-slug"] = {"login", ...}: GET /orgs/{org}/teams/{team_slug}/members
+--
+-- Every 200 answer to a GET carries an ETag (the sha256 of its body); a GET whose
+-- If-None-Match names it gets 304 Not Modified with no body, and, as on GitHub, costs no rate
+-- limit. sb.requests' entries get the answer's status (304 included).
 --   repos    ["owner/name"] = { issues = {...}, releases = {...}, comments = {[n] = {...}},
 --            statuses = {[sha] = {...}}, deployments = {...}, deployment_statuses = {[id] = {...}} }
 --            for each repository it has: a test may add one by seeding it. A seeded issue needs
@@ -85,7 +91,7 @@ local function or_null(v)
 end
 
 local function user_object(ctx, login)
-  login = login or ctx.gh.user
+  login = login or ctx.login or ctx.gh.user
   local id = 100000 + #login -- stable per login, as GitHub's ids are
   for i = 1, #login do id = (id * 31 + login:byte(i)) % 90000000 end
   return {
@@ -483,6 +489,21 @@ local function upload_asset(ctx)
   return answer(ctx, 201, asset)
 end
 
+-- DELETE /repos/{o}/{r}/releases/assets/{asset_id} -> 204 (a re-run replaces its assets)
+local function delete_asset(ctx)
+  local id = tonumber(ctx.params.asset_id)
+  for _, release in ipairs(ctx.repo.releases) do
+    for i, asset in ipairs(release.assets) do
+      if asset.id == id then
+        table.remove(release.assets, i)
+        ctx.gh.assets[id] = nil
+        return answer(ctx, 204, nil)
+      end
+    end
+  end
+  return not_found(ctx)
+end
+
 -- Issues ------------------------------------------------------------------------------------
 
 local ISSUE_FIELDS = { { "title", "title" }, { "body", "string" }, { "labels", "labels" },
@@ -610,6 +631,14 @@ local function list_comments(ctx)
   local issue = issue_of(ctx)
   if not issue then return not_found(ctx) end
   return paginated(ctx, ctx.repo.comments[issue.number] or {})
+end
+
+local function team_members(ctx)
+  local members = (ctx.gh.teams or {})[ctx.params.org .. "/" .. ctx.params.team_slug]
+  if not members then return not_found(ctx) end
+  local list = {}
+  for i, login in ipairs(members) do list[i] = user_object(ctx, login) end
+  return paginated(ctx, list)
 end
 
 -- Commit statuses ---------------------------------------------------------------------------
@@ -811,12 +840,14 @@ local ROUTES = {
     return paginated(ctx, release.assets)
   end },
   { "POST", "/uploads" .. R .. "/releases/{release_id}/assets", upload_asset, raw_body = true },
+  { "DELETE", R .. "/releases/assets/{asset_id}", delete_asset },
   { "GET", R .. "/issues", list_issues },
   { "POST", R .. "/issues", create_issue },
   { "GET", R .. "/issues/{issue_number}", get_issue },
   { "PATCH", R .. "/issues/{issue_number}", update_issue },
   { "GET", R .. "/issues/{issue_number}/comments", list_comments },
   { "POST", R .. "/issues/{issue_number}/comments", create_comment },
+  { "GET", "/orgs/{org}/teams/{team_slug}/members", team_members, no_repo = true },
   { "POST", R .. "/statuses/{sha}", create_status },
   { "GET", R .. "/commits/{ref}/statuses", list_statuses },
   { "GET", R .. "/deployments", list_deployments },
@@ -890,6 +921,31 @@ function emulator.handle(sb, req)
   local route, params = match_route(req.method, req.path)
   local key = req.method .. " " .. (route and route[2] or req.path)
   sb:record("github", key, req)
+  local entry = sb.requests[#sb.requests]
+  local result = emulator.answer(sb, req, ctx, route, params, key)
+  entry.status = result.status
+  return result
+end
+
+-- A 200 answer to a GET gets its ETag; a request that names it gets 304 and its request is not
+-- counted against the rate limit (GitHub's rule for conditional requests).
+local function conditional(ctx, req, result)
+  if req.method ~= "GET" or result.status ~= 200 then return result end
+  local etag = ('"%s"'):format(crypto.sha256(result.body or ""))
+  result.headers["ETag"] = etag
+  local asked = req.headers["if-none-match"]
+  if asked and (asked == etag or asked == "W/" .. etag or asked == "*") then
+    ctx.gh.rate.used = math.max(0, ctx.gh.rate.used - 1)
+    result.headers["X-RateLimit-Used"] = tostring(ctx.gh.rate.used)
+    result.headers["X-RateLimit-Remaining"] = tostring(math.max(0, ctx.gh.rate.limit - ctx.gh.rate.used))
+    result.headers["Content-Type"] = nil
+    result.status, result.body = 304, ""
+  end
+  return result
+end
+
+function emulator.answer(sb, req, ctx, route, params, key)
+  local gh = sb.state.github
   local fault = sb:take_fault("github", key)
   if fault then return render_fault(ctx, fault) end
   local token = bearer_token(req.headers)
@@ -908,6 +964,7 @@ function emulator.handle(sb, req)
   end
   if limited then limited.remaining = limited.remaining - 1 end
   gh.rate.used = gh.rate.used + 1
+  ctx.login = (gh.token_users or {})[token]
   if not route then return not_found(ctx) end
   ctx.params = params
   if not route.raw_body then
@@ -924,11 +981,12 @@ function emulator.handle(sb, req)
   -- a seeded world a handler trips on, or a bug here, must still answer as GitHub does: a
   -- raw text 500 would make the client's error say nothing and octokit choke on it
   local ok, result = xpcall(function()
+    if route.no_repo then return route[3](ctx) end
     ctx.repo = repository(ctx, params.owner, params.repo)
     if not ctx.repo then return not_found(ctx) end -- as GitHub answers for a repository it hides too
     return route[3](ctx)
   end, debug.traceback)
-  if ok then return result end
+  if ok then return conditional(ctx, req, result) end
   log.error(("sandbox github: %s %s failed: %s"):format(req.method, req.path, tostring(result)))
   return fail(ctx, 500, "Internal Server Error")
 end

@@ -6,13 +6,14 @@ local status = {}
 -- The order the reports list statuses in (legend, CSS).
 status.ORDER = { "success", "failure", "cancelled", "skipped", "running", "pending" }
 
-status.symbol = { success = "✓", failure = "✗", skipped = "○", cancelled = "■", running = "…", pending = "·" }
+status.symbol = { success = "✓", failure = "✗", skipped = "○", cancelled = "■", running = "…", pending = "·",
+  waiting = "⏸" } -- waiting: an approval gate of a detached run (run --detach)
 
 -- The terminal leaves a stage that has not started blank, so the ones that did stand out.
 status.terminal = setmetatable({ pending = " " }, { __index = status.symbol })
 
 -- The emoji before a run's name in a markdown heading.
-status.heading = { success = "✅", failure = "❌", cancelled = "🚫", running = "⏳", pending = "⏳", skipped = "⏭️" }
+status.heading = { success = "✅", failure = "❌", cancelled = "🚫", running = "⏳", pending = "⏳", skipped = "⏭️", waiting = "⏸️" }
 
 -- Fills are the seed diagrams' colours; strokes are darker shades of the same hue, so a box
 -- keeps its meaning in a greyscale print; text is dark enough to read on the fill.

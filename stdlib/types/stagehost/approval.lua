@@ -37,7 +37,7 @@
 ---@field authors_of? string[] {FROM, TO}: the commits whose authors `forbid = "authors"` bars (default: the run's commit)
 ---@field remind? (string|number)[] e.g. {"1h", "15m"}: an approval.reminder that long before the deadline
 ---@field require_comment? boolean every vote needs a comment (a rejection always does)
----@field channels? string[] where votes come from: {"cli"} (the default and, for now, the only one)
+---@field channels? string[] where votes come from: "cli", "web", "terminal", "github" (default {"cli", "web", "terminal"})
 ---@field votes? stagehost.approval.GivenVote[] votes recorded with the request (the seed's --var approve)
 
 ---What approval.request returns.
@@ -61,6 +61,7 @@
 ---@field decision "approved"|"rejected"
 ---@field comment? string
 ---@field via string the channel
+---@field member_of? string a team listed among the approvers ("@org/team") the channel checked `who` is in
 
 ---What approval.vote recorded.
 ---@class stagehost.approval.Recorded: stagehost.approval.Vote
@@ -70,6 +71,8 @@
 ---@field progress string "1 of 2", or "sre 1/1, leads 0/1 (1 of 2)"
 ---@field decision_now? stagehost.approval.Decision the gate's decision once this vote counts
 ---@field deadline string
+---@field approvals integer approvals counted, this one included
+---@field required integer
 
 ---A gate waiting for votes, as approval.pending lists it.
 ---@class stagehost.approval.Pending
@@ -85,7 +88,7 @@
 ---@field approvers string[] empty when anyone may approve
 ---@field deadline string
 ---@field left integer seconds
----@field host "running"|"interrupted"
+---@field host "running"|"interrupted"|"waiting" waiting: a detached run (run --detach)
 ---@field shown_sha256 string
 ---@field commit? string
 ---@field tag? string

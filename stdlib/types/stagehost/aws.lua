@@ -51,6 +51,7 @@
 ---@field retry_base? number first backoff ceiling, seconds (1)
 ---@field idempotent? boolean safe to repeat after a 5xx or a broken connection (default: GET, HEAD, Describe*/List*/Get*/Validate*)
 ---@field unsigned? boolean send without a signature
+---@field raw? boolean leave a successful answer's body undecoded (no .xml / .json): S3 objects
 
 ---@class stagehost.aws.Response: stagehost.http.Response
 ---@field xml? stagehost.xml.Element an XML answer, decoded
@@ -79,6 +80,7 @@
 ---@field endpoint? string
 ---@field region? string
 ---@field credentials? stagehost.aws.Credentials
+---@field poll? {min?: number, max?: number} the waiters' interval bounds for clients made without `poll` (the sandbox's simulated time)
 
 ---@class stagehost.aws.ClientOptions
 ---@field region? string
@@ -295,6 +297,7 @@ function CloudFormation:deploy(opts) end
 ---@field commit_message? string
 ---@field job_reason? string
 ---@field job_type? string default "RELEASE"
+---@field job_id? string the job a "RETRY" redeploys
 
 ---An Amplify Hosting client (`aws.amplify{...}`). Apps, branches and jobs are Amplify's JSON
 ---objects (camelCase fields).
@@ -347,9 +350,30 @@ function Amplify:get_job(app_id, branch, job_id) end
 ---@param app_id string
 ---@param branch string
 ---@param job_id string|integer
----@param opts? {timeout?: number}
+---@param opts? {timeout?: number, pending_timeout?: number} a job PENDING past pending_timeout (default 600 s) raises JobStuckPending
 ---@return stagehost.aws.AmplifyJobResult
 function Amplify:wait_job(app_id, branch, job_id, opts) end
+
+---Every app of the account and region (all pages).
+---@return table[]
+function Amplify:list_apps() end
+
+---The app of that name, or nil.
+---@param name string
+---@return table?
+function Amplify:find_app(name) end
+
+---CreateApp; fields in snake_case or camelCase.
+---@param fields {name: string, platform?: string, environment_variables?: table<string, string>}|table
+---@return table app
+function Amplify:create_app(fields) end
+
+---CreateBranch; fields in snake_case or camelCase.
+---@param app_id string
+---@param branch string
+---@param fields? {stage?: string, environment_variables?: table<string, string>}|table
+---@return table branch
+function Amplify:create_branch(app_id, branch, fields) end
 
 ---"https://<branch display name>.<app's default domain>"
 ---@param app_id string
@@ -400,6 +424,71 @@ function STS:assume_role(opts) end
 ---@param opts stagehost.aws.AssumeRoleWithWebIdentityOptions
 ---@return stagehost.aws.Credentials
 function STS:assume_role_with_web_identity(opts) end
+
+-- ---- S3 ----
+
+---@class stagehost.aws.S3BucketOptions
+---@field bucket string
+
+---@class stagehost.aws.S3ObjectOptions
+---@field bucket string
+---@field key string
+
+---@class stagehost.aws.S3PutOptions: stagehost.aws.S3ObjectOptions
+---@field body? string the object's bytes (or `file`)
+---@field file? string a path to read them from
+---@field content_type? string default "application/octet-stream"
+---@field metadata? table<string, string> x-amz-meta-* headers
+
+---@class stagehost.aws.S3Head
+---@field etag string the quoted MD5 hex, as S3 sends it
+---@field size integer
+---@field content_type? string
+---@field last_modified? string
+---@field metadata table<string, string>
+
+---@class stagehost.aws.S3Object
+---@field body string
+---@field etag string
+---@field content_type? string
+---@field metadata table<string, string>
+
+---S3, path-style (ENDPOINT/bucket/key): what deployments need of it.
+---@class stagehost.aws.S3
+---@field region string
+---@field credentials? stagehost.aws.Credentials
+---@field endpoint? string
+---@field retry_base? number
+local S3 = {}
+
+---One signed S3 request (x-amz-content-sha256 set), retried as idempotent.
+---@param operation string e.g. "PutObject"
+---@param method string
+---@param path string "/bucket/key", encoded
+---@param opts? {body?: string, headers?: table<string, string>, query?: table|string}
+---@return stagehost.aws.Response
+function S3:call(operation, method, path, opts) end
+
+---Creates the bucket; one you already own is fine.
+---@param opts stagehost.aws.S3BucketOptions
+---@return {created: boolean}
+function S3:create_bucket(opts) end
+
+---@param opts stagehost.aws.S3PutOptions
+---@return {etag: string, size: integer}
+function S3:put_object(opts) end
+
+---The object's headers, or nil when S3 answers 404.
+---@param opts stagehost.aws.S3ObjectOptions
+---@return stagehost.aws.S3Head?
+function S3:head_object(opts) end
+
+---@param opts stagehost.aws.S3ObjectOptions
+---@return stagehost.aws.S3Object
+function S3:get_object(opts) end
+
+---@param opts stagehost.aws.S3ObjectOptions
+function S3:delete_object(opts) end
 
 -- ---- the module ----
 
@@ -459,6 +548,14 @@ function aws.resolve_region(region, who, fallback) end
 ---@return {region: string, credentials: any, endpoint: string?, retry_base: number?}
 function aws.client_fields(opts, who, fallback) end
 
+---A service client's class and its constructor: add methods to the class; new(opts) makes a
+---client with the fields of `aws.client_fields`, and poll_min/poll_max when `poll` is given.
+---@param who string the constructor's name in messages ("aws.s3")
+---@param defaults? {region?: string, poll?: number[]}
+---@return table class
+---@return fun(opts?: table): table new
+function aws.client_class(who, defaults) end
+
 ---AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, else the regional endpoint.
 ---@param service string
 ---@param region? string
@@ -507,5 +604,9 @@ function aws.amplify(opts) end
 ---@param opts? stagehost.aws.ClientOptions
 ---@return stagehost.aws.STS
 function aws.sts(opts) end
+
+---@param opts? stagehost.aws.ClientOptions
+---@return stagehost.aws.S3
+function aws.s3(opts) end
 
 return aws

@@ -13,8 +13,9 @@
 ---How a stage ended.
 ---@alias stagehost.StageStatus "success"|"failure"|"skipped"|"cancelled"
 
----A stage's status while the run goes on: one that has not ended is pending or running.
----@alias stagehost.StageState stagehost.StageStatus|"pending"|"running"
+---A stage's status while the run goes on: one that has not ended is pending or running, or
+---waiting (its approval gate waits while the run is detached: run --detach).
+---@alias stagehost.StageState stagehost.StageStatus|"pending"|"running"|"waiting"
 
 ---A stage as `ctx.stages[name]` and a decision's `run.stages[name]` show it (read-only).
 ---@class stagehost.StageView

@@ -117,6 +117,22 @@ function Client:request(method, path, opts) end
 ---@return table[]
 function Client:paginate(path, query) end
 
+---A conditional GET (If-None-Match): data is nil when GitHub answers 304 Not Modified, which
+---costs no rate limit. One page.
+---@param path string
+---@param etag? string the ETag of the last answer
+---@param query? table<string, string|number|boolean>
+---@return any data nil when unchanged
+---@return string? etag the answer's ETag (the one given, when unchanged)
+---@return stagehost.http.Response response
+function Client:get_if_changed(path, etag, query) end
+
+---Every member of an organization's team (the token needs read:org).
+---@param org string
+---@param team_slug string
+---@return table[]
+function Client:list_team_members(org, team_slug) end
+
 ---@return table repository
 function Client:get_repo() end
 

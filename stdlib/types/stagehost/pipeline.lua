@@ -47,6 +47,7 @@
 ---@field concurrency? stagehost.pipeline.Concurrency
 ---@field cleanup_timeout? stagehost.pipeline.Duration bounds the cleanup of a cancelled run (default "5m")
 ---@field notify? stagehost.notify.ChannelConfig[] the channels of its notifications
+---@field auto_approve? boolean `run --auto-approve` is taken without --sandbox (a development pipeline)
 
 ---A checked stage.
 ---@class stagehost.pipeline.Stage

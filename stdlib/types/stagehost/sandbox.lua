@@ -1,14 +1,22 @@
 ---@meta stagehost.sandbox
 -- LuaLS annotations for `require "stagehost.sandbox"` (stdlib/stagehost/sandbox/): an emulator
--- of CloudFormation, STS, Amplify and the GitHub REST API on loopback. Definitions only.
+-- of CloudFormation, STS, Amplify, S3 and the GitHub REST API on loopback, which also serves what
+-- is deployed (REST APIs run with node, Amplify apps) and stub OAuth and AI providers.
+-- Definitions only.
 
 ---@class stagehost.sandbox.StartOptions
 ---@field host? string default "127.0.0.1"
----@field port? integer default 0: a free port
+---@field port? integer default 0: a free port (with persist: the saved world's port when free)
+---@field aws? {keys?: table<string, string>, oidc?: table<string, string[]>}
+---@field github? {repos?: string[], tokens?: string[], user?: string}
+---@field persist? string a directory: the world is loaded from and saved to DIR/world.lua (and the request log to DIR/requests.jsonl) after every request
+---@field step_seconds? number simulated seconds per step of a stack operation or Amplify job (default 0.2)
+---@field amplify_auto_create? boolean Amplify apps and branches exist on first use
+---@field faults? stagehost.sandbox.Fault[]|string faults queued at start (or their JSON text); {service = "amplify", action = "StartJob", outcome = "PENDING"|"FAILED"|"CANCELLED"} queues a job outcome
 
 ---A queued fault: the next `times` requests matching service (and action) get it.
 ---@class stagehost.sandbox.Fault
----@field service string "cloudformation", "sts", "amplify" or "github"
+---@field service string "cloudformation", "sts", "amplify", "s3", "github" or "stub" (action "oauth" or "ai")
 ---@field action? string e.g. "DescribeStacks"; any action when nil
 ---@field status? integer
 ---@field code? string e.g. "Throttling"
@@ -17,6 +25,7 @@
 ---@field headers? table<string, string>
 ---@field body? string an answer sent as it is (a malformed one, say)
 ---@field documentation_url? string GitHub's
+---@field outcome? "PENDING"|"FAILED"|"CANCELLED" (start option faults only) an Amplify job outcome, not an error
 
 ---@class stagehost.sandbox.UseOptions
 ---@field region? string default "us-east-1"
@@ -27,8 +36,17 @@
 ---@field url string "http://127.0.0.1:PORT": AWS_ENDPOINT_URL for every AWS service
 ---@field github_url string url .. "/github": GITHUB_API_URL
 ---@field port integer
----@field state {aws: table, github: table} the emulated world (tests may look and seed)
----@field requests {service: string, action?: string, method: string, path: string}[] every request seen
+---@field state {aws: table, github: table, stubs: table} the emulated world (tests may look and seed)
+---@field requests {service: string, action?: string, method: string, path: string, time: number}[] every request seen
+---@field credentials {access_key_id: string, secret_access_key: string} a key pair it accepts
+---@field github_token string
+---@field github_repo string
+---@field oauth_url string the stub OAuth token endpoint (code "sandbox-code" -> {access_token})
+---@field oauth_authorize_url string the stub OAuth authorize endpoint (redirects with code=sandbox-code)
+---@field ai_url string the stub AI endpoint (POST {prompt} -> {text})
+---@field work_dir? string where deployed code is unpacked (removed by close)
+---@field invocations? {name: string, request_id: string, code: integer, duration: number, logs: string}[] Lambda runs
+---@field persist? table the persistence state (start option persist)
 ---@field faults stagehost.sandbox.Fault[] queued faults
 ---@field server stagehost.http.Server?
 ---@field verify_signature? fun(req: stagehost.http.Request, service: string, region: string): boolean, string?, string? checks SigV4 when set
@@ -58,6 +76,12 @@ function Sandbox:use(opts) end
 
 function Sandbox:close() end
 
+---Where the sandbox serves a deployed Amplify branch: URL/_app/APP_ID/BRANCH/.
+---@param app_id string
+---@param branch string
+---@return string
+function Sandbox:app_url(app_id, branch) end
+
 ---@class stagehost.sandbox
 local sandbox = {}
 
@@ -70,5 +94,16 @@ function sandbox.start(opts) end
 ---@param sb stagehost.sandbox.Sandbox
 ---@return fun(req: stagehost.http.Request, service: string, region: string): boolean, string?, string?
 function sandbox.signature_verifier(sb) end
+
+---The sandbox `sb:use()` pointed this process at (`stagehost run --sandbox`), or nil.
+---@return stagehost.sandbox.Sandbox?
+function sandbox.current() end
+
+---An API Gateway (https://ID.execute-api.REGION.amazonaws.com/...) or Amplify
+---(https://BRANCH.APP.amplifyapp.com/...) URL as the sandbox serves it; other URLs unchanged.
+---@param url string
+---@param sb? stagehost.sandbox.Sandbox default sandbox.current()
+---@return string
+function sandbox.local_url(url, sb) end
 
 return sandbox

@@ -1,0 +1,270 @@
+-- S3 (REST-XML, path-style addressing) in the sandbox: buckets and objects as the packager and
+-- awscli use them. http://HOST:PORT/bucket is a bucket, http://HOST:PORT/bucket/key an object;
+-- virtual-hosted style (bucket.s3.amazonaws.com) cannot reach a loopback server, so clients are
+-- told to use path style (awscli: `s3 = addressing_style = path` in its config).
+--
+--   PUT /b            CreateBucket          HEAD /b          HeadBucket
+--   GET /b?list-type=2 ListObjectsV2 (prefix, delimiter, max-keys, continuation-token,
+--                     start-after)
+--   PUT /b/k          PutObject: Content-MD5 checked when sent; ETag is the quoted MD5 hex
+--   HEAD /b/k, GET /b/k, DELETE /b/k   HeadObject, GetObject, DeleteObject
+--   GET /             ListBuckets
+--
+-- Signatures: SigV4 with the header x-amz-content-sha256 as S3 requires it: the hex SHA-256 of
+-- the body (checked against the body: XAmzContentSHA256Mismatch) or UNSIGNED-PAYLOAD; the
+-- streaming aws-chunked forms are refused with NotImplemented. Errors are S3's <Error> documents
+-- (NoSuchBucket, NoSuchKey, BucketAlreadyOwnedByYou, BadDigest, InvalidDigest, ...); a HEAD gets
+-- the status alone, as S3 sends it.
+-- State: sb.state.aws.s3.buckets[name] = {created, region, objects = {[key] = {body, etag,
+-- content_type, modified, metadata}}}. Object bodies live in memory: the sandbox is for apps,
+-- not data sets (the server takes bodies up to 64 MiB).
+local crypto = require("stagehost.crypto")
+local proc = require("stagehost.proc")
+local wire = require("stagehost.sandbox.wire")
+
+local s3 = { protocol = "rest-xml" }
+
+local NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+local EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+function s3.init(sb)
+  sb.state.aws.s3 = sb.state.aws.s3 or { buckets = {} }
+end
+
+-- Query parameters that are not a subresource: the operations above take them. Any other
+-- (?acl, ?tagging, ?uploads, ?versioning, ...) names an operation the sandbox does not have.
+local PLAIN = { ["x-id"] = true, ["list-type"] = true, prefix = true, delimiter = true, ["max-keys"] = true,
+  ["continuation-token"] = true, ["start-after"] = true, marker = true, ["encoding-type"] = true,
+  ["fetch-owner"] = true, versionId = true }
+
+-- (method, path, query) -> the operation and {bucket, key}
+function s3.route(req)
+  local bucket, rest = req.path:match("^/([^/]+)/?(.*)$")
+  if not bucket then
+    return req.method == "GET" and "ListBuckets" or "MethodNotAllowed", {}
+  end
+  local route = { bucket = wire.unescape(bucket, false), key = rest ~= "" and wire.unescape(rest, false) or nil }
+  local m = req.method
+  for name in pairs(wire.parse_form(req.query)) do
+    if name == "location" and not route.key and m == "GET" then return "GetBucketLocation", route end
+    if not PLAIN[name] and not name:match("^response%-") then
+      route.subresource = name
+      return "NotImplemented", route
+    end
+  end
+  if route.key then
+    local ops = { PUT = "PutObject", GET = "GetObject", HEAD = "HeadObject", DELETE = "DeleteObject" }
+    return ops[m] or "MethodNotAllowed", route
+  end
+  local ops = { PUT = "CreateBucket", HEAD = "HeadBucket", DELETE = "DeleteBucket",
+    GET = (req.query or ""):find("list%-type=2") and "ListObjectsV2" or "ListObjects" }
+  return ops[m] or "MethodNotAllowed", route
+end
+
+-- S3's error document (the server sends none to a HEAD).
+function s3.error_response(err, request_id)
+  local headers = { ["Content-Type"] = "application/xml", ["x-amz-request-id"] = request_id,
+    ["x-amz-id-2"] = request_id }
+  for k, v in pairs(err.headers or {}) do headers[k] = v end
+  local body = err.body or ('<?xml version="1.0" encoding="UTF-8"?>\n<Error>%s%s%s%s</Error>\n'):format(
+    wire.el("Code", err.code), wire.el("Message", err.message), wire.el("Resource", err.resource),
+    wire.el("RequestId", request_id))
+  return { status = err.status or 400, headers = headers, body = body }
+end
+
+local function fail(code, message, status) wire.fail(code, message, status or 400) end
+
+local function bucket_of(sb, name)
+  local b = sb.state.aws.s3.buckets[name]
+  if not b then fail("NoSuchBucket", "The specified bucket does not exist", 404) end
+  return b
+end
+
+-- the body's MD5 as 16 raw bytes: coreutils' md5sum (stagehost's crypto has no MD5, and S3's
+-- ETag is a checksum, not a security measure)
+local function md5(body)
+  local r = proc.run{ "md5sum", stdin = body, quiet = true }
+  local hex = r.ok and r.stdout:match("^(%x+)")
+  if not hex then error("md5sum failed: " .. tostring(r.stderr), 0) end
+  return crypto.hex_decode(hex), hex
+end
+
+local function http_date(t) return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t)) end
+
+local function object_headers(obj, request_id)
+  local h = { ["ETag"] = obj.etag, ["Content-Type"] = obj.content_type, ["Last-Modified"] = http_date(obj.modified),
+    ["Accept-Ranges"] = "bytes", ["x-amz-request-id"] = request_id }
+  for k, v in pairs(obj.metadata or {}) do h["x-amz-meta-" .. k] = v end
+  return h
+end
+
+local ops = {}
+
+function ops.ListBuckets(sb)
+  local items = {}
+  for _, name in ipairs(wire.sorted_keys(sb.state.aws.s3.buckets)) do
+    items[#items + 1] = "<Bucket>" .. wire.el("Name", name)
+      .. wire.el("CreationDate", wire.iso8601(sb.state.aws.s3.buckets[name].created)) .. "</Bucket>"
+  end
+  return 200, { ["Content-Type"] = "application/xml" }, ('<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult xmlns="%s"><Owner>%s</Owner><Buckets>%s</Buckets></ListAllMyBucketsResult>\n')
+    :format(NS, wire.el("ID", sb.state.aws.account_id), table.concat(items))
+end
+
+function ops.CreateBucket(sb, route, req, ctx)
+  local name = route.bucket
+  if #name < 3 or #name > 63 or not name:match("^[a-z0-9][a-z0-9%.%-]*[a-z0-9]$") then
+    fail("InvalidBucketName", "The specified bucket is not valid.")
+  end
+  local buckets = sb.state.aws.s3.buckets
+  if buckets[name] then
+    fail("BucketAlreadyOwnedByYou", "Your previous request to create the named bucket succeeded and you already own it.", 409)
+  end
+  buckets[name] = { created = wire.clock(), region = ctx.region, objects = {} }
+  return 200, { Location = "/" .. name }, ""
+end
+
+function ops.GetBucketLocation(sb, route)
+  local b = bucket_of(sb, route.bucket)
+  -- us-east-1 is the empty constraint, as S3 answers it
+  return 200, { ["Content-Type"] = "application/xml" }, ('<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="%s">%s</LocationConstraint>\n')
+    :format(NS, b.region ~= "us-east-1" and wire.xml_escape(b.region or "") or "")
+end
+
+function ops.NotImplemented(_, route)
+  fail("NotImplemented", ("the stagehost sandbox's S3 has no '?%s' operation (buckets and whole objects only: no multipart uploads, ACLs, tags or versions)")
+    :format(tostring(route.subresource)), 501)
+end
+
+function ops.HeadBucket(sb, route)
+  local b = bucket_of(sb, route.bucket)
+  return 200, { ["x-amz-bucket-region"] = b.region }, ""
+end
+
+function ops.DeleteBucket(sb, route)
+  local b = bucket_of(sb, route.bucket)
+  if next(b.objects) then fail("BucketNotEmpty", "The bucket you tried to delete is not empty", 409) end
+  sb.state.aws.s3.buckets[route.bucket] = nil
+  return 204, {}, ""
+end
+
+function ops.PutObject(sb, route, req)
+  local b = bucket_of(sb, route.bucket)
+  local raw, hex = md5(req.body)
+  local given = req.headers["content-md5"]
+  if given then
+    local decoded = crypto.base64_decode(given)
+    if not decoded or #decoded ~= 16 then fail("InvalidDigest", "The Content-MD5 you specified was invalid.") end
+    if decoded ~= raw then fail("BadDigest", "The Content-MD5 you specified did not match what we received.") end
+  end
+  local metadata = {}
+  for k, v in pairs(req.headers) do
+    local name = k:match("^x%-amz%-meta%-(.+)$")
+    if name then metadata[name] = v end
+  end
+  local obj = { body = req.body, etag = '"' .. hex .. '"', modified = wire.clock(), metadata = metadata,
+    content_type = req.headers["content-type"] or "binary/octet-stream" }
+  b.objects[route.key] = obj
+  return 200, { ETag = obj.etag }, ""
+end
+
+local function object_of(sb, route)
+  local b = bucket_of(sb, route.bucket)
+  local obj = b.objects[route.key]
+  if not obj then
+    fail("NoSuchKey", "The specified key does not exist.", 404)
+  end
+  return obj
+end
+
+function ops.HeadObject(sb, route, _, ctx)
+  local obj = object_of(sb, route)
+  -- the server sends no body to a HEAD but announces the length of this one, as S3 does
+  return 200, object_headers(obj, ctx.request_id), obj.body
+end
+
+function ops.GetObject(sb, route, _, ctx)
+  local obj = object_of(sb, route)
+  return 200, object_headers(obj, ctx.request_id), obj.body
+end
+
+function ops.DeleteObject(sb, route)
+  bucket_of(sb, route.bucket).objects[route.key] = nil
+  return 204, {}, ""
+end
+
+local function list_objects(sb, route, req, v2)
+  local b = bucket_of(sb, route.bucket)
+  local q = wire.parse_form(req.query)
+  local prefix, delimiter = q.prefix or "", q.delimiter
+  local max = math.tointeger(tonumber(q["max-keys"] or "1000")) or 1000
+  local after = q["continuation-token"] or q["start-after"] or q.marker or ""
+  local contents, prefixes, seen, count, truncated, last = {}, {}, {}, 0, false, nil
+  for _, key in ipairs(wire.sorted_keys(b.objects)) do
+    if key:sub(1, #prefix) == prefix and key > after then
+      local common
+      if delimiter and delimiter ~= "" then
+        local at = key:find(delimiter, #prefix + 1, true)
+        if at then common = key:sub(1, at + #delimiter - 1) end
+      end
+      if not (common and seen[common]) then
+        if count >= max then truncated = true break end
+        count = count + 1
+        if common then
+          seen[common] = true
+          prefixes[#prefixes + 1] = "<CommonPrefixes>" .. wire.el("Prefix", common) .. "</CommonPrefixes>"
+          last = common
+        else
+          local obj = b.objects[key]
+          contents[#contents + 1] = "<Contents>" .. wire.el("Key", key) .. wire.el("LastModified", wire.iso8601(obj.modified))
+            .. wire.el("ETag", obj.etag) .. wire.el("Size", #obj.body) .. wire.el("StorageClass", "STANDARD") .. "</Contents>"
+          last = key
+        end
+      end
+    end
+  end
+  local parts = { ('<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="%s">'):format(NS),
+    wire.el("Name", route.bucket), "<Prefix>" .. wire.xml_escape(prefix) .. "</Prefix>", wire.el("Delimiter", delimiter),
+    wire.el("MaxKeys", max), wire.el("IsTruncated", truncated) }
+  if v2 then
+    parts[#parts + 1] = wire.el("KeyCount", count)
+    parts[#parts + 1] = wire.el("ContinuationToken", q["continuation-token"])
+    parts[#parts + 1] = wire.el("StartAfter", q["start-after"])
+    if truncated then parts[#parts + 1] = wire.el("NextContinuationToken", last) end
+  else
+    parts[#parts + 1] = wire.el("Marker", q.marker or "")
+    if truncated then parts[#parts + 1] = wire.el("NextMarker", last) end
+  end
+  parts[#parts + 1] = table.concat(contents) .. table.concat(prefixes) .. "</ListBucketResult>\n"
+  return 200, { ["Content-Type"] = "application/xml" }, table.concat(parts)
+end
+
+function ops.ListObjectsV2(sb, route, req) return list_objects(sb, route, req, true) end
+function ops.ListObjects(sb, route, req) return list_objects(sb, route, req, false) end
+
+-- What S3 checks of a signed request beyond the signature: the payload hash header.
+local function check_payload(req)
+  local declared = req.headers["x-amz-content-sha256"]
+  if not declared then
+    fail("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+  end
+  if declared == "UNSIGNED-PAYLOAD" then return end
+  if declared:match("^STREAMING%-") then
+    fail("NotImplemented", "the stagehost sandbox does not take aws-chunked (streaming) uploads: send the body whole", 501)
+  end
+  local actual = req.body == "" and EMPTY_SHA256 or crypto.sha256(req.body, "hex")
+  if declared:lower() ~= actual then
+    fail("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+  end
+end
+
+function s3.handle(sb, req, ctx)
+  local op = ops[ctx.action]
+  if not op then fail("MethodNotAllowed", "The specified method is not allowed against this resource.", 405) end
+  if req.headers.authorization then check_payload(req) end
+  local status, headers, body = op(sb, ctx.route, req, ctx)
+  headers["x-amz-request-id"] = ctx.request_id
+  headers["x-amz-id-2"] = ctx.request_id
+  return { status = status, headers = headers, body = body }
+end
+
+return s3

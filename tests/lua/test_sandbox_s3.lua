@@ -1,0 +1,181 @@
+-- S3 in the sandbox, checked against Debian's awscli (s3api and `s3 cp`, path-style, signed
+-- with SigV4 as it signs for AWS) and through stagehost's own client (aws.s3), plus what
+-- awscli never sends: a wrong Content-MD5, a payload hash that does not match the body.
+local T = require("harness")
+local proc = require("stagehost.proc")
+local json = require("stagehost.json")
+local fs = require("stagehost.fs")
+local http = require("stagehost.http")
+local crypto = require("stagehost.crypto")
+local sandbox = require("stagehost.sandbox")
+local aws_mod = require("stagehost.aws")
+
+local AWS = "/usr/bin/aws"
+
+local function with_sandbox(fn)
+  local sb = sandbox.start{}
+  local ok, err = xpcall(fn, debug.traceback, sb)
+  sb:close()
+  if not ok then error(err, 0) end
+end
+
+-- awscli against the sandbox, path-style addressing from a config file of its own
+local function aws(sb, dir, args)
+  local f = io.open(AWS)
+  if not f then error(("Debian's awscli is missing (%s): run .ci/install-deps"):format(AWS), 0) end
+  f:close()
+  local config = dir .. "/aws-config"
+  if not fs.exists(config) then
+    assert(fs.write(config, "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n"))
+  end
+  local argv = { AWS }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
+  argv.env = { AWS_ACCESS_KEY_ID = sb.credentials.access_key_id, AWS_SECRET_ACCESS_KEY = sb.credentials.secret_access_key,
+    AWS_SESSION_TOKEN = false, AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
+    AWS_CONFIG_FILE = config, AWS_SHARED_CREDENTIALS_FILE = "/nonexistent", AWS_PAGER = "",
+    AWS_EC2_METADATA_DISABLED = "true" }
+  argv.timeout = 90
+  local r = proc.run(argv)
+  if r.code == 0 and r.stdout:match("^%s*[%[{]") then r.json = json.decode(r.stdout) end
+  return r
+end
+
+local function aws_ok(sb, dir, args)
+  local r = aws(sb, dir, args)
+  T.eq(r.code, 0, "aws " .. table.concat(args, " ") .. ": " .. r.stderr)
+  return r.json or {}
+end
+
+local function md5_hex(data)
+  return proc.run{ "md5sum", stdin = data }.stdout:match("^(%x+)")
+end
+
+T.test("s3api via awscli: bucket, put (Content-MD5 checked), head, get, list, delete; s3 cp both ways", function()
+  with_sandbox(function(sb)
+    local dir = T.tempdir()
+    local body = ("stagehost sandbox object\n"):rep(50) .. "\0\255 binary tail"
+    assert(fs.write(dir .. "/in.bin", body))
+    aws_ok(sb, dir, { "s3api", "create-bucket", "--bucket", "artifacts-1" })
+    aws_ok(sb, dir, { "s3api", "head-bucket", "--bucket", "artifacts-1" })
+    local md5 = crypto.base64_encode(crypto.hex_decode(md5_hex(body)))
+    local put = aws_ok(sb, dir, { "s3api", "put-object", "--bucket", "artifacts-1", "--key", "dir/a b.bin",
+      "--body", dir .. "/in.bin", "--content-md5", md5, "--content-type", "application/zip" })
+    T.eq(put.ETag, '"' .. md5_hex(body) .. '"', "ETag is the quoted MD5 hex")
+    local head = aws_ok(sb, dir, { "s3api", "head-object", "--bucket", "artifacts-1", "--key", "dir/a b.bin" })
+    T.eq(head.ContentLength, #body)
+    T.eq(head.ContentType, "application/zip")
+    T.eq(head.ETag, put.ETag)
+    aws_ok(sb, dir, { "s3api", "get-object", "--bucket", "artifacts-1", "--key", "dir/a b.bin", dir .. "/out.bin" })
+    T.eq(fs.read(dir .. "/out.bin"), body, "the bytes come back")
+    -- a wrong Content-MD5 is refused, as S3 refuses it
+    local bad = aws(sb, dir, { "s3api", "put-object", "--bucket", "artifacts-1", "--key", "x", "--body", dir .. "/in.bin",
+      "--content-md5", crypto.base64_encode(("\0"):rep(16)) })
+    T.ok(bad.code ~= 0)
+    T.has(bad.stderr, "BadDigest")
+    -- s3 cp (the high-level command) up and down
+    aws_ok(sb, dir, { "s3", "cp", dir .. "/in.bin", "s3://artifacts-1/cp/copied.bin" })
+    aws_ok(sb, dir, { "s3", "cp", "s3://artifacts-1/cp/copied.bin", dir .. "/back.bin" })
+    T.eq(fs.read(dir .. "/back.bin"), body)
+    local list = aws_ok(sb, dir, { "s3api", "list-objects-v2", "--bucket", "artifacts-1" })
+    T.eq(#list.Contents, 2)
+    T.eq(list.Contents[1].Key, "cp/copied.bin", "sorted by key")
+    T.eq(list.Contents[2].Key, "dir/a b.bin")
+    T.eq(list.Contents[2].Size, #body)
+    local by_prefix = aws_ok(sb, dir, { "s3api", "list-objects-v2", "--bucket", "artifacts-1", "--prefix", "dir/" })
+    T.eq(#by_prefix.Contents, 1)
+    -- missing things, as awscli prints S3's errors
+    local nokey = aws(sb, dir, { "s3api", "get-object", "--bucket", "artifacts-1", "--key", "nope", dir .. "/x" })
+    T.has(nokey.stderr, "NoSuchKey")
+    local nobucket = aws(sb, dir, { "s3api", "list-objects-v2", "--bucket", "missing-bucket" })
+    T.has(nobucket.stderr, "NoSuchBucket")
+    local nohead = aws(sb, dir, { "s3api", "head-object", "--bucket", "artifacts-1", "--key", "nope" })
+    T.has(nohead.stderr, "404")
+    aws_ok(sb, dir, { "s3api", "delete-object", "--bucket", "artifacts-1", "--key", "dir/a b.bin" })
+    T.eq(#aws_ok(sb, dir, { "s3api", "list-objects-v2", "--bucket", "artifacts-1" }).Contents, 1)
+    -- a wrong secret is refused
+    local forged = sb.credentials.secret_access_key
+    sb.state.aws.keys[sb.credentials.access_key_id].secret = "other"
+    local refused = aws(sb, dir, { "s3api", "head-bucket", "--bucket", "artifacts-1" })
+    sb.state.aws.keys[sb.credentials.access_key_id].secret = forged
+    T.ok(refused.code ~= 0, "a bad signature is refused")
+    fs.remove(dir, { recursive = true })
+  end)
+end, { timeout = 180 })
+
+T.test("s3: a payload hash that does not match, a missing one, streaming uploads: refused as S3 does", function()
+  with_sandbox(function(sb)
+    local s3 = aws_mod.s3{ region = "us-east-1", endpoint = sb.url, credentials = sb.credentials }
+    s3:create_bucket{ bucket = "b-1" }
+    local function put(headers, body)
+      local h = {}
+      for k, v in pairs(headers) do h[k] = v end
+      local url = sb.url .. "/b-1/k"
+      local added = aws_mod.sign{ method = "PUT", url = url, headers = h, body = body, service = "s3",
+        region = "us-east-1", credentials = sb.credentials }
+      for k, v in pairs(added) do h[k] = v end
+      return http.request{ method = "PUT", url = url, headers = h, body = body, retry = false }
+    end
+    local r = put({ ["x-amz-content-sha256"] = crypto.sha256("other", "hex") }, "body")
+    T.eq(r.status, 400)
+    T.has(r.body, "XAmzContentSHA256Mismatch")
+    r = put({ ["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD" }, "body")
+    T.eq(r.status, 200, r.body)
+    r = put({ ["x-amz-content-sha256"] = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" }, "body")
+    T.eq(r.status, 501)
+    T.has(r.body, "NotImplemented")
+    -- a subresource it lacks is refused, never taken for the object itself
+    local function signed_get(url)
+      local h = { ["x-amz-content-sha256"] = crypto.sha256("", "hex") }
+      for k, v in pairs(aws_mod.sign{ method = "GET", url = url, headers = h, body = "", service = "s3",
+        region = "us-east-1", credentials = sb.credentials }) do h[k] = v end
+      return http.request{ method = "GET", url = url, headers = h, retry = false }
+    end
+    r = signed_get(sb.url .. "/b-1/k?tagging")
+    T.eq(r.status, 501)
+    T.has(r.body, "no '?tagging' operation")
+    r = signed_get(sb.url .. "/b-1?location")
+    T.eq(r.status, 200)
+    T.has(r.body, "<LocationConstraint")
+    local unsigned = http.request{ method = "GET", url = sb.url .. "/b-1/k", retry = false }
+    T.eq(unsigned.status, 403, "no signature, no object")
+  end)
+end)
+
+T.test("aws.s3: create_bucket, put_object (body and file), head_object nil when missing, get_object", function()
+  with_sandbox(function(sb)
+    local restore = sb:use()
+    local ok, err = pcall(function()
+      local s3 = aws_mod.s3{}
+      T.eq(s3:create_bucket{ bucket = "deploy-1" }.created, true)
+      T.eq(s3:create_bucket{ bucket = "deploy-1" }.created, false, "an existing own bucket is fine")
+      T.eq(s3:head_object{ bucket = "deploy-1", key = "a.zip" }, nil)
+      local put = s3:put_object{ bucket = "deploy-1", key = "a.zip", body = "zip bytes", content_type = "application/zip" }
+      T.eq(put.etag, '"' .. md5_hex("zip bytes") .. '"')
+      local head = s3:head_object{ bucket = "deploy-1", key = "a.zip" }
+      T.eq(head.etag, put.etag)
+      T.eq(head.size, 9)
+      T.eq(head.content_type, "application/zip")
+      T.eq(s3:get_object{ bucket = "deploy-1", key = "a.zip" }.body, "zip bytes")
+      -- an object that looks like a document is still the caller's bytes
+      for _, text in ipairs{ "<html><p>unclosed", "{not json", "[1," } do
+        s3:put_object{ bucket = "deploy-1", key = "page", body = text, content_type = "text/html" }
+        T.eq(s3:get_object{ bucket = "deploy-1", key = "page" }.body, text)
+      end
+      local dir = T.tempdir()
+      assert(fs.write(dir .. "/f", "from a file"))
+      s3:put_object{ bucket = "deploy-1", key = "f", file = dir .. "/f" }
+      T.eq(s3:get_object{ bucket = "deploy-1", key = "f" }.body, "from a file")
+      local e = T.raises(function() s3:get_object{ bucket = "deploy-1", key = "nope" } end)
+      T.ok(aws_mod.is_error(e, "NoSuchKey"), tostring(e))
+      local e2 = T.raises(function() s3:put_object{ bucket = "nope-bucket", key = "k", body = "" } end)
+      T.ok(aws_mod.is_error(e2, "NoSuchBucket"), tostring(e2))
+      T.raises(function() s3:put_object{ bucket = "deploy-1", key = "k" } end, "give body")
+      fs.remove(dir, { recursive = true })
+    end)
+    restore()
+    if not ok then error(err, 0) end
+  end)
+end)
+
+T.run()
