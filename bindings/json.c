@@ -99,6 +99,34 @@ static size_t sh_json_find_u0000(const char *s, size_t len) {
   return len;
 }
 
+/* Does the tree hold a number beyond a double's range (strtod made it infinite)? JSON has no
+ * infinity, so such a value could not be encoded again: decode refuses it as out of range. */
+static int sh_json_has_huge(const cJSON *item) {
+  for (; item; item = item->next) {
+    if (cJSON_IsNumber(item) && isinf(item->valuedouble)) return 1;
+    if (item->child && sh_json_has_huge(item->child)) return 1;
+  }
+  return 0;
+}
+
+/* Offset of the first number of s (valid JSON) that reads as infinite, or len. */
+static size_t sh_json_find_huge(const char *s, size_t len) {
+  int in_string = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (in_string) {
+      if (s[i] == '\\') i++;
+      else if (s[i] == '"') in_string = 0;
+    } else if (s[i] == '"') {
+      in_string = 1;
+    } else if (s[i] == '-' || (s[i] >= '0' && s[i] <= '9')) {
+      char *end;
+      if (isinf(strtod(s + i, &end))) return i;
+      if (end > s + i) i = (size_t)(end - s) - 1;
+    }
+  }
+  return len;
+}
+
 /* Bad input is data from the world, as xml.decode and yaml.decode have it: nil and one line. */
 static int sh_json_bad(lua_State *L, int line, int col, const char *why) {
   lua_pushnil(L);
@@ -147,6 +175,10 @@ static int sh_json_decode(lua_State *L) {
     if (!nl) return sh_json_bad(L, line, col, "invalid JSON (unexpected end)");
     lua_pushfstring(L, "invalid JSON near '%s'", near);
     return sh_json_bad(L, line, col, lua_tostring(L, -1));
+  }
+  if (sh_json_has_huge(root)) {
+    sh_json_where(s, sh_json_find_huge(s, len), &line, &col, &depth);
+    return sh_json_bad(L, line, col, "number out of range (a double ends near 1.8e308)");
   }
   sh_json_push(L, root, 0);
   return 1; /* closing the tree's userdata frees it */
