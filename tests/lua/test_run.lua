@@ -465,6 +465,24 @@ T.test("--from/--only never skip an approval gate that no run of the same tag an
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })
 
+T.test("--from takes outputs from a run that ran those stages, not from a newer --only run that skipped them", function()
+  local dir = project{ ["p.lua"] = RERUN }
+  local full = sh(dir, { "run", "p.lua", "--tag", "rc-1" })
+  T.eq(full.code, 0, full.stderr)
+  local full_id = full.stdout:match("^run (%S+)")
+  -- a newer successful run in which deploy did not run
+  local only = sh(dir, { "run", "p.lua", "--tag", "rc-1", "--only", "checks" })
+  T.eq(only.code, 0, only.stderr)
+  local from = sh(dir, { "run", "p.lua", "--from", "tests", "--tag", "rc-1" })
+  T.eq(from.code, 0, from.stderr)
+  local st = status(dir, from.stdout:match("^run (%S+)"))
+  T.eq(st.by.deploy.status, "success")
+  T.eq(st.by.deploy.reused_from, full_id)
+  T.eq(st.by.tests.status, "success")
+  T.eq(st.by.tests.outputs.url, "https://app.test")
+  fs.remove(dir, { recursive = true })
+end, { timeout = 120 })
+
 -- ---- 8. concurrency groups ----
 
 local GROUPED = [[

@@ -99,15 +99,16 @@ function runner.reuse_for(store, p, selected, facts, flag)
     end
   end
   if next(needed) == nil then return nil end
-  local reuse, source = {}, nil
+  local reuse, source, plain = {}, nil, {}
   for _, st in ipairs(p.stages) do -- gates first: that refusal matters most
     if needed[st.name] and st.gate then reuse[st.name] = reuse_gate(store, p, facts, st.name, flag) end
+    if needed[st.name] and not st.gate then plain[st.name] = true end
   end
   for _, st in ipairs(p.stages) do
     if needed[st.name] and not st.gate then
-      source = source or store:latest_success(p.name, facts.tag)
+      source = source or store:latest_success(p.name, facts.tag, nil, plain)
       if not source then
-        errors.exit(2, "%s skips '%s', which a selected stage needs, and no earlier run of '%s'%s succeeded to take its outputs from: run the whole pipeline once first",
+        errors.exit(2, "%s skips '%s', which a selected stage needs, and no earlier successful run of '%s'%s ran it to take its outputs from: run the whole pipeline once first",
           flag, st.name, p.name, facts.tag and (" at tag " .. facts.tag) or "")
       end
       for _, s in ipairs(source.stages) do

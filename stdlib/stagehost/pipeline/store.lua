@@ -441,11 +441,24 @@ end
 
 -- The newest run of a pipeline that ended in success, optionally with the same tag (and
 -- commit); for --from/--only, which take the outputs of the stages they skip from it.
-function Store:latest_success(pipeline, tag, commit)
+-- need (optional): a set of stage names that must have succeeded in that run; a successful run
+-- made with --only or --from has stages it did not run, and those cannot stand in for anything.
+function Store:latest_success(pipeline, tag, commit, need)
   local rows = q(self, [[SELECT id FROM runs WHERE pipeline = ? AND status = 'success'
       AND (tag IS ? OR ? IS NULL) AND (commit_sha IS ? OR ? IS NULL)
-    ORDER BY finished_at DESC, id DESC LIMIT 1]], pipeline, tag, tag, commit, commit)
-  return rows[1] and self:run(rows[1].id, { unseal = true })
+    ORDER BY finished_at DESC, id DESC LIMIT 100]], pipeline, tag, tag, commit, commit)
+  for _, row in ipairs(rows) do
+    local ok = true
+    if need then
+      local done = {}
+      for _, st in ipairs(q(self, "SELECT name FROM stages WHERE run_id = ? AND status = 'success'", row.id)) do
+        done[st.name] = true
+      end
+      for name in pairs(need) do ok = ok and done[name] == true end
+    end
+    if ok then return self:run(row.id, { unseal = true }) end
+  end
+  return nil
 end
 
 -- The newest run of the pipeline, tag and commit in which the stage succeeded: the only runs
