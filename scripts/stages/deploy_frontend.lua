@@ -1,19 +1,16 @@
--- Deploy the "frontend": environment from the infrastructure's outputs into its config, start
--- it, check it comes up, capture its URL.
-local fs = require("stagehost.fs")
-local proc = require("stagehost.proc")
+-- Deploy the frontend: the stack's outputs become the Amplify branch's variables, an Amplify
+-- job builds and deploys it, each step is followed as it goes, and the URL is captured. A job
+-- that Amplify leaves PENDING is reported as stuck rather than waited on for the full timeout.
+local App = require("lib.app")
+local deploy = require("lib.deploy")
 
 return function(ctx)
+  local app = App.of(ctx)
   local infra = ctx.outputs["deploy-infrastructure"]
-  local env = { STAGEHOST_PREFIX = infra.prefix, STAGEHOST_VERSION = infra.version, STAGEHOST_ENV = ctx.run.env or "staging" }
-  local lines = {}
-  for _, k in ipairs{ "STAGEHOST_ENV", "STAGEHOST_PREFIX", "STAGEHOST_VERSION" } do lines[#lines + 1] = k .. "=" .. env[k] end
-  assert(fs.mkdir(infra.prefix .. "/etc"))
-  assert(fs.write(infra.prefix .. "/etc/staging.env", table.concat(lines, "\n") .. "\n"))
-  -- the deployed build finds its own library with that environment
-  local probe = proc.run{ infra.binary, "-e", "print(package.path:match('^[^;]+'))", env = env }
-  if not probe.ok then error("the deployed build does not start: " .. probe.stderr, 0) end
-  local url = "file://" .. infra.prefix .. "/share/stagehost/lua"
-  ctx.log.info("frontend at " .. url)
-  return { url = url, env = env }
+  local variables = { API_URL = infra.api_url, STAGE = app.env }
+  for key, value in pairs(infra.outputs or {}) do variables["STACK_" .. key:upper()] = tostring(value) end
+  local r = deploy.frontend(ctx, app, variables, {
+    pending_timeout = ctx.vars.amplify_pending_timeout and tonumber(ctx.vars.amplify_pending_timeout) or nil })
+  ctx.log.info(("frontend deployed: %s (job %s)"):format(r.url, r.job_id))
+  return { url = r.url, job_id = r.job_id, app_id = r.app_id, status = r.status }
 end

@@ -1,27 +1,41 @@
--- Integration tests against the deployed build: four suites at once. Any failure fails the
--- stage, which sends the failure notification (no automatic rollback).
-local task = require("stagehost.task")
+-- Integration tests against the deployed API and site: auth flows, content creation, OAuth
+-- and the AI services, each an area of the app's tests/integration, read from their JUnit
+-- report. The stage fails when any test fails (the notification names the tests phase).
+local fs = require("stagehost.fs")
 local proc = require("stagehost.proc")
+local App = require("lib.app")
+local junit = require("lib.junit")
 
-local SUITES = { "tasks", "processes", "files", "crypto" }
-local FILES = { tasks = "test_task.lua", processes = "test_proc.lua", files = "test_fs.lua", crypto = "test_crypto.lua" }
+local AREAS = { "auth", "content", "oauth", "ai" }
 
 return function(ctx)
-  local root = ctx.pipeline.dir .. "/.."
-  local binary = ctx.outputs["deploy-infrastructure"].binary
-  local fns = {}
-  for i, suite in ipairs(SUITES) do
-    fns[i] = function()
-      local r = proc.run{ binary, "tests/lua/" .. FILES[suite], cwd = root, name = suite, timeout = 600,
-        env = { STAGEHOST_BIN = binary } }
-      return { name = suite, classname = "integration", status = r.ok and "passed" or "failed",
-        time = r.duration, message = not r.ok and (r.stdout:match("not ok[^\n]*") or ("exit " .. r.code)) or nil }
+  local app = App.of(ctx)
+  local api, site = ctx.outputs["deploy-infrastructure"].api_url, ctx.outputs["deploy-frontend"].url
+  local path = app.dir .. "/reports/integration.xml"
+  fs.remove(path)
+  local r = proc.run{ "npm", "run", "--silent", "test:integration", cwd = app.dir, name = "integration", timeout = 900,
+    env = { API_URL = api, APP_URL = site } }
+  local report, why = junit.read(path)
+  if not report then error(("no integration test report (exit %s): %s"):format(r.code, why), 0) end
+  ctx:artifact("integration-tests.xml", assert(fs.read(path)))
+  local areas, failures = {}, {}
+  for _, area in ipairs(AREAS) do areas[area] = { passed = 0, failed = 0 } end
+  for _, c in ipairs(report.cases) do
+    local text = ((c.suite or "") .. " " .. c.name):lower()
+    for _, area in ipairs(AREAS) do
+      if text:find(area, 1, true) then
+        local a = areas[area]
+        if c.status == "failed" then a.failed = a.failed + 1 elseif c.status == "passed" then a.passed = a.passed + 1 end
+        break
+      end
     end
+    if c.status == "failed" then failures[#failures + 1] = ("%s: %s"):format(c.name, c.message or "failed") end
   end
-  local tests = task.all(fns)
-  local failed = 0
-  for _, t in ipairs(tests) do if t.status == "failed" then failed = failed + 1 end end
-  ctx:artifact("test-report.json", tests)
-  if failed > 0 then error(("%d of %d suites failed"):format(failed, #tests), 0) end
-  return { tests = tests, failed = failed, passed = #tests }
+  local passed = r.ok and report.failed == 0 and report.tests > 0
+  ctx.log.info(("integration tests: %d of %d passed against %s"):format(report.passed, report.tests, api))
+  if not passed then
+    error(("integration tests failed: %d of %d — %s"):format(report.failed, report.tests,
+      table.concat(failures, "; "):sub(1, 500)), 0)
+  end
+  return { passed = true, tests = report.tests, failed = report.failed, areas = areas, api_url = api, url = site }
 end

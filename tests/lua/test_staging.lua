@@ -1,71 +1,272 @@
--- The staging pipeline in scripts/, end to end: approved, rejected, and without an approver.
+-- The flows of scripts/ on the example app (examples/webapp), in the sandbox: staging end to
+-- end and its failure paths, development's automatic rollback, production's two approvals.
+-- One state directory for the file, so later tests reuse what earlier ones deployed, as a
+-- team's runs do (--from, "no changes").
 local T = require("harness")
 local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
+local task = require("stagehost.task")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))
-local BUILD = assert(os.getenv("STAGEHOST_BUILD_DIR"))
+local STATE = T.tempdir()
 
-local function staging(state, ...)
-  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--state", state, "--var", "build=" .. BUILD,
-    "--tag", "rc-9.9.9", ... }
-  argv.timeout, argv.env = 600, { STAGEHOST_BIN = STAGEHOST }
+local function argv_of(flow, args)
+  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/" .. flow .. ".lua", "--sandbox", "--state", STATE }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  argv.timeout, argv.env = 600, { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1" }
+  return argv
+end
+
+local function run(flow, ...)
+  local r = proc.run(argv_of(flow, { ... }))
+  r.id = r.stdout:match("^run (%S+)") or error("no run id in: " .. r.stdout:sub(1, 300) .. r.stderr:sub(1, 300))
+  return r
+end
+
+-- Start a run in the background; -> the process and its run id (its first line of output).
+local function start(flow, ...)
+  local argv = argv_of(flow, { ... })
+  argv.lines, argv.timeout = true, nil
+  local p = proc.spawn(argv)
+  local _, first = p:read_line()
+  return p, assert(tostring(first):match("^run (%S+)"), "no run id: " .. tostring(first))
+end
+
+local function finish(p)
+  local out = {}
+  while true do
+    local _, line = p:read_line()
+    if not line then break end
+    out[#out + 1] = line
+  end
+  local r = p:wait()
+  r.output = table.concat(out, "\n")
+  return r
+end
+
+local function stagehost(...)
+  local argv = { STAGEHOST, ... }
+  argv[#argv + 1], argv[#argv + 2], argv.timeout = "--state", STATE, 300
   return proc.run(argv)
 end
 
-local function status(state, id)
-  return json.decode(proc.run{ STAGEHOST, "status", id, "--json", "--state", state }.stdout)
+-- `stagehost status --json`, its stages also by name
+local function status(id)
+  local r = stagehost("status", id, "--json")
+  local st = assert(json.decode(r.stdout), r.stderr)
+  for _, stage in ipairs(st.stages) do st.stages[stage.name] = stage end
+  return st
 end
 
-T.test("approved: every stage succeeds and leaves its artifacts", function()
-  local state = os.tmpname()
-  os.remove(state)
-  local r = staging(state, "--var", "approve=yes")
-  T.eq(r.code, 0, r.stderr)
-  local id = r.stdout:match("^run (%S+)")
-  local st = status(state, id)
+local function artifact(id, stage, name)
+  return fs.read(("%s/runs/%s/artifacts/%s/%s"):format(STATE, id, stage, name))
+end
+
+-- The sandbox's request log (kept in the state directory across hosts): calls of an action.
+local function calls(action)
+  local text = fs.read(STATE .. "/sandbox/requests.jsonl") or ""
+  local n = 0
+  for line in text:gmatch("[^\n]+") do
+    local r = json.decode(line)
+    if r and r.action == action then n = n + 1 end
+  end
+  return n
+end
+
+-- Wait until the run has a pending gate; -> its listing in `stagehost approvals --json`.
+local function pending_gate(id)
+  for _ = 1, 600 do
+    local r = stagehost("approvals", "--json")
+    for _, g in ipairs(json.decode(r.stdout) or {}) do
+      if g.run == id or g.run_id == id then return g end
+    end
+    task.sleep(0.1)
+  end
+  error("no pending gate for run " .. id)
+end
+
+T.test("staging, happy path: every stage in order, the artifacts of the seed, a GitHub prerelease", function()
+  local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0")
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  local st = status(r.id)
   T.eq(st.status, "success")
-  local names = {}
-  for _, s in ipairs(st.stages) do
-    T.eq(s.status, "success", s.name)
-    names[#names + 1] = s.name
+  for _, name in ipairs{ "pre-deployment-checks", "approval-gate", "validate", "deploy-infrastructure",
+    "deploy-frontend", "integration-tests", "mark-release-ready", "notify" } do
+    T.eq(st.stages[name].status, "success", name)
   end
-  T.eq(table.concat(names, ","), "pre-deployment-checks,approval-gate,validate,deploy-infrastructure,"
-    .. "deploy-frontend,integration-tests,mark-release-ready,notify")
-  local arts = {}
-  for _, a in ipairs(st.artifacts) do arts[a.name] = a end
-  for _, name in ipairs{ "checklist.md", "change-preview.txt", "stack-outputs.json", "test-report.json",
-    "release-notes.md", "notification.json" } do
-    T.ok(arts[name] and fs.exists(state .. "/" .. arts[name].path), "artifact " .. name)
+  T.match(artifact(r.id, "pre-deployment-checks", "checklist.md"), "%[x%] ✅ %*%*ESLint%*%*")
+  T.ok(json.decode(artifact(r.id, "pre-deployment-checks", "checklist.json")).total == 4)
+  T.match(artifact(r.id, "validate", "change-set.md"), "| Add | `AuthFunction` |")
+  T.match(artifact(r.id, "deploy-infrastructure", "stack-outputs.json"), "ApiUrl")
+  T.match(artifact(r.id, "integration-tests", "integration-tests.xml"), "<testsuites")
+  T.match(artifact(r.id, "mark-release-ready", "release-notes.md"), "^# rc%-1%.0%.0")
+  local release = st.stages["mark-release-ready"].outputs
+  T.match(tostring(release.release_url), "rc%-1%.0%.0")
+  T.eq(st.stages["integration-tests"].outputs.tests > 0, true)
+  T.eq(calls("ExecuteChangeSet"), 1)
+end, { timeout = 300 })
+
+T.test("an unchanged app deploys as 'no changes': same zips, same template, nothing executed", function()
+  local before = calls("ExecuteChangeSet")
+  local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0", "--from", "validate")
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages.validate.outputs.no_changes, true)
+  T.eq(st.stages["deploy-infrastructure"].outputs.status, "NO_CHANGES")
+  T.eq(calls("ExecuteChangeSet"), before)
+end, { timeout = 300 })
+
+T.test("--from deploy-frontend reuses the infrastructure's outputs of the last good run", function()
+  local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0", "--from", "deploy-frontend")
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.ok(st.stages["deploy-infrastructure"].reused_from, "deploy-infrastructure reused")
+  T.match(tostring(st.stages["deploy-infrastructure"].outputs.api_url), "^http://127%.0%.0%.1:")
+  T.eq(st.stages["deploy-frontend"].status, "success")
+end, { timeout = 300 })
+
+T.test("a failed check still reaches the approval, and the checklist shows it", function()
+  local r = run("staging", "--auto-approve", "--var", "plant_lint_error=1", "--only", "pre-deployment-checks,approval-gate")
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages["approval-gate"].status, "success")
+  T.eq(st.stages["pre-deployment-checks"].outputs.checks.lint, "failed")
+  local checklist = artifact(r.id, "pre-deployment-checks", "checklist.md")
+  T.match(checklist, "%[ %] ❌ %*%*ESLint%*%*: 1 error")
+  T.match(checklist, "lint%-error%.ts")
+end, { timeout = 300 })
+
+T.test("rejected: the run is cancelled (exit 3), nothing deployed, and notify reports it", function()
+  local p, id = start("staging", "--from", "approval-gate")
+  pending_gate(id)
+  local vote = stagehost("approve", id, "--reject", "--comment", "the change set replaces the table", "--as", "reviewer")
+  T.eq(vote.code, 0, vote.stderr)
+  local r = finish(p)
+  T.eq(r.code, 3, r.output)
+  local st = status(id)
+  T.eq(st.stages["approval-gate"].status, "cancelled")
+  T.eq(st.stages.validate.status, "cancelled")
+  T.eq(st.stages.notify.status, "success")
+  local sent = json.decode(artifact(id, "notify", "notification.json"))
+  T.eq(sent.event, "deploy.failure")
+  T.match(sent.message, "approval rejected by reviewer: the change set replaces the table")
+end, { timeout = 300 })
+
+T.test("no decision in time: the approval times out and the run is cancelled", function()
+  local r = run("staging", "--from", "approval-gate", "--var", "approval_timeout=1s")
+  T.eq(r.code, 3, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages["approval-gate"].status, "cancelled")
+  T.match(st.stages["approval-gate"].reason or st.stages["approval-gate"].error or "", "approval timed out")
+end, { timeout = 120 })
+
+T.test("an integration failure is notified as the tests phase; no release, no rollback in staging", function()
+  -- the AI endpoint forwards to a provider that is not there
+  local r = run("staging", "--auto-approve", "--from", "validate", "--var", "AiApiUrl=http://127.0.0.1:9/complete")
+  T.eq(r.code, 1, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages["integration-tests"].status, "failure")
+  T.match(st.stages["integration-tests"].error, "integration tests failed")
+  T.eq(st.stages["mark-release-ready"].status, "skipped")
+  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
+  T.eq(sent.event, "deploy.failure")
+  T.eq(sent.phase, "tests")
+end, { timeout = 300 })
+
+T.test("an infrastructure failure is notified as infrastructure; staging does not roll back", function()
+  local faults = json.encode{ { service = "cloudformation", action = "ExecuteChangeSet", status = 400,
+    code = "ValidationError", message = "Stack webapp-staging is in UPDATE_ROLLBACK_FAILED state and can not be updated." } }
+  local argv = argv_of("staging", { "--auto-approve", "--from", "validate", "--var", "OAuthClientId=webapp-infra-fault" })
+  argv.env.STAGEHOST_SANDBOX_FAULTS = faults
+  local r = proc.run(argv)
+  r.id = r.stdout:match("^run (%S+)")
+  T.eq(r.code, 1, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages["deploy-infrastructure"].status, "failure")
+  T.match(st.stages["deploy-infrastructure"].error, "UPDATE_ROLLBACK_FAILED")
+  T.eq(st.stages["deploy-frontend"].status, "skipped")
+  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
+  T.eq(sent.event, "deploy.failure")
+  T.eq(sent.phase, "infrastructure")
+  T.eq(st.stages.rollback, nil, "staging has no rollback stage")
+end, { timeout = 300 })
+
+T.test("a frontend failure (the Amplify job FAILED) is notified as frontend", function()
+  local argv = argv_of("staging", { "--auto-approve", "--from", "deploy-frontend" })
+  argv.env.STAGEHOST_SANDBOX_FAULTS = json.encode{ { service = "amplify", action = "StartJob", outcome = "FAILED" } }
+  local r = proc.run(argv)
+  r.id = r.stdout:match("^run (%S+)")
+  T.eq(r.code, 1, r.stdout .. r.stderr)
+  local st = status(r.id)
+  T.eq(st.stages["deploy-frontend"].status, "failure")
+  T.match(st.stages["deploy-frontend"].error, "ended FAILED")
+  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
+  T.eq(sent.phase, "frontend")
+end, { timeout = 300 })
+
+T.test("kill -9 during the stack wait: resume re-attaches to the same stack operation", function()
+  local before = calls("ExecuteChangeSet")
+  local p, id = start("staging", "--auto-approve", "--from", "validate", "--var", "OAuthClientId=webapp-killed-" .. os.time())
+  for _ = 1, 600 do
+    if calls("ExecuteChangeSet") > before then break end
+    task.sleep(0.05)
   end
-  T.match(fs.read(state .. "/" .. arts["checklist.md"].path), "4 of 4 checks passed; tag rc%-9%.9%.9")
-  T.match(fs.read(state .. "/" .. arts["release-notes.md"].path), "^# rc%-9%.9%.9\n")
-  T.eq(st.stages[8].outputs.success, true)
-  T.match(st.stages[8].outputs.message, "rc%-9%.9%.9 is ready for production")
-  fs.remove(state, { recursive = true })
+  T.eq(calls("ExecuteChangeSet"), before + 1, "the change set was executed")
+  task.sleep(0.3) -- inside the stack wait
+  p:kill("KILL")
+  p:wait()
+  local r = stagehost("resume", id)
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  T.match(r.stdout .. r.stderr, "re%-attaching to stack webapp%-staging")
+  T.eq(calls("ExecuteChangeSet"), before + 1, "one ExecuteChangeSet in the emulator's request log")
+  local st = status(id)
+  T.eq(st.status, "success")
+  T.eq(st.stages["integration-tests"].status, "success")
+end, { timeout = 300 })
+
+T.test("development: a failed smoke check rolls back to the last good release on its own", function()
+  local good = run("development")
+  T.eq(good.code, 0, good.stdout .. good.stderr)
+  T.ok(artifact(good.id, "smoke-check", "release.json"), "the good release is recorded")
+  -- a bad configuration: the functions store in DynamoDB, which the sandbox does not have
+  local bad = run("development", "--var", "StorageMode=dynamodb")
+  T.eq(bad.code, 1, bad.stdout .. bad.stderr)
+  local st = status(bad.id)
+  T.eq(st.stages["smoke-check"].status, "failure")
+  T.eq(st.stages.rollback.status, "success")
+  T.eq(st.stages.rollback.outputs.rolled_back_to, good.id)
+  local sent = json.decode(artifact(bad.id, "notify", "notification.json"))
+  T.has(sent.message, "rolled back to the release of run " .. good.id)
+  -- and the rolled-back stack works again
+  local check = run("rollback", "--env", "development", "--var", "release=" .. good.id)
+  T.eq(check.code, 0, check.stdout .. check.stderr)
 end, { timeout = 600 })
 
-T.test("rejected or unapproved: the run is cancelled (exit 3) and nothing is deployed", function()
-  for _, case in ipairs{ { "--var", "approve=no", "approval rejected" }, { nil, nil, "approval required" } } do
-    local state = os.tmpname()
-    os.remove(state)
-    local r = case[1] and staging(state, case[1], case[2]) or staging(state)
-    T.eq(r.code, 3, r.stderr)
-    local id = r.stdout:match("^run (%S+)")
-    local st = status(state, id)
-    T.eq(st.status, "cancelled")
-    T.eq(st.stages[1].status, "success")
-    T.eq(st.stages[2].status, "cancelled"); T.match(st.stages[2].error, case[3])
-    for i = 3, #st.stages - 1 do T.eq(st.stages[i].status, "cancelled", st.stages[i].name) end
-    -- notify (when = "always") still runs after the cancellation, and says so
-    T.eq(st.stages[#st.stages].name, "notify")
-    T.eq(st.stages[#st.stages].status, "success")
-    T.match(st.stages[#st.stages].outputs.message, "cancelled at approval%-gate")
-    T.eq(fs.exists(state .. "/runs/" .. id .. "/staging"), false, "nothing installed")
-    fs.remove(state, { recursive = true })
-  end
-end, { timeout = 300 })
+T.test("production: two approvals from the production list; the actor cannot approve", function()
+  local p, id = start("production", "--tag", "v1.0.0", "--actor", "alice")
+  pending_gate(id)
+  local own = stagehost("approve", id, "--as", "alice", "--comment", "mine")
+  T.eq(own.code, 2, own.stdout)
+  T.match(own.stderr, "you started this run")
+  local stranger = stagehost("approve", id, "--as", "mallory", "--comment", "looks fine")
+  T.eq(stranger.code, 2)
+  T.match(stranger.stderr, "not an approver")
+  T.eq(stagehost("approve", id, "--as", "bob", "--comment", "checked the change set").code, 0)
+  T.eq(stagehost("approve", id, "--as", "carol", "--comment", "ok from SRE").code, 0)
+  local r = finish(p)
+  T.eq(r.code, 0, r.output)
+  local st = status(id)
+  T.eq(st.stages["approval-gate"].outputs.approvals, 2)
+  T.eq(st.stages["smoke-check"].status, "success")
+  T.match(artifact(id, "mark-release-ready", "release-notes.md"), "bob approved via")
+end, { timeout = 600 })
+
+T.test("--auto-approve outside the sandbox is refused for a pipeline that does not allow it", function()
+  local r = proc.run{ STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--auto-approve", "--state", STATE, timeout = 30 }
+  T.eq(r.code, 2)
+  T.match(r.stderr, "%-%-auto%-approve: pipeline 'staging' takes it only with %-%-sandbox")
+end)
 
 T.run()
