@@ -123,7 +123,6 @@ function checks.security(a)
   else
     audit_text = ("npm audit skipped: %s"):format(((data and data.error and data.error.summary) or audit.stderr or "no answer"):match("[^\n]*"))
   end
-  details[#details + 1] = audit_text
   return result("security", "Security scan", failed and "failed" or "passed",
     ("%s; %s"):format(secrets == 0 and "no secrets in the sources" or plural(secrets, "secret") .. " found", audit_text), details)
 end
