@@ -49,6 +49,4 @@ return {
   bucket = "stagehost-webapp-artifacts",
   amplify_app = "webapp",
   region = "eu-west-1",
-  -- how long artifacts of a deployment are kept
-  retention_days = 30,
 }
