@@ -21,6 +21,7 @@ return function(ctx)
 
   local markdown, data, passed = checks.checklist(ctx, results, app)
   ctx:artifact("checklist.md", markdown)
+  ctx:summary(markdown) -- the job summary under GitHub Actions shows it below the stages
   ctx:artifact("checklist.json", data)
   ctx:artifact("check-results.json", results)
   local unit = require("stagehost.fs").read(app.dir .. "/reports/unit.xml")

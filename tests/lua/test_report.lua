@@ -251,7 +251,10 @@ T.test("write_all in a host with GITHUB_STEP_SUMMARY: files written, summary app
     local report = require("stagehost.pipeline.report")
     local p = pipeline.define{ name = "child", stages = {
       { name = "tests", run = function() return { tests = { { name = "t1", status = "failed", message = "boom" } } } end },
-      { name = "after", needs = { "tests" }, when = "always", run = function() end },
+      { name = "after", needs = { "tests" }, when = "always", run = function(ctx)
+        require("stagehost.log").mask("s3cr3t-canary")
+        ctx:summary("### Checklist of after\n\n- [x] lint (s3cr3t-canary)\n")
+      end },
     } }
     local run = engine.execute(p, { selected = engine.select(p), state_dir = arg[1] })
     local written = assert(report.write_all(run, p))
@@ -272,6 +275,9 @@ T.test("write_all in a host with GITHUB_STEP_SUMMARY: files written, summary app
   T.match(text, "^earlier step\n## ✅ child: success\n")
   T.has(text, "```mermaid"); T.has(text, "| tests | ✓ success |"); T.has(text, "| after | ✓ success |")
   T.has(text, "tests: 0 passed, 1 failed, 0 skipped")
+  -- a stage's own part (ctx:summary) follows the table, masked
+  T.match(text, "| after | ✓ success |[^\n]*\n\n### Checklist of after\n\n%- %[x%] lint %(%*%*%*%)\n")
+  T.eq(text:find("s3cr3t-canary", 1, true), nil)
 
   -- without the variable nothing is appended; without tests no junit.xml
   assert(fs.write(dir .. "/main.lua", [[

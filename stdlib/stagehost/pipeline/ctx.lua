@@ -92,6 +92,13 @@ function Ctx:cancel(reason)
   error(errors.cancelled(tostring(reason or "cancelled"), { origin = "stage" }), 0)
 end
 
+-- ctx:summary(markdown) -> path: the stage's part of the job summary ($GITHUB_STEP_SUMMARY
+-- under GitHub Actions), kept as its artifact summary.md; a second call replaces the first.
+function Ctx:summary(text)
+  if type(text) ~= "string" then errors.argument(1, "ctx:summary", "string expected, got %s", type(text)) end
+  return self:artifact("summary.md", text)
+end
+
 -- ctx:checkpoint(key [, value]): set persists at once and returns the value; get reads it
 -- back, also after a resume.
 function Ctx:checkpoint(key, value)

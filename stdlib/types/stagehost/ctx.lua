@@ -71,6 +71,12 @@ local Ctx = {}
 ---@return string path
 function Ctx:artifact(name, content, opts) end
 
+---The stage's part of the job summary ($GITHUB_STEP_SUMMARY), shown below the table of stages;
+---kept as its artifact summary.md (masked); a second call replaces the first.
+---@param markdown string
+---@return string path
+function Ctx:summary(markdown) end
+
 ---With a value, stores it at once (and returns it); without, reads it back, also after a resume.
 ---@param key string
 ---@param value? any

@@ -41,6 +41,18 @@ function markdown.summary(run, p)
       time.clock(rec.started_at), fmt_duration(rec.duration), table.concat(note, "; ")))
   end
   w("\n")
+  -- what the stages wrote for the summary (ctx:summary), in stage order
+  for _, n in ipairs(names) do
+    for _, a in ipairs(view.record(run, n).artifacts or {}) do
+      if a.name == "summary.md" and run.dir and a.file then
+        local f = io.open(run.dir .. "/" .. a.file, "r") -- small and local: the summary is the run's last write
+        if f then
+          w((text.clean(f:read("a") or ""):gsub("\n*$", "\n\n")))
+          f:close()
+        end
+      end
+    end
+  end
   return table.concat(out)
 end
 
