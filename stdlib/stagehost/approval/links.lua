@@ -14,6 +14,7 @@
 local crypto = require("stagehost.crypto")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
+local process = require("stagehost.util.process")
 local url = require("stagehost.util.url")
 local errors = require("stagehost.errors")
 
@@ -91,22 +92,7 @@ end
 
 -- ---- where the page is ----
 
-local function stat_of(pid)
-  local f = io.open("/proc/" .. tostring(pid) .. "/stat")
-  if not f then return nil end
-  local stat = f:read("a")
-  f:close()
-  local fields = {}
-  for v in (stat:match("^%d+ %b() (.*)$") or ""):gmatch("%S+") do fields[#fields + 1] = v end
-  return fields[20] -- the start time, field 22 of the line
-end
-
-local function self_pid()
-  local f = io.open("/proc/self/stat")
-  local pid = f and tonumber(f:read("a"):match("^(%d+)"))
-  if f then f:close() end
-  return pid
-end
+local stat_of, self_pid = process.start_time, process.self
 
 -- Record this process as the state directory's server: {url, public_url, pid, started}.
 function links.register(dir, page_url, public_url)

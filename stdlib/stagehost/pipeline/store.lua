@@ -11,6 +11,7 @@ local json = require("stagehost.json")
 local fs = require("stagehost.fs")
 local log = require("stagehost.log")
 local errors = require("stagehost.errors")
+local process = require("stagehost.util.process")
 local time = require("stagehost.util.time")
 local task = require("stagehost.task")
 
@@ -71,26 +72,7 @@ local function fail(fmt, ...)
   errors.exit(2, fmt, ...)
 end
 
--- This process's start time (clock ticks since boot): with the pid it names a host for good,
--- since a pid alone may be reused after the host died.
-local function start_time_of(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return nil end
-  local stat = f:read("a")
-  f:close()
-  local after = stat:match("^%d+ %b() (.*)$")
-  if not after then return nil end
-  local fields = {}
-  for v in after:gmatch("%S+") do fields[#fields + 1] = v end
-  return fields[20] -- field 22 of the whole line
-end
-
-local function self_pid()
-  local f = io.open("/proc/self/stat")
-  local pid = f and tonumber(f:read("a"):match("^(%d+)"))
-  if f then f:close() end
-  return pid
-end
+local start_time_of, self_pid = process.start_time, process.self
 
 -- The WAL is checkpointed as it passes 1000 pages (SQLite's default; a passive checkpoint that
 -- never waits for readers) and cut back to 4 MiB after one: with checkpoints only at close,
@@ -376,11 +358,7 @@ end
 
 -- ---- reading, for runs/status/logs/resume/cancel ----
 
--- Is the host recorded as (pid, start time) still this same process?
-local function host_alive(pid, started)
-  local now = pid and start_time_of(pid)
-  return now ~= nil and now == started
-end
+local host_alive = process.alive -- is the host recorded as (pid, start time) still that process?
 
 -- A run recorded as running whose host is gone (killed, power loss) is "interrupted".
 local function effective_status(row)
