@@ -619,8 +619,14 @@ function Run:execute()
     observing = true -- for every run of this host: it finds the run by the stage's task
     require("stagehost.proc").observe(record_process)
   end
-  self:changed(nil)
-  for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
+  -- the run's row and every stage's in one transaction: a host killed between them left a run
+  -- whose reused stages (--from, --only) its resume recorded as "skipped: not selected"
+  local function rows()
+    self.store:save_run(self)
+    for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
+  end
+  if self.store.transaction then self.store:transaction(rows) else rows() end
+  if opts.on_change then opts.on_change(self, nil) end
   -- only now is there something to resume: announce the id
   if opts.on_start then opts.on_start(self) end
   if opts.previous then self:stop_left_processes() end
@@ -759,6 +765,12 @@ end
 function Run:suspend()
   Run.active[self] = nil
   self.status = "waiting"
+  self:record_all()
+end
+
+-- Write every stage and the run to the store first (resume and status read it), then the
+-- files (run.json, the reports); a failure of one does not keep the others from being written.
+function Run:record_all()
   local problems = {}
   local ok, err = pcall(function()
     for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
@@ -792,22 +804,7 @@ function Run:finish()
   self.finished_at = now
   local wrong = Run.check_ended(self)
   if wrong then error("stagehost bug: " .. wrong) end
-  -- the store first (resume and status read it), then the files; a failure of one does not
-  -- keep the others from being written
-  local problems = {}
-  local ok, err = pcall(function()
-    for _, name in ipairs(self.order) do self.store:save_stage(self, self.records[name]) end
-    self.store:save_run(self)
-  end)
-  if not ok then problems[#problems + 1] = "the state database: " .. errors.first_line(err) end
-  local record = require("stagehost.pipeline.record")
-  ok, err = pcall(record.write, self)
-  if not ok then problems[#problems + 1] = errors.first_line(err) end
-  if #problems > 0 then
-    self.write_failed = table.concat(problems, "; ")
-    log.error(("run %s: not everything could be recorded: %s"):format(self.id, self.write_failed))
-  end
-  if self.opts.on_change then self.opts.on_change(self, nil) end
+  self:record_all()
 end
 
 -- GitHub Actions: the stage's log in a fold, and an error annotation when it failed.
