@@ -7,38 +7,25 @@
 -- 3. VOTES times, on a fresh waiting host each: a vote through the page (the signed link, the
 --    CSRF token, the POST) until the waiting stage logs the vote (its stdout line).
 -- Prints one line: "ok gates=N connections=N held=N rss_kib=N hwm_kib=N vote_s=MEDIAN vote_max_s=MAX"
+
+-- the test harness's process reader, project sources and notification capture
+package.path = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/../tests/lua/?.lua;" .. package.path
+local T = require("harness")
 local task = require("stagehost.task")
 local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
-local json = require("stagehost.json")
 local http = require("stagehost.http")
 local url = require("stagehost.util.url")
 
 local work = assert(arg[1], "usage: approval_serve.lua WORKDIR [GATES] [CONNECTIONS] [VOTES]")
 local GATES, CONNS, VOTES = tonumber(arg[2] or 200), tonumber(arg[3] or 1000), tonumber(arg[4] or 3)
-local BIN = assert(os.getenv("STAGEHOST_BIN"), "STAGEHOST_BIN is the stagehost under test")
+assert(os.getenv("STAGEHOST_BIN"), "STAGEHOST_BIN is the stagehost under test")
 local state = work .. "/.stagehost"
 
-assert(fs.write(work .. "/p.lua", [[
-local pipeline = require("stagehost.pipeline")
-local approval = require("stagehost.approval")
-return pipeline.define{ name = "bench", notify = { { channel = "capture" } }, stages = {
-  { name = "gate", run = function(ctx)
-    local r = approval.request{ title = "Bench", approvers = {"alice"}, timeout = "1h", checklist = "- [ ] ok" }
-    if r.decision ~= "approved" then ctx:cancel("approval " .. r.decision) end
-    return {}
-  end } } }
-]]))
+assert(fs.write(work .. "/p.lua", T.approval_pipeline("bench",
+  [[{ title = "Bench", approvers = {"alice"}, timeout = "1h", checklist = "- [ ] ok" }]])))
 assert(fs.mkdir(work .. "/channels"))
-assert(fs.write(work .. "/channels/capture.lua", [[
-return function(m)
-  if m.event ~= "approval.requested" then return true end
-  local f = assert(io.open("requested.json", "w"))
-  f:write(require("stagehost.json").encode(m))
-  f:close()
-  return true
-end
-]]))
+assert(fs.write(work .. "/channels/capture.lua", T.CAPTURE_REQUESTED))
 
 -- 1. the gates: rows as approval.request makes them, for runs whose hosts are gone
 do
@@ -62,30 +49,10 @@ do
   store:close()
 end
 
-local function spawn(args)
-  local argv = { BIN, table.unpack(args) }
-  argv.cwd, argv.lines = work, true
-  local self = { h = proc.spawn(argv), lines = {} }
-  self.reader = task.spawn(function()
-    while true do
-      local stream, line = self.h:read_line()
-      if not stream then return end
-      self.lines[#self.lines + 1] = { at = task.now(), text = line }
-    end
-  end)
-  function self.line(text, within)
-    local deadline = task.now() + (within or 30)
-    while true do
-      for _, l in ipairs(self.lines) do if l.text:find(text, 1, true) then return l end end
-      assert(task.now() < deadline, "no line " .. text)
-      task.sleep(0.005)
-    end
-  end
-  return self
-end
+local function spawn(args) return T.spawn_stagehost(work, args) end
 
 local serve = spawn{ "serve", "--listen", "127.0.0.1:0" }
-local base = serve.line("serving approvals on ").text:match("(http://%S+)/$")
+local base = serve.line("serving approvals on "):match("(http://%S+)/$")
 local host, port = base:match("^http://([^:]+):(%d+)$")
 
 -- 2. the connections
@@ -123,10 +90,7 @@ local times = {}
 for i = 1, VOTES do
   os.remove(work .. "/requested.json")
   local h = spawn{ "run", "p.lua", "--actor", "dana" }
-  local deadline = task.now() + 30
-  while not fs.exists(work .. "/requested.json") do assert(task.now() < deadline, "no approval.requested") task.sleep(0.01) end
-  task.sleep(0.02)
-  local m = json.decode(assert(fs.read(work .. "/requested.json")))
+  local m = T.requested(work, 30)
   local link = m.approval.links[1].url
   local page = http.request{ url = link }
   local cookie = assert(page.headers["set-cookie"]):match("^([^;]+)")
@@ -136,18 +100,15 @@ for i = 1, VOTES do
   local r = http.request{ method = "POST", url = base .. "/gate", body = form,
     headers = { Cookie = cookie, ["Content-Type"] = "application/x-www-form-urlencoded" } }
   assert(r.status == 200, "the vote was refused: " .. r.status)
-  local seen = h.line("vote: alice approved via web page", 30)
-  times[i] = seen.at - t0
-  h.reader:join()
-  assert(h.h:wait().code == 0, "the run did not succeed")
+  local _, seen = h.line("vote: alice approved via web page", 30)
+  times[i] = seen - t0
+  assert(h.finish().code == 0, "the run did not succeed")
   io.stderr:write(("  vote %d: %.3f s\n"):format(i, times[i]))
 end
 table.sort(times)
 
 holder:close_stdin()
 holder:wait()
-serve.h:kill("TERM")
-serve.reader:join()
-serve.h:wait()
+serve.stop()
 print(("ok gates=%d connections=%d held=%d rss_kib=%d hwm_kib=%d vote_s=%.4f vote_max_s=%.4f"):format(GATES, CONNS, held, rss, hwm,
   times[(#times + 1) // 2], times[#times]))

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The approval page under load, of the approvals issue: sourced by run.sh, whose helpers
-# (result, target, error, section, peer_missing) and state (BIN, WORK, REPEAT, BENCH_DIR) it
+# (result, target, error, section, needed) and state (BIN, WORK, REPEAT, BENCH_DIR, PY) it
 # uses. bench/approval_serve.lua does the work:
 #   `stagehost serve` holding APPROVAL_GATES waiting runs (their gates in the state database)
 #   and APPROVAL_CONNECTIONS open keep-alive connections, each having fetched an approval page:
@@ -14,11 +14,7 @@ APPROVAL_VOTES=${BENCH_APPROVAL_VOTES:-$((REPEAT + 2))}
 bench_approval_serve() {
   local b=approval_serve line rss hwm vote vote_max held
   section "10. stagehost serve: $APPROVAL_GATES waiting runs, $APPROVAL_CONNECTIONS open page connections; a vote to the resumed stage (median of $APPROVAL_VOTES)"
-  if ! command -v python3 >/dev/null; then
-    peer_missing python3 python3 # it holds the connections open
-    error $b "python3 is needed to hold the connections open"
-    return
-  fi
+  needed $b "$PY" python3 python3 "python3 is needed to hold the connections open" || return
   mkdir -p "$WORK/approval_serve"
   # 1,000 sockets in the holder and the server, plus their files
   if ! line=$( (ulimit -n 4096 && STAGEHOST_BIN=$BIN "$BIN" "$BENCH_DIR/approval_serve.lua" "$WORK/approval_serve" \

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # HTTP benchmarks of the "Network primitives" issue: sourced by run.sh, whose helpers (measure,
-# stats, result, target, error, peer_missing, rotated, section, calc, fmt) and state (BIN, WORK,
-# REPEAT, GTIME, NODE, PY) they use; their results go into run.sh's one table and one JSON.
+# stats, result, target, target_ratio, error, needed, peer_missing, rotated, section, calc, fmt)
+# and state (BIN, WORK, REPEAT, GTIME, NODE, PY) they use; their results go into run.sh's one
+# table and one JSON.
 #
 #   6. client: HTTP_COUNT GETs of a 1 KiB file from a local nginx, HTTP_WIDTH in flight:
 #      stagehost http.request vs curl --parallel, node fetch, and wrk (the server's ceiling)
@@ -183,21 +184,9 @@ wrk_run() {
 bench_http_client() {
   local b=http_client rep name tools=(stagehost) url rc
   section "6. HTTP client: $HTTP_COUNT GETs of a 1 KiB file from a local nginx, $HTTP_WIDTH in flight; best of $HTTP_RUNS"
-  if [[ -z $GTIME ]]; then
-    peer_missing "GNU time" time
-    error $b "GNU time (/usr/bin/time) is needed to measure peak RSS"
-    return
-  fi
-  if [[ -z $NGINX ]]; then
-    peer_missing nginx nginx-light
-    error $b "nginx is needed as the server of this benchmark"
-    return
-  fi
-  if [[ -z $PY ]]; then
-    peer_missing python3 python3
-    error $b "python3 is needed to pick a free port"
-    return
-  fi
+  needed $b "$GTIME" "GNU time" time "GNU time (/usr/bin/time) is needed to measure peak RSS" || return
+  needed $b "$NGINX" nginx nginx-light "nginx is needed as the server of this benchmark" || return
+  needed $b "$PY" python3 python3 "python3 is needed to pick a free port" || return
   if [[ -n $CURL ]]; then tools+=(curl); else peer_missing curl curl; fi
   if [[ -n $NODE ]]; then tools+=(node); else peer_missing node nodejs; fi
   if [[ -n $WRK ]]; then tools+=(wrk); else peer_missing wrk wrk; fi
@@ -330,14 +319,8 @@ bench_http_client() {
     echo "  for scale: stagehost / wrk = $(fmt "$(calc "${rps[stagehost]} / ${rps[wrk]}")" 2)" \
       "$([[ -n ${rps[curl]:-} ]] && echo ", curl / wrk = $(fmt "$(calc "${rps[curl]} / ${rps[wrk]}")" 2)")"
   fi
-  if [[ -n ${rps[curl]:-} ]]; then
-    target $b "req/s, stagehost / curl --parallel" "$(calc "${rps[stagehost]} / ${rps[curl]}")" ">=" 1.0 \
-      "$(fmt "${rps[stagehost]}" 0)/s" "$(fmt "${rps[curl]}" 0)/s"
-  fi
-  if [[ -n ${rps[node]:-} ]]; then
-    target $b "req/s, stagehost / node fetch" "$(calc "${rps[stagehost]} / ${rps[node]}")" ">=" 1.5 \
-      "$(fmt "${rps[stagehost]}" 0)/s" "$(fmt "${rps[node]}" 0)/s"
-  fi
+  target_ratio $b "req/s, stagehost / curl --parallel" "${rps[stagehost]}" "${rps[curl]:-}" ">=" 1.0 0 "/s"
+  target_ratio $b "req/s, stagehost / node fetch" "${rps[stagehost]}" "${rps[node]:-}" ">=" 1.5 0 "/s"
   target $b "peak RSS MiB, stagehost" "$(calc "${rss[stagehost]} / 1024")" "<=" 30 \
     "$(fmt "$(calc "${rss[stagehost]} / 1024")" 1) MiB" \
     "$([[ -n ${rss[curl]:-} ]] && echo "$(fmt "$(calc "${rss[curl]} / 1024")" 1) MiB")"
@@ -379,11 +362,7 @@ bench_http_server() {
   local b=http_server rep name tools=(stagehost) url got rc
   section "7. HTTP server: wrk -c$HTTP_WIDTH -t1 -d${WRK_SERVER_SECONDS}s against a hello-world server; best of $REPEAT"
   echo "  load $(cut -d' ' -f1-3 /proc/loadavg)"
-  if [[ -z $WRK ]]; then
-    peer_missing wrk wrk
-    error $b "wrk is needed to drive the servers"
-    return
-  fi
+  needed $b "$WRK" wrk wrk "wrk is needed to drive the servers" || return
   if [[ -z $GTIME || -z $PY ]]; then
     error $b "GNU time and python3 are needed"
     return
@@ -457,8 +436,5 @@ bench_http_server() {
     result $b "$name" server_peak_rss_kib "$rmed"
     result $b "$name" server_cpu_s "$cmed"
   done
-  if [[ -n ${rps[node]:-} ]]; then
-    target $b "req/s, stagehost / node http" "$(calc "${rps[stagehost]} / ${rps[node]}")" ">=" 1.0 \
-      "$(fmt "${rps[stagehost]}" 0)/s" "$(fmt "${rps[node]}" 0)/s"
-  fi
+  target_ratio $b "req/s, stagehost / node http" "${rps[stagehost]}" "${rps[node]:-}" ">=" 1.0 0 "/s"
 }

@@ -172,6 +172,29 @@ error() {
   printf 'error\t%s: %s\n' "$1" "$2" >>"$NOTES"
 }
 
+# result_spread BENCH ROW NAME MEDIAN MIN MAX: the results NAME_median_ms, NAME_min_ms, NAME_max_ms
+result_spread() {
+  result "$1" "$2" "$3_median_ms" "$4"
+  result "$1" "$2" "$3_min_ms" "$5"
+  result "$1" "$2" "$3_max_ms" "$6"
+}
+
+# target_ratio BENCH WHAT MINE PEER OP LIMIT DIGITS UNIT: when the peer's figure PEER is known, the
+# target MINE / PEER OP LIMIT, with both figures shown (DIGITS decimals, then UNIT)
+target_ratio() {
+  [[ -n $4 ]] || return 0
+  target "$1" "$2" "$(calc "$3 / $4")" "$5" "$6" "$(fmt "$3" "$7")$8" "$(fmt "$4" "$7")$8"
+}
+
+# needed BENCH VALUE NAME PACKAGE WHY: with VALUE (a peer's path) empty, the peer NAME is reported
+# missing (apt-get install PACKAGE) and BENCH fails with WHY; returns 1 then, for `|| return`.
+needed() {
+  [[ -n $2 ]] && return 0
+  peer_missing "$3" "$4"
+  error "$1" "$5"
+  return 1
+}
+
 # time_once FILE CMD...: runs CMD once, appends its wall time in ms to FILE; returns CMD's status
 time_once() {
   local file=$1 t0 t1 rc=0
@@ -348,14 +371,8 @@ bench_fanout() {
     # When the children's own exec cost saturates the CPUs, xargs is about the ceiling.
     echo "  for scale: xargs / node = $(fmt "$(calc "${tput[xargs]} / ${tput[node]}")" 2) (what a runner exactly as fast as xargs would score against node)"
   fi
-  if [[ -n ${tput[xargs]:-} ]]; then
-    target $b "children/s, stagehost / xargs" "$(calc "${tput[stagehost]} / ${tput[xargs]}")" ">=" 0.9 \
-      "$(fmt "${tput[stagehost]}" 1)/s" "$(fmt "${tput[xargs]}" 1)/s"
-  fi
-  if [[ -n ${tput[node]:-} ]]; then
-    target $b "children/s, stagehost / node" "$(calc "${tput[stagehost]} / ${tput[node]}")" ">=" 2 \
-      "$(fmt "${tput[stagehost]}" 1)/s" "$(fmt "${tput[node]}" 1)/s"
-  fi
+  target_ratio $b "children/s, stagehost / xargs" "${tput[stagehost]}" "${tput[xargs]:-}" ">=" 0.9 1 "/s"
+  target_ratio $b "children/s, stagehost / node" "${tput[stagehost]}" "${tput[node]:-}" ">=" 2 1 "/s"
 }
 
 # ---- 3. many sleeping tasks ----
@@ -363,11 +380,7 @@ bench_fanout() {
 bench_sleepers() {
   local b=sleepers rep name tools=(stagehost) cmd
   section "3. $SLEEPERS tasks each sleeping $SLEEP_SECONDS s; best wall and median peak RSS of $REPEAT"
-  if [[ -z $GTIME ]]; then
-    peer_missing "GNU time" time
-    error $b "GNU time (/usr/bin/time) is needed to measure peak RSS"
-    return
-  fi
+  needed $b "$GTIME" "GNU time" time "GNU time (/usr/bin/time) is needed to measure peak RSS" || return
   if [[ -n $NODE ]]; then tools+=(node); else peer_missing node nodejs; fi
   if [[ -n $PY ]]; then tools+=(python3); else peer_missing python3 python3; fi
   for name in "${tools[@]}"; do : >"$WORK/sleepers.$name.wall"; : >"$WORK/sleepers.$name.rss"; done
@@ -417,16 +430,8 @@ bench_sleepers() {
 bench_stream() {
   local b=stream rep name tools=(stagehost) file size
   section "4. a child writing $((STREAM_BYTES / 1048576)) MiB into a file; best wall and median peak RSS of $REPEAT"
-  if [[ -z $GTIME ]]; then
-    peer_missing "GNU time" time
-    error $b "GNU time (/usr/bin/time) is needed to measure peak RSS"
-    return
-  fi
-  if [[ -z $HEAD ]]; then
-    peer_missing head coreutils
-    error $b "head is needed on both sides of this benchmark"
-    return
-  fi
+  needed $b "$GTIME" "GNU time" time "GNU time (/usr/bin/time) is needed to measure peak RSS" || return
+  needed $b "$HEAD" head coreutils "head is needed on both sides of this benchmark" || return
   tools+=(head)
   for name in "${tools[@]}"; do : >"$WORK/stream.$name.wall"; : >"$WORK/stream.$name.rss"; done
   for ((rep = 0; rep < REPEAT; rep++)); do
@@ -603,9 +608,7 @@ bench_pipeline() {
     over[$shape]=$(calc "$med - $base")
     printf '  %-8s wall median %7.1f ms (min %7.1f, max %7.1f)   minus start-up %7.1f ms   runs, ms: %s\n' "$shape" \
       "$med" "$min" "$max" "${over[$shape]}" "$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$WORK/pipeline.e2e.$shape")"
-    result $b "$shape" e2e_median_ms "$med"
-    result $b "$shape" e2e_min_ms "$min"
-    result $b "$shape" e2e_max_ms "$max"
+    result_spread $b "$shape" e2e "$med" "$min" "$max"
     result $b "$shape" e2e_minus_startup_ms "${over[$shape]}"
   done
   echo "  in process, task.now() around one run; each layer adds to the one above it (ms: median [min-max]):"
@@ -624,9 +627,7 @@ bench_pipeline() {
       read -r med min max < <(spread "$WORK/pipeline.$layer.$shape")
       [[ $layer == logs ]] && inproc[$shape]=$med
       cells+=("$(fmt "$med" 1) [$(fmt "$min" 1)-$(fmt "$max" 1)]")
-      result $b "$shape" "inproc_${layer}_median_ms" "$med"
-      result $b "$shape" "inproc_${layer}_min_ms" "$min"
-      result $b "$shape" "inproc_${layer}_max_ms" "$max"
+      result_spread $b "$shape" "inproc_${layer}" "$med" "$min" "$max"
     done
     # shellcheck disable=SC2059
     printf "$row" "$label" "${cells[0]}" "${cells[1]}"
@@ -722,15 +723,11 @@ bench_pipeline_events() {
       if [[ -s $WORK/events.$mode.slow ]]; then read -r smed _ _ < <(spread "$WORK/events.$mode.slow"); else smed=""; fi
       printf '  %-46s   total %6.1f ms [%.1f-%.1f]   slowest single write median %5.1f ms%s\n' "" "$tmed" "$tmin" "$tmax" \
         "$wmed" "${smed:+   writes over 1 ms: median $smed of $EVENTS}"
-      result $b "$mode" total_median_ms "$tmed"
-      result $b "$mode" total_min_ms "$tmin"
-      result $b "$mode" total_max_ms "$tmax"
+      result_spread $b "$mode" total "$tmed" "$tmin" "$tmax"
       result $b "$mode" slowest_write_median_ms "$wmed"
       [[ -z $smed ]] || result $b "$mode" writes_over_1ms_median "$smed"
     fi
-    result $b "$mode" stall_median_ms "$med"
-    result $b "$mode" stall_min_ms "$min"
-    result $b "$mode" stall_max_ms "$max"
+    result_spread $b "$mode" stall "$med" "$min" "$max"
   done
   # The issue sets no figure beyond "do not stall the loop": MISS when the longest stall exceeds 50 ms.
   # The summary shows each one's total time and, as the peer, the idle probe's lateness.

@@ -206,17 +206,20 @@ static void sh_stdio_write_args(lua_State *L, int stream, int first, const char 
   }
 }
 
+/* liolib's own function (upvalue 1) called with every argument: -> what it returns */
+static int sh_stdio_liolib(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 /* io.write(...): masked when the default output is stdout or stderr, else liolib's */
 static int sh_io_write(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, SH_IO_OUTPUT);
   int stream = sh_stdio_stream(L, -1);
   lua_pop(L, 1);
-  if (stream < 0) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-  }
+  if (stream < 0) return sh_stdio_liolib(L);
   sh_stdio_write_args(L, stream, 1, "write");
   lua_getfield(L, LUA_REGISTRYINDEX, SH_IO_OUTPUT);
   return 1;
@@ -225,12 +228,7 @@ static int sh_io_write(lua_State *L) {
 /* file:write(...): masked for io.stdout and io.stderr, else liolib's */
 static int sh_file_write(lua_State *L) {
   int stream = sh_stdio_stream(L, 1);
-  if (stream < 0) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-  }
+  if (stream < 0) return sh_stdio_liolib(L);
   sh_stdio_write_args(L, stream, 2, "write");
   lua_settop(L, 1);
   return 1;
@@ -239,10 +237,7 @@ static int sh_file_write(lua_State *L) {
 /* io.flush() and file:flush(): what is held back goes out first */
 static int sh_stdio_flush_l(lua_State *L) {
   sh_log_stdio_flush_ready();
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-  return lua_gettop(L);
+  return sh_stdio_liolib(L);
 }
 
 /* Replace t[name] with f, which gets the old value as its upvalue. */

@@ -7,22 +7,38 @@ local errors = require("stagehost.errors")
 
 local proc = {}
 
--- Variables every child gets beneath its own `env` (a pipeline's `env = {...}` while it runs).
-local defaults = nil
+-- What proc.default_env and proc.observe set (each puts back what was there with the restore()
+-- it returns):
+--   defaults  the variables every child gets beneath its own `env` (a pipeline's `env = {...}`
+--             while it runs)
+--   observer  who is told of each child started and of each one proc.run has seen end (a
+--             pipeline run, which records a stage's process groups so that a resume after kill -9
+--             can stop them)
+local hooks = {}
+
+-- fname(value | nil) -> restore(): sets hooks[key] to value (of type want), passed through
+-- normalise when given; restore() puts back the previous one.
+local function hook_setter(fname, key, want, normalise)
+  return function(value)
+    if value ~= nil and type(value) ~= want then
+      errors.argument(1, fname, "%s expected, got %s", want, type(value))
+    end
+    local before = hooks[key]
+    if normalise then value = normalise(value) end
+    hooks[key] = value
+    return function() hooks[key] = before end
+  end
+end
 
 -- proc.default_env(vars) -> restore(): set the variables every child gets (under the child's
 -- own env); restore() puts back what was there before.
-function proc.default_env(vars)
-  if vars ~= nil and type(vars) ~= "table" then
-    errors.argument(1, "proc.default_env", "table expected, got %s", type(vars))
-  end
-  local before = defaults
-  defaults = vars and next(vars) ~= nil and vars or nil
-  return function() defaults = before end
-end
+proc.default_env = hook_setter("proc.default_env", "defaults", "table", function(vars)
+  return vars and next(vars) ~= nil and vars or nil
+end)
 
 -- The options with the defaults under their env; the caller's table is left as it was.
 local function with_defaults(opts)
+  local defaults = hooks.defaults
   if not defaults then return opts end
   local copy, env = {}, {}
   for k, v in pairs(opts) do copy[k] = v end
@@ -33,20 +49,9 @@ local function with_defaults(opts)
   return copy
 end
 
--- Who is told of each child started and of each one proc.run has seen end (a pipeline run,
--- which records a stage's process groups so that a resume after kill -9 can stop them).
-local observer = nil
-
 -- proc.observe(fn | nil) -> restore(): fn("start", pid) after each child starts (its pid leads
 -- its group), fn("end", pid) once proc.run has waited for it; restore() puts back the previous.
-function proc.observe(fn)
-  if fn ~= nil and type(fn) ~= "function" then
-    errors.argument(1, "proc.observe", "function expected, got %s", type(fn))
-  end
-  local before = observer
-  observer = fn
-  return function() observer = before end
-end
+proc.observe = hook_setter("proc.observe", "observer", "function")
 
 -- Start the child, or return the message of why not; callers raise it at their caller's line.
 local function start(fname, opts, lines)
@@ -55,8 +60,8 @@ local function start(fname, opts, lines)
   end
   local ok, p = pcall(core.spawn, with_defaults(opts), fname, lines)
   if not ok then return nil, p end
-  if observer then
-    local seen, err = pcall(observer, "start", p.pid)
+  if hooks.observer then
+    local seen, err = pcall(hooks.observer, "start", p.pid)
     if not seen then -- the child must not run unrecorded
       p:kill("KILL")
       pcall(p.wait, p)
@@ -140,7 +145,7 @@ function proc.run(opts)
     for stream, line in p.read_line, p do on_line(stream, line) end
   end
   local r = p:wait()
-  if observer then observer("end", r.pid) end
+  if hooks.observer then hooks.observer("end", r.pid) end
   if check and not r.ok then error(failure_message(opts, r), 2) end
   return r
 end

@@ -346,16 +346,6 @@ static void sh_fuzz_check_misuse(lua_State *L) {
   SH_FUZZ_CHECK(memchr(m, '\n', n) == NULL && strlen(m) == n, "sign raised more than one line: '%s'", m);
 }
 
-/* sign(opts at index o) with the allocator armed -> lua_pcall's status, 2 results or the error */
-static int sh_fuzz_call_sign(lua_State *L, sh_fuzz_alloc_state *a, int mod, int o) {
-  lua_getfield(L, mod, "sign");
-  lua_pushvalue(L, o);
-  a->armed = 1;
-  int status = lua_pcall(L, 1, 2, 0);
-  a->armed = 0;
-  return status;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sh_fuzz_alloc_state a;
@@ -365,7 +355,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int mod = lua_gettop(L);
   sh_fuzz_sigv4_opts(L, data, size);
   int opts = lua_gettop(L);
-  int status = sh_fuzz_call_sign(L, &a, mod, opts);
+  int status = sh_fuzz_call(L, &a, mod, "sign", opts);
   unsigned long sign_allocs = a.allocs;
   int signed_ok = status == LUA_OK;
   if (signed_ok) {
@@ -385,7 +375,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sh_fuzz_sigv4_opts(L, data, size);
   opts = lua_gettop(L);
   a.fail_at = 1 + sh_fuzz_hash(data, size) % sign_allocs;
-  status = sh_fuzz_call_sign(L, &a, mod, opts);
+  status = sh_fuzz_call(L, &a, mod, "sign", opts);
   if (status == LUA_OK) sh_fuzz_check_signed(L, opts, lua_gettop(L) - 1, lua_gettop(L));
   else if (status == LUA_ERRMEM || signed_ok) sh_fuzz_check_oom_raise(L, status);
   else if (strstr(lua_tostring(L, -1), "memory") == NULL) sh_fuzz_check_misuse(L);

@@ -164,28 +164,18 @@ static void sh_fuzz_json_round_trip(lua_State *L, int mod, int v) {
   lua_settop(L, v);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  sh_fuzz_alloc_state a;
-
-  /* pass 1: the contract, with memory to spare; the allocations decode makes are counted */
-  lua_State *L = sh_fuzz_state(&a, sh_json_open, SH_FUZZ_JSON_MOD);
-  int mod = lua_gettop(L);
-  lua_pushlstring(L, (const char *)data, size);
-  int s_idx = lua_gettop(L);
-  int status = sh_fuzz_call_decode(L, &a, mod, s_idx);
-  unsigned long decode_allocs = a.allocs;
-  SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
-  sh_fuzz_json_check_result(L);
+/* after decode: a failure's position message, or a value that round-trips */
+static void sh_fuzz_json_more(lua_State *L, int mod, int s, const uint8_t *data, size_t size) {
+  (void)s;
   if (lua_isnil(L, -2)) {
     sh_fuzz_json_check_position(lua_tostring(L, -1), data, size);
   } else {
     lua_pop(L, 1);
     sh_fuzz_json_round_trip(L, mod, lua_gettop(L));
   }
-  lua_close(L);
+}
 
-  /* pass 2: the same decode with one of its allocations failing, and every one after it */
-  sh_fuzz_decode_oom(data, size, decode_allocs, sh_json_open, SH_FUZZ_JSON_MOD, sh_fuzz_json_check_result);
-  return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  return sh_fuzz_decode_target(data, size, sh_json_open, SH_FUZZ_JSON_MOD, sh_fuzz_json_check_result, sh_fuzz_json_more);
 }

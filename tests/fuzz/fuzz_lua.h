@@ -1,8 +1,9 @@
-/* Shared by the libFuzzer targets that drive a Lua C module's decode (fuzz_xml.c, fuzz_yaml.c):
- * a fresh Lua state per input, so nothing one input leaves behind changes the next one's run and
- * a reproducer replays alone; an allocator that can be told to fail, so the modules' claim that
- * an out-of-memory error in the middle of a parse frees everything is exercised too; and the
- * check of the "line L, column C: reason" messages both modules promise. Header-only with static
+/* Shared by the libFuzzer targets that drive a Lua C module's decode (fuzz_json.c, fuzz_xml.c,
+ * fuzz_yaml.c; fuzz_aws_sigv4.c uses the state, the allocator and the call): a fresh Lua state
+ * per input, so nothing one input leaves behind changes the next one's run and a reproducer
+ * replays alone; an allocator that can be told to fail, so the modules' claim that an
+ * out-of-memory error in the middle of a parse frees everything is exercised too; and the check
+ * of the "line L, column C: reason" messages the modules promise. Header-only with static
  * functions: each fuzz target is its own executable with one translation unit of its own. */
 #ifndef SH_FUZZ_LUA_H
 #define SH_FUZZ_LUA_H
@@ -92,21 +93,21 @@ static uint32_t sh_fuzz_hash(const uint8_t *data, size_t size) {
   return h;
 }
 
-/* Pass 2 of a decode target: the same decode of data in a fresh state, with one of its
- * allocations failing (which one is picked from the input, among the decode_allocs pass 1
- * counted) and every one after it. It must end in a memory error, or in a result check_result
- * accepts (the failure hit memory decode did not need after all). */
-/* Call the module's decode (the module table at index mod) on the string at index s with the
- * allocator armed: -> lua_pcall's status, decode's two results (or the error) on the stack. */
-static int sh_fuzz_call_decode(lua_State *L, sh_fuzz_alloc_state *a, int mod, int s) {
-  lua_getfield(L, mod, "decode");
-  lua_pushvalue(L, s);
+/* Call the module's function fname (the module table at index mod) on the value at index arg
+ * with the allocator armed: -> lua_pcall's status, two results (or the error) on the stack. */
+static int sh_fuzz_call(lua_State *L, sh_fuzz_alloc_state *a, int mod, const char *fname, int arg) {
+  lua_getfield(L, mod, fname);
+  lua_pushvalue(L, arg);
   a->armed = 1;
   int status = lua_pcall(L, 1, 2, 0);
   a->armed = 0;
   return status;
 }
 
+/* Pass 2 of a decode target: the same decode of data in a fresh state, with one of its
+ * allocations failing (which one is picked from the input, among the decode_allocs pass 1
+ * counted) and every one after it. It must end in a memory error, or in a result check_result
+ * accepts (the failure hit memory decode did not need after all). */
 static void sh_fuzz_decode_oom(const uint8_t *data, size_t size, unsigned long decode_allocs, lua_CFunction luaopen,
                                const char *modname, void (*check_result)(lua_State *L)) {
   if (decode_allocs == 0) return;
@@ -114,10 +115,33 @@ static void sh_fuzz_decode_oom(const uint8_t *data, size_t size, unsigned long d
   lua_State *L = sh_fuzz_state(&a, luaopen, modname);
   lua_pushlstring(L, (const char *)data, size);
   a.fail_at = 1 + sh_fuzz_hash(data, size) % decode_allocs;
-  int status = sh_fuzz_call_decode(L, &a, lua_gettop(L) - 1, lua_gettop(L));
+  int status = sh_fuzz_call(L, &a, lua_gettop(L) - 1, "decode", lua_gettop(L));
   if (status == LUA_OK) check_result(L);
   else sh_fuzz_check_oom_raise(L, status);
   lua_close(L);
+}
+
+/* The whole of a decode target's LLVMFuzzerTestOneInput. Pass 1, the contract with memory to
+ * spare: decode(data) must not raise and check_result must accept its two results; then, when
+ * given, more(L, mod, s, data, size) checks further with those results on top of the stack (the
+ * module table at index mod, the input string at index s). Pass 2: sh_fuzz_decode_oom with the
+ * count of the allocations pass 1's decode made. */
+static int sh_fuzz_decode_target(const uint8_t *data, size_t size, lua_CFunction luaopen, const char *modname,
+                                 void (*check_result)(lua_State *L),
+                                 void (*more)(lua_State *L, int mod, int s, const uint8_t *data, size_t size)) {
+  sh_fuzz_alloc_state a;
+  lua_State *L = sh_fuzz_state(&a, luaopen, modname);
+  int mod = lua_gettop(L);
+  lua_pushlstring(L, (const char *)data, size);
+  int s = lua_gettop(L);
+  int status = sh_fuzz_call(L, &a, mod, "decode", s);
+  unsigned long decode_allocs = a.allocs;
+  SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
+  check_result(L);
+  if (more) more(L, mod, s, data, size);
+  lua_close(L);
+  sh_fuzz_decode_oom(data, size, decode_allocs, luaopen, modname, check_result);
+  return 0;
 }
 
 #endif

@@ -101,24 +101,14 @@ static void sh_fuzz_xml_round_trip(lua_State *L, int mod, int s_idx) {
   }
 }
 
+/* after decode: text that is all character data round-trips through escape */
+static void sh_fuzz_xml_more(lua_State *L, int mod, int s, const uint8_t *data, size_t size) {
+  lua_pop(L, 2);
+  if (sh_fuzz_xml_is_char_data(data, size)) sh_fuzz_xml_round_trip(L, mod, s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  sh_fuzz_alloc_state a;
-
-  /* pass 1: the contract, with memory to spare; the allocations decode makes are counted */
-  lua_State *L = sh_fuzz_state(&a, luaopen_stagehost_core_xml, SH_FUZZ_XML_MOD);
-  int mod = lua_gettop(L);
-  lua_pushlstring(L, (const char *)data, size);
-  int s_idx = lua_gettop(L);
-  int status = sh_fuzz_call_decode(L, &a, mod, s_idx);
-  unsigned long decode_allocs = a.allocs;
-  SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
-  sh_fuzz_xml_check_result(L);
-  lua_pop(L, 2);
-  if (sh_fuzz_xml_is_char_data(data, size)) sh_fuzz_xml_round_trip(L, mod, s_idx);
-  lua_close(L);
-
-  /* pass 2: the same decode with one of its allocations failing, and every one after it */
-  sh_fuzz_decode_oom(data, size, decode_allocs, luaopen_stagehost_core_xml, SH_FUZZ_XML_MOD, sh_fuzz_xml_check_result);
-  return 0;
+  return sh_fuzz_decode_target(data, size, luaopen_stagehost_core_xml, SH_FUZZ_XML_MOD, sh_fuzz_xml_check_result,
+                               sh_fuzz_xml_more);
 }

@@ -54,18 +54,5 @@ static void sh_fuzz_yaml_check_result(lua_State *L) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  sh_fuzz_alloc_state a;
-
-  /* pass 1: the contract, with memory to spare; the allocations decode makes are counted */
-  lua_State *L = sh_fuzz_state(&a, luaopen_stagehost_core_yaml, SH_FUZZ_YAML_MOD);
-  lua_pushlstring(L, (const char *)data, size);
-  int status = sh_fuzz_call_decode(L, &a, lua_gettop(L) - 1, lua_gettop(L));
-  unsigned long decode_allocs = a.allocs;
-  SH_FUZZ_CHECK(status == LUA_OK, "decode raised: %s", lua_tostring(L, -1));
-  sh_fuzz_yaml_check_result(L);
-  lua_close(L);
-
-  /* pass 2: the same decode with one of its allocations failing, and every one after it */
-  sh_fuzz_decode_oom(data, size, decode_allocs, luaopen_stagehost_core_yaml, SH_FUZZ_YAML_MOD, sh_fuzz_yaml_check_result);
-  return 0;
+  return sh_fuzz_decode_target(data, size, luaopen_stagehost_core_yaml, SH_FUZZ_YAML_MOD, sh_fuzz_yaml_check_result, NULL);
 }

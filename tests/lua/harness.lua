@@ -116,14 +116,127 @@ function T.project(files, ...)
   return dir
 end
 
--- `stagehost ARGS` in dir (STAGEHOST_BIN, set by ctest) through proc.run; a timeout of 120 s,
--- and opts (env, timeout, ...) go into the argv as they are.
-function T.stagehost(dir, args, opts)
+-- The argv of `stagehost ARGS` in dir (STAGEHOST_BIN, set by ctest); opts (env, timeout, ...)
+-- go into it as they are.
+local function stagehost_argv(dir, args, opts)
   local argv = { (assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")) }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.timeout = dir, 120
+  argv.cwd = dir
   for k, v in pairs(opts or {}) do argv[k] = v end
+  return argv
+end
+
+-- `stagehost ARGS` in dir through proc.run; a timeout of 120 s unless opts say otherwise.
+function T.stagehost(dir, args, opts)
+  local argv = stagehost_argv(dir, args, opts)
+  argv.timeout = argv.timeout or 120
   return require("stagehost.proc").run(argv)
+end
+
+-- A child (proc.spawn(argv), argv.lines set) whose output lines are read as they come and kept:
+-- self.lines[i] = {at = task.now() when it was read, text = the line, a pty's "\r" removed}.
+--   self.line(text, within) -> the first line holding text (plain), when it was read; waits up
+--     to within seconds (30) for it, then raises with all the child said
+--   self.text() -> every line so far, joined with "\n"
+--   self.finish() -> proc's wait result (the reader first: its read_line ends at end of output)
+--   self.stop(), self.kill9(): SIGTERM, SIGKILL, then finish()
+function T.spawn(argv)
+  argv.lines = true
+  local self = { h = require("stagehost.proc").spawn(argv), lines = {} }
+  self.reader = task.spawn(function()
+    while true do
+      local stream, line = self.h:read_line()
+      if not stream then return end
+      self.lines[#self.lines + 1] = { at = task.now(), text = (line:gsub("\r", "")) }
+    end
+  end)
+  function self.text()
+    local out = {}
+    for i, l in ipairs(self.lines) do out[i] = l.text end
+    return table.concat(out, "\n")
+  end
+  function self.line(text, within)
+    local deadline = task.now() + (within or 30)
+    while true do
+      for _, l in ipairs(self.lines) do
+        if l.text:find(text, 1, true) then return l.text, l.at end
+      end
+      if task.now() > deadline then
+        error(("no line holding %q within %ss; the process said:\n%s"):format(text, within or 30, self.text()), 2)
+      end
+      task.sleep(0.01)
+    end
+  end
+  function self.finish()
+    self.reader:join()
+    return self.h:wait()
+  end
+  function self.stop()
+    self.h:kill("TERM")
+    return self.finish()
+  end
+  function self.kill9()
+    self.h:kill("KILL")
+    return self.finish()
+  end
+  return self
+end
+
+-- `stagehost ARGS` in dir as T.spawn; opts (env, ...) go into the argv as they are.
+function T.spawn_stagehost(dir, args, opts)
+  return T.spawn(stagehost_argv(dir, args, opts))
+end
+
+-- The id of the one run in dir's state directory (.stagehost).
+function T.run_id(dir)
+  return assert(require("stagehost.fs").list(dir .. "/.stagehost/runs"))[1]
+end
+
+-- The source of a pipeline `name` whose stage `gate` asks approval.request(REQUEST) (Lua source
+-- of its argument) and cancels the run unless it is approved, returning gate_returns (source,
+-- "{}" when nil); the stages in the source `more` follow. Its notifications go to the channel
+-- "capture" (channels/capture.lua: T.CAPTURE_ALL or T.CAPTURE_REQUESTED).
+function T.approval_pipeline(name, request, gate_returns, more)
+  return ([[
+local pipeline = require("stagehost.pipeline")
+local approval = require("stagehost.approval")
+return pipeline.define{ name = %q, notify = { { channel = "capture" } }, stages = {
+  { name = "gate", run = function(ctx)
+    local r = approval.request(%s)
+    if r.decision ~= "approved" then ctx:cancel("approval " .. r.decision) end
+    return %s
+  end },%s } }
+]]):format(name, request, gate_returns or "{}", more and ("\n  " .. more) or "")
+end
+
+-- A notification channel (the source of channels/NAME.lua) appending every message, as JSON, to
+-- notifications.jsonl in the pipeline's directory.
+T.CAPTURE_ALL = [[
+return function(m)
+  local f = assert(io.open("notifications.jsonl", "a"))
+  f:write(require("stagehost.json").encode(m), "\n")
+  f:close()
+  return true
+end
+]]
+
+-- A notification channel writing the last approval.requested message, as JSON, to requested.json
+-- in the pipeline's directory (read it with T.requested).
+T.CAPTURE_REQUESTED = [[
+return function(m)
+  if m.event ~= "approval.requested" then return true end
+  local f = assert(io.open("requested.json", "w"))
+  f:write(require("stagehost.json").encode(m))
+  f:close()
+  return true
+end
+]]
+
+-- The approval.requested message T.CAPTURE_REQUESTED wrote in dir, waiting for it (T.wait_for).
+function T.requested(dir, within)
+  T.wait_for(dir .. "/requested.json", within)
+  task.sleep(0.05) -- the file is written in one go, but let it be closed
+  return require("stagehost.json").decode(assert(require("stagehost.fs").read(dir .. "/requested.json")))
 end
 
 -- Wait until a file exists (a stage says it reached a point); raises after within seconds (20).
@@ -142,6 +255,45 @@ function T.execute(p, opts)
   opts = opts or {}
   opts.selected = opts.selected or engine.select(p)
   return engine.execute(p, opts)
+end
+
+-- Debian's awscli, by path: a version manager's `aws` shim earlier on PATH is not the reference.
+T.AWSCLI = "/usr/bin/aws"
+
+-- Raises (one line, no position) when Debian's awscli is not installed.
+function T.require_awscli()
+  local f = io.open(T.AWSCLI)
+  if not f then error(("Debian's awscli is missing (%s): run .ci/install-deps"):format(T.AWSCLI), 0) end
+  f:close()
+end
+
+-- `aws ARGS --endpoint-url SB --output json` against the sandbox sb, signed with the key pair it
+-- made (sb.credentials, which it verifies as AWS would) and with no configuration of the user's;
+-- env (overrides, false removes) goes on top. -> proc.run's result, with .json when stdout is JSON.
+function T.awscli(sb, args, env)
+  T.require_awscli()
+  local argv = { T.AWSCLI }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
+  argv.env = {
+    AWS_ACCESS_KEY_ID = sb.credentials.access_key_id, AWS_SECRET_ACCESS_KEY = sb.credentials.secret_access_key,
+    AWS_SESSION_TOKEN = false,
+    AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
+    AWS_CONFIG_FILE = "/nonexistent", AWS_SHARED_CREDENTIALS_FILE = "/nonexistent",
+    AWS_PAGER = "", AWS_EC2_METADATA_DISABLED = "true",
+  }
+  for k, v in pairs(env or {}) do argv.env[k] = v end
+  argv.timeout = 90
+  local r = require("stagehost.proc").run(argv)
+  if r.code == 0 and r.stdout:match("^%s*[%[{]") then r.json = require("stagehost.json").decode(r.stdout) end
+  return r
+end
+
+-- Like T.awscli, but the call must succeed: -> its JSON ({} when it printed nothing).
+function T.awscli_ok(sb, args, env)
+  local r = T.awscli(sb, args, env)
+  T.eq(r.code, 0, "aws " .. table.concat(args, " ") .. ": " .. r.stderr)
+  return r.json or {}
 end
 
 -- Run fn with the notify channels list configured, and the previous ones back afterwards

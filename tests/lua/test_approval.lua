@@ -11,7 +11,6 @@ local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local gate = require("stagehost.approval.gate")
 
-local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local HAVE_NOTIFY = pcall(require, "stagehost.notify")
 
 -- A pipeline whose stage `gate` asks approval.request(OPTS) and writes what it got to
@@ -44,14 +43,7 @@ return pipeline.define{ name = "gated", %s
   } }
 ]]):format(HAVE_NOTIFY and 'notify = { { channel = "capture" } },' or "", opts_src)
   assert(fs.write(dir .. "/p.lua", p))
-  assert(fs.write(dir .. "/channels/capture.lua", [[
-return function(m)
-  local f = assert(io.open("notifications.jsonl", "a"))
-  f:write(require("stagehost.json").encode(m), "\n")
-  f:close()
-  return true
-end
-]]))
+  assert(fs.write(dir .. "/channels/capture.lua", T.CAPTURE_ALL))
   for name, text in pairs(files or {}) do assert(fs.write(dir .. "/" .. name, text)) end
   return dir
 end
@@ -65,54 +57,7 @@ local function approve(dir, id, who, ...)
   return sh(dir, { "approve", id, "--as", who, ... })
 end
 
--- A host (`stagehost ARGS` in dir) whose every output line is kept with the time it was read.
-local function host(dir, args, env)
-  local argv = { STAGEHOST }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  argv.cwd, argv.env, argv.lines = dir, env, true
-  local self = { h = proc.spawn(argv), lines = {} }
-  self.reader = task.spawn(function()
-    while true do
-      local stream, line = self.h:read_line()
-      if not stream then return end
-      self.lines[#self.lines + 1] = { at = task.now(), text = line }
-    end
-  end)
-  function self.text()
-    local out = {}
-    for i, l in ipairs(self.lines) do out[i] = l.text end
-    return table.concat(out, "\n")
-  end
-  -- when the first line holding `text` was read (waiting for it up to `within` seconds)
-  function self.line(text, within)
-    local deadline, i = task.now() + (within or 30), 1
-    while true do
-      while i <= #self.lines do
-        if self.lines[i].text:find(text, 1, true) then return self.lines[i].at, self.lines[i].text end
-        i = i + 1
-      end
-      if task.now() > deadline then
-        error(("the host said no %q within %ss; it said:\n%s"):format(text, within or 30, self.text()), 2)
-      end
-      task.sleep(0.01)
-    end
-  end
-  -- (the reader's read_line is a wait on the process: it ends first, at end of output)
-  function self.finish()
-    self.reader:join()
-    return self.h:wait()
-  end
-  function self.kill9()
-    self.h:kill("KILL")
-    self.reader:join()
-    self.h:wait()
-  end
-  return self
-end
-
-local function run_host(dir, env) return host(dir, { "run", "p.lua", "--actor", "dana" }, env) end
-
-local function run_id(dir) return assert(fs.list(dir .. "/.stagehost/runs"))[1] end
+local function run_host(dir, env) return T.spawn_stagehost(dir, { "run", "p.lua", "--actor", "dana" }, { env = env }) end
 
 local function pending(dir)
   local r = sh(dir, { "approvals", "--json" })
@@ -135,6 +80,15 @@ local function notifications(dir)
   local out = {}
   for line in (fs.read(dir .. "/notifications.jsonl") or ""):gmatch("[^\n]+") do out[#out + 1] = json.decode(line) end
   return out
+end
+
+-- the last notification of the event (for which keep(m) holds, when given), or nil
+local function last_notification(dir, event, keep)
+  local found
+  for _, m in ipairs(notifications(dir)) do
+    if m.event == event and (not keep or keep(m)) then found = m end
+  end
+  return found
 end
 
 -- a run id or gate id inside a pattern
@@ -226,7 +180,7 @@ T.test("2 of 3: three `stagehost approve` processes vote while the host waits; e
   assert(fs.write(dir .. "/hold", ""))
   local h = run_host(dir)
   h.line("approval requested: 'Deploy rc-1'")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   T.ok(h.text():find("stagehost approve " .. id, 1, true), "the host says how to vote")
   local list = sh(dir, { "approvals" })
   T.eq(list.code, 0, list.stderr)
@@ -241,12 +195,12 @@ T.test("2 of 3: three `stagehost approve` processes vote while the host waits; e
     T.eq(r.code, 0, r.stderr)
     T.match(r.stdout, "approved as " .. who .. " %(\"looks good to " .. who .. "\"%): " .. i .. " of 2 approvals")
     T.has(r.stdout, "bound to what was shown: sha256 " .. p[1].shown_sha256)
-    local seen = h.line("vote: " .. who .. " approved", 10)
+    local _, seen = h.line("vote: " .. who .. " approved", 10)
     latencies[i] = seen - voted
     -- the bound is 1 s; the margin is for two shared cores under ASan
     T.ok(latencies[i] < 1.5, ("%s's vote reached the host in %.3fs"):format(who, latencies[i]))
   end
-  T.has(select(2, h.line("approval: 'Deploy rc-1' approved")), "alice approved: looks good to alice; bob approved")
+  T.has(h.line("approval: 'Deploy rc-1' approved"), "alice approved: looks good to alice; bob approved")
   refused(approve(dir, id, "carol"), "gate " .. esc(id) .. "/gate/1 is already decided %(approved%)", "a vote on a decided gate")
   assert(fs.write(dir .. "/go", ""))
   local r = h.finish()
@@ -322,10 +276,7 @@ T.test("refused votes change nothing: self-approval, an unlisted approver, malfo
   local other = plain.stdout:match("^run (%S+)")
   refused(approve(dir, other, "alice"), "run " .. esc(other) .. " ended %(success%)", "a run without a gate")
   if HAVE_NOTIFY then
-    local decided
-    for _, m in ipairs(notifications(dir)) do
-      if m.event == "approval.decided" then decided = m end
-    end
+    local decided = last_notification(dir, "approval.decided")
     T.ok(decided, "approval.decided was sent")
     T.eq(decided.status, "failure"); T.has(decided.text, "alice rejected: the migration is not reversible")
   end
@@ -341,7 +292,7 @@ T.test("a gate nobody decides times out: a reminder before, decision timeout, th
   T.has(h.text(), "approval: 'Deploy rc-3' timed out")
   T.eq(json.decode(fs.read(dir .. "/result.json")).decision, "timeout")
   T.match(fs.read(dir .. "/notified"), "^cancelled: approval timeout")
-  local g = audit(dir, run_id(dir)).gates[1]
+  local g = audit(dir, T.run_id(dir)).gates[1]
   T.eq(kinds(g), "requested:dana reminded decided:timeout", "one reminder (1h is before the request), then the timeout")
   T.eq(g.events[2].data.before, "1s")
   local t1 = require("stagehost.util.time").parse_iso8601(g.events[1].at)
@@ -363,7 +314,7 @@ T.test("kill -9 between two votes, then resume: both votes count and the deadlin
   local dir = project([[{ title = "Deploy rc-4", approvers = { "alice", "bob", "carol" }, required = 2, timeout = "1h" }]])
   local h = run_host(dir)
   h.line("approval requested: 'Deploy rc-4'")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local first = pending(dir)[1]
   T.eq(approve(dir, id, "alice").code, 0)
   h.line("vote: alice approved")
@@ -390,9 +341,9 @@ end, { timeout = 120 })
 T.test("a deadline that passes while no host runs: a vote after it is refused, and resume decides timeout (cancelled, exit 3)", function()
   local dir = project([[{ title = "Deploy rc-5", timeout = "1500ms" }]])
   local h = run_host(dir)
-  local requested = h.line("approval requested: 'Deploy rc-5'")
+  local _, requested = h.line("approval requested: 'Deploy rc-5'")
   h.kill9()
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   task.sleep(math.max(0, requested + 1.7 - task.now()))
   refused(approve(dir, id, "alice"), "gate " .. esc(id) .. "/gate/1 timed out at ", "a vote after the deadline")
   local resumed = sh(dir, { "resume", id })
@@ -419,7 +370,7 @@ T.test("groups: one approver from each team (AND across groups); forbid = \"auth
   run_git("commit", "-q", "--allow-empty", "-m", "the change being deployed")
   local h = run_host(dir, { GITHUB_SHA = false })
   h.line("approval requested: 'Deploy rc-6' — 2 approvals from sam, sue, ann, lee")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   refused(approve(dir, id, "ann"), "you wrote commits being deployed: someone else must approve it", "the author")
   T.eq(approve(dir, id, "sam").code, 0)
   T.eq(approve(dir, id, "sue").code, 0)
@@ -441,7 +392,7 @@ T.test("require_comment: a vote without a reason is refused; the comment reaches
   local dir = project([[{ title = "Deploy rc-7", require_comment = true }]])
   local h = run_host(dir)
   h.line("approval requested: 'Deploy rc-7'")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   refused(approve(dir, id, "alice"), "this gate needs a comment with every vote", "no comment")
   refused(approve(dir, id, "alice", "--comment", "   "), "this gate needs a comment with every vote", "a blank comment")
   edit(dir, "UPDATE gate_events SET who = 'mallory' WHERE seq = 1")
@@ -454,11 +405,7 @@ T.test("require_comment: a vote without a reason is refused; the comment reaches
   T.eq(kinds(g), "requested:dana voted:alice:approved decided:approved")
   T.eq(g.events[2].comment, "dashboards are green")
   if HAVE_NOTIFY then
-    local found
-    for _, m in ipairs(notifications(dir)) do
-      if m.event == "approval.decided" then found = m.text end
-    end
-    T.eq(found, "alice approved: dashboards are green")
+    T.eq((last_notification(dir, "approval.decided") or {}).text, "alice approved: dashboards are green")
   end
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })
@@ -468,13 +415,13 @@ T.test("the commit moved before the gate decided (resumed with another GITHUB_SH
   local old, new = ("a"):rep(40), ("b"):rep(40)
   local h = run_host(dir, { GITHUB_SHA = old })
   h.line("approval requested: 'Deploy rc-8'")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local before = pending(dir)[1]
   T.eq(before.commit, old)
   T.eq(approve(dir, id, "alice").code, 0)
   h.line("vote: alice approved")
   h.kill9()
-  local again = host(dir, { "resume", id }, { GITHUB_SHA = new })
+  local again = T.spawn_stagehost(dir, { "resume", id }, { env = { GITHUB_SHA = new } })
   again.line("earlier votes on 'Deploy rc-8' are void")
   local p = pending(dir)[1]
   T.eq(p.approvals, 0, "alice's vote was for the old commit"); T.eq(p.commit, new)
@@ -489,11 +436,8 @@ T.test("the commit moved before the gate decided (resumed with another GITHUB_SH
   T.eq(kinds(g), "requested:dana voted:alice:approved voided voted:alice:approved voted:bob:approved decided:approved")
   T.match(g.events[3].data.reason, "the commit moved from aaaaaaaaaaaa to bbbbbbbbbbbb")
   if HAVE_NOTIFY then
-    local told
-    for _, m in ipairs(notifications(dir)) do
-      if m.event == "approval.requested" and m.title:find("again", 1, true) then told = m.text end
-    end
-    T.match(told, "the commit moved from aaaaaaaaaaaa to bbbbbbbbbbbb: earlier votes are void")
+    local told = last_notification(dir, "approval.requested", function(m) return m.title:find("again", 1, true) end)
+    T.match(told and told.text, "the commit moved from aaaaaaaaaaaa to bbbbbbbbbbbb: earlier votes are void")
   end
   fs.remove(dir, { recursive = true })
 end, { timeout = 120 })
@@ -502,7 +446,7 @@ T.test("approvals --audit: every event with who, channel and time; an edited row
   local dir = project([[{ title = "Deploy rc-9", votes = { { who = "alice", decision = "approved", comment = "ok", via = "stage" } } }]])
   local r = sh(dir, { "run", "p.lua", "--actor", "dana" })
   T.eq(r.code, 0, r.stderr)
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local text = sh(dir, { "approvals", "--audit", id })
   T.eq(text.code, 0, text.stderr)
   T.match(text.stdout, "gate " .. esc(id) .. "/gate/1 — 'Deploy rc%-9' %(approved%)")

@@ -5,7 +5,6 @@
 -- tests/approval-browser). chromium and the node packages come from .ci/install-deps; without
 -- them this test fails rather than skips.
 local T = require("harness")
-local task = require("stagehost.task")
 local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
@@ -20,32 +19,13 @@ T.test("a browser opens the signed link, approves with a comment, and the run su
   T.ok(proc.run{ "/bin/sh", "-c", "command -v node && command -v chromium" }.ok, "node or chromium is missing: run .ci/install-deps")
   T.ok(fs.exists(node_dir .. "/node_modules/puppeteer-core/package.json"), "tests/node/node_modules is missing: run .ci/install-deps")
   local dir = T.project({
-    ["p.lua"] = [[
-local pipeline = require("stagehost.pipeline")
-local approval = require("stagehost.approval")
-return pipeline.define{ name = "browser", notify = { { channel = "capture" } }, stages = {
-  { name = "gate", run = function(ctx)
-    local r = approval.request{ title = "Deploy 2.0 to staging", approvers = {"alice", "bob"}, timeout = "1h",
+    ["p.lua"] = T.approval_pipeline("browser", [[{ title = "Deploy 2.0 to staging", approvers = {"alice", "bob"}, timeout = "1h",
       checklist = "## Before you approve\n- [x] CI green\n- [ ] **smoke test** <script>alert('x')</script>",
-      preview = "~ stack web: 2 changes" }
-    if r.decision ~= "approved" then ctx:cancel("approval " .. r.decision) end
-    return { by = r.votes[1].who }
-  end },
-  { name = "deploy", needs = { "gate" }, run = function() return {} end } } }
-]],
-    ["channels/capture.lua"] = [[
-return function(m)
-  if m.event ~= "approval.requested" then return true end
-  local f = assert(io.open("requested.json", "w"))
-  f:write(require("stagehost.json").encode(m))
-  f:close()
-  return true
-end
-]] }, "browser")
+      preview = "~ stack web: 2 changes" }]], "{ by = r.votes[1].who }",
+      [[{ name = "deploy", needs = { "gate" }, run = function() return {} end }]]),
+    ["channels/capture.lua"] = T.CAPTURE_REQUESTED }, "browser")
   local host = proc.spawn{ STAGEHOST, "run", "p.lua", "--actor", "dana", cwd = dir }
-  T.wait_for(dir .. "/requested.json")
-  task.sleep(0.05) -- the file is written in one go, but let it be closed
-  local m = json.decode(assert(fs.read(dir .. "/requested.json")))
+  local m = T.requested(dir)
   local link
   for _, l in ipairs(m.approval.links) do if l.who == "alice" then link = l.url end end
   T.ok(link, "alice's signed link is in the notification")

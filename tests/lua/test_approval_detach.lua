@@ -6,7 +6,6 @@
 -- again after kill -9 with no vote lost or counted twice); N of M over CLI, terminal and GitHub.
 local T = require("harness")
 local task = require("stagehost.task")
-local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 
@@ -48,8 +47,6 @@ local function sh(dir, args, env)
   return T.stagehost(dir, args, { timeout = 60, env = env })
 end
 
-local function run_id(dir) return assert(fs.list(dir .. "/.stagehost/runs"))[1] end
-
 local function status(dir, id)
   local r = sh(dir, { "status", id, "--json" })
   T.eq(r.code, 0, r.stderr)
@@ -68,54 +65,21 @@ local function kinds(dir, id)
   return table.concat(out, " "), g
 end
 
--- A host (argv after the binary, in dir) whose output lines are kept; through `script` (a
--- real pty, TERM=xterm) when opts.pty, its input then a pipe the test types into.
+-- A host (argv after the binary, in dir) as T.spawn; through `script` (a real pty, TERM=xterm)
+-- when opts.pty, its input then a pipe the test types into.
 local function host(dir, args, opts)
   opts = opts or {}
-  local argv
-  if opts.pty then
-    local words = { STAGEHOST }
-    for _, a in ipairs(args) do words[#words + 1] = "'" .. a .. "'" end
-    argv = { "script", "-qfec", table.concat(words, " "), "/dev/null" }
-    argv.stdin = true
-  else
-    argv = { STAGEHOST }
-    for _, a in ipairs(args) do argv[#argv + 1] = a end
-  end
-  argv.cwd, argv.lines = dir, true
-  argv.env = opts.env or {}
-  if opts.pty then argv.env.TERM = "xterm" end
-  local self = { h = proc.spawn(argv), lines = {} }
-  self.reader = task.spawn(function()
-    while true do
-      local stream, line = self.h:read_line()
-      if not stream then return end
-      self.lines[#self.lines + 1] = (line:gsub("\r", ""))
-    end
-  end)
-  function self.text() return table.concat(self.lines, "\n") end
-  function self.line(text, within)
-    local deadline = task.now() + (within or 30)
-    while true do
-      for _, l in ipairs(self.lines) do
-        if l:find(text, 1, true) then return l end
-      end
-      if task.now() > deadline then
-        error(("the host said no %q within %ss; it said:\n%s"):format(text, within or 30, self.text()), 2)
-      end
-      task.sleep(0.02)
-    end
-  end
+  if not opts.pty then return T.spawn_stagehost(dir, args, { env = opts.env or {} }) end
+  local words = { STAGEHOST }
+  for _, a in ipairs(args) do words[#words + 1] = "'" .. a .. "'" end
+  local env = opts.env or {}
+  env.TERM = "xterm"
+  local self = T.spawn{ "script", "-qfec", table.concat(words, " "), "/dev/null", stdin = true, cwd = dir, env = env }
   function self.type(text) assert(self.h:write(text)) end
+  local finish = self.finish
   function self.finish()
-    if opts.pty then self.h:close_stdin() end
-    self.reader:join()
-    return self.h:wait()
-  end
-  function self.kill9()
-    self.h:kill("KILL")
-    self.reader:join()
-    self.h:wait()
+    self.h:close_stdin()
+    return finish()
   end
   return self
 end
@@ -162,7 +126,7 @@ T.test("run --detach: the gate is recorded, the run is 'waiting' and the host ex
     required = 2, forbid = "actor", timeout = "1h" }]])
   local r = sh(dir, { "run", "p.lua", "--detach", "--actor", "dana" })
   T.eq(r.code, 0, r.stdout .. r.stderr)
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   T.has(r.stdout, "run " .. id .. ": waiting for approval; this host leaves, nothing keeps running")
   T.has(r.stdout, "gate " .. id .. "/gate/1: 'Deploy rc-1', until ")
   T.has(r.stdout, "stagehost approve " .. id)
@@ -210,7 +174,7 @@ end, { timeout = 120 })
 T.test("a two-process race: a second resume of a run another host has claimed is refused (exit 2), the run goes on once", function()
   local dir = project([[{ title = "Deploy rc-1b", approvers = { "alice" }, timeout = "1h" }]])
   T.eq(sh(dir, { "run", "p.lua", "--detach", "--actor", "dana" }).code, 0)
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   T.eq(sh(dir, { "approve", id, "--as", "alice" }).code, 0)
   local a = task.spawn(sh, dir, { "resume", id })
   local b = task.spawn(sh, dir, { "resume", id })
@@ -228,7 +192,7 @@ end, { timeout = 120 })
 T.test("approve --resume: an undecided gate says how many votes are missing and exits 0 without resuming; the deciding vote continues the run in the foreground", function()
   local dir = project([[{ title = "Deploy rc-2", approvers = { "alice", "bob" }, required = 2, timeout = "1h" }]])
   T.eq(sh(dir, { "run", "p.lua", "--detach", "--actor", "dana" }).code, 0)
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local r = sh(dir, { "approve", id, "--as", "alice", "--resume" })
   T.eq(r.code, 0, r.stderr)
   T.has(r.stdout, "1 more approval is needed: not resuming yet")
@@ -244,7 +208,7 @@ T.test("approve --resume: an undecided gate says how many votes are missing and 
   -- a rejection decides too: the resumed run is cancelled (exit 3)
   dir = project([[{ title = "Deploy rc-2b", approvers = { "alice" }, timeout = "1h" }]])
   T.eq(sh(dir, { "run", "p.lua", "--detach", "--actor", "dana" }).code, 0)
-  id = run_id(dir)
+  id = T.run_id(dir)
   r = sh(dir, { "approve", id, "--as", "alice", "--reject", "--comment", "not today", "--resume" })
   T.eq(r.code, 3, r.stdout .. r.stderr)
   T.eq(json.decode(fs.read(dir .. "/result.json")).decision, "rejected")
@@ -257,7 +221,7 @@ T.test("a deadline that passes while a detached run waits: detach.tick resumes i
   local dir = project([[{ title = "Deploy rc-3", approvers = { "alice" }, timeout = "1500ms" }]])
   local started_at = task.now()
   T.eq(sh(dir, { "run", "p.lua", "--detach", "--actor", "dana" }).code, 0)
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local detach = require("stagehost.approval.detach")
   local store = require("stagehost.pipeline.store").open(dir .. "/.stagehost")
   local state = { state_dir = dir .. "/.stagehost" }
@@ -297,7 +261,7 @@ T.test("terminal: under a pty the checklist is shown and 'approve? [y/N/c(omment
   dir = project([[{ title = "Deploy rc-5", approvers = { "alice", "dana" }, forbid = "actor", timeout = "1h" }]])
   h = host(dir, { "run", "p.lua", "--actor", "dana" }, { pty = true, env = { USER = "dana", GITHUB_ACTOR = false } })
   h.line("you (dana) cannot vote on this gate here: you started this run: someone else must approve it; waiting for the other channels")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local v = sh(dir, { "approve", id, "--as", "alice" })
   T.eq(v.code, 0, v.stderr)
   h.line("approval 'Deploy rc-5': approved")
@@ -311,7 +275,7 @@ T.test("terminal: under a pty the checklist is shown and 'approve? [y/N/c(omment
   h = host(dir, { "run", "p.lua", "--actor", "dana" }, { pty = true, env = { USER = "bob", GITHUB_ACTOR = false } })
   h.line("approval needed: Deploy rc-5b")
   task.sleep(0.3) -- the prompt is reading
-  id = run_id(dir)
+  id = T.run_id(dir)
   T.eq(sh(dir, { "approve", id, "--as", "alice" }).code, 0)
   h.line("approval 'Deploy rc-5b': approved")
   r = h.finish()
@@ -341,7 +305,7 @@ T.test("github: an issue with the checklist; /approve by a listed approver and b
     required = 2, timeout = "1h", channels = { "cli", "github" } }]])
   local h = host(dir, { "run", "p.lua", "--actor", "dana" }, { env = env })
   h.line("approval github: issue #1 asks for the approval")
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local issue = sb.state.github.repos["acme/app"].issues[1]
   T.eq(issue.title, "Approval needed: Deploy rc-6")
   T.has(issue.body, "- [x] migrations reviewed")
@@ -397,7 +361,7 @@ T.test("3 of 3 over three channels at once: alice from the command line, bob at 
     if task.now() > deadline then error("no issue was opened:\n" .. h.text()) end
     task.sleep(0.05)
   end
-  local id = run_id(dir)
+  local id = T.run_id(dir)
   local v = sh(dir, { "approve", id, "--as", "alice" })
   T.eq(v.code, 0, v.stderr)
   T.has(v.stdout, "1 of 3 approvals")

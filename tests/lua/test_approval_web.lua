@@ -6,7 +6,6 @@
 -- the message replaced in place through response_url (a local sink).
 local T = require("harness")
 local task = require("stagehost.task")
-local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local http = require("stagehost.http")
@@ -14,60 +13,17 @@ local crypto = require("stagehost.crypto")
 local url = require("stagehost.util.url")
 local links = require("stagehost.approval.links")
 
-local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
-
 -- A project whose stage asks approval.request(OPTS); notifications go to notifications.jsonl.
 local function project(opts_src)
-  return T.project({
-    ["p.lua"] = ([[
-local pipeline = require("stagehost.pipeline")
-local approval = require("stagehost.approval")
-return pipeline.define{ name = "web", notify = { { channel = "capture" } }, stages = {
-  { name = "gate", run = function(ctx)
-    local r = approval.request(%s)
-    if r.decision ~= "approved" then ctx:cancel("approval " .. r.decision) end
-    return {}
-  end } } }
-]]):format(opts_src),
-    ["channels/capture.lua"] = [[
-return function(m)
-  local f = assert(io.open("notifications.jsonl", "a"))
-  f:write(require("stagehost.json").encode(m), "\n")
-  f:close()
-  return true
-end
-]] }, "web")
+  return T.project({ ["p.lua"] = T.approval_pipeline("web", opts_src), ["channels/capture.lua"] = T.CAPTURE_ALL }, "web")
 end
 
 local GATE = [[{ title = "Ship <b>1.0</b>", approvers = {"alice", "bob", "carol"}, required = 2, forbid = "actor",
   timeout = "1h", checklist = "# Release\n- [x] tests green <script>alert('x')</script>\n- [link](javascript:alert(1))",
   preview = "+ added <img src=x onerror=alert(1)>" }]]
 
--- A stagehost process whose output lines are kept; line(text) waits for one holding text.
-local function spawn(dir, args, env)
-  local argv = { STAGEHOST, table.unpack(args) }
-  argv.cwd, argv.env, argv.lines = dir, env, true
-  local self = { h = proc.spawn(argv), lines = {} }
-  self.reader = task.spawn(function()
-    while true do
-      local stream, line = self.h:read_line()
-      if not stream then return end
-      self.lines[#self.lines + 1] = line
-    end
-  end)
-  function self.text() return table.concat(self.lines, "\n") end
-  function self.line(text, within)
-    local deadline = task.now() + (within or 30)
-    while true do
-      for _, l in ipairs(self.lines) do if l:find(text, 1, true) then return l end end
-      if task.now() > deadline then error(("no %q within %ss; the process said:\n%s"):format(text, within or 30, self.text()), 2) end
-      task.sleep(0.02)
-    end
-  end
-  function self.finish() self.reader:join() return self.h:wait() end
-  function self.stop() self.h:kill("TERM") return self.finish() end
-  return self
-end
+-- A stagehost process whose output lines are kept (T.spawn).
+local function spawn(dir, args, env) return T.spawn_stagehost(dir, args, { env = env }) end
 
 local function requested(dir, host)
   T.wait_for(dir .. "/notifications.jsonl")

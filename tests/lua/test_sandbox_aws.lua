@@ -6,49 +6,14 @@
 -- start, so independent invocations run concurrently and the total stays under 40.
 local T = require("harness")
 local task = require("stagehost.task")
-local proc = require("stagehost.proc")
 local json = require("stagehost.json")
 local http = require("stagehost.http")
 local sandbox = require("stagehost.sandbox")
 local aws_sign = require("stagehost.aws").sign
 
--- Debian's awscli, by path: a version manager's `aws` shim earlier on PATH is not the reference
-local AWS = "/usr/bin/aws"
 local STEP = 0.05
 
-local function require_awscli()
-  local f = io.open(AWS)
-  if not f then error(("Debian's awscli is missing (%s): run .ci/install-deps"):format(AWS), 0) end
-  f:close()
-end
-
--- aws(sb, {args...}, env_overrides) -> proc.run's result, with .json when stdout is JSON. awscli
--- signs with the key pair the sandbox made (sb.credentials), which it verifies as AWS would.
-local function aws(sb, args, env)
-  require_awscli()
-  local argv = { AWS }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
-  argv.env = {
-    AWS_ACCESS_KEY_ID = sb.credentials.access_key_id, AWS_SECRET_ACCESS_KEY = sb.credentials.secret_access_key,
-    AWS_SESSION_TOKEN = false,
-    AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
-    AWS_CONFIG_FILE = "/nonexistent", AWS_SHARED_CREDENTIALS_FILE = "/nonexistent",
-    AWS_PAGER = "", AWS_EC2_METADATA_DISABLED = "true",
-  }
-  for k, v in pairs(env or {}) do argv.env[k] = v end
-  argv.timeout = 90
-  local r = proc.run(argv)
-  if r.code == 0 and r.stdout:match("^%s*[%[{]") then r.json = json.decode(r.stdout) end
-  return r
-end
-
--- Like aws, but the call must succeed: returns its JSON (or {} when it printed nothing).
-local function aws_ok(sb, args, env)
-  local r = aws(sb, args, env)
-  T.eq(r.code, 0, "aws " .. table.concat(args, " ") .. ": " .. r.stderr)
-  return r.json or {}
-end
+local require_awscli, aws, aws_ok = T.require_awscli, T.awscli, T.awscli_ok
 
 -- Run fn(sb) with a fresh sandbox that is closed whatever happens.
 local function with_sandbox(fn)

@@ -3,14 +3,11 @@
 -- awscli never sends: a wrong Content-MD5, a payload hash that does not match the body.
 local T = require("harness")
 local proc = require("stagehost.proc")
-local json = require("stagehost.json")
 local fs = require("stagehost.fs")
 local http = require("stagehost.http")
 local crypto = require("stagehost.crypto")
 local sandbox = require("stagehost.sandbox")
 local aws_mod = require("stagehost.aws")
-
-local AWS = "/usr/bin/aws"
 
 local function with_sandbox(fn)
   local sb = sandbox.start{}
@@ -19,33 +16,17 @@ local function with_sandbox(fn)
   if not ok then error(err, 0) end
 end
 
--- awscli against the sandbox, path-style addressing from a config file of its own
-local function aws(sb, dir, args)
-  local f = io.open(AWS)
-  if not f then error(("Debian's awscli is missing (%s): run .ci/install-deps"):format(AWS), 0) end
-  f:close()
-  local config = dir .. "/aws-config"
-  if not fs.exists(config) then
-    assert(fs.write(config, "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n"))
+-- awscli against the sandbox (T.awscli), path-style addressing from a config file of its own
+local function config(dir)
+  local path = dir .. "/aws-config"
+  if not fs.exists(path) then
+    assert(fs.write(path, "[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n"))
   end
-  local argv = { AWS }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  for _, a in ipairs{ "--endpoint-url", sb.url, "--output", "json" } do argv[#argv + 1] = a end
-  argv.env = { AWS_ACCESS_KEY_ID = sb.credentials.access_key_id, AWS_SECRET_ACCESS_KEY = sb.credentials.secret_access_key,
-    AWS_SESSION_TOKEN = false, AWS_DEFAULT_REGION = "us-east-1", AWS_REGION = false, AWS_PROFILE = false,
-    AWS_CONFIG_FILE = config, AWS_SHARED_CREDENTIALS_FILE = "/nonexistent", AWS_PAGER = "",
-    AWS_EC2_METADATA_DISABLED = "true" }
-  argv.timeout = 90
-  local r = proc.run(argv)
-  if r.code == 0 and r.stdout:match("^%s*[%[{]") then r.json = json.decode(r.stdout) end
-  return r
+  return { AWS_CONFIG_FILE = path }
 end
 
-local function aws_ok(sb, dir, args)
-  local r = aws(sb, dir, args)
-  T.eq(r.code, 0, "aws " .. table.concat(args, " ") .. ": " .. r.stderr)
-  return r.json or {}
-end
+local function aws(sb, dir, args) return T.awscli(sb, args, config(dir)) end
+local function aws_ok(sb, dir, args) return T.awscli_ok(sb, args, config(dir)) end
 
 local function md5_hex(data)
   return proc.run{ "md5sum", stdin = data }.stdout:match("^(%x+)")
