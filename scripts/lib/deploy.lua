@@ -127,16 +127,35 @@ function deploy.amplify_branch(app)
   return amp, found.appId
 end
 
+-- The newest job id of a branch (Amplify numbers a branch's jobs 1, 2, ...), 0 when it has none.
+local function newest_job(amp, app_id, branch)
+  local doc = amp:call("GET", ("/apps/%s/branches/%s/jobs"):format(app_id, branch), "ListJobs")
+  local newest = 0
+  for _, j in ipairs(doc.jobSummaries or {}) do newest = math.max(newest, tonumber(j.jobId) or 0) end
+  return newest
+end
+
 -- deploy.frontend(ctx, app, variables, opts) -> {job_id, status, url, steps}. The job id is a
--- checkpoint: a resumed stage watches the job it started instead of starting another.
+-- checkpoint: a resumed stage watches the job it started instead of starting another. So is the
+-- branch's newest job before StartJob: a host killed after Amplify took the job but before its
+-- id was written leaves a resumed stage a job newer than that one, which it watches.
 -- opts.job_type/job_id: "RETRY" of a recorded job (a rollback).
 function deploy.frontend(ctx, app, variables, opts)
   opts = opts or {}
   local amp, app_id = deploy.amplify_branch(app)
   amp:update_branch(app_id, app.branch, { environment_variables = variables })
   local job_id = ctx:checkpoint("amplify_job")
+  local before = ctx:checkpoint("amplify_jobs_before")
+  if not job_id and before then
+    local newest = newest_job(amp, app_id, app.branch)
+    if newest > before then
+      job_id = tostring(newest)
+      ctx:checkpoint("amplify_job", job_id)
+    end
+  end
   if not job_id and ctx.run.sandbox then deploy.sandbox_site(ctx, app, app_id, variables) end
   if not job_id then
+    ctx:checkpoint("amplify_jobs_before", newest_job(amp, app_id, app.branch))
     local job = amp:start_job(app_id, app.branch, { job_type = opts.job_type, job_id = opts.job_id,
       commit_id = ctx.run.commit, job_reason = ("stagehost run %s"):format(ctx.run.id) })
     job_id = job.jobId

@@ -90,10 +90,16 @@ end
 ---------------------------------------------------------------------------------------------------
 -- change sets
 
+-- Once seen created, a change set stays so: the world is saved before that answer goes out
+-- ("now", see changes_world), and the next host's clock may lag this one's by up to a second
+-- (wire.clock is anchored on whole seconds).
 local function change_set_status(cs)
   local elapsed = wire.clock() - cs.created
-  if elapsed < cs.step then return "CREATE_PENDING", nil end
-  if elapsed < 2 * cs.step then return "CREATE_IN_PROGRESS", nil end
+  if not cs.settled then
+    if elapsed < cs.step then return "CREATE_PENDING", nil end
+    if elapsed < 2 * cs.step then return "CREATE_IN_PROGRESS", nil end
+    cs.settled = "now"
+  end
   return cs.final_status, cs.final_reason
 end
 

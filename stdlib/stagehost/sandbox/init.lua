@@ -29,7 +29,8 @@
 -- DIR/requests.jsonl, loading what is there: persist.lua), step_seconds (the simulated time
 -- one step of a stack or job takes), amplify_auto_create (apps and branches exist on first use),
 -- faults = a list (or its JSON text: `stagehost run --sandbox` reads STAGEHOST_SANDBOX_FAULTS) of
--- sb:fail_next specs, where {service = "amplify", action = "StartJob", outcome = "PENDING" |
+-- sb:fail_next specs (cut = true: the request is served, then its answer cut off half-way), where
+-- {service = "amplify", action = "StartJob", outcome = "PENDING" |
 -- "FAILED" | "CANCELLED"} queues a job outcome instead (they replace the saved queue).
 --   sb.oauth_url, sb.oauth_authorize_url, sb.ai_url -- the stub providers (stubs.lua); stack
 --                  parameters named in sb.state.aws.parameter_defaults default to them
@@ -57,10 +58,14 @@ function Sandbox:fail_next(fault)
   table.insert(self.faults, f)
 end
 
--- The queued fault for this service and action, consumed; nil when none applies.
-function Sandbox:take_fault(service, action)
+-- The queued fault for this service and action, consumed; nil when none applies. A fault with
+-- cut = true is not the service's to render (they ask without `cut`): the request is served as
+-- usual, then the server's handler asks with cut = true and sends half of the answer before
+-- dropping the connection, so the world has changed but the client never learns it -- what a
+-- network failure after the fact looks like (the handler's error is logged by http.serve).
+function Sandbox:take_fault(service, action, cut)
   for i, f in ipairs(self.faults) do
-    if f.service == service and (f.action == nil or f.action == action) then
+    if f.service == service and (f.action == nil or f.action == action) and (f.cut == true) == (cut == true) then
       f.times = f.times - 1
       if f.times <= 0 then table.remove(self.faults, i) end
       return f
@@ -175,6 +180,12 @@ function changes_world(sb, req, entry)
   for _, stack in pairs(sb.state.aws.stacks or {}) do
     if stack.plan then return true end
   end
+  local being_made = false -- a change set being created, or seen created by this request
+  for _, cs in pairs(sb.state.aws.change_sets or {}) do
+    being_made = being_made or (cs.settled ~= true and cs.execution == nil)
+    if cs.settled == "now" then cs.settled = true end
+  end
+  if being_made then return true end
   if req.method == "GET" or req.method == "HEAD" then return false end
   local action = entry and entry.action
   if type(action) ~= "string" then return true end
@@ -252,8 +263,21 @@ function sandbox.start(opts)
     handler = function(req)
       local seen = #self.requests
       local res = route(self, req)
-      if self.persist and changes_world(self, req, self.requests[seen + 1]) then
+      local entry = self.requests[seen + 1]
+      if self.persist and changes_world(self, req, entry) then
         require("stagehost.sandbox.persist").save(self)
+      end
+      if entry and #self.faults > 0 and self:take_fault(entry.service, entry.action, true) then
+        -- a fault {cut = true}: half of the answer, then the connection closes
+        if type(res) == "string" then res = { status = 200, body = res } end
+        local headers = {}
+        for k, v in pairs(res.headers or {}) do
+          if k:lower() ~= "content-length" then headers[k] = v end
+        end
+        local s = req:stream{ status = res.status or 200, headers = headers }
+        local body = res.body or ""
+        s:write(body:sub(1, #body // 2) .. " ")
+        error(("sandbox: fault: connection cut mid-response to %s %s"):format(entry.service, tostring(entry.action)), 0)
       end
       return res
     end,
