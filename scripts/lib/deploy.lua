@@ -16,13 +16,45 @@ local deploy = {}
 local function parameters(ctx, app, template)
   local policy = require("policy")
   local out = {}
-  for name in pairs(template.Parameters or {}) do
+  for name, def in pairs(template.Parameters or {}) do
+    if type(def) == "table" and def.NoEcho and ctx.vars[name] ~= nil then
+      error(("%s is a NoEcho (secret) parameter: give it in the environment as %s, not as --var (a --var is kept in run.json and the state database)")
+        :format(name, deploy.secret_env_name(name)), 0)
+    end
     local v = ctx.vars[name]
     if v == nil and ctx.run.sandbox then v = (policy.sandbox_parameters or {})[name] end
     if v == nil then v = (app.policy.parameters or {})[name] end
     if v ~= nil then out[name] = tostring(v) end
   end
   return out
+end
+
+-- AiApiKey -> AI_API_KEY: where a NoEcho parameter's value comes from.
+function deploy.secret_env_name(name)
+  return (name:gsub("(%l)(%u)", "%1_%2"):gsub("(%u)(%u%l)", "%1_%2"):upper())
+end
+
+-- The values of the template's NoEcho parameters found in the environment, masked from now on.
+-- They are read at each call and never stored: outputs, run.json and release records hold only
+-- the other parameters, and a rollback reads them from the environment again.
+function deploy.secret_parameters(template)
+  local out = {}
+  for name, def in pairs(type(template) == "table" and template.Parameters or {}) do
+    local value = type(def) == "table" and def.NoEcho and os.getenv(deploy.secret_env_name(name))
+    if value and value ~= "" then
+      log.mask(value)
+      out[name] = value
+    end
+  end
+  return out
+end
+
+-- The parameters of a change set: the stored ones and the secret ones of the environment.
+function deploy.with_secrets(public, body)
+  local all = {}
+  for k, v in pairs(public or {}) do all[k] = v end
+  for k, v in pairs(deploy.secret_parameters(json.decode(body))) do all[k] = v end
+  return all
 end
 
 -- deploy.package(ctx, app, template) -> {body, sha256, template_key, parameters, functions, changed}
@@ -61,10 +93,12 @@ end
 -- deploy.change_set(ctx, app, packaged) -> {id, type, no_changes, changes, preview_markdown}
 function deploy.change_set(ctx, app, packaged)
   local cfn = aws.cloudformation{ region = app.region }
-  local cs = cfn:create_change_set{ stack_name = app.stack, body = packaged.body, parameters = packaged.parameters,
+  local cs = cfn:create_change_set{ stack_name = app.stack, body = packaged.body,
+    parameters = deploy.with_secrets(packaged.parameters, packaged.body),
     description = ("stagehost run %s (%s)"):format(ctx.run.id, ctx.run.tag or "no tag"),
     tags = { ["stagehost:environment"] = app.env } }
-  local d = cfn:wait_change_set(cs)
+  -- a change set CloudFormation never gets to (stuck CREATE_PENDING) fails validate in time
+  local d = cfn:wait_change_set(cs, { timeout = tonumber(ctx.vars.change_set_timeout) or 600 })
   if d.no_changes then
     cfn:delete_change_set(cs)
     ctx.log.info(("stack %s: no changes (the same template and parameters are deployed)"):format(app.stack))
@@ -91,7 +125,15 @@ function deploy.execute(ctx, app, change_set_id)
     end
   else
     ctx:checkpoint("executing", change_set_id)
-    cfn:execute_change_set(change_set_id, app.stack)
+    local ok, err = pcall(cfn.execute_change_set, cfn, change_set_id, app.stack)
+    if not ok then
+      -- the answer was lost (a cut connection, a timeout): whether CloudFormation took the
+      -- call is the change set's execution status; a second ExecuteChangeSet is not safe
+      local asked, d = pcall(cfn.describe_change_set, cfn, change_set_id, app.stack)
+      if not (asked and d.execution_status and d.execution_status ~= "AVAILABLE") then error(err, 0) end
+      ctx.log.warn(("ExecuteChangeSet's answer was lost (%s), but the change set is %s: waiting for the stack")
+        :format(require("stagehost.errors").first_line(err), d.execution_status))
+    end
   end
   local r = cfn:wait_stack(app.stack, { timeout = 3600 })
   if not r.ok then
@@ -155,10 +197,20 @@ function deploy.frontend(ctx, app, variables, opts)
   end
   if not job_id and ctx.run.sandbox then deploy.sandbox_site(ctx, app, app_id, variables) end
   if not job_id then
-    ctx:checkpoint("amplify_jobs_before", newest_job(amp, app_id, app.branch))
-    local job = amp:start_job(app_id, app.branch, { job_type = opts.job_type, job_id = opts.job_id,
+    local newest_before = newest_job(amp, app_id, app.branch)
+    ctx:checkpoint("amplify_jobs_before", newest_before)
+    local ok, job = pcall(amp.start_job, amp, app_id, app.branch, { job_type = opts.job_type, job_id = opts.job_id,
       commit_id = ctx.run.commit, job_reason = ("stagehost run %s"):format(ctx.run.id) })
-    job_id = job.jobId
+    if ok then
+      job_id = job.jobId
+    else
+      -- the answer was lost: a job newer than the newest before is the one Amplify started
+      local asked, newest = pcall(newest_job, amp, app_id, app.branch)
+      if not (asked and newest > newest_before) then error(job, 0) end
+      job_id = tostring(newest)
+      ctx.log.warn(("StartJob's answer was lost (%s), but Amplify started job %s: watching it")
+        :format(require("stagehost.errors").first_line(job), job_id))
+    end
     ctx:checkpoint("amplify_job", job_id)
   else
     ctx.log.info(("re-attaching to Amplify job %s"):format(job_id))

@@ -15,7 +15,8 @@ return function(ctx)
   local s3 = aws.s3{ region = app.region }
   local body = s3:get_object{ bucket = release.bucket, key = release.template_key }.body
   local cfn = aws.cloudformation{ region = app.region }
-  local cs = cfn:create_change_set{ stack_name = release.stack, body = body, parameters = release.parameters,
+  local cs = cfn:create_change_set{ stack_name = release.stack, body = body,
+    parameters = deploy.with_secrets(release.parameters, body),
     description = ("stagehost rollback to run %s"):format(release.run) }
   local d = cfn:wait_change_set(cs)
   local status = "NO_CHANGES"

@@ -175,6 +175,22 @@ T.test("an integration failure is notified as the tests phase; no release, no ro
   T.eq(sent.phase, "tests")
 end, { timeout = 300 })
 
+T.test("a NoEcho parameter comes from the environment, is masked everywhere, and is refused as --var", function()
+  local canary = "ai-key/\"canary\" + " .. os.time()
+  local argv = argv_of("staging", { "--auto-approve", "--from", "validate" })
+  argv.env.AI_API_KEY = canary
+  local r = proc.run(argv)
+  r.id = r.stdout:match("^run (%S+)")
+  T.eq(r.code, 0, r.stdout .. r.stderr)
+  local found = proc.run{ "grep", "-rlF", canary, STATE, quiet = true }
+  T.eq(found.stdout, "", "the key is in no file of the state directory")
+  T.eq((r.stdout .. r.stderr):find(canary, 1, true), nil)
+  T.eq(status(r.id).stages.validate.outputs.parameters.AiApiKey, nil, "not among the stored parameters")
+  local refused = run("staging", "--auto-approve", "--from", "validate", "--var", "AiApiKey=in-argv")
+  T.eq(refused.code, 1)
+  T.match(status(refused.id).stages.validate.error, "AiApiKey is a NoEcho %(secret%) parameter: give it in the environment as AI_API_KEY")
+end, { timeout = 300 })
+
 T.test("an infrastructure failure is notified as infrastructure; staging does not roll back", function()
   local faults = json.encode{ { service = "cloudformation", action = "ExecuteChangeSet", status = 400,
     code = "ValidationError", message = "Stack webapp-staging is in UPDATE_ROLLBACK_FAILED state and can not be updated." } }
