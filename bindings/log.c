@@ -132,6 +132,16 @@ static int sh_log_bind_l(lua_State *L) {
   return 1;
 }
 
+/* log.context_id() -> a value naming the log context of the running task (the one log.bind
+ * gave it or one of its spawners), equal for every task that shares it; nil when there is none.
+ * The engine finds a stage's run from a task the stage spawned through it. */
+static int sh_log_context_id_l(lua_State *L) {
+  sh_task_t *t = sh_task_current(L);
+  if (!t || !t->log_ctx) return 0;
+  lua_pushlightuserdata(L, t->log_ctx);
+  return 1;
+}
+
 /* log.console(on): off while a live view owns the screen */
 static int sh_log_console_l(lua_State *L) {
   sh_log_set_console(lua_toboolean(L, 1));
@@ -266,7 +276,7 @@ void sh_log_wrap_stdio(lua_State *L) {
 static const luaL_Reg sh_log_funcs[] = {
     {"debug", sh_log_debug_l}, {"info", sh_log_info_l},   {"warn", sh_log_warn_l},
     {"error", sh_log_error_l}, {"mask", sh_log_mask_l},   {"level", sh_log_level_l},
-    {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l},   {"echo_output", sh_log_echo_l},
+    {"masked", sh_log_masked_l}, {"bind", sh_log_bind_l}, {"context_id", sh_log_context_id_l},   {"echo_output", sh_log_echo_l},
     {"console", sh_log_console_l}, {"isatty", sh_log_isatty_l},
     {"context_console", sh_log_context_console_l}, {"secrets_in", sh_log_secrets_in_l},
     {NULL, NULL},

@@ -126,7 +126,7 @@ T.test("a bad retention_days is refused before any file is written", function()
   fs.remove(dir, { recursive = true })
 end)
 
-T.test("after kill -9, resume stops the stage's processes the dead host left before running it again", function()
+local function leftovers_case(in_subtask)
   local dir = T.project{ ["p.lua"] = [[
     local pipeline = require("stagehost.pipeline")
     local fs = require("stagehost.fs")
@@ -143,13 +143,19 @@ T.test("after kill -9, resume stops the stage's processes the dead host left bef
           fs.write("seen-on-resume", table.concat(alive_now, " "))
           return { resumed = true }
         end
-        local p = require("stagehost.proc").spawn{ "sh", "-c", "sleep 300 & echo $! > child.pid; exec sleep 300" }
+        local function start()
+          return require("stagehost.proc").spawn{ "sh", "-c", "sleep 300 & echo $! > child.pid; exec sleep 300" }
+        end
+        -- IN_SUBTASK: started from a task the stage spawned (task.all), as the checks stage does
+        local p = IN_SUBTASK and task.all{ start }[1] or start()
         while not fs.exists("child.pid") or fs.read("child.pid") == "" do task.sleep(0.02) end
         fs.write("pids", p.pid .. " " .. fs.read("child.pid"):match("%d+"))
         task.sleep(300)
       end },
     } }
   ]] }
+  local source = fs.read(dir .. "/p.lua"):gsub("IN_SUBTASK", tostring(in_subtask))
+  assert(fs.write(dir .. "/p.lua", source))
   local host = proc.spawn{ os.getenv("STAGEHOST_BIN"), "run", "p.lua", cwd = dir }
   T.wait_for(dir .. "/pids")
   local pids = {}
@@ -169,6 +175,14 @@ T.test("after kill -9, resume stops the stage's processes the dead host left bef
   local rows = require("stagehost.core.sqlite").open(dir .. "/.stagehost/state.db"):query("SELECT * FROM procs")
   T.eq(#rows, 0, "no process group recorded any more")
   fs.remove(dir, { recursive = true })
+end
+
+T.test("after kill -9, resume stops the stage's processes the dead host left before running it again", function()
+  leftovers_case(false)
+end, { timeout = 120 })
+
+T.test("... also those a task of the stage started (task.all)", function()
+  leftovers_case(true)
 end, { timeout = 120 })
 
 T.run()

@@ -31,9 +31,15 @@ Run.active = setmetatable({}, { __mode = "k" })
 
 -- The stage each stage task runs ({run =, stage =, ctx =}), for modules called from inside a
 -- stage without its ctx (approval.request). Run.current() -> that, or nil outside a stage's task.
+-- A task the stage spawned (task.all, task.spawn) shares the stage's log context, which names
+-- the stage too while it runs.
 local stage_of_task = setmetatable({}, { __mode = "k" })
+local stage_of_log = {}
 function Run.current()
-  return stage_of_task[task.current()]
+  local here = stage_of_task[task.current()]
+  if here then return here end
+  local id = log.context_id()
+  return id and stage_of_log[id] or nil
 end
 
 -- The time it started and 16 random bits (from the CSPRNG: math.random's seed can repeat
@@ -451,7 +457,10 @@ function Run:run_stage(st)
       rec.attempts = n
       local ctx = Ctx.new(self, st)
       stage_of_task[task.current()] = { run = self, stage = st.name, ctx = ctx }
+      local log_id = log.context_id()
+      if log_id then stage_of_log[log_id] = stage_of_task[task.current()] end
       ok, result = attempt(st, fn, ctx)
+      if log_id then stage_of_log[log_id] = nil end
       if ok then
         if result ~= nil and type(result) ~= "table" then
           ok, result = false, ("the stage returned a %s; return a table of outputs (or nothing)"):format(type(result))

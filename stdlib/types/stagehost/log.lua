@@ -57,6 +57,11 @@ function log.secrets_in(s) end
 ---@return stagehost.log.Context
 function log.bind(prefix, file) end
 
+---A value naming the running task's log context, the same for every task sharing it (the
+---stage's task and the tasks it spawned); nil when it has none.
+---@return lightuserdata?
+function log.context_id() end
+
 ---Children's output on the console whatever the level.
 ---@param on boolean
 function log.echo_output(on) end
