@@ -173,26 +173,37 @@ local function add_faults(sb, faults)
 end
 
 -- Whether a request may have changed the world, so it must be saved before the answer goes:
--- anything but a read, and a read while a stack operation runs (polling advances it). Reads
--- are otherwise saved with the next change, and by close.
+-- anything but a read; a read that sees a change set created (it must stay created for the next
+-- host); and, at most once a second, a read while a stack operation runs. Polling advances an
+-- operation on simulated time, but a loaded world rebuilds it from the clock (persist.lua), so
+-- saving every poll would only keep event ids that a rebuilt operation makes anew anyway.
+-- Other reads (and the deployed API's calls) are saved with the next change, and by close.
 local READS = { "^Describe", "^List", "^Get", "^Validate", "^HeadObject$", "^HeadBucket$", "^Site$" }
+local PLAN_SAVE_EVERY = 1 -- seconds
 function changes_world(sb, req, entry)
-  for _, stack in pairs(sb.state.aws.stacks or {}) do
-    if stack.plan then return true end
-  end
   local being_made = false -- a change set being created, or seen created by this request
   for _, cs in pairs(sb.state.aws.change_sets or {}) do
     being_made = being_made or (cs.settled ~= true and cs.execution == nil)
     if cs.settled == "now" then cs.settled = true end
   end
   if being_made then return true end
-  if req.method == "GET" or req.method == "HEAD" then return false end
+  -- the deployed API's and the stubs' calls change the app's own files, not the world
+  local service = entry and entry.service
+  local read = req.method == "GET" or req.method == "HEAD" or service == "apigateway" or service == "stub"
   local action = entry and entry.action
-  if type(action) ~= "string" then return true end
-  for _, pattern in ipairs(READS) do
-    if action:match(pattern) then return false end
+  if not read and type(action) == "string" then
+    for _, pattern in ipairs(READS) do read = read or action:match(pattern) ~= nil end
   end
-  return true
+  if not read then return true end
+  for _, stack in pairs(sb.state.aws.stacks or {}) do
+    if stack.plan then
+      local now = require("stagehost.task").now()
+      if now - (sb.plan_saved_at or -math.huge) < PLAN_SAVE_EVERY then return false end
+      sb.plan_saved_at = now
+      return true
+    end
+  end
+  return false
 end
 
 -- Which part of the sandbox answers a request: GitHub under /github, the deployed APIs, the
