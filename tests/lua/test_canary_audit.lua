@@ -50,14 +50,7 @@ T.test("no canary secret reaches any sink of a whole staging run", function()
   end }
   local base = ("http://127.0.0.1:%d"):format(sink.port)
   -- a private copy of the app: other tests run the flow on examples/webapp at the same time
-  local app = T.tempdir()
-  local src = SOURCE .. "/examples/webapp"
-  for _, name in ipairs(fs.list(src)) do
-    if name ~= "node_modules" and name ~= "dist" and name ~= "reports" then
-      proc.run{ "cp", "-R", src .. "/" .. name, app .. "/" .. name, check = true }
-    end
-  end
-  assert(proc.run{ "ln", "-s", src .. "/node_modules", app .. "/node_modules" }.ok)
+  local app = require("flow").app_copy(SOURCE)
 
   local canaries = {
     GITHUB_TOKEN = canary("github"),

@@ -10,6 +10,7 @@
 -- One state directory for the file: the first test deploys, the others start --from the stage
 -- the fault is in and reuse what came before.
 local T = require("harness")
+local flow = require("flow")
 local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local http = require("stagehost.http")
@@ -21,20 +22,7 @@ local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))
 local STATE = T.tempdir()
 local unique = tostring(os.time())
 
--- A private copy of the app (its node_modules linked): the flow writes reports/ and dist/ into
--- the app's directory, and other tests run the flow on examples/webapp at the same time.
-local function app_copy()
-  local app = T.tempdir()
-  local src = SOURCE .. "/examples/webapp"
-  for _, name in ipairs(fs.list(src)) do
-    if name ~= "node_modules" and name ~= "dist" and name ~= "reports" then
-      proc.run{ "cp", "-R", src .. "/" .. name, app .. "/" .. name, check = true }
-    end
-  end
-  assert(proc.run{ "ln", "-s", src .. "/node_modules", app .. "/node_modules" }.ok)
-  return app
-end
-local APP = app_copy()
+local APP = flow.app_copy(SOURCE)
 -- every run has this tag and commit: --from reuses the approval of an earlier run of the same
 -- tag and commit (GITHUB_SHA pins it: the checkout may move on while the file runs)
 local TAG = "rc-7.0.0"
@@ -88,33 +76,18 @@ local function stagehost(...)
   return proc.run(argv)
 end
 
-local function status(id)
-  local r = stagehost("status", id, "--json")
-  local st = assert(json.decode(r.stdout), r.stderr)
-  for _, stage in ipairs(st.stages) do st.stages[stage.name] = stage end
-  return st
-end
-
-local function artifact(id, stage, name)
-  return fs.read(("%s/runs/%s/artifacts/%s/%s"):format(STATE, id, stage, name))
-end
+local function status(id) return flow.status(stagehost, id) end
+local function artifact(id, stage, name) return flow.artifact(STATE, id, stage, name) end
 
 -- The sandbox's request log: entries of service (and action) after the first `from` entries.
 local function requests(service, action, from)
   local out = {}
-  local i = 0
-  for line in (fs.read(STATE .. "/sandbox/requests.jsonl") or ""):gmatch("[^\n]+") do
-    i = i + 1
-    local r = json.decode(line)
-    if i > (from or 0) and r and r.service == service and (action == nil or r.action == action) then out[#out + 1] = r end
+  for i, r in ipairs(flow.requests(STATE)) do
+    if i > (from or 0) and r.service == service and (action == nil or r.action == action) then out[#out + 1] = r end
   end
   return out
 end
-local function mark()
-  local n = 0
-  for _ in (fs.read(STATE .. "/sandbox/requests.jsonl") or ""):gmatch("[^\n]+") do n = n + 1 end
-  return n
-end
+local function mark() return #flow.requests(STATE) end
 
 -- The run's deploy.* notification: what the notify stage recorded and what the receiver got
 -- (one delivery, its event header the event, the phase in its body).
@@ -290,7 +263,7 @@ end, { timeout = 300 })
 
 T.test("a resource that fails: the stack rolls back; infrastructure failure naming the resource and its reason", function()
   -- a copy of the app whose template marks a resource to fail (the sandbox's stagehost:fail)
-  local app = app_copy()
+  local app = flow.app_copy(SOURCE)
   local template = assert(fs.read(app .. "/template.yaml"))
   -- a plain CloudFormation resource (the SAM transform keeps it as it is), first to be created
   local resource = "FaultyQueue"

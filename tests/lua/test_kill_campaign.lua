@@ -192,10 +192,7 @@ local function run_ids(state)
 end
 
 local function status(state, id)
-  local r = stagehost(state, "status", id, "--json")
-  local st = assert(json.decode(r.stdout), r.stderr)
-  for _, s in ipairs(st.stages) do st.stages[s.name] = s end
-  return st
+  return require("flow").status(function(...) return stagehost(state, ...) end, id)
 end
 
 local function copy_dir(from, to)
@@ -403,16 +400,7 @@ local function cover(killed)
   end
 end
 
-local function copy_app()
-  local from = SOURCE .. "/examples/webapp"
-  assert(fs.mkdir(APP))
-  for _, name in ipairs(assert(fs.list(from))) do
-    if name ~= "node_modules" and name ~= "reports" and name ~= "dist" and name ~= ".build" and name ~= ".aws-sam" then
-      copy_dir(from .. "/" .. name, APP .. "/" .. name)
-    end
-  end
-  assert(proc.run{ "ln", "-s", from .. "/node_modules", APP .. "/node_modules" }.ok)
-end
+local function copy_app() require("flow").app_copy(SOURCE, APP) end
 
 T.test("the reference: the whole flow uninterrupted, every durable write listed", function()
   local head = proc.run{ "git", "-C", SOURCE, "rev-parse", "HEAD", quiet = true }

@@ -7,6 +7,7 @@ local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local task = require("stagehost.task")
+local flow = require("flow")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))
@@ -52,25 +53,14 @@ local function stagehost(...)
   return proc.run(argv)
 end
 
--- `stagehost status --json`, its stages also by name
-local function status(id)
-  local r = stagehost("status", id, "--json")
-  local st = assert(json.decode(r.stdout), r.stderr)
-  for _, stage in ipairs(st.stages) do st.stages[stage.name] = stage end
-  return st
-end
-
-local function artifact(id, stage, name)
-  return fs.read(("%s/runs/%s/artifacts/%s/%s"):format(STATE, id, stage, name))
-end
+local function status(id) return flow.status(stagehost, id) end
+local function artifact(id, stage, name) return flow.artifact(STATE, id, stage, name) end
 
 -- The sandbox's request log (kept in the state directory across hosts): calls of an action.
 local function calls(action)
-  local text = fs.read(STATE .. "/sandbox/requests.jsonl") or ""
   local n = 0
-  for line in text:gmatch("[^\n]+") do
-    local r = json.decode(line)
-    if r and r.action == action then n = n + 1 end
+  for _, r in ipairs(flow.requests(STATE)) do
+    if r.action == action then n = n + 1 end
   end
   return n
 end

@@ -477,11 +477,7 @@ local function wrap(words, width, indent)
   return table.concat(lines, "\n")
 end
 
-local function words_of(text)
-  local out = {}
-  for w in text:gmatch("%S+") do out[#out + 1] = w end
-  return out
-end
+local function words_of(text) return require("stagehost.util.tables").matches(text, "%S+") end
 
 -- The synopsis of a command, wrapped after `lead` (text before "NAME") and aligned after the
 -- command's positionals: NAME ARGS [--opt V]... .

@@ -81,11 +81,7 @@ local function routes_of(model, api_logical)
   return routes
 end
 
-local function segments(path)
-  local out = {}
-  for s in path:gmatch("[^/]+") do out[#out + 1] = s end
-  return out
-end
+local function segments(path) return require("stagehost.util.tables").matches(path, "[^/]+") end
 
 -- path parameters when the route's path template matches the request path, else nil
 local function match_path(template, path)

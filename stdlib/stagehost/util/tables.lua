@@ -9,6 +9,13 @@ function tables.sorted_keys(t)
   return keys
 end
 
+-- The matches of pattern in s, in order: tables.matches("a b", "%S+") -> {"a", "b"}.
+function tables.matches(s, pattern)
+  local out = {}
+  for m in s:gmatch(pattern) do out[#out + 1] = m end
+  return out
+end
+
 -- A copy of value with every string (keys too) passed through mask; metatables are kept, so a
 -- JSON array stays one. Below max_depth levels of tables, values are kept as they are.
 function tables.masked_copy(value, mask, max_depth, depth)
