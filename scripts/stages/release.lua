@@ -15,8 +15,10 @@ local ASSETS = {
 }
 
 local function git(app, ...)
-  local r = proc.run{ "git", ..., cwd = app.root, quiet = true }
-  return r.ok and r.stdout:gsub("%s+$", "") or nil
+  local argv = { "git", ... }
+  argv.cwd, argv.quiet = app.root, true
+  local r = proc.run(argv)
+  return r.ok and (r.stdout:gsub("%s+$", "")) or nil
 end
 
 -- The newest tag before this one that the environment deploys (rc-* for staging).

@@ -285,6 +285,18 @@ T.test("a resource that fails: the stack rolls back; infrastructure failure nami
   T.has(sent.message, "quota exceeded for " .. resource)
 end, { timeout = 300 })
 
+T.test("a change set stuck in CREATE_PENDING: validate fails when its wait is over, nothing executed", function()
+  local from = mark()
+  local r = run({ "--auto-approve", "--from", "validate", "--var", "OAuthClientId=stuck-" .. unique,
+    "--var", "change_set_timeout=1" }, { { service = "cloudformation", action = "CreateChangeSet", outcome = "PENDING" } })
+  T.eq(r.code, 1, r.out)
+  local st = status(r.id)
+  T.eq(st.stages.validate.status, "failure")
+  T.match(st.stages.validate.error, "still CREATE_PENDING after 1s")
+  T.eq(#requests("cloudformation", "ExecuteChangeSet", from), 0)
+  notified(r, "deploy.failure", "validation")
+end, { timeout = 300 })
+
 for _, case in ipairs{
   { "PENDING", { "--var", "amplify_pending_timeout=1" }, "PENDING" },
   { "FAILED", {}, "ended FAILED" },

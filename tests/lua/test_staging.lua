@@ -91,7 +91,10 @@ T.test("staging, happy path: every stage in order, the artifacts of the seed, a 
   T.match(artifact(r.id, "validate", "change-set.md"), "| Add | `AuthFunction` |")
   T.match(artifact(r.id, "deploy-infrastructure", "stack-outputs.json"), "ApiUrl")
   T.match(artifact(r.id, "integration-tests", "integration-tests.xml"), "<testsuites")
-  T.match(artifact(r.id, "mark-release-ready", "release-notes.md"), "^# rc%-1%.0%.0")
+  local notes = artifact(r.id, "mark-release-ready", "release-notes.md")
+  T.match(notes, "^# rc%-1%.0%.0")
+  T.match(notes, "\n%- [^\n]+ %(%x+, [^)\n]+%)\n", "a line per commit: subject (hash, author)")
+  T.no_match(notes, "\nAuthor: ", "git's own format")
   local release = st.stages["mark-release-ready"].outputs
   T.match(tostring(release.release_url), "rc%-1%.0%.0")
   T.eq(st.stages["integration-tests"].outputs.tests > 0, true)

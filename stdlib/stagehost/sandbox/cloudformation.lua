@@ -366,6 +366,10 @@ function A.CreateChangeSet(sb, params, ctx)
     tags = tags, description = params.Description,
     final_status = final_reason and "FAILED" or "CREATE_COMPLETE", final_reason = final_reason,
   }
+  -- a change set CloudFormation never gets to (a fault {service = "cloudformation", action =
+  -- "CreateChangeSet", outcome = "PENDING"}): CREATE_PENDING for good
+  local stuck = state.change_set_next and table.remove(state.change_set_next, 1)
+  if stuck == "PENDING" then cs.step = math.huge end
   state.change_sets[cs.id] = cs
   return wire.el("Id", cs.id) .. wire.el("StackId", stack.id)
 end

@@ -31,7 +31,9 @@
 -- faults = a list (or its JSON text: `stagehost run --sandbox` reads STAGEHOST_SANDBOX_FAULTS) of
 -- sb:fail_next specs (cut = true: the request is served, then its answer cut off half-way), where
 -- {service = "amplify", action = "StartJob", outcome = "PENDING" |
--- "FAILED" | "CANCELLED"} queues a job outcome instead (they replace the saved queue).
+-- "FAILED" | "CANCELLED"} queues a job outcome instead (they replace the saved queue), and
+-- {service = "cloudformation", action = "CreateChangeSet", outcome = "PENDING"} makes the next
+-- change set stay CREATE_PENDING.
 --   sb.oauth_url, sb.oauth_authorize_url, sb.ai_url -- the stub providers (stubs.lua); stack
 --                  parameters named in sb.state.aws.parameter_defaults default to them
 --   sb:app_url(app_id, branch) -- where the sandbox serves a deployed Amplify branch
@@ -158,7 +160,9 @@ local function add_faults(sb, faults)
   local outcomes
   for i, f in ipairs(faults) do
     if type(f) ~= "table" or type(f.service) ~= "string" then error(("fault %d has no service"):format(i), 0) end
-    if f.outcome ~= nil then
+    if f.service == "cloudformation" and f.action == "CreateChangeSet" and f.outcome == "PENDING" then
+      sb.change_set_faults = (sb.change_set_faults or 0) + 1
+    elseif f.outcome ~= nil then
       if f.outcome ~= "PENDING" and f.outcome ~= "FAILED" and f.outcome ~= "CANCELLED" then
         error(("fault %d: outcome must be PENDING, FAILED or CANCELLED, got %s"):format(i, tostring(f.outcome)), 0)
       end
@@ -328,6 +332,11 @@ function sandbox.start(opts)
         or value:match("/_stub/oauth/") and "oauth_url" or value:match("/_stub/ai/") and "ai_url")
       if kind then self.state.aws.parameter_defaults[key] = self[kind] end
     end
+  end
+  -- queued here, after a saved world was loaded: they belong to this host's run
+  if self.change_set_faults then
+    self.state.aws.change_set_next = {}
+    for i = 1, self.change_set_faults do self.state.aws.change_set_next[i] = "PENDING" end
   end
   log.debug(("sandbox: AWS and GitHub emulator on %s"):format(self.url))
   return self
