@@ -26,8 +26,8 @@ function app.of(ctx)
     branch = p.branch, region = policy.region, bucket = policy.bucket, amplify_app = policy.amplify_app }
 end
 
--- The app's npm packages, installed once (npm ci) when node_modules is missing or older than
--- the lock file. -> the proc.run result.
+-- The app's npm packages, installed (npm ci) when node_modules has none yet; after a change
+-- of package-lock.json, run `npm ci` in the app once. -> the proc.run result.
 function app.install(a)
   local modules = fs.exists(a.dir .. "/node_modules/.package-lock.json")
   if modules then return { ok = true, code = 0, skipped = true } end

@@ -77,7 +77,7 @@ function checks.unit_tests(a)
   local ok = r.ok and report.failed == 0 and report.tests > 0
   return result("unit-tests", "Unit tests", ok and "passed" or "failed",
     ("%d of %d passed%s"):format(report.passed, report.tests, report.skipped > 0 and (", " .. report.skipped .. " skipped") or ""),
-    details), path
+    details)
 end
 
 -- An npm error that says the registry could not be reached (no network, a proxy, DNS).
