@@ -2,6 +2,7 @@
 #include "auxlib.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -120,6 +121,12 @@ int sh_failure(lua_State *L, const char *code, const char *fmt, ...) {
   return 3;
 }
 
+int sh_decode_failure(lua_State *L, lua_Integer line, lua_Integer column, const char *why) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "line %I, column %I: %s", line, column, why);
+  return 2;
+}
+
 int sh_uv_result(lua_State *L, int rc, const char *who) {
   if (rc < 0) return sh_failure(L, uv_err_name(rc), "%s: %s", who, uv_strerror(rc));
   lua_pushboolean(L, 1);
@@ -153,14 +160,9 @@ void sh_error_metatable(lua_State *L) {
 
 void sh_error_push(lua_State *L, const char *kind, const char *code, const char *message) {
   lua_createtable(L, 0, 4);
-  lua_pushstring(L, kind);
-  lua_setfield(L, -2, "kind");
-  if (code) {
-    lua_pushstring(L, code);
-    lua_setfield(L, -2, "code");
-  }
-  lua_pushstring(L, message);
-  lua_setfield(L, -2, "message");
+  sh_setfield_string(L, "kind", kind);
+  if (code) sh_setfield_string(L, "code", code);
+  sh_setfield_string(L, "message", message);
   sh_error_metatable(L);
   lua_setmetatable(L, -2);
 }
@@ -215,18 +217,100 @@ int sh_errors_open(lua_State *L) {
   return 1;
 }
 
-void sh_metatable(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+static int sh_is_metamethod(const char *name) { return name[0] == '_' && name[1] == '_'; }
+
+void sh_metatable(lua_State *L, const char *name, const luaL_Reg *class_funcs) {
   if (luaL_newmetatable(L, name)) {
-    if (meta) luaL_setfuncs(L, meta, 0);
-    if (methods) {
-      int own_index = lua_getfield(L, -1, "__index") != LUA_TNIL;
-      lua_pop(L, 1);
-      lua_newtable(L);
-      luaL_setfuncs(L, methods, 0);
+    int own_index = 0, nmethods = 0;
+    for (const luaL_Reg *f = class_funcs; f->name; f++) {
+      if (!sh_is_metamethod(f->name)) {
+        nmethods++;
+        continue;
+      }
+      lua_pushcfunction(L, f->func);
+      lua_setfield(L, -2, f->name);
+      own_index |= strcmp(f->name, "__index") == 0;
+    }
+    if (nmethods) {
+      lua_createtable(L, 0, nmethods);
+      for (const luaL_Reg *f = class_funcs; f->name; f++) {
+        if (sh_is_metamethod(f->name)) continue;
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, -2, f->name);
+      }
       lua_setfield(L, -2, own_index ? "methods" : "__index");
     }
   }
   lua_pop(L, 1);
+}
+
+int sh_index_methods(lua_State *L) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "methods");
+  lua_getfield(L, -1, lua_tostring(L, 2));
+  return 1;
+}
+
+int sh_newmodule(lua_State *L, const luaL_Reg *funcs, const char *class_name, const luaL_Reg *class_funcs) {
+  if (class_name) sh_metatable(L, class_name, class_funcs);
+  int n = 0;
+  while (funcs[n].name) n++;
+  luaL_checkversion(L); /* as luaL_newlib does */
+  lua_createtable(L, 0, n);
+  luaL_setfuncs(L, funcs, 0);
+  return 1;
+}
+
+/* The setters of one Lua type each (lua_pushstring, lua_pushinteger, ...): push, then set. */
+#define SH_SETFIELD(type, ctype)                                        \
+  void sh_setfield_##type(lua_State *L, const char *key, ctype value) { \
+    lua_push##type(L, value);                                           \
+    lua_setfield(L, -2, key);                                           \
+  }
+SH_SETFIELD(string, const char *)
+SH_SETFIELD(integer, lua_Integer)
+SH_SETFIELD(number, lua_Number)
+SH_SETFIELD(boolean, int)
+#undef SH_SETFIELD
+
+void sh_setfield_lstring(lua_State *L, const char *key, const char *value, size_t len) {
+  lua_pushlstring(L, value, len);
+  lua_setfield(L, -2, key);
+}
+
+void sh_setfield_value(lua_State *L, const char *key, int idx) {
+  lua_pushvalue(L, idx);
+  lua_setfield(L, -2, key);
+}
+
+/* ---- boxes ---- */
+
+#define SH_BOX_MT "stagehost.box"
+
+/* A box's userdata: this head, then the binding's bytes (aligned as any object). */
+typedef union {
+  void (*release)(void *data); /* NULL once it has run */
+  max_align_t align;
+} sh_box_head;
+
+/* __close and __gc of a box: release its resource, once */
+static int sh_box_close(lua_State *L) {
+  sh_box_head *h = luaL_checkudata(L, 1, SH_BOX_MT);
+  void (*release)(void *) = h->release;
+  h->release = NULL;
+  if (release) release(h + 1);
+  return 0;
+}
+
+void *sh_newbox(lua_State *L, size_t size, void (*release)(void *data)) {
+  static const luaL_Reg class_funcs[] = {{"__gc", sh_box_close}, {"__close", sh_box_close}, {NULL, NULL}};
+  sh_metatable(L, SH_BOX_MT, class_funcs); /* before the box: raising then leaves nothing behind */
+  sh_box_head *h = lua_newuserdatauv(L, sizeof *h + size, 0);
+  memset(h + 1, 0, size);
+  h->release = release;
+  luaL_setmetatable(L, SH_BOX_MT);
+  lua_toclose(L, -1);
+  return h + 1;
 }
 
 int sh_has_metatable(lua_State *L, int idx, const char *name) {

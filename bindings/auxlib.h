@@ -52,6 +52,10 @@ void sh_opt_unknown_keys(lua_State *L, int idx, const char *const allowed[], con
  * message, and a code (an errno name such as "ECONNRESET"). Pushes the three; returns 3. */
 int sh_failure(lua_State *L, const char *code, const char *fmt, ...);
 
+/* A decoder's failure on data from the world (json, xml and yaml decode): pushes nil and
+ * "line L, column C: why"; returns 2. */
+int sh_decode_failure(lua_State *L, lua_Integer line, lua_Integer column, const char *why);
+
 /* A libuv status as a result: true (-> 1) for rc >= 0, else sh_failure with "who: uv's message"
  * and uv's error name. */
 int sh_uv_result(lua_State *L, int rc, const char *who);
@@ -81,11 +85,39 @@ int sh_error_is(lua_State *L, int idx, const char *kind);
  * message) (the one misuse text, as sh_argerror makes it) and Error, the shared metatable. */
 int sh_errors_open(lua_State *L);
 
-/* Create the metatable `name` once (luaL_newmetatable, so __name is set) with the metamethods in
- * meta and, if given, the methods: as __index, or as the field "methods" when meta brings its
- * own __index function (which looks there after its own fields). A handle that closes and is
- * collected the same way passes one function as both "__gc" and "__close". */
-void sh_metatable(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+/* ---- classes and modules ---- */
+
+/* Create the metatable `name` once (luaL_newmetatable, so __name is set) from a class's
+ * functions, listed together: those named "__..." are its metamethods, the others its methods,
+ * kept as __index, or as the field "methods" when the class brings its own __index function
+ * (which looks there after its own fields). A handle that closes and is collected the same way
+ * lists one function as both "__gc" and "__close". Leaves the stack as it was. */
+void sh_metatable(lua_State *L, const char *name, const luaL_Reg *class_funcs);
+
+/* The end of a class's own __index function, once its fields are looked at: pushes the method
+ * named by the key (a string, at 2) of the object at 1, or nil; returns 1. */
+int sh_index_methods(lua_State *L);
+
+/* What a module's luaopen_ returns: the metatable of its class made first (as sh_metatable;
+ * none when class_name is NULL), then a new table of the module's funcs pushed. Returns 1. */
+int sh_newmodule(lua_State *L, const luaL_Reg *funcs, const char *class_name, const luaL_Reg *class_funcs);
+
+/* Set t[key] of the table at the top of the stack (as lua_setfield, so a __newindex runs): one
+ * line a field for the builders of result tables. The value of sh_setfield_value is the one at
+ * stack index idx. */
+void sh_setfield_string(lua_State *L, const char *key, const char *value);
+void sh_setfield_lstring(lua_State *L, const char *key, const char *value, size_t len);
+void sh_setfield_integer(lua_State *L, const char *key, lua_Integer value);
+void sh_setfield_number(lua_State *L, const char *key, lua_Number value);
+void sh_setfield_boolean(lua_State *L, const char *key, int value);
+void sh_setfield_value(lua_State *L, const char *key, int idx);
+
+/* A C resource a binding holds while it builds Lua values (a parser, a decoded tree): building
+ * may raise, and the resource must go on that way out too. Pushes a box, a to-be-closed
+ * userdata of size zeroed bytes, and returns them: the binding keeps its resource there, and
+ * release(data) runs once, when the box is closed or collected (so it must accept the zeroed
+ * state of a resource not made yet). */
+void *sh_newbox(lua_State *L, size_t size, void (*release)(void *data));
 
 /* Has the value at idx the metatable registered as name? (luaL_testudata, for any value) */
 int sh_has_metatable(lua_State *L, int idx, const char *name);

@@ -632,9 +632,11 @@ static int sh_sigv4_sha256_hex(const void *data, size_t n, char out[2 * SH_SIGV4
   return 0;
 }
 
-static void sh_sigv4_set(lua_State *L, int t, const char *key, const char *s, size_t n) {
-  lua_pushlstring(L, s, n);
-  lua_setfield(L, t, key);
+/* Append the string at stack index idx and a newline: a line of the canonical request. */
+static void sh_sigv4_add_line(lua_State *L, luaL_Buffer *b, int idx) {
+  lua_pushvalue(L, idx);
+  luaL_addvalue(b);
+  luaL_addchar(b, '\n');
 }
 
 /* sign(opts) -> headers to add, debug */
@@ -749,12 +751,8 @@ static int sh_sigv4_sign(lua_State *L) {
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, method, mlen);
   luaL_addchar(&b, '\n');
-  lua_pushvalue(L, uri);
-  luaL_addvalue(&b);
-  luaL_addchar(&b, '\n');
-  lua_pushvalue(L, query);
-  luaL_addvalue(&b);
-  luaL_addchar(&b, '\n');
+  sh_sigv4_add_line(L, &b, uri);
+  sh_sigv4_add_line(L, &b, query);
   for (size_t i = 0; i < hs.n; i++) {
     luaL_addlstring(&b, hs.h[i].name.s, hs.h[i].name.n);
     luaL_addchar(&b, ':');
@@ -762,10 +760,8 @@ static int sh_sigv4_sign(lua_State *L) {
     luaL_addchar(&b, '\n');
   }
   luaL_addchar(&b, '\n');
-  lua_pushvalue(L, signed_headers);
-  luaL_addvalue(&b);
-  luaL_addchar(&b, '\n');
-  lua_pushvalue(L, payload);
+  sh_sigv4_add_line(L, &b, signed_headers);
+  lua_pushvalue(L, payload); /* the last line, without a newline */
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   int creq = lua_gettop(L);
@@ -789,38 +785,23 @@ static int sh_sigv4_sign(lua_State *L) {
     sh_sigv4_ssl_fail(L, "HMAC-SHA256");
 
   lua_createtable(L, 0, 4);
-  int out = lua_gettop(L);
   lua_pushfstring(L, "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s", akid, lua_tostring(L, scope),
                   lua_tostring(L, signed_headers), sig);
-  lua_setfield(L, out, "Authorization");
-  sh_sigv4_set(L, out, "X-Amz-Date", date, SH_SIGV4_DATE_LEN);
-  if (token) sh_sigv4_set(L, out, "X-Amz-Security-Token", token, toklen);
-  if (send_hash) {
-    lua_pushvalue(L, payload);
-    lua_setfield(L, out, "X-Amz-Content-Sha256");
-  }
+  lua_setfield(L, -2, "Authorization");
+  sh_setfield_lstring(L, "X-Amz-Date", date, SH_SIGV4_DATE_LEN);
+  if (token) sh_setfield_lstring(L, "X-Amz-Security-Token", token, toklen);
+  if (send_hash) sh_setfield_value(L, "X-Amz-Content-Sha256", payload);
 
   lua_createtable(L, 0, 5);
-  lua_pushvalue(L, creq);
-  lua_setfield(L, -2, "canonical_request");
-  lua_pushvalue(L, sts);
-  lua_setfield(L, -2, "string_to_sign");
-  lua_pushvalue(L, signed_headers);
-  lua_setfield(L, -2, "signed_headers");
-  sh_sigv4_set(L, lua_gettop(L), "signature", sig, 2 * SH_SIGV4_SHA256_LEN);
-  lua_pushvalue(L, scope);
-  lua_setfield(L, -2, "scope");
+  sh_setfield_value(L, "canonical_request", creq);
+  sh_setfield_value(L, "string_to_sign", sts);
+  sh_setfield_value(L, "signed_headers", signed_headers);
+  sh_setfield_lstring(L, "signature", sig, 2 * SH_SIGV4_SHA256_LEN);
+  sh_setfield_value(L, "scope", scope);
   return 2;
 }
 
-static const luaL_Reg sh_sigv4_funcs[] = {
-    {"sign", sh_sigv4_sign},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_aws_sigv4(lua_State *L);
-
 int luaopen_stagehost_core_aws_sigv4(lua_State *L) {
-  luaL_newlib(L, sh_sigv4_funcs);
-  return 1;
+  static const luaL_Reg funcs[] = {{"sign", sh_sigv4_sign}, {NULL, NULL}};
+  return sh_newmodule(L, funcs, NULL, NULL);
 }

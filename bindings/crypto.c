@@ -20,6 +20,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "auxlib.h"
+
 #define SH_CRYPTO_RANDOM_MAX (1024 * 1024)
 /* Input handed to OpenSSL's int-sized codec calls at a time: whole 3-byte groups to encode,
  * whole 4-character groups to decode, so padding can only occur in the last chunk. */
@@ -402,24 +404,15 @@ static int sh_crypto_open(lua_State *L) {
 }
 
 static const luaL_Reg sh_crypto_funcs[] = {
-    {"sha256", sh_crypto_sha256},
-    {"hmac_sha256", sh_crypto_hmac_sha256},
-    {"random", sh_crypto_random},
-    {"equal", sh_crypto_equal},
-    {"base64_encode", sh_crypto_base64_encode},
-    {"base64_decode", sh_crypto_base64_decode},
-    {"base64url_encode", sh_crypto_base64url_encode},
-    {"base64url_decode", sh_crypto_base64url_decode},
-    {"hex_encode", sh_crypto_hex_encode},
-    {"hex_decode", sh_crypto_hex_decode},
-    {"seal", sh_crypto_seal},
-    {"open", sh_crypto_open},
+    {"sha256", sh_crypto_sha256}, {"hmac_sha256", sh_crypto_hmac_sha256},
+    {"random", sh_crypto_random}, {"equal", sh_crypto_equal},
+    {"base64_encode", sh_crypto_base64_encode}, {"base64_decode", sh_crypto_base64_decode},
+    {"base64url_encode", sh_crypto_base64url_encode}, {"base64url_decode", sh_crypto_base64url_decode},
+    {"hex_encode", sh_crypto_hex_encode}, {"hex_decode", sh_crypto_hex_decode},
+    {"seal", sh_crypto_seal}, {"open", sh_crypto_open},
     {NULL, NULL},
 };
 
-int luaopen_stagehost_core_crypto(lua_State *L);
-
 int luaopen_stagehost_core_crypto(lua_State *L) {
-  luaL_newlib(L, sh_crypto_funcs);
-  return 1;
+  return sh_newmodule(L, sh_crypto_funcs, NULL, NULL);
 }

@@ -404,6 +404,5 @@ static const luaL_Reg sh_fs_funcs[] = {
 };
 
 int sh_fs_open(lua_State *L) {
-  luaL_newlib(L, sh_fs_funcs);
-  return 1;
+  return sh_newmodule(L, sh_fs_funcs, NULL, NULL);
 }

@@ -106,25 +106,13 @@ static int sh_fswatch_close(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg sh_fswatch_methods[] = {
-    {"wait", sh_fswatch_wait},
-    {"close", sh_fswatch_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg sh_fswatch_meta[] = {
-    {"__gc", sh_fswatch_close},
-    {"__close", sh_fswatch_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg sh_fswatch_funcs[] = {
-    {"open", sh_fswatch_open},
+static const luaL_Reg sh_fswatch_class[] = {
+    {"wait", sh_fswatch_wait}, {"close", sh_fswatch_close},
+    {"__gc", sh_fswatch_close}, {"__close", sh_fswatch_close},
     {NULL, NULL},
 };
 
 int luaopen_stagehost_core_fswatch(lua_State *L) {
-  sh_metatable(L, SH_FSWATCH_MT, sh_fswatch_meta, sh_fswatch_methods);
-  luaL_newlib(L, sh_fswatch_funcs);
-  return 1;
+  static const luaL_Reg funcs[] = {{"open", sh_fswatch_open}, {NULL, NULL}};
+  return sh_newmodule(L, funcs, SH_FSWATCH_MT, sh_fswatch_class);
 }

@@ -23,6 +23,7 @@
 #include "../host/sched.h"
 #include "../host/util.h"
 #include "auxlib.h"
+#include "curl_module.h"
 
 #define SH_HTTP_KEY "stagehost.http_client.multi"
 #define SH_HTTP_MAX_BODY (64.0 * 1024 * 1024) /* max_body's default */
@@ -383,16 +384,10 @@ static int sh_http_push_failure(lua_State *L, sh_http_req_t *r) {
   const char *url = lua_pushstring(L, r->url);
   lua_pushfstring(L, "http.request: %s %s failed: %s", r->method, url, reason);
   sh_error_push(L, "transport", code, lua_tostring(L, -1));
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "url");
-  lua_pushstring(L, r->method);
-  lua_setfield(L, -2, "method");
-  lua_pushstring(L, reason);
-  lua_setfield(L, -2, "reason");
-  if (r->over_limit) {
-    lua_pushinteger(L, (lua_Integer)r->limit);
-    lua_setfield(L, -2, "limit");
-  }
+  sh_setfield_value(L, "url", -3);
+  sh_setfield_string(L, "method", r->method);
+  sh_setfield_string(L, "reason", reason);
+  if (r->over_limit) sh_setfield_integer(L, "limit", (lua_Integer)r->limit);
   lua_replace(L, base + 1); /* e ... */
   lua_settop(L, base + 1);
   lua_pushnil(L);
@@ -442,18 +437,12 @@ static int sh_http_result(lua_State *L, sh_http_req_t *r) {
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &effective);
   lua_createtable(L, 0, 5);
-  lua_pushinteger(L, status);
-  lua_setfield(L, -2, "status");
+  sh_setfield_integer(L, "status", status);
   sh_http_push_headers(L, r);
   lua_setfield(L, -2, "headers");
-  if (!r->out_path) {
-    lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
-    lua_setfield(L, -2, "body");
-  }
-  lua_pushstring(L, effective ? effective : r->url);
-  lua_setfield(L, -2, "url");
-  lua_pushnumber(L, (double)(uv_hrtime() - r->started) / 1e9);
-  lua_setfield(L, -2, "duration");
+  if (!r->out_path) sh_setfield_lstring(L, "body", r->body.data ? r->body.data : "", r->body.len);
+  sh_setfield_string(L, "url", effective ? effective : r->url);
+  sh_setfield_number(L, "duration", (double)(uv_hrtime() - r->started) / 1e9);
   sh_http_req_free(r);
   return 1;
 }
@@ -659,20 +648,9 @@ static int sh_http_request(lua_State *L) {
   return sh_sched_yield(L, sh_http_request_k, (lua_KContext)r);
 }
 
-static const luaL_Reg sh_http_funcs[] = {
-    {"request", sh_http_request},
-    {NULL, NULL},
-};
-
 int luaopen_stagehost_core_http_client(lua_State *L) {
-  static int initialised;
-  if (!initialised) {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    initialised = 1;
-  }
+  static const luaL_Reg funcs[] = {{"request", sh_http_request}, {NULL, NULL}};
+  sh_curl_newmodule(L, funcs);
   sh_http_get(L); /* now: its timer lasts as long as Lua, and belongs in any leak baseline */
-  luaL_newlib(L, sh_http_funcs);
-  lua_pushstring(L, curl_version());
-  lua_setfield(L, -2, "curl_version");
   return 1;
 }

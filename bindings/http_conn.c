@@ -165,12 +165,7 @@ static void sh_server_write_done(uv_write_t *req, int status) {
       sh_server_conn_maybe_next(c);
     }
   }
-  if (w->wait.task) {
-    w->status = status;
-    sh_sched_wake(&w->wait);
-    return; /* the continuation frees it */
-  }
-  free(w);
+  sh_await_done(&w->await, status);
 }
 
 /* Queue the concatenation of parts as one write. On failure the connection is closed and NULL

@@ -66,44 +66,37 @@ static void sh_server_push_headers(lua_State *L, const sh_http_request_t *r) {
 
 static void sh_server_push_request(lua_State *L, sh_server_conn_t *c, const sh_http_request_t *r) {
   lua_createtable(L, 0, 10);
-  lua_pushstring(L, http_method_str((enum http_method)r->method));
-  lua_setfield(L, -2, "method");
+  sh_setfield_string(L, "method", http_method_str((enum http_method)r->method));
   const char *url = sh_http_at(&r->url, 0);
-  lua_pushlstring(L, url, r->url.len);
-  lua_setfield(L, -2, "url");
+  sh_setfield_lstring(L, "url", url, r->url.len);
   /* path and query: http-parser's URL splitter handles origin, absolute and authority forms
    * (its offsets are 16 bits: a longer URL, or "*" of OPTIONS, is split at '?' and '#') */
   struct http_parser_url u;
   http_parser_url_init(&u);
   if (r->url.len > 0 && r->url.len <= UINT16_MAX &&
       http_parser_parse_url(url, r->url.len, r->method == HTTP_CONNECT, &u) == 0) {
-    if (u.field_set & (1 << UF_PATH)) lua_pushlstring(L, url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-    else lua_pushliteral(L, "/");
-    lua_setfield(L, -2, "path");
-    if (u.field_set & (1 << UF_QUERY)) {
-      lua_pushlstring(L, url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
-      lua_setfield(L, -2, "query");
-    }
+    if (u.field_set & (1 << UF_PATH))
+      sh_setfield_lstring(L, "path", url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+    else
+      sh_setfield_string(L, "path", "/");
+    if (u.field_set & (1 << UF_QUERY))
+      sh_setfield_lstring(L, "query", url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
   } else {
     size_t path_end = 0, query_end;
     while (path_end < r->url.len && url[path_end] != '?' && url[path_end] != '#') path_end++;
-    lua_pushlstring(L, url, path_end);
-    lua_setfield(L, -2, "path");
+    sh_setfield_lstring(L, "path", url, path_end);
     if (path_end < r->url.len && url[path_end] == '?') {
       for (query_end = path_end + 1; query_end < r->url.len && url[query_end] != '#'; query_end++) {
       }
-      lua_pushlstring(L, url + path_end + 1, query_end - path_end - 1);
-      lua_setfield(L, -2, "query");
+      sh_setfield_lstring(L, "query", url + path_end + 1, query_end - path_end - 1);
     }
   }
   lua_pushfstring(L, "%d.%d", (int)r->major, (int)r->minor);
   lua_setfield(L, -2, "version");
   sh_server_push_headers(L, r);
   lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, sh_http_at(&r->body, 0), r->body.len);
-  lua_setfield(L, -2, "body");
-  lua_pushstring(L, c->remote);
-  lua_setfield(L, -2, "remote");
+  sh_setfield_lstring(L, "body", sh_http_at(&r->body, 0), r->body.len);
+  sh_setfield_string(L, "remote", c->remote);
   luaL_setmetatable(L, SH_SERVER_REQUEST_MT);
 }
 
@@ -479,14 +472,6 @@ static void sh_server_closer_abort(sh_wait_t *w) {
   sh_server_maybe_free(s);
 }
 
-/* the last connection closed; the closer record was freed by whoever woke this task */
-static int sh_server_close_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 0;
-}
-
 /* server:close(): stop now, and (inside a task) wait until every connection has closed */
 static int sh_server_close(lua_State *L) {
   sh_server_t *s = sh_check_server(L, 1);
@@ -501,7 +486,7 @@ static int sh_server_close(lua_State *L) {
   cl->next = s->closers;
   if (s->closers) s->closers->prev = cl;
   s->closers = cl;
-  return sh_sched_yield(L, sh_server_close_k, 0);
+  return sh_sched_yield(L, NULL, 0); /* woken once the last connection closed; returns nothing */
 }
 
 /* __close: stop without waiting (it may run where a task cannot wait) */
@@ -523,20 +508,13 @@ static int sh_server_gc(lua_State *L) {
   return 0;
 }
 
+/* __index: port and host, then the methods */
 static int sh_server_index(lua_State *L) {
   sh_server_t *s = sh_check_server(L, 1);
   const char *key = luaL_checkstring(L, 2);
-  if (strcmp(key, "port") == 0) {
-    lua_pushinteger(L, s->port);
-    return 1;
-  }
-  if (strcmp(key, "host") == 0) {
-    lua_pushstring(L, s->host);
-    return 1;
-  }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_getfield(L, -1, key);
+  if (strcmp(key, "port") == 0) lua_pushinteger(L, s->port);
+  else if (strcmp(key, "host") == 0) lua_pushstring(L, s->host);
+  else return sh_index_methods(L);
   return 1;
 }
 
@@ -680,19 +658,6 @@ static int sh_server_req_stream(lua_State *L) {
   return 1;
 }
 
-/* The writer was cancelled: the write still completes (or is cancelled by a close) on its own,
- * and its callback frees it since no task waits on it any more. */
-static void sh_server_write_abort(sh_wait_t *w) { (void)w; }
-
-/* Inside the writer's task after the write's callback woke it: the write is ours to free now. */
-static int sh_server_stream_write_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  sh_server_write_t *w = (sh_server_write_t *)ctx;
-  int rc = w->status;
-  free(w);
-  return sh_uv_result(L, rc, "stream:write");
-}
-
 /* stream:write(data) -> true, or nil, message, code once the client is gone; waits until
  * libuv has written the chunk, so a slow client slows its writer down */
 static int sh_server_stream_write(lua_State *L) {
@@ -715,8 +680,7 @@ static int sh_server_stream_write(lua_State *L) {
   parts[1].len = len;
   sh_server_write_t *w = sh_server_conn_send(c, parts, 3);
   if (!w) return sh_failure(L, "ECONNRESET", "stream:write: the connection is closed");
-  sh_sched_park(L, &w->wait, sh_server_write_abort);
-  return sh_sched_yield(L, sh_server_stream_write_k, (lua_KContext)w);
+  return sh_await_yield(L, &w->await, "stream:write"); /* a cancelled writer's write still completes */
 }
 
 /* stream:close(): the last chunk; idempotent, never waits (also __close) */
@@ -740,46 +704,33 @@ static int sh_server_stream_gc(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg sh_server_methods[] = {
+static const luaL_Reg sh_server_class[] = {
     {"close", sh_server_close},
+    {"__index", sh_server_index}, {"__gc", sh_server_gc}, {"__close", sh_server_close_now},
+    {"__tostring", sh_server_tostring},
     {NULL, NULL},
 };
 
-static const luaL_Reg sh_server_stream_methods[] = {
-    {"write", sh_server_stream_write},
-    {"close", sh_server_stream_close},
+static const luaL_Reg sh_server_stream_class[] = {
+    {"write", sh_server_stream_write}, {"close", sh_server_stream_close},
+    {"__gc", sh_server_stream_gc}, {"__close", sh_server_stream_close},
     {NULL, NULL},
 };
 
-static const luaL_Reg sh_server_request_methods[] = {
-    {"stream", sh_server_req_stream},
-    {NULL, NULL},
-};
+static const luaL_Reg sh_server_request_class[] = {{"stream", sh_server_req_stream}, {NULL, NULL}};
 
-static const luaL_Reg sh_server_funcs[] = {
-    {"serve", sh_server_serve},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_http_server(lua_State *L);
 int luaopen_stagehost_core_http_server(lua_State *L) {
-  static const luaL_Reg server_meta[] = {{"__index", sh_server_index},   {"__gc", sh_server_gc},
-                                         {"__close", sh_server_close_now}, {"__tostring", sh_server_tostring},
-                                         {NULL, NULL}};
-  static const luaL_Reg stream_meta[] = {{"__gc", sh_server_stream_gc}, {"__close", sh_server_stream_close}, {NULL, NULL}};
-  sh_metatable(L, SH_SERVER_MT, server_meta, sh_server_methods);
-  sh_metatable(L, SH_SERVER_STREAM_MT, stream_meta, sh_server_stream_methods);
-  sh_metatable(L, SH_SERVER_REQUEST_MT, NULL, sh_server_request_methods);
+  static const luaL_Reg funcs[] = {{"serve", sh_server_serve}, {NULL, NULL}};
+  sh_metatable(L, SH_SERVER_STREAM_MT, sh_server_stream_class);
+  sh_metatable(L, SH_SERVER_REQUEST_MT, sh_server_request_class);
   if (lua_getfield(L, LUA_REGISTRYINDEX, SH_SERVER_EXCHANGES) != LUA_TTABLE) {
     lua_newtable(L);
     lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
+    sh_setfield_string(L, "__mode", "k");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, SH_SERVER_EXCHANGES);
   }
   lua_pop(L, 1);
   sh_server_state_get(L); /* now, before any server, so lua_close releases it after them */
-  luaL_newlib(L, sh_server_funcs);
-  return 1;
+  return sh_newmodule(L, funcs, SH_SERVER_MT, sh_server_class);
 }

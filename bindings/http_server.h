@@ -100,10 +100,9 @@ struct sh_server_conn {
 
 /* A write of response bytes; a task in stream:write waits on it. */
 typedef struct {
+  sh_await_t await; /* first: the record is freed through it */
   uv_write_t req;
-  sh_wait_t wait;
   sh_server_conn_t *conn;
-  int status;
   char data[];
 } sh_server_write_t;
 

@@ -13,7 +13,6 @@
 
 #define SH_JSON_ARRAY_MT "stagehost.json.array"
 #define SH_JSON_OBJECT_MT "stagehost.json.object"
-#define SH_JSON_TREE_MT "stagehost.json.tree"
 #define SH_JSON_MAX_DEPTH CJSON_NESTING_LIMIT
 
 /* json.null: a light userdata, like lua-cjson's, so it compares equal to itself everywhere */
@@ -21,20 +20,12 @@
 
 /* ---- decode ---- */
 
-/* cJSON's tree while it is turned into Lua values, in a to-be-closed userdata: building a
- * table or growing the stack can raise (out of memory, stack overflow), and the tree must be
- * freed then too, not only on the way out */
-typedef struct {
-  cJSON *root;
-} sh_json_tree;
-
-static int sh_json_tree_close(lua_State *L) {
-  sh_json_tree *t = luaL_checkudata(L, 1, SH_JSON_TREE_MT);
-  if (t->root) {
-    cJSON_Delete(t->root);
-    t->root = NULL;
-  }
-  return 0;
+/* cJSON's tree is kept in a box (bindings/auxlib.h) while it is turned into Lua values:
+ * building a table or growing the stack can raise (out of memory, stack overflow), and the
+ * tree must be freed then too, not only on the way out */
+static void sh_json_tree_release(void *data) {
+  cJSON *root = *(cJSON **)data;
+  if (root) cJSON_Delete(root);
 }
 
 static void sh_json_push(lua_State *L, const cJSON *item, int depth) {
@@ -127,61 +118,52 @@ static size_t sh_json_find_huge(const char *s, size_t len) {
   return len;
 }
 
-/* Bad input is data from the world, as xml.decode and yaml.decode have it: nil and one line. */
-static int sh_json_bad(lua_State *L, int line, int col, const char *why) {
-  lua_pushnil(L);
-  lua_pushfstring(L, "line %d, column %d: %s", line, col, why);
-  return 2;
-}
-
-/* decode(s) -> value | nil, "line L, column C: reason". A non-string raises (misuse), and so
- * does running out of memory or of Lua stack while the value is built. */
+/* decode(s) -> value | nil, "line L, column C: reason": bad input is data from the world, as
+ * xml.decode and yaml.decode have it. A non-string raises (misuse), and so does running out of
+ * memory or of Lua stack while the value is built. */
 static int sh_json_decode(lua_State *L) {
   size_t len;
   const char *s = sh_check_lstring(L, 1, "json.decode", &len);
   lua_settop(L, 1);
-  if (len == 0) return sh_json_bad(L, 1, 1, "empty input");
+  if (len == 0) return sh_decode_failure(L, 1, 1, "empty input");
   int line, col, depth;
   size_t zero = strlen(s);
   if (zero < len) {
     sh_json_where(s, zero, &line, &col, &depth);
-    return sh_json_bad(L, line, col, "invalid JSON: NUL byte");
+    return sh_decode_failure(L, line, col, "invalid JSON: NUL byte");
   }
   /* cJSON would decode \u0000 and then cut the string there: refuse instead of corrupting */
   size_t nul = sh_json_find_u0000(s, len);
   if (nul < len) {
     sh_json_where(s, nul, &line, &col, &depth);
-    return sh_json_bad(L, line, col, "\\u0000 in a string is not supported");
+    return sh_decode_failure(L, line, col, "\\u0000 in a string is not supported");
   }
-  sh_json_tree *tree = lua_newuserdatauv(L, sizeof *tree, 0);
-  tree->root = NULL;
-  luaL_setmetatable(L, SH_JSON_TREE_MT);
-  lua_toclose(L, -1);
+  cJSON **tree = sh_newbox(L, sizeof *tree, sh_json_tree_release);
   /* Lua strings end in a NUL; cJSON wants it inside the length to accept the end of input */
   const char *end = NULL;
-  cJSON *root = tree->root = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
+  cJSON *root = *tree = cJSON_ParseWithLengthOpts(s, len + 1, &end, 1);
   if (!root) {
     size_t off = end && end >= s ? (size_t)(end - s) : 0;
     if (off > len) off = len;
     sh_json_where(s, off, &line, &col, &depth);
     if (depth >= CJSON_NESTING_LIMIT) {
       lua_pushfstring(L, "nesting deeper than %d levels", CJSON_NESTING_LIMIT);
-      return sh_json_bad(L, line, col, lua_tostring(L, -1));
+      return sh_decode_failure(L, line, col, lua_tostring(L, -1));
     }
     char near[24];
     size_t nl = len - off < 16 ? len - off : 16, k = 0;
     for (size_t i = 0; i < nl; i++) near[k++] = (s[off + i] == '\n' || s[off + i] == '\r') ? ' ' : s[off + i];
     near[k] = '\0';
-    if (!nl) return sh_json_bad(L, line, col, "invalid JSON (unexpected end)");
+    if (!nl) return sh_decode_failure(L, line, col, "invalid JSON (unexpected end)");
     lua_pushfstring(L, "invalid JSON near '%s'", near);
-    return sh_json_bad(L, line, col, lua_tostring(L, -1));
+    return sh_decode_failure(L, line, col, lua_tostring(L, -1));
   }
   if (sh_json_has_huge(root)) {
     sh_json_where(s, sh_json_find_huge(s, len), &line, &col, &depth);
-    return sh_json_bad(L, line, col, "number out of range (a double ends near 1.8e308)");
+    return sh_decode_failure(L, line, col, "number out of range (a double ends near 1.8e308)");
   }
   sh_json_push(L, root, 0);
-  return 1; /* closing the tree's userdata frees it */
+  return 1; /* closing the box frees the tree */
 }
 
 /* ---- encode ---- */
@@ -413,8 +395,6 @@ static const luaL_Reg sh_json_funcs[] = {
 };
 
 int sh_json_open(lua_State *L) {
-  static const luaL_Reg meta[] = {{"__close", sh_json_tree_close}, {"__gc", sh_json_tree_close}, {NULL, NULL}};
-  sh_metatable(L, SH_JSON_TREE_MT, meta, NULL);
   luaL_newmetatable(L, SH_JSON_ARRAY_MT);
   lua_pop(L, 1);
   luaL_newmetatable(L, SH_JSON_OBJECT_MT);

@@ -8,6 +8,7 @@
 
 #include "../host/log.h"
 #include "../host/sched.h"
+#include "auxlib.h"
 
 /* Join the arguments like print() does, with spaces. */
 static void sh_log_concat(lua_State *L, int first) {
@@ -283,15 +284,6 @@ static const luaL_Reg sh_log_funcs[] = {
 };
 
 int sh_log_open(lua_State *L) {
-  if (luaL_newmetatable(L, SH_LOG_CTX_MT)) {
-    lua_pushcfunction(L, sh_log_ctx_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, sh_log_ctx_last);
-    lua_setfield(L, -2, "last");
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-  luaL_newlib(L, sh_log_funcs);
-  return 1;
+  static const luaL_Reg ctx_class[] = {{"last", sh_log_ctx_last}, {"__gc", sh_log_ctx_gc}, {NULL, NULL}};
+  return sh_newmodule(L, sh_log_funcs, SH_LOG_CTX_MT, ctx_class);
 }

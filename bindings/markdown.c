@@ -39,15 +39,7 @@ static int sh_markdown_version(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sh_markdown_funcs[] = {
-    {"html", sh_markdown_html},
-    {"version", sh_markdown_version},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_markdown(lua_State *L);
-
 int luaopen_stagehost_core_markdown(lua_State *L) {
-  luaL_newlib(L, sh_markdown_funcs);
-  return 1;
+  static const luaL_Reg funcs[] = {{"html", sh_markdown_html}, {"version", sh_markdown_version}, {NULL, NULL}};
+  return sh_newmodule(L, funcs, NULL, NULL);
 }

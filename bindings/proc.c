@@ -98,10 +98,10 @@ struct sh_proc {
 };
 
 typedef struct {
+  sh_await_t await; /* first: the record is freed through it */
   uv_write_t req;
-  sh_wait_t wait;
   sh_proc_t *proc;
-  int status, close_after;
+  int close_after;
   char data[];
 } sh_proc_write_t;
 
@@ -174,12 +174,18 @@ static int sh_proc_finished(const sh_proc_t *p) {
 
 static int sh_proc_reading_done(const sh_proc_t *p) { return !p->pipe_open[1] && !p->pipe_open[2]; }
 
+/* Has the process what a wait of this kind waits for (its end, or a line or the end of output)? */
+static int sh_proc_ready(const sh_proc_t *p, int kind) {
+  switch (kind) {
+  case SH_WAIT_EXIT: return sh_proc_finished(p);
+  case SH_WAIT_LINE: return p->lines_head || sh_proc_reading_done(p);
+  default: return 0;
+  }
+}
+
 /* Something changed: wake the waiting task if what it waits for is there. */
 static void sh_proc_progress(sh_proc_t *p) {
-  if (!p->wait.task) return;
-  if ((p->wait_kind == SH_WAIT_EXIT && sh_proc_finished(p)) ||
-      (p->wait_kind == SH_WAIT_LINE && (p->lines_head || sh_proc_reading_done(p))))
-    sh_sched_wake(&p->wait);
+  if (p->wait.task && sh_proc_ready(p, p->wait_kind)) sh_sched_wake(&p->wait);
 }
 
 static void sh_proc_signal_group(sh_proc_t *p, int sig) {
@@ -430,7 +436,7 @@ static sh_proc_t *sh_check_proc(lua_State *L, int idx) {
 
 static void sh_proc_write_cb(uv_write_t *req, int status);
 
-/* Queue data for the child's stdin; the result reaches a waiting task through w->wait. */
+/* Queue data for the child's stdin; the result reaches a waiting task through w->await. */
 static sh_proc_write_t *sh_proc_queue_write(sh_proc_t *p, const char *data, size_t len, int close_after) {
   sh_proc_write_t *w = malloc(sizeof *w + len);
   if (!w) return NULL;
@@ -577,62 +583,26 @@ static void sh_push_capture(lua_State *L, sh_proc_t *p, int i, const char *field
   if (!p->capture[i]) return;
   sh_capture_t *c = &p->cap[i];
   size_t len = c->buf.len > c->limit ? c->limit : c->buf.len;
-  lua_pushlstring(L, c->buf.data ? c->buf.data + c->buf.len - len : "", len);
-  lua_setfield(L, -2, field);
+  sh_setfield_lstring(L, field, c->buf.data ? c->buf.data + c->buf.len - len : "", len);
   if (c->truncated) {
     char key[32];
     snprintf(key, sizeof key, "%s_truncated", field);
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, key);
+    sh_setfield_boolean(L, key, 1);
   }
 }
 
 static int sh_proc_result(lua_State *L, sh_proc_t *p) {
   lua_createtable(L, 0, 10);
   int code = p->timed_out ? 124 : p->term_signal ? 128 + p->term_signal : (int)p->exit_status;
-  lua_pushboolean(L, code == 0);
-  lua_setfield(L, -2, "ok");
-  lua_pushinteger(L, code);
-  lua_setfield(L, -2, "code");
-  if (p->term_signal) {
-    lua_pushstring(L, sh_signal_name(p->term_signal));
-    lua_setfield(L, -2, "signal");
-  }
-  lua_pushboolean(L, p->timed_out);
-  lua_setfield(L, -2, "timed_out");
-  lua_pushnumber(L, (double)(p->end_ns - p->start_ns) / 1e9);
-  lua_setfield(L, -2, "duration");
-  lua_pushinteger(L, p->pid);
-  lua_setfield(L, -2, "pid");
+  sh_setfield_boolean(L, "ok", code == 0);
+  sh_setfield_integer(L, "code", code);
+  if (p->term_signal) sh_setfield_string(L, "signal", sh_signal_name(p->term_signal));
+  sh_setfield_boolean(L, "timed_out", p->timed_out);
+  sh_setfield_number(L, "duration", (double)(p->end_ns - p->start_ns) / 1e9);
+  sh_setfield_integer(L, "pid", p->pid);
   sh_push_capture(L, p, 1, "stdout");
   sh_push_capture(L, p, 2, "stderr");
   return 1;
-}
-
-static int sh_proc_wait_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  (void)ctx;
-  sh_proc_t *p = sh_check_proc(L, 1);
-  p->wait_kind = SH_WAIT_NONE;
-  return sh_proc_result(L, p);
-}
-
-static void sh_proc_claim_wait(lua_State *L, sh_proc_t *p, int kind, const char *who) {
-  if (p->wait_kind != SH_WAIT_NONE) luaL_error(L, "%s: another task is already waiting on this process", who);
-  sh_sched_check_wait(L, who);
-  sh_sched_park(L, &p->wait, sh_proc_wait_abort);
-  p->wait_kind = kind;
-}
-
-static int sh_proc_wait(lua_State *L) {
-  sh_proc_t *p = sh_check_proc(L, 1);
-  lua_settop(L, 1);
-  if (sh_proc_finished(p)) {
-    sh_sched_check(L, "process:wait");
-    return sh_proc_result(L, p);
-  }
-  sh_proc_claim_wait(L, p, SH_WAIT_EXIT, "process:wait");
-  return sh_sched_yield(L, sh_proc_wait_k, 0);
 }
 
 static int sh_proc_pop_line(lua_State *L, sh_proc_t *p) {
@@ -655,49 +625,49 @@ static int sh_proc_pop_line(lua_State *L, sh_proc_t *p) {
   return 2;
 }
 
-static int sh_proc_read_line_k(lua_State *L, int status, lua_KContext ctx) {
+/* What a wait of this kind returns: the result, or the next line. */
+static int sh_proc_deliver(lua_State *L, sh_proc_t *p, int kind) {
+  return kind == SH_WAIT_EXIT ? sh_proc_result(L, p) : sh_proc_pop_line(L, p);
+}
+
+static int sh_proc_wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  (void)ctx;
   sh_proc_t *p = sh_check_proc(L, 1);
   p->wait_kind = SH_WAIT_NONE;
-  return sh_proc_pop_line(L, p);
+  return sh_proc_deliver(L, p, (int)ctx);
+}
+
+/* process:wait and process:read_line: what the process has now, or the task parks (one task
+ * per process at a time) until it has it. */
+static int sh_proc_await(lua_State *L, sh_proc_t *p, int kind, const char *who) {
+  lua_settop(L, 1);
+  if (sh_proc_ready(p, kind)) {
+    sh_sched_check(L, who);
+    return sh_proc_deliver(L, p, kind);
+  }
+  if (p->wait_kind != SH_WAIT_NONE) luaL_error(L, "%s: another task is already waiting on this process", who);
+  sh_sched_check_wait(L, who);
+  sh_sched_park(L, &p->wait, sh_proc_wait_abort);
+  p->wait_kind = kind;
+  return sh_sched_yield(L, sh_proc_wait_k, (lua_KContext)kind);
+}
+
+static int sh_proc_wait(lua_State *L) {
+  return sh_proc_await(L, sh_check_proc(L, 1), SH_WAIT_EXIT, "process:wait");
 }
 
 /* p:read_line() -> "stdout"|"stderr", line; nil once both streams have ended */
 static int sh_proc_read_line(lua_State *L) {
   sh_proc_t *p = sh_check_proc(L, 1);
-  lua_settop(L, 1);
   if (!p->want_lines) return luaL_error(L, "process:read_line: spawn the process with lines enabled");
-  if (p->lines_head || sh_proc_reading_done(p)) {
-    sh_sched_check(L, "process:read_line");
-    return sh_proc_pop_line(L, p);
-  }
-  sh_proc_claim_wait(L, p, SH_WAIT_LINE, "process:read_line");
-  return sh_sched_yield(L, sh_proc_read_line_k, 0);
+  return sh_proc_await(L, p, SH_WAIT_LINE, "process:read_line");
 }
 
 /* called by libuv when a write to the child's stdin is done */
 static void sh_proc_write_cb(uv_write_t *req, int status) {
   sh_proc_write_t *w = SH_CONTAINER(req, sh_proc_write_t, req);
   if (w->close_after) sh_proc_close_pipe(w->proc, 0);
-  if (w->wait.task) {
-    w->status = status;
-    sh_sched_wake(&w->wait);
-    return; /* the continuation frees it */
-  }
-  free(w);
-}
-
-static void sh_proc_write_abort(sh_wait_t *wait) {
-  (void)wait; /* the write completes on its own; its callback frees it */
-}
-
-static int sh_proc_write_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  sh_proc_write_t *w = (sh_proc_write_t *)ctx;
-  int rc = w->status;
-  free(w);
-  return sh_uv_result(L, rc, "process:write");
+  sh_await_done(&w->await, status);
 }
 
 static int sh_proc_write(lua_State *L) {
@@ -710,8 +680,7 @@ static int sh_proc_write(lua_State *L) {
   sh_sched_check_wait(L, "process:write"); /* before the write is allocated */
   sh_proc_write_t *w = sh_proc_queue_write(p, data, len, 0);
   if (!w) return sh_failure(L, "EPIPE", "process:write: the child's stdin is closed");
-  sh_sched_park(L, &w->wait, sh_proc_write_abort);
-  return sh_sched_yield(L, sh_proc_write_k, (lua_KContext)w);
+  return sh_await_yield(L, &w->await, "process:write"); /* a cancelled writer's write still completes */
 }
 
 static int sh_proc_close_stdin(lua_State *L) {
@@ -760,25 +729,18 @@ static int sh_proc_gc(lua_State *L) {
   return 0;
 }
 
+/* __index: pid, then the methods */
 static int sh_proc_index(lua_State *L) {
   sh_proc_t *p = sh_check_proc(L, 1);
-  const char *key = luaL_checkstring(L, 2);
-  if (strcmp(key, "pid") == 0) {
-    lua_pushinteger(L, p->pid);
-    return 1;
-  }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_getfield(L, -1, key);
+  if (strcmp(luaL_checkstring(L, 2), "pid") != 0) return sh_index_methods(L);
+  lua_pushinteger(L, p->pid);
   return 1;
 }
 
-static const luaL_Reg sh_proc_methods[] = {
-    {"wait", sh_proc_wait},
-    {"read_line", sh_proc_read_line},
-    {"write", sh_proc_write},
-    {"close_stdin", sh_proc_close_stdin},
-    {"kill", sh_proc_kill},
+static const luaL_Reg sh_proc_class[] = {
+    {"wait", sh_proc_wait}, {"read_line", sh_proc_read_line}, {"write", sh_proc_write},
+    {"close_stdin", sh_proc_close_stdin}, {"kill", sh_proc_kill},
+    {"__index", sh_proc_index}, {"__gc", sh_proc_gc}, {"__close", sh_proc_gc},
     {NULL, NULL},
 };
 
@@ -824,10 +786,8 @@ static int sh_proc_signal_group_l(lua_State *L) {
     return 1;
   }
   int e = errno;
-  lua_pushnil(L);
-  lua_pushfstring(L, "proc.signal_group: %d: %s", (int)pgid, strerror(e));
-  lua_pushstring(L, e == ESRCH ? "ESRCH" : e == EPERM ? "EPERM" : "EINVAL");
-  return 3;
+  const char *code = e == ESRCH ? "ESRCH" : e == EPERM ? "EPERM" : "EINVAL";
+  return sh_failure(L, code, "proc.signal_group: %d: %s", (int)pgid, strerror(e));
 }
 
 /* proc.executable() -> the path of the running stagehost, to run it again (tests, stages) */
@@ -860,9 +820,6 @@ void sh_proc_host_exit(void) {
 }
 
 int sh_proc_open(lua_State *L) {
-  static const luaL_Reg meta[] = {{"__index", sh_proc_index}, {"__gc", sh_proc_gc}, {"__close", sh_proc_gc}, {NULL, NULL}};
-  sh_metatable(L, SH_PROC_MT, meta, sh_proc_methods);
   sh_proc_state_get(L); /* now, so its reaper is there before the first child and part of any baseline */
-  luaL_newlib(L, sh_proc_funcs);
-  return 1;
+  return sh_newmodule(L, sh_proc_funcs, SH_PROC_MT, sh_proc_class);
 }

@@ -29,6 +29,7 @@
 #include "../host/sched.h"
 #include "../host/util.h"
 #include "auxlib.h"
+#include "curl_module.h"
 
 /* One message on its way. Two owners hold it: the task's wait (released by the continuation or
  * by the abort, whichever comes) and the async handle (released by its close callback, after
@@ -333,19 +334,7 @@ static int sh_smtp_send(lua_State *L) {
   return sh_sched_yield(L, sh_smtp_send_k, (lua_KContext)s);
 }
 
-static const luaL_Reg sh_smtp_funcs[] = {
-    {"send", sh_smtp_send},
-    {NULL, NULL},
-};
-
 int luaopen_stagehost_core_smtp(lua_State *L) {
-  static int initialised;
-  if (!initialised) {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    initialised = 1;
-  }
-  luaL_newlib(L, sh_smtp_funcs);
-  lua_pushstring(L, curl_version());
-  lua_setfield(L, -2, "curl_version");
-  return 1;
+  static const luaL_Reg funcs[] = {{"send", sh_smtp_send}, {NULL, NULL}};
+  return sh_curl_newmodule(L, funcs);
 }

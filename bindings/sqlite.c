@@ -573,29 +573,16 @@ static int sh_sqlite_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sh_sqlite_db_methods[] = {
-    {"exec", sh_sqlite_exec},
-    {"query", sh_sqlite_query},
-    {"transaction", sh_sqlite_transaction},
-    {"close", sh_sqlite_close},
-    {"changes", sh_sqlite_changes},
-    {"path", sh_sqlite_path},
+static const luaL_Reg sh_sqlite_db_class[] = {
+    {"exec", sh_sqlite_exec}, {"query", sh_sqlite_query}, {"transaction", sh_sqlite_transaction},
+    {"close", sh_sqlite_close}, {"changes", sh_sqlite_changes}, {"path", sh_sqlite_path},
+    {"__gc", sh_sqlite_close}, {"__close", sh_sqlite_close}, {"__tostring", sh_sqlite_tostring},
     {NULL, NULL},
 };
-
-static const luaL_Reg sh_sqlite_funcs[] = {
-    {"open", sh_sqlite_open},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_sqlite(lua_State *L);
 
 int luaopen_stagehost_core_sqlite(lua_State *L) {
-  static const luaL_Reg meta[] = {
-      {"__gc", sh_sqlite_close}, {"__close", sh_sqlite_close}, {"__tostring", sh_sqlite_tostring}, {NULL, NULL}};
-  sh_metatable(L, SH_SQLITE_DB_MT, meta, sh_sqlite_db_methods);
-  luaL_newlib(L, sh_sqlite_funcs);
-  lua_pushstring(L, sqlite3_libversion());
-  lua_setfield(L, -2, "version");
+  static const luaL_Reg funcs[] = {{"open", sh_sqlite_open}, {NULL, NULL}};
+  sh_newmodule(L, funcs, SH_SQLITE_DB_MT, sh_sqlite_db_class);
+  sh_setfield_string(L, "version", sqlite3_libversion());
   return 1;
 }

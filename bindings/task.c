@@ -8,6 +8,7 @@
 
 #include "../host/sched.h"
 #include "../host/util.h"
+#include "auxlib.h"
 
 #define SH_TASK_MT "stagehost.task"
 
@@ -111,13 +112,6 @@ static void sh_sleep_abort(sh_wait_t *w) {
   sh_timer_disarm(t->sched, &t->sleep_timer);
 }
 
-static int sh_sleep_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 0;
-}
-
 static int sh_task_sleep(lua_State *L) {
   double seconds = luaL_checknumber(L, 1);
   if (seconds != seconds || seconds < 0) luaL_argerror(L, 1, "must be a number of seconds >= 0");
@@ -125,7 +119,7 @@ static int sh_task_sleep(lua_State *L) {
   sh_sched_park(L, &t->sleep_wait, sh_sleep_abort);
   sh_timer_init(&t->sleep_timer, sh_sleep_fire);
   sh_timer_arm(t->sched, &t->sleep_timer, seconds);
-  return sh_sched_yield(L, sh_sleep_k, 0);
+  return sh_sched_yield(L, NULL, 0); /* returns nothing */
 }
 
 static int sh_task_now(lua_State *L) {
@@ -190,12 +184,9 @@ static int sh_task_stats(lua_State *L) {
   int handles = 0;
   uv_walk(sh_sched_loop(L), sh_count_handle, &handles);
   lua_createtable(L, 0, 3);
-  lua_pushinteger(L, (lua_Integer)sh_sched_live_tasks(s));
-  lua_setfield(L, -2, "tasks");
-  lua_pushinteger(L, (lua_Integer)sh_sched_armed_timers(s));
-  lua_setfield(L, -2, "timers");
-  lua_pushinteger(L, handles);
-  lua_setfield(L, -2, "handles");
+  sh_setfield_integer(L, "tasks", (lua_Integer)sh_sched_live_tasks(s));
+  sh_setfield_integer(L, "timers", (lua_Integer)sh_sched_armed_timers(s));
+  sh_setfield_integer(L, "handles", handles);
   return 1;
 }
 
@@ -219,13 +210,11 @@ static const luaL_Reg sh_task_funcs[] = {
 };
 
 int sh_task_open(lua_State *L) {
-  luaL_getmetatable(L, SH_TASK_MT); /* created by the scheduler, which owns __gc */
+  luaL_getmetatable(L, SH_TASK_MT); /* created by the scheduler, which owns __gc (and __name) */
   luaL_newlib(L, sh_task_methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, sh_task_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, SH_TASK_MT);
-  lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
   luaL_newlib(L, sh_task_funcs);
   return 1;

@@ -202,14 +202,8 @@ static int sh_tty_is_tty(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sh_tty_funcs[] = {
-    {"read_line", sh_tty_read_line},
-    {"close", sh_tty_close},
-    {"is_tty", sh_tty_is_tty},
-    {NULL, NULL},
-};
-
 int luaopen_stagehost_core_tty(lua_State *L) {
-  luaL_newlib(L, sh_tty_funcs);
-  return 1;
+  static const luaL_Reg funcs[] = {
+      {"read_line", sh_tty_read_line}, {"close", sh_tty_close}, {"is_tty", sh_tty_is_tty}, {NULL, NULL}};
+  return sh_newmodule(L, funcs, NULL, NULL);
 }

@@ -23,11 +23,12 @@
 
 #include "auxlib.h"
 
-#define SH_XML_PARSER_MT "stagehost.xml.parser"
 #define SH_XML_MAX_DEPTH 512
 /* XML_Parse takes an int length */
 #define SH_XML_CHUNK (1 << 30)
 
+/* expat's parser, kept in a box (bindings/auxlib.h) for the parse: a handler's Lua part may
+ * raise, and the parser must be freed then too */
 typedef struct {
   XML_Parser parser;
 } sh_xml_box;
@@ -52,13 +53,9 @@ typedef struct {
   int cur_len;
 } sh_xml_state;
 
-static int sh_xml_box_close(lua_State *L) {
-  sh_xml_box *box = luaL_checkudata(L, 1, SH_XML_PARSER_MT);
-  if (box->parser) {
-    XML_ParserFree(box->parser);
-    box->parser = NULL;
-  }
-  return 0;
+static void sh_xml_box_release(void *data) {
+  sh_xml_box *box = data;
+  if (box->parser) XML_ParserFree(box->parser);
 }
 
 /* Stop the parse with our own reason, at the position of the current event */
@@ -75,13 +72,9 @@ static void sh_xml_stop(sh_xml_state *st, const char *why) {
 static int sh_xml_p_start(lua_State *L) {
   const sh_xml_state *st = lua_touserdata(L, 1);
   lua_createtable(L, 0, 3);
-  lua_pushstring(L, st->cur_name);
-  lua_setfield(L, -2, "name");
+  sh_setfield_string(L, "name", st->cur_name);
   lua_newtable(L);
-  for (int i = 0; st->cur_attrs[i]; i += 2) {
-    lua_pushstring(L, st->cur_attrs[i + 1]);
-    lua_setfield(L, -2, st->cur_attrs[i]);
-  }
+  for (int i = 0; st->cur_attrs[i]; i += 2) sh_setfield_string(L, st->cur_attrs[i], st->cur_attrs[i + 1]);
   lua_setfield(L, -2, "attrs");
   lua_rawseti(L, 2, 2 * (lua_Integer)st->depth + 1);
   lua_newtable(L);
@@ -202,22 +195,13 @@ static void XMLCALL sh_xml_skipped(void *ud, const XML_Char *name, int is_param)
   sh_xml_stop(ud, why);
 }
 
-static int sh_xml_fail(lua_State *L, unsigned long line, unsigned long column, const char *why) {
-  lua_pushnil(L);
-  lua_pushfstring(L, "line %I, column %I: %s", (lua_Integer)line, (lua_Integer)column, why);
-  return 2;
-}
-
 /* decode(s) -> root element | nil, "line L, column C: reason" */
 static int sh_xml_decode(lua_State *L) {
   size_t len;
   const char *s = sh_check_lstring(L, 1, "xml.decode", &len);
   lua_settop(L, 1);
 
-  sh_xml_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->parser = NULL;
-  luaL_setmetatable(L, SH_XML_PARSER_MT);
-  lua_toclose(L, 2);
+  sh_xml_box *box = sh_newbox(L, sizeof *box, sh_xml_box_release); /* at 2 */
   /* NULL encoding: the document's declaration decides, UTF-8 otherwise; names stay unsplit */
   box->parser = XML_ParserCreate(NULL);
   if (!box->parser) return luaL_error(L, "xml.decode: out of memory");
@@ -255,13 +239,12 @@ static int sh_xml_decode(lua_State *L) {
     lua_pushvalue(L, st.errslot);
     return lua_error(L);
   }
-  if (st.err[0]) return sh_xml_fail(L, st.line, st.column, st.err);
-  if (status != XML_STATUS_OK) {
-    return sh_xml_fail(L, (unsigned long)XML_GetCurrentLineNumber(box->parser),
-                       (unsigned long)XML_GetCurrentColumnNumber(box->parser) + 1,
-                       XML_ErrorString(XML_GetErrorCode(box->parser)));
-  }
-  if (!st.have_root) return sh_xml_fail(L, 1, 1, "no element found");
+  if (st.err[0]) return sh_decode_failure(L, st.line, st.column, st.err);
+  if (status != XML_STATUS_OK)
+    return sh_decode_failure(L, (lua_Integer)XML_GetCurrentLineNumber(box->parser),
+                             (lua_Integer)XML_GetCurrentColumnNumber(box->parser) + 1,
+                             XML_ErrorString(XML_GetErrorCode(box->parser)));
+  if (!st.have_root) return sh_decode_failure(L, 1, 1, "no element found");
   lua_rawgeti(L, st.stack, 0);
   return 1; /* closing the box frees the parser */
 }
@@ -334,17 +317,7 @@ static int sh_xml_escape(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sh_xml_funcs[] = {
-    {"decode", sh_xml_decode},
-    {"escape", sh_xml_escape},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_xml(lua_State *L);
-
 int luaopen_stagehost_core_xml(lua_State *L) {
-  static const luaL_Reg meta[] = {{"__close", sh_xml_box_close}, {"__gc", sh_xml_box_close}, {NULL, NULL}};
-  sh_metatable(L, SH_XML_PARSER_MT, meta, NULL);
-  luaL_newlib(L, sh_xml_funcs);
-  return 1;
+  static const luaL_Reg funcs[] = {{"decode", sh_xml_decode}, {"escape", sh_xml_escape}, {NULL, NULL}};
+  return sh_newmodule(L, funcs, NULL, NULL);
 }

@@ -32,7 +32,6 @@
 
 #include "auxlib.h"
 
-#define SH_YAML_BOX_MT "stagehost.yaml.parser"
 /* the metatables of bindings/json.c: the same registry names give the same tables */
 #define SH_YAML_ARRAY_MT "stagehost.json.array"
 #define SH_YAML_OBJECT_MT "stagehost.json.object"
@@ -53,6 +52,8 @@ typedef struct {
   long start_nodes;
 } sh_yaml_frame;
 
+/* libyaml's parser and its current event, kept in a box (bindings/auxlib.h) for the parse:
+ * building the Lua values may raise, and they must be freed then too */
 typedef struct {
   yaml_parser_t parser;
   yaml_event_t event;
@@ -76,12 +77,10 @@ typedef struct {
   yaml_mark_t err_mark;
 } sh_yaml_state;
 
-static int sh_yaml_box_close(lua_State *L) {
-  sh_yaml_box *box = luaL_checkudata(L, 1, SH_YAML_BOX_MT);
+static void sh_yaml_box_release(void *data) {
+  sh_yaml_box *box = data;
   if (box->event_live) yaml_event_delete(&box->event);
   if (box->parser_live) yaml_parser_delete(&box->parser);
-  box->event_live = box->parser_live = 0;
-  return 0;
 }
 
 /* Record our own reason to stop; -> -1 for the caller to return */
@@ -490,14 +489,9 @@ static int sh_yaml_parser_error(lua_State *L, sh_yaml_state *st) {
   } else {
     line = p->problem_mark.line + 1, column = p->problem_mark.column + 1;
   }
-  lua_pushnil(L);
-  if (p->context)
-    lua_pushfstring(L, "line %I, column %I: %s (%s)", (lua_Integer)line, (lua_Integer)column,
-                    p->problem ? p->problem : "error", p->context);
-  else
-    lua_pushfstring(L, "line %I, column %I: %s", (lua_Integer)line, (lua_Integer)column,
-                    p->problem ? p->problem : "error");
-  return 2;
+  const char *why = p->problem ? p->problem : "error";
+  if (p->context) why = lua_pushfstring(L, "%s (%s)", why, p->context);
+  return sh_decode_failure(L, (lua_Integer)line, (lua_Integer)column, why);
 }
 
 /* decode(s) -> value | nil, "line L, column C: reason" */
@@ -506,10 +500,7 @@ static int sh_yaml_decode(lua_State *L) {
   const char *s = sh_check_lstring(L, 1, "yaml.decode", &len);
   lua_settop(L, 1);
 
-  sh_yaml_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->parser_live = box->event_live = 0;
-  luaL_setmetatable(L, SH_YAML_BOX_MT);
-  lua_toclose(L, 2);
+  sh_yaml_box *box = sh_newbox(L, sizeof *box, sh_yaml_box_release); /* at 2 */
   if (!yaml_parser_initialize(&box->parser)) return luaL_error(L, "yaml.decode: out of memory");
   box->parser_live = 1;
   /* the string stays alive at index 1 for the whole parse */
@@ -552,10 +543,7 @@ static int sh_yaml_decode(lua_State *L) {
     yaml_event_delete(ev);
     box->event_live = 0;
     if (rc != 0) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "line %I, column %I: %s", (lua_Integer)st.err_mark.line + 1,
-                      (lua_Integer)st.err_mark.column + 1, st.err);
-      return 2;
+      return sh_decode_failure(L, (lua_Integer)st.err_mark.line + 1, (lua_Integer)st.err_mark.column + 1, st.err);
     }
     if (done) break;
   }
@@ -563,20 +551,11 @@ static int sh_yaml_decode(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sh_yaml_funcs[] = {
-    {"decode", sh_yaml_decode},
-    {NULL, NULL},
-};
-
-int luaopen_stagehost_core_yaml(lua_State *L);
-
 int luaopen_stagehost_core_yaml(lua_State *L) {
-  static const luaL_Reg meta[] = {{"__close", sh_yaml_box_close}, {"__gc", sh_yaml_box_close}, {NULL, NULL}};
-  sh_metatable(L, SH_YAML_BOX_MT, meta, NULL);
+  static const luaL_Reg funcs[] = {{"decode", sh_yaml_decode}, {NULL, NULL}};
   /* whichever of json and yaml loads first creates them; the other finds them */
   luaL_newmetatable(L, SH_YAML_ARRAY_MT);
   luaL_newmetatable(L, SH_YAML_OBJECT_MT);
   lua_pop(L, 2);
-  luaL_newlib(L, sh_yaml_funcs);
-  return 1;
+  return sh_newmodule(L, funcs, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <lualib.h>
 #include <uv.h>
 
+#include "../bindings/auxlib.h"
 #include "../bindings/modules.h"
 #include "log.h"
 #include "sched.h"
@@ -232,8 +233,7 @@ static void sh_push_argv(lua_State *L, int argc, char **argv) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i);
   }
-  lua_pushinteger(L, argc - 1);
-  lua_setfield(L, -2, "n");
+  sh_setfield_integer(L, "n", argc - 1);
 }
 
 /* host.signal() for cli.lua: the signal the host received ("SIGINT", ...) or nil. Its exit code
@@ -251,12 +251,9 @@ static void sh_push_host(lua_State *L) {
   lua_createtable(L, 0, 4);
   lua_pushcfunction(L, sh_received_signal);
   lua_setfield(L, -2, "signal");
-  lua_pushliteral(L, STAGEHOST_VERSION);
-  lua_setfield(L, -2, "version");
-  lua_pushliteral(L, LUA_RELEASE);
-  lua_setfield(L, -2, "lua");
-  lua_pushstring(L, uv_version_string());
-  lua_setfield(L, -2, "libuv");
+  sh_setfield_string(L, "version", STAGEHOST_VERSION);
+  sh_setfield_string(L, "lua", LUA_RELEASE);
+  sh_setfield_string(L, "libuv", uv_version_string());
 }
 
 static void sh_walk_report(uv_handle_t *h, void *arg) {

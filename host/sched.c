@@ -208,8 +208,7 @@ static void sh_live_unlink(sh_sched_t *s, sh_task_t *t) {
 
 void sh_push_cancel_error(lua_State *L, const char *kind, const char *reason, const void *scope) {
   sh_error_push(L, kind, NULL, reason);
-  lua_pushstring(L, reason);
-  lua_setfield(L, -2, "reason");
+  sh_setfield_string(L, "reason", reason);
   if (scope) {
     lua_pushlightuserdata(L, (void *)scope);
     lua_setfield(L, -2, "scope");
@@ -485,7 +484,7 @@ static int sh_sched_k(lua_State *L, int status, lua_KContext ctx) {
     /* nothing pending any more (a scope left meanwhile): the work was still aborted */
     return luaL_error(L, "wait aborted");
   }
-  return k(L, status, kctx);
+  return k ? k(L, status, kctx) : 0;
 }
 
 int sh_sched_yield(lua_State *L, lua_KFunction k, lua_KContext ctx) {
@@ -493,6 +492,35 @@ int sh_sched_yield(lua_State *L, lua_KFunction k, lua_KContext ctx) {
   t->k = k;
   t->kctx = ctx;
   return lua_yieldk(L, 0, 0, sh_sched_k);
+}
+
+/* The task was cancelled: the request completes on its own, and its callback frees the record
+ * since no task waits on it any more. */
+static void sh_await_abort(sh_wait_t *w) { (void)w; }
+
+/* Inside the task, after the request's callback woke it: the record is ours to free now. */
+static int sh_await_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  sh_await_t *a = (sh_await_t *)ctx;
+  int rc = a->status;
+  const char *who = a->who;
+  free(a);
+  return sh_uv_result(L, rc, who);
+}
+
+int sh_await_yield(lua_State *L, sh_await_t *a, const char *who) {
+  a->who = who;
+  sh_sched_park(L, &a->wait, sh_await_abort);
+  return sh_sched_yield(L, sh_await_k, (lua_KContext)a);
+}
+
+void sh_await_done(sh_await_t *a, int status) {
+  if (!a->wait.task) {
+    free(a);
+    return;
+  }
+  a->status = status;
+  sh_sched_wake(&a->wait);
 }
 
 void sh_sched_wake(sh_wait_t *w) {
@@ -678,16 +706,10 @@ sh_sched_t *sh_sched_new(lua_State *L, uv_loop_t *loop) {
   sh_log_set_context_source(sh_sched_log_ctx);
   lua_pushlightuserdata(L, s);
   lua_setfield(L, LUA_REGISTRYINDEX, SH_SCHED_KEY);
-  if (luaL_newmetatable(L, SH_TASK_MT)) {
-    lua_pushcfunction(L, sh_task_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, SH_STATE_MT)) {
-    lua_pushcfunction(L, sh_state_box_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const luaL_Reg task_class[] = {{"__gc", sh_task_gc}, {NULL, NULL}};
+  static const luaL_Reg state_class[] = {{"__gc", sh_state_box_gc}, {NULL, NULL}};
+  sh_metatable(L, SH_TASK_MT, task_class);
+  sh_metatable(L, SH_STATE_MT, state_class);
   sh_error_metatable(L); /* made now: a cancellation must not be the first to need it */
   lua_pop(L, 1);
   return s;

@@ -107,7 +107,7 @@ size_t sh_sched_armed_timers(sh_sched_t *s);
  *      or timeout. Call it before allocating anything for the wait.
  *   2. allocate the wait record and start the work (raise only after freeing it again);
  *   3. sh_sched_park(L, w, abort) registers w and never raises; then return sh_sched_yield().
- * When resumed, k runs inside the task (it may raise). */
+ * When resumed, k runs inside the task (it may raise); a NULL k returns nothing. */
 sh_task_t *sh_sched_check_wait(lua_State *L, const char *who);
 void sh_sched_park(lua_State *L, sh_wait_t *w, void (*abort)(sh_wait_t *));
 int sh_sched_yield(lua_State *L, lua_KFunction k, lua_KContext ctx);
@@ -118,6 +118,19 @@ void sh_sched_check(lua_State *L, const char *who);
 void sh_sched_wake(sh_wait_t *w);
 /* May this L wait (a task coroutine, yieldable)? Primitives with a synchronous fallback use it. */
 int sh_sched_can_wait(lua_State *L);
+
+/* A libuv request a task waits for (a write) and whose work a cancel does not stop: its record
+ * is malloc'd and begins with an sh_await_t. The request's callback calls sh_await_done, which
+ * wakes the task (whose continuation frees the record and returns true, or nil, message, code
+ * as sh_uv_result does) or, when no task waits any more, frees the record itself. */
+typedef struct {
+  sh_wait_t wait;
+  int status;      /* the request's, once done */
+  const char *who; /* names the request in a failure: "process:write" */
+} sh_await_t;
+/* Step 3 above for such a request: park on it and yield (after step 1 and starting it). */
+int sh_await_yield(lua_State *L, sh_await_t *a, const char *who);
+void sh_await_done(sh_await_t *a, int status);
 
 void sh_timer_init(sh_timer_t *t, void (*fire)(sh_timer_t *));
 void sh_timer_arm(sh_sched_t *s, sh_timer_t *t, double seconds);

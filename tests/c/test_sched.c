@@ -35,27 +35,38 @@ static void never_called(sh_timer_t *t) {
   exit(1);
 }
 
-static lua_State *new_state(uv_loop_t *loop, sh_sched_t **sched) {
-  lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  *sched = sh_sched_new(L, loop);
-  sh_modules_preload(L);
-  return L;
-}
-
-static void finish(uv_loop_t *loop, lua_State *L, sh_sched_t *s) {
-  sh_sched_shutdown(s);
-  lua_close(L);
-  sh_sched_free(s);
-  CHECK_EQ_INT(uv_run(loop, UV_RUN_DEFAULT), 0);
-  CHECK_EQ_INT(uv_loop_close(loop), 0); /* a leaked handle fails here */
-}
-
-static void test_timer_heap(void) {
+/* What every test runs on: a loop, and a Lua state with its scheduler and the core modules. */
+typedef struct {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+  lua_State *L;
+} fixture_t;
+
+static void setup(fixture_t *f) {
+  uv_loop_init(&f->loop);
+  f->L = luaL_newstate();
+  luaL_openlibs(f->L);
+  f->s = sh_sched_new(f->L, &f->loop);
+  sh_modules_preload(f->L);
+}
+
+/* The Lua state goes first (a test may do this itself, to look in between) ... */
+static void close_state(fixture_t *f) {
+  sh_sched_shutdown(f->s);
+  lua_close(f->L);
+  f->L = NULL;
+}
+
+/* ... then the scheduler and the loop, which must have nothing left. */
+static void finish(fixture_t *f) {
+  if (f->L) close_state(f);
+  sh_sched_free(f->s);
+  CHECK_EQ_INT(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  CHECK_EQ_INT(uv_loop_close(&f->loop), 0); /* a leaked handle fails here */
+}
+
+static void test_timer_heap(fixture_t *f) {
+  sh_sched_t *s = f->s;
   static const double delays[] = {0.030, 0.010, 0.050, 0.020, 0.040, 0.010, 0.060, 0.005};
   test_timer_t timers[8];
   for (int i = 0; i < 8; i++) {
@@ -70,14 +81,13 @@ static void test_timer_heap(void) {
   sh_timer_disarm(s, &cancelled.timer);
   sh_timer_disarm(s, &cancelled.timer); /* twice is harmless */
   CHECK_EQ_INT(sh_sched_armed_timers(s), 8);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(nfired, 8);
   for (int i = 0; i < 8; i++) CHECK_EQ_INT(fired[i], 1);
   /* deadline order; equal deadlines in arming order (1 before 5) */
   static const int want[] = {7, 1, 5, 3, 0, 4, 2, 6};
   for (int i = 0; i < 8; i++) CHECK_EQ_INT(fire_order[i], want[i]);
   CHECK_EQ_INT(sh_sched_armed_timers(s), 0);
-  finish(&loop, L, s);
 }
 
 /* Spawn a Lua chunk as a task; returns the task (anchored in the registry by the caller). */
@@ -88,11 +98,8 @@ static sh_task_t *spawn_chunk(lua_State *L, const char *code) {
   return t;
 }
 
-static void test_tasks(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+static void test_tasks(fixture_t *f) {
+  lua_State *L = f->L;
   sh_task_t *sleeper = spawn_chunk(L, "local task = require 'stagehost.core.task' task.sleep(0.02) return 'slept'");
   sh_task_t *failing = spawn_chunk(L, "error('deliberate')");
   sh_task_t *waiting = spawn_chunk(L, "local task = require 'stagehost.core.task' task.sleep(60) return 'never'");
@@ -104,8 +111,8 @@ static void test_tasks(void) {
   /* nothing runs before the loop does: spawning only queues */
   CHECK(!sh_task_done(sleeper));
   CHECK(!sh_task_done(failing));
-  CHECK_EQ_INT(sh_sched_live_tasks(s), 4);
-  uv_run(&loop, UV_RUN_NOWAIT); /* first turn: everything starts and parks or ends */
+  CHECK_EQ_INT(sh_sched_live_tasks(f->s), 4);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* first turn: everything starts and parks or ends */
   CHECK(sh_task_done(failing));
   CHECK_EQ_INT(sh_task_outcome(failing), SH_TASK_ERROR);
   sh_task_push_error(L, failing);
@@ -116,7 +123,7 @@ static void test_tasks(void) {
   CHECK(sh_task_cancel(tbc, "close it") == 1);
   /* the cancelled sleeps must not keep the loop for 60 s: measured, with room for a slow machine */
   uint64_t drained_from = uv_hrtime();
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
   CHECK((uv_hrtime() - drained_from) / 1000000000u < 10);
   CHECK(sh_task_done(sleeper));
   CHECK_EQ_INT(sh_task_outcome(sleeper), SH_TASK_OK);
@@ -137,22 +144,18 @@ static void test_tasks(void) {
   lua_getglobal(L, "CLOSED");
   CHECK(lua_toboolean(L, -1)); /* the to-be-closed variable ran on cancellation */
   lua_pop(L, 1);
-  CHECK_EQ_INT(sh_sched_live_tasks(s), 0);
-  CHECK_EQ_INT(sh_sched_armed_timers(s), 0);
-  CHECK_EQ_INT(sh_sched_unobserved_failures(s), 0);
-  finish(&loop, L, s);
+  CHECK_EQ_INT(sh_sched_live_tasks(f->s), 0);
+  CHECK_EQ_INT(sh_sched_armed_timers(f->s), 0);
+  CHECK_EQ_INT(sh_sched_unobserved_failures(f->s), 0);
 }
 
 /* A timeout's error, a look-alike table and other error objects, as sh_is_cancel_error sees them. */
-static void test_cancel_errors(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+static void test_cancel_errors(fixture_t *f) {
+  lua_State *L = f->L;
   sh_task_t *timed = spawn_chunk(L,
       "local task = require 'stagehost.core.task'\n"
       "return task.timeout(0.001, function() local _, e = pcall(task.sleep, 60) TIMED = e error(e, 0) end)");
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(sh_task_outcome(timed), SH_TASK_OK); /* task.timeout returned false, "timeout" */
   lua_getglobal(L, "TIMED");
   CHECK(sh_is_cancel_error(L, -1));
@@ -173,23 +176,18 @@ static void test_cancel_errors(void) {
   lua_getfield(L, -1, "code");
   CHECK(strcmp(lua_tostring(L, -1), "ECONNREFUSED") == 0);
   lua_pop(L, 4);
-  finish(&loop, L, s);
 }
 
-static void test_shutdown_with_parked_tasks(void) {
+static void test_shutdown_with_parked_tasks(fixture_t *f) {
   /* tasks parked forever (a join cycle) must be detached before Lua goes away */
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+  lua_State *L = f->L;
   spawn_chunk(L,
       "local task = require 'stagehost.core.task'\n"
       "local me = task.current()\n"
       "local other = task.spawn(function() return me:join() end)\n"
       "other:join()");
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK_EQ_INT(sh_sched_live_tasks(s), 2);
-  finish(&loop, L, s);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(sh_sched_live_tasks(f->s), 2);
 }
 
 /* ---- a primitive written the way sched.h asks: check, allocate, park ---- */
@@ -237,12 +235,9 @@ static int test_wait(lua_State *L) {
   return sh_sched_yield(L, test_wait_k, (lua_KContext)w);
 }
 
-static void test_check_then_park(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
-  test_wait_sched = s;
+static void test_check_then_park(fixture_t *f) {
+  lua_State *L = f->L;
+  test_wait_sched = f->s;
   lua_register(L, "test_wait", test_wait);
   /* outside a task: the scheduler's one message, before anything is allocated */
   CHECK(luaL_dostring(L, "test_wait(0)") != LUA_OK);
@@ -257,9 +252,9 @@ static void test_check_then_park(void) {
       "local ok, err = pcall(test_wait, 60)\n"
       "R3 = tostring(err)");
   sh_task_t *aborted = spawn_chunk(L, "test_wait(60)");
-  uv_run(&loop, UV_RUN_NOWAIT);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
   CHECK(sh_task_cancel(aborted, "aborted while parked") == 1);
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(sh_task_outcome(plain), SH_TASK_OK);
   CHECK_EQ_INT(sh_task_outcome(in_coroutine), SH_TASK_OK);
   CHECK_EQ_INT(sh_task_outcome(cancelled), SH_TASK_OK);
@@ -272,7 +267,6 @@ static void test_check_then_park(void) {
   CHECK(strcmp(lua_tostring(L, -1), "cancelled first") == 0);
   lua_pop(L, 3);
   CHECK_EQ_INT(live_records, 0); /* nothing allocated and then unwound */
-  finish(&loop, L, s);
 }
 
 /* ---- module state: one per Lua state, made once, released with it ---- */
@@ -299,11 +293,8 @@ static int get_state(lua_State *L) {
   return 1;
 }
 
-static void test_module_state(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+static void test_module_state(fixture_t *f) {
+  lua_State *L = f->L;
   lua_register(L, "get_state", get_state);
   refuse_create = 1;
   CHECK(luaL_dostring(L, "return get_state()") != LUA_OK); /* create raised: nothing kept */
@@ -312,32 +303,27 @@ static void test_module_state(void) {
   CHECK(luaL_dostring(L, "assert(get_state()) assert(get_state())") == LUA_OK);
   CHECK_EQ_INT(created, 1); /* made on the next use, and only once */
   CHECK_EQ_INT(released, 0);
-  sh_sched_shutdown(s);
-  lua_close(L);
+  close_state(f);
   CHECK_EQ_INT(released, 1); /* with the Lua state */
-  sh_sched_free(s);
-  CHECK_EQ_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
 /* ---- shutdown hooks: each scheduler stops its own children ---- */
 
 /* A scheduler with a child that would sleep for 30 s; its shutdown hooks must stop it. Run once
  * per scheduler: the hook is registered per scheduler, not once per process. */
-static void test_hooks_per_scheduler(int round) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  sh_sched_t *s;
-  lua_State *L = new_state(&loop, &s);
+static void test_hooks_per_scheduler(fixture_t *f) {
+  static int rounds;
+  int round = ++rounds;
+  lua_State *L = f->L;
   sh_task_t *t = spawn_chunk(L,
       "local proc = require 'stagehost.core.proc'\n"
       "local p = proc.spawn({'sleep', '30', grace = 0.5}, 'test', false)\n"
       "return p:wait()");
-  uv_run(&loop, UV_RUN_NOWAIT); /* the child runs, the task waits on it */
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* the child runs, the task waits on it */
   CHECK(!sh_task_done(t));
   uint64_t t0 = uv_hrtime();
-  sh_sched_run_shutdown_hooks(s); /* what main.c does on SIGINT/SIGTERM */
-  while (!sh_task_done(t) && uv_hrtime() - t0 < 10000000000ULL) uv_run(&loop, UV_RUN_ONCE);
+  sh_sched_run_shutdown_hooks(f->s); /* what main.c does on SIGINT/SIGTERM */
+  while (!sh_task_done(t) && uv_hrtime() - t0 < 10000000000ULL) uv_run(&f->loop, UV_RUN_ONCE);
   CHECK(sh_task_done(t));
   CHECK(uv_hrtime() - t0 < 5000000000ULL); /* stopped, not waited out */
   CHECK_EQ_INT(sh_task_outcome(t), SH_TASK_OK);
@@ -348,19 +334,21 @@ static void test_hooks_per_scheduler(int round) {
     exit(1);
   }
   lua_pop(co, 1);
-  finish(&loop, L, s);
 }
 
 int main(void) {
+  static void (*const tests[])(fixture_t *f) = {
+      test_timer_heap, test_tasks, test_cancel_errors, test_shutdown_with_parked_tasks, test_check_then_park,
+      test_module_state,
+      test_hooks_per_scheduler, test_hooks_per_scheduler, /* twice: a second scheduler's hook */
+  };
   sh_log_init(NULL);
-  test_timer_heap();
-  test_tasks();
-  test_cancel_errors();
-  test_shutdown_with_parked_tasks();
-  test_check_then_park();
-  test_module_state();
-  test_hooks_per_scheduler(1);
-  test_hooks_per_scheduler(2);
+  for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+    fixture_t f;
+    setup(&f);
+    tests[i](&f);
+    finish(&f);
+  }
   sh_log_shutdown();
   puts("test_sched: ok");
   return 0;
