@@ -75,6 +75,18 @@ function T.wants_string(fn, name)
   T.raises(function() fn(nil) end, prefix .. "nil)")
 end
 
+-- decode(text) fails as stagehost's decoders do: nil and a message starting "line L, column
+-- C: reason". -> the message, and what follows reason in it (a decoder may add its context).
+function T.decode_error(decode, text, line, column, reason)
+  local what = ("decode(%q)"):format(text:sub(1, 60))
+  local v, err = decode(text)
+  T.eq(v, nil, what .. " value")
+  T.eq(type(err), "string", what .. " message")
+  local expected = ("line %d, column %d: %s"):format(line, column, reason)
+  T.eq(err:sub(1, #expected), expected, what)
+  return err, err:sub(#expected + 1)
+end
+
 -- Is a process (or, with a negative id, any member of a process group) still running? Zombies
 -- do not count: an orphan killed with its group stays a zombie until PID 1 reaps it.
 function T.alive(pid)
@@ -249,6 +261,14 @@ function T.wait_for(path, within)
   end
 end
 
+-- fn(1), ..., fn(n), each in its own task at the same time: -> their results in that order
+-- (task.all: raises when any of them does).
+function T.concurrently(n, fn)
+  local fns = {}
+  for i = 1, n do fns[i] = function() return fn(i) end end
+  return task.all(fns)
+end
+
 -- Run the pipeline p in this process (engine.execute), all its stages unless opts.selected.
 function T.execute(p, opts)
   local engine = require("stagehost.pipeline.engine")
@@ -304,6 +324,26 @@ function T.with_channels(list, fn)
   local ok, err = xpcall(fn, debug.traceback)
   notify.configure(before)
   if not ok then error(err, 0) end
+end
+
+-- Run fn(sb) with a fresh sandbox.start(opts), closed whatever happens. With use (true, or the
+-- options of sb:use) this process's AWS and GitHub clients talk to it while fn runs.
+function T.with_sandbox(opts, fn, use)
+  local sb = require("stagehost.sandbox").start(opts)
+  local restore = use and sb:use(type(use) == "table" and use or nil)
+  local ok, err = xpcall(fn, debug.traceback, sb)
+  if restore then restore() end
+  sb:close()
+  if not ok then error(err, 0) end
+end
+
+-- How many requests the sandbox sb served for service (and action, when given).
+function T.sandbox_requests(sb, service, action)
+  local n = 0
+  for _, r in ipairs(sb.requests) do
+    if r.service == service and (action == nil or r.action == action) then n = n + 1 end
+  end
+  return n
 end
 
 -- Wait until T.alive(pid) is false; returns whether it happened within the time.

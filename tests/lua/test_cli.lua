@@ -16,6 +16,12 @@ end
 
 local function first_line(s) return (s:match("^[^\n]*")) end
 
+-- `stagehost DIR/NAME`, DIR a fresh directory whose file NAME holds source: -> the result, DIR
+local function run_file(name, source)
+  local dir = T.project { [name] = source }
+  return sh{ dir .. "/" .. name }, dir
+end
+
 -- The commands and options DESIGN.md's "Command line" gives for the commands that exist.
 local COMMANDS = {
   { "run", { "--tag", "--env", "--var", "--only", "--from", "--state", "--actor", "--sandbox", "--dry-run" } },
@@ -229,9 +235,7 @@ T.test("a missing script exits 2 with one line naming it", function()
 end)
 
 T.test("a syntax error exits 2 with file:line", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/bad.lua", "local x = 1\nlocal y = = 2\n"))
-  local r = sh{ dir .. "/bad.lua" }
+  local r, dir = run_file("bad.lua", "local x = 1\nlocal y = = 2\n")
   T.eq(r.code, 2)
   T.match(first_line(r.stderr), "^stagehost: " .. dir:gsub("%p", "%%%0") .. "/bad%.lua:2: unexpected symbol near '='$")
   local e = sh{ "-e", "x = = 1" }
@@ -240,9 +244,7 @@ T.test("a syntax error exits 2 with file:line", function()
 end)
 
 T.test("an uncaught error exits 1 with file:line and a traceback", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/fail.lua", "local function deploy()\n  error('stack not found')\nend\ndeploy()\n"))
-  local r = sh{ dir .. "/fail.lua" }
+  local r, dir = run_file("fail.lua", "local function deploy()\n  error('stack not found')\nend\ndeploy()\n")
   T.eq(r.code, 1)
   T.match(first_line(r.stderr), "fail%.lua:2: stack not found$")
   T.match(r.stderr, "stack traceback:")
@@ -322,44 +324,40 @@ T.test("modules beside the script are found; require 'stagehost' gives every mod
   fs.remove(dir, { recursive = true })
 end)
 
-T.test("STAGEHOST_PATH pointing nowhere is a configuration error", function()
-  local r = sh({ "-e", "" }, { env = { STAGEHOST_PATH = "/nonexistent" } })
-  T.eq(r.code, 2)
-  T.match(r.stderr, "STAGEHOST_PATH=/nonexistent has no stagehost/init.lua")
-end)
-
-T.test("a task failing with nobody joining it makes the script fail", function()
-  local r = sh{ "-e", "local task = require 'stagehost.task' task.spawn(function() error('background broke') end) task.sleep(0.05) print('main done')" }
-  T.eq(r.code, 1)
-  T.eq(r.stdout, "main done\n")
-  T.match(r.stderr, "nobody joined it: %(command line%):1: background broke")
-  local joined = sh{ "-e", "local task = require 'stagehost.task' local t = task.spawn(function() error('handled') end) task.sleep(0.05) assert(not t:join())" }
-  T.eq(joined.code, 0, joined.stderr)
-  T.eq(joined.stderr, "")
-end)
-
-T.test("the script ends when its last task ends", function()
-  local r = sh{ "-e", "local task = require 'stagehost.task' task.spawn(function() task.sleep(0.2) print('late task ran') end)" }
-  T.eq(r.code, 0); T.eq(r.stdout, "late task ran\n")
-end)
-
-T.test("a join cycle is reported instead of hanging", function()
-  local r = sh{ "-e", [[
+-- How the host ends `stagehost -e SCRIPT` (run with opts): its exit code; stdout and stderr
+-- where given, and a pattern stderr must match (says).
+for _, c in ipairs {
+  { "STAGEHOST_PATH pointing nowhere is a configuration error", "",
+    opts = { env = { STAGEHOST_PATH = "/nonexistent" } },
+    code = 2, says = "STAGEHOST_PATH=/nonexistent has no stagehost/init.lua" },
+  { "a task failing with nobody joining it makes the script fail",
+    "local task = require 'stagehost.task' task.spawn(function() error('background broke') end) task.sleep(0.05) print('main done')",
+    code = 1, stdout = "main done\n", says = "nobody joined it: %(command line%):1: background broke" },
+  { "a failing task that is joined leaves the script alone",
+    "local task = require 'stagehost.task' local t = task.spawn(function() error('handled') end) task.sleep(0.05) assert(not t:join())",
+    code = 0, stderr = "" },
+  { "the script ends when its last task ends",
+    "local task = require 'stagehost.task' task.spawn(function() task.sleep(0.2) print('late task ran') end)",
+    code = 0, stdout = "late task ran\n" },
+  { "a join cycle is reported instead of hanging", [[
     local task = require("stagehost.task")
     local a
     local b = task.spawn(function() task.sleep(0.01) return a:join() end)
     a = task.current()
     b:join()
-  ]] }
-  T.eq(r.code, 1)
-  T.match(r.stderr, "the script is stuck")
-end)
-
-T.test("a cancelled main task exits 3", function()
-  local r = sh{ "-e", "local task = require 'stagehost.task' task.current():cancel('approval rejected') task.sleep(1)" }
-  T.eq(r.code, 3)
-  T.eq(r.stderr, "stagehost: approval rejected\n")
-end)
+  ]], code = 1, says = "the script is stuck" },
+  { "a cancelled main task exits 3",
+    "local task = require 'stagehost.task' task.current():cancel('approval rejected') task.sleep(1)",
+    code = 3, stderr = "stagehost: approval rejected\n" },
+} do
+  T.test(c[1], function()
+    local r = sh({ "-e", c[2] }, c.opts)
+    T.eq(r.code, c.code, r.stderr)
+    if c.stdout then T.eq(r.stdout, c.stdout) end
+    if c.stderr then T.eq(r.stderr, c.stderr) end
+    if c.says then T.match(r.stderr, c.says) end
+  end)
+end
 
 T.test("os.exit keeps its code and stops running children", function()
   T.eq(sh{ "-e", "os.exit(5)" }.code, 5)

@@ -173,14 +173,11 @@ end)
 
 T.test("write: a new file honours the umask, a replaced one keeps its mode", function()
   with_dir(function(dir)
-    under_umask("077", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u077"))
-    T.eq(mode_of(dir .. "/u077"), "600", "umask 077")
-    under_umask("022", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u022"))
-    T.eq(mode_of(dir .. "/u022"), "644", "umask 022")
-    under_umask("027", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u027"))
-    T.eq(mode_of(dir .. "/u027"), "640", "umask 027")
-    under_umask("000", ("assert(fs.write(%q, 'a'))"):format(dir .. "/u000"))
-    T.eq(mode_of(dir .. "/u000"), "666", "umask 000")
+    for _, c in ipairs { { "077", "600" }, { "022", "644" }, { "027", "640" }, { "000", "666" } } do
+      local mask, mode = c[1], c[2]
+      under_umask(mask, ("assert(fs.write(%q, 'a'))"):format(dir .. "/u" .. mask))
+      T.eq(mode_of(dir .. "/u" .. mask), mode, "umask " .. mask)
+    end
     -- replacing keeps the old mode even where the umask would take bits away
     assert(fs.write(dir .. "/kept", "old", { mode = 436 })) -- 0664
     under_umask("077", ("assert(fs.write(%q, 'new'))"):format(dir .. "/kept"))
@@ -191,10 +188,12 @@ end)
 
 T.test("write {mode} sets the mode exactly whatever the umask", function()
   with_dir(function(dir)
-    under_umask("077", ("assert(fs.write(%q, 'a', {mode = 493}))"):format(dir .. "/m755"))
-    T.eq(mode_of(dir .. "/m755"), "755", "0755 under umask 077")
-    under_umask("000", ("assert(fs.write(%q, 'a', {mode = 384}))"):format(dir .. "/m600"))
-    T.eq(mode_of(dir .. "/m600"), "600", "0600 under umask 000")
+    -- the umask, the mode asked for, that mode in octal
+    for _, c in ipairs { { "077", 493, "755" }, { "000", 384, "600" } } do
+      local mask, mode, octal = c[1], c[2], c[3]
+      under_umask(mask, ("assert(fs.write(%q, 'a', {mode = %d}))"):format(dir .. "/m" .. octal, mode))
+      T.eq(mode_of(dir .. "/m" .. octal), octal, ("0%s under umask %s"):format(octal, mask))
+    end
     -- a mode given for an existing file replaces its mode
     assert(fs.write(dir .. "/m", "a", { mode = 420 }))
     assert(fs.write(dir .. "/m", "b", { mode = 256 }))
@@ -233,50 +232,34 @@ T.test("write {exclusive = true} fails with EEXIST and leaves the file as it was
   end)
 end)
 
+-- n racers at once each try to create path exclusively with content of their own: racer(i, path)
+-- -> "won" or the error code. Exactly one wins, every other gets EEXIST, and the file holds the
+-- winner's whole content(i). what names a racer in messages.
+local function race(what, n, path, racer, content)
+  local results = T.concurrently(n, function(i) return racer(i, path) end)
+  local winners = {}
+  for i = 1, n do
+    if results[i] == "won" then winners[#winners + 1] = i else T.eq(results[i], "EEXIST", what .. " " .. i) end
+  end
+  T.eq(#winners, 1, "one " .. what .. " won")
+  T.eq(fs.read(path), content(winners[1]), "the winning " .. what .. "'s whole content")
+end
+
 T.test("write {exclusive = true}: of 30 racing tasks and 4 processes exactly one wins", function()
   with_dir(function(dir)
-    local path = dir .. "/contested"
-    local fns = {}
-    for i = 1, 30 do
-      fns[i] = function()
-        local ok, _, code = fs.write(path, ("task %d "):format(i):rep(1000), { exclusive = true })
-        return ok and "won" or code
-      end
-    end
-    local results = task.all(fns)
-    local winners, lost = {}, 0
-    for i, r in ipairs(results) do
-      if r == "won" then winners[#winners + 1] = i
-      else
-        T.eq(r, "EEXIST", "task " .. i)
-        lost = lost + 1
-      end
-    end
-    T.eq(#winners, 1, "one winner")
-    T.eq(lost, 29)
-    T.eq(fs.read(path), ("task %d "):format(winners[1]):rep(1000), "the winner's whole content")
+    local function task_content(i) return ("task %d "):format(i):rep(1000) end
+    race("task", 30, dir .. "/contested", function(i, path)
+      local ok, _, code = fs.write(path, task_content(i), { exclusive = true })
+      return ok and "won" or code
+    end, task_content)
     list_eq(fs.list(dir), { "contested" }, "no temp files left")
 
     local bin = assert(os.getenv("STAGEHOST_BIN"))
-    local racers = {}
-    for i = 1, 4 do
-      racers[i] = function()
-        local code = ("local ok, _, c = require('stagehost.fs').write(%q, ('proc %d '):rep(5000), {exclusive = true}) "
-          .. "io.write(ok and 'won' or c)"):format(dir .. "/raced", i)
-        return proc.run { bin, "-e", code, timeout = 30 }.stdout
-      end
-    end
-    local outs = task.all(racers)
-    local won = 0
-    for i, out in ipairs(outs) do
-      if out == "won" then
-        won = won + 1
-        T.eq(fs.read(dir .. "/raced"), ("proc %d "):format(i):rep(5000), "the winning process's content")
-      else
-        T.eq(out, "EEXIST", "process " .. i)
-      end
-    end
-    T.eq(won, 1, "one process won")
+    race("process", 4, dir .. "/raced", function(i, path)
+      local code = ("local ok, _, c = require('stagehost.fs').write(%q, ('proc %d '):rep(5000), {exclusive = true}) "
+        .. "io.write(ok and 'won' or c)"):format(path, i)
+      return proc.run { bin, "-e", code, timeout = 30 }.stdout
+    end, function(i) return ("proc %d "):format(i):rep(5000) end)
     list_eq(fs.list(dir), { "contested", "raced" }, "no temp files left by the processes")
   end)
 end, { timeout = 120 })
@@ -435,31 +418,27 @@ end)
 
 T.test("many concurrent fs operations from 50 tasks", function()
   with_dir(function(dir)
-    local fns = {}
-    for i = 1, 50 do
-      fns[i] = function()
-        local sub = ("%s/t%02d"):format(dir, i)
-        assert(fs.mkdir(sub .. "/nested"))
-        local data = ("task %d "):format(i):rep(i * 10)
-        for j = 1, 5 do
-          assert(fs.write(("%s/f%d"):format(sub, j), data .. j))
-        end
-        for j = 1, 5 do
-          local got = assert(fs.read(("%s/f%d"):format(sub, j)))
-          assert(got == data .. j, "content of task " .. i)
-        end
-        -- everybody also writes the same shared file
-        assert(fs.write(dir .. "/shared", ("shared by %d"):format(i)))
-        local names = assert(fs.list(sub))
-        assert(#names == 6, "six entries in " .. sub)
-        local ok, kind = fs.exists(sub .. "/nested")
-        assert(ok and kind == "directory")
-        assert(fs.remove(sub .. "/f1"))
-        assert(fs.remove(sub, { recursive = true }))
-        return i
+    local results = T.concurrently(50, function(i)
+      local sub = ("%s/t%02d"):format(dir, i)
+      assert(fs.mkdir(sub .. "/nested"))
+      local data = ("task %d "):format(i):rep(i * 10)
+      for j = 1, 5 do
+        assert(fs.write(("%s/f%d"):format(sub, j), data .. j))
       end
-    end
-    local results = task.all(fns)
+      for j = 1, 5 do
+        local got = assert(fs.read(("%s/f%d"):format(sub, j)))
+        assert(got == data .. j, "content of task " .. i)
+      end
+      -- everybody also writes the same shared file
+      assert(fs.write(dir .. "/shared", ("shared by %d"):format(i)))
+      local names = assert(fs.list(sub))
+      assert(#names == 6, "six entries in " .. sub)
+      local ok, kind = fs.exists(sub .. "/nested")
+      assert(ok and kind == "directory")
+      assert(fs.remove(sub .. "/f1"))
+      assert(fs.remove(sub, { recursive = true }))
+      return i
+    end)
     for i = 1, 50 do T.eq(results[i], i) end
     list_eq(fs.list(dir), { "shared" }, "only the shared file is left")
     T.match(fs.read(dir .. "/shared"), "^shared by %d+$")

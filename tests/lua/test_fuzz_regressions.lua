@@ -17,16 +17,14 @@ T.test("json.decode refuses numbers beyond a double's range, naming where", func
   local v, err = json.decode(found)
   T.eq(v, nil)
   T.match(err, "^line 1, column %d+: number out of range")
-  for text, where in pairs {
-    ["1e309"] = "line 1, column 1:",
-    ["[1.7976931348623157e308, -1e400]"] = "line 1, column 26:",
-    ['{"a": "1e999",\n "b": 123456789e310}'] = "line 2, column 7:",
-    ["9" .. ("9"):rep(400)] = "line 1, column 1:",
+  for _, c in ipairs {
+    -- text, the line and column of the number
+    { "1e309", 1, 1 },
+    { "[1.7976931348623157e308, -1e400]", 1, 26 },
+    { '{"a": "1e999",\n "b": 123456789e310}', 2, 7 },
+    { "9" .. ("9"):rep(400), 1, 1 },
   } do
-    local value, e = json.decode(text)
-    T.eq(value, nil, text)
-    T.eq(e:sub(1, #where), where, text .. " -> " .. tostring(e))
-    T.has(e, "number out of range")
+    T.decode_error(json.decode, c[1], c[2], c[3], "number out of range")
   end
   -- the largest double and a string that reads like a huge number still decode
   T.eq(json.decode("1.7976931348623157e308"), 1.7976931348623157e308)

@@ -11,6 +11,21 @@ local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHO
 
 local sh = T.stagehost
 
+-- A fresh directory holding p.lua: the pipeline `name` with the stages given as Lua source (the
+-- items of its stages list).
+local function pipeline_dir(name, stages)
+  return T.project { ["p.lua"] = ("local pipeline = require 'stagehost.pipeline'\n"
+    .. "return pipeline.define{ name = %q, stages = {\n%s\n} }\n"):format(name, stages) }
+end
+
+-- A pipeline of one stage that does nothing.
+local ONE_STAGE = "{ name = 'a', run = function() end }"
+
+-- The record of run id, as `stagehost status ID --json` in dir prints it.
+local function status(dir, id)
+  return json.decode(sh(dir, { "status", id, "--json" }).stdout)
+end
+
 -- Each stage does three checkpointed steps and notes in journal.txt what it did. With
 -- KILL_AT=POINT the host stops at that point (and waits to be killed): "start a", "step a 2"
 -- (done, not yet recorded), "saved a 2" (recorded), "return a" (about to return its outputs).
@@ -86,17 +101,16 @@ T.test(("kill -9 at each of %d points of every stage, then resume: the stage kil
   end
   for _, kill_at in ipairs(KILL_POINTS) do
     local at = kill_at:match("(%a)%s*%d*$")
-    local dir = T.tempdir()
-    assert(fs.write(dir .. "/p.lua", RESUMABLE))
+    local dir = T.project { ["p.lua"] = RESUMABLE }
     local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, env = { KILL_AT = kill_at } }
     wait_reached(dir)
     host:kill("KILL")
     host:wait()
     local id = assert(fs.list(dir .. "/.stagehost/runs"))[1]
-    local status = json.decode(sh(dir, { "status", id, "--json" }).stdout)
-    T.eq(status.status, "interrupted", kill_at .. ": a killed host's run")
+    local killed = status(dir, id)
+    T.eq(killed.status, "interrupted", kill_at .. ": a killed host's run")
     local before = {}
-    for _, s in ipairs(status.stages) do before[s.name] = s.status end
+    for _, s in ipairs(killed.stages) do before[s.name] = s.status end
     -- the kill interrupted exactly this stage: it is recorded running, what it needs finished
     T.eq(before[at], "running", kill_at .. ": the interrupted stage")
     for _, need in ipairs(NEEDS[at]) do T.eq(before[need], "success", kill_at .. ": " .. need .. " had finished") end
@@ -104,7 +118,7 @@ T.test(("kill -9 at each of %d points of every stage, then resume: the stage kil
     T.eq(r.code, 0, kill_at .. ": " .. r.stderr)
     T.eq(r.stdout:match("^run (%S+)\n"), id)
     T.match(r.stderr, "%[" .. at .. "%] ▶ started again %(resumed%)")
-    local final = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+    local final = status(dir, id)
     T.eq(final.status, "success", kill_at)
     local counts, text = journal(dir)
     for _, name in ipairs{ "a", "b", "c", "d", "e", "f" } do
@@ -129,8 +143,7 @@ T.test(("kill -9 at each of %d points of every stage, then resume: the stage kil
 end, { timeout = 600 })
 
 T.test("resume refuses a run that is running or finished, and unknown ids", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/p.lua", RESUMABLE))
+  local dir = T.project { ["p.lua"] = RESUMABLE }
   local r = sh(dir, { "run", "p.lua" })
   T.eq(r.code, 0, r.stderr)
   local id = r.stdout:match("^run (%S+)")
@@ -144,15 +157,14 @@ T.test("resume refuses a run that is running or finished, and unknown ids", func
 end)
 
 T.test("cancel from another process: the host stops its stages, records cancelled, exits 3", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require("stagehost.pipeline")
-    local proc = require("stagehost.proc")
-    return pipeline.define{ name = "long", stages = {
-      { name = "wait", run = function() print("child " .. proc.spawn{ "sleep", "30" }.pid) proc.run{ "sleep", "30" } end },
-      { name = "after", needs = { "wait" }, when = "always", run = function() end },
-    } }
-  ]]))
+  local dir = pipeline_dir("long", [[
+    { name = "wait", run = function()
+      local proc = require("stagehost.proc")
+      print("child " .. proc.spawn{ "sleep", "30" }.pid)
+      proc.run{ "sleep", "30" }
+    end },
+    { name = "after", needs = { "wait" }, when = "always", run = function() end },
+  ]])
   local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
   local id, child
   repeat
@@ -169,7 +181,7 @@ T.test("cancel from another process: the host stops its stages, records cancelle
   T.eq(r.code, 3)
   T.ok(task.now() - t0 < 5, "stopped promptly")
   T.ok(T.gone(child), "the process the stage left running was stopped")
-  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  local st = status(dir, id)
   T.eq(st.status, "cancelled")
   -- a when = "always" stage still runs after a cancellation (its cleanup)
   T.eq(st.stages[1].status, "cancelled"); T.eq(st.stages[2].status, "success")
@@ -179,14 +191,12 @@ T.test("cancel from another process: the host stops its stages, records cancelle
 end)
 
 T.test("runs and status while another host writes", function()
-  local dir = T.tempdir()
   local stages = {}
   for i = 1, 40 do
     stages[#stages + 1] = ("{ name = 's%d', %s run = function() require('stagehost.task').sleep(0.05) end },"):format(i,
       i > 1 and ("needs = { 's%d' },"):format(i - 1) or "")
   end
-  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'busy', stages = {\n"
-    .. table.concat(stages, "\n") .. "\n} }\n"))
+  local dir = pipeline_dir("busy", table.concat(stages, "\n"))
   local host = proc.spawn{ STAGEHOST, "run", "p.lua", cwd = dir, lines = true }
   local _, first = host:read_line()
   local id = first:match("^run (%S+)")
@@ -213,21 +223,17 @@ T.test("runs and status while another host writes", function()
 end)
 
 T.test("artifacts: stored as artifacts/STAGE/NAME with sha256; prune removes expired ones and whole old runs", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require("stagehost.pipeline")
-    return pipeline.define{ name = "art", stages = {
-      { name = "report", run = function(ctx)
-        ctx:artifact("keep.txt", "kept for long")
-        ctx:artifact("short.txt", "expires now", { retention_days = 0 })
-        ctx:artifact("data.json", { a = 1 })
-      end },
-    } }
-  ]]))
+  local dir = pipeline_dir("art", [[
+    { name = "report", run = function(ctx)
+      ctx:artifact("keep.txt", "kept for long")
+      ctx:artifact("short.txt", "expires now", { retention_days = 0 })
+      ctx:artifact("data.json", { a = 1 })
+    end },
+  ]])
   local r = sh(dir, { "run", "p.lua" })
   T.eq(r.code, 0, r.stderr)
   local id = r.stdout:match("^run (%S+)")
-  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  local st = status(dir, id)
   T.eq(#st.artifacts, 3)
   T.eq(st.artifacts[1].sha256, require("stagehost.crypto").sha256("kept for long"))
   local rundir = dir .. "/.stagehost/runs/" .. id
@@ -237,7 +243,7 @@ T.test("artifacts: stored as artifacts/STAGE/NAME with sha256; prune removes exp
   local pr = sh(dir, { "prune" })
   T.eq(pr.code, 0, pr.stderr); T.match(pr.stdout, "pruned 0 run%(s%) and 1 artifact")
   T.eq(fs.exists(adir .. "short.txt"), false)
-  T.eq(#json.decode(sh(dir, { "status", id, "--json" }).stdout).artifacts, 2)
+  T.eq(#status(dir, id).artifacts, 2)
   -- the kept run's record and report were written again: no link to the deleted file
   local html = fs.read(rundir .. "/report.html")
   T.has(html, 'href="artifacts/report/keep.txt"')
@@ -258,11 +264,10 @@ T.test("artifacts: stored as artifacts/STAGE/NAME with sha256; prune removes exp
 end)
 
 T.test("a corrupt state database: a clear message, nothing overwritten", function()
-  local dir = T.tempdir()
+  local dir = pipeline_dir("x", ONE_STAGE)
   assert(fs.mkdir(dir .. "/.stagehost"))
   local garbage = ("this is not sqlite "):rep(300)
   assert(fs.write(dir .. "/.stagehost/state.db", garbage))
-  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'x', stages = { { name = 'a', run = function() end } } }\n"))
   local r = sh(dir, { "run", "p.lua" })
   T.eq(r.code, 2)
   T.match(r.stderr, "is not a usable state database")
@@ -278,19 +283,15 @@ T.test("a corrupt state database: a clear message, nothing overwritten", functio
 end)
 
 T.test("secrets are masked in everything a run stores: state, run.json, artifacts, reports", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/p.lua", [[
-    local pipeline = require("stagehost.pipeline")
-    return pipeline.define{ name = "sec", stages = {
-      { name = "leaky", run = function(ctx)
-        local token = os.getenv("RELEASE_TOKEN")
-        ctx:checkpoint("token", token)
-        ctx:artifact("notes.txt", "token: " .. token)
-        return { token = token, note = "uses " .. token }
-      end },
-      { name = "after", needs = { "leaky" }, run = function(ctx) error("failed with " .. ctx.outputs.leaky.token, 0) end },
-    } }
-  ]]))
+  local dir = pipeline_dir("sec", [[
+    { name = "leaky", run = function(ctx)
+      local token = os.getenv("RELEASE_TOKEN")
+      ctx:checkpoint("token", token)
+      ctx:artifact("notes.txt", "token: " .. token)
+      return { token = token, note = "uses " .. token }
+    end },
+    { name = "after", needs = { "leaky" }, run = function(ctx) error("failed with " .. ctx.outputs.leaky.token, 0) end },
+  ]])
   local secret = "rel-secret-XYZ-123"
   local r = sh(dir, { "run", "p.lua" }, { env = { RELEASE_TOKEN = secret } })
   T.eq(r.code, 1, r.stderr)
@@ -298,15 +299,14 @@ T.test("secrets are masked in everything a run stores: state, run.json, artifact
   local found = proc.run{ "grep", "-rl", secret, dir .. "/.stagehost" }
   T.eq(found.stdout, "", "files holding the secret")
   local id = r.stdout:match("^run (%S+)")
-  local st = json.decode(sh(dir, { "status", id, "--json" }).stdout)
+  local st = status(dir, id)
   T.eq(st.stages[1].outputs.token, "***")
   T.eq(st.stages[2].error, "failed with ***")
   fs.remove(dir, { recursive = true })
 end)
 
 T.test("a locked state database: a clear message after STAGEHOST_STATE_TIMEOUT, exit 2", function()
-  local dir = T.tempdir()
-  assert(fs.write(dir .. "/p.lua", "local pipeline = require 'stagehost.pipeline'\nreturn pipeline.define{ name = 'x', stages = { { name = 'a', run = function() end } } }\n"))
+  local dir = pipeline_dir("x", ONE_STAGE)
   T.eq(sh(dir, { "run", "p.lua" }).code, 0) -- the database exists
   local holder = proc.spawn{ STAGEHOST, "-e", [[
     local db = assert(require("stagehost.core.sqlite").open(".stagehost/state.db"))

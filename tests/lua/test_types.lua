@@ -188,8 +188,14 @@ local function compare_fields(class, real, where)
   return problems
 end
 
-local function no_problems(problems)
+-- Fails with every problem, one a line (sorted where they came from a hash walk).
+local function no_problems(problems, sort)
+  if sort then table.sort(problems) end
   if #problems > 0 then error(table.concat(problems, "\n"), 2) end
+end
+
+local function append(into, list)
+  for _, v in ipairs(list) do into[#into + 1] = v end
 end
 
 -- ---- the tests ----
@@ -312,12 +318,11 @@ T.test("the functions of every module are declared, and exist", function()
     if module == "stagehost" then
       T.eq(next(class.functions), nil, "the stagehost table has no functions")
     else
-      for _, p in ipairs(compare_functions(class, real, info.rel)) do problems[#problems + 1] = p end
-      for _, p in ipairs(compare_fields(class, real, info.rel)) do problems[#problems + 1] = p end
+      append(problems, compare_functions(class, real, info.rel))
+      append(problems, compare_fields(class, real, info.rel))
     end
   end
-  table.sort(problems)
-  no_problems(problems)
+  no_problems(problems, "sort")
 end)
 
 T.test("the methods of every object type are declared, and exist", function()
@@ -333,7 +338,7 @@ T.test("the methods of every object type are declared, and exist", function()
         problems[#problems + 1] = ("%s:%d: class %s has methods but no check: add it to OBJECTS in tests/lua/test_types.lua"):format(
           entry.rel, class.line, name)
       else
-        for _, p in ipairs(compare_functions(class, real(), entry.rel)) do problems[#problems + 1] = p end
+        append(problems, compare_functions(class, real(), entry.rel))
       end
     end
   end
@@ -342,8 +347,7 @@ T.test("the methods of every object type are declared, and exist", function()
       problems[#problems + 1] = ("OBJECTS checks %s, which no meta file declares with a table of methods"):format(name)
     end
   end
-  table.sort(problems)
-  no_problems(problems)
+  no_problems(problems, "sort")
 end)
 
 -- The keys of a table against the fields of a class, both ways.
@@ -384,7 +388,7 @@ T.test("ctx, ctx.run, ctx.stages[name] and a decision's run have the declared fi
     same_keys(Ctx.stage_view(rec), "stagehost.StageView", "ctx.stages[name]"),
     same_keys(Run.view(run), "stagehost.RunView", "a decision's run"),
   } do
-    for _, p in ipairs(list) do problems[#problems + 1] = p end
+    append(problems, list)
   end
   T.eq(ctx.stages.build.status, "success", "ctx.stages reads the records")
   no_problems(problems)

@@ -38,10 +38,35 @@ local function refused(state_dir, what)
   return err.message
 end
 
--- A child stagehost running code with `vault` and `dir` defined; env is merged over ours.
-local function child(dir, code, env)
+-- v:unseal(text, where) is refused: nil, a one-line message matching pattern, and code (what
+-- names the case in failures). -> the message
+local function unseal_refused(v, text, where, pattern, code, what)
+  local value, err, c = v:unseal(text, where)
+  T.eq(value, nil, what)
+  T.match(err, pattern, what)
+  T.no_match(err, "\n", what .. ": one line")
+  T.eq(c, code, what .. ": code")
+  return err
+end
+
+-- A child stagehost running code with `vault` and `dir` defined; env is merged over ours, stdin
+-- (when given) is written to it.
+local function child(dir, code, env, stdin)
   local src = ("local vault = require 'stagehost.pipeline.vault' local dir = %q "):format(dir) .. code
-  return proc.run { BIN, "-e", src, env = env, timeout = 30 }
+  return proc.run { BIN, "-e", src, env = env, stdin = stdin, timeout = 30 }
+end
+
+-- A fresh key in hex, as a key file or STAGEHOST_STATE_KEY holds it.
+local function new_key() return crypto.hex_encode(crypto.random(32)) end
+
+-- The state directory dir/name, made now, with a key file holding content made with mode.
+-- -> the directory and the key file's path
+local function with_key_file(dir, name, content, mode)
+  local state = dir .. "/" .. name
+  assert(fs.mkdir(state))
+  local path = state .. "/state.key"
+  assert(fs.write(path, content, { mode = mode }))
+  return state, path
 end
 
 T.test("a missing key file is created once (0600, 64 hex digits) and reused", function()
@@ -72,13 +97,9 @@ end)
 
 T.test("processes racing to create the key file all end up with the one key", function()
   with_dir(function(dir)
-    local racers = {}
-    for i = 1, 6 do
-      racers[i] = function()
-        return child(dir, ("io.write(vault.open(dir):seal('from %d'))"):format(i), { [ENV] = false })
-      end
-    end
-    local results = require("stagehost.task").all(racers)
+    local results = T.concurrently(6, function(i)
+      return child(dir, ("io.write(vault.open(dir):seal('from %d'))"):format(i), { [ENV] = false })
+    end)
     local v = vault.open(dir)
     for i, r in ipairs(results) do
       T.eq(r.code, 0, "racer " .. i .. ": " .. r.stderr)
@@ -92,7 +113,7 @@ end, { timeout = 120 })
 
 T.test("STAGEHOST_STATE_KEY is used instead of a key file", function()
   with_dir(function(dir)
-    local key = crypto.hex_encode(crypto.random(32))
+    local key = new_key()
     local sealed = child(dir, [[
       local v = vault.open(dir)
       io.write(v.source, '\n', v:seal({ token = 's3cr3t-deploy-token', n = 42 }, 'run-1/deploy'))
@@ -105,38 +126,33 @@ T.test("STAGEHOST_STATE_KEY is used instead of a key file", function()
 
     local code = "local v, err = vault.open(dir):unseal(io.read('a'), 'run-1/deploy') "
       .. "if v then io.write(v.token, ' ', v.n) else io.write(err) end"
-    local same = proc.run { BIN, "-e", ("local vault = require 'stagehost.pipeline.vault' local dir = %q "):format(dir) .. code,
-      env = { [ENV] = key:upper() }, stdin = text, timeout = 30 }
+    local same = child(dir, code, { [ENV] = key:upper() }, text)
     T.eq(same.code, 0, same.stderr)
     T.eq(same.stdout, "s3cr3t-deploy-token 42", "the same key (in upper case) opens it")
 
-    local other = proc.run { BIN, "-e", ("local vault = require 'stagehost.pipeline.vault' local dir = %q "):format(dir) .. code,
-      env = { [ENV] = crypto.hex_encode(crypto.random(32)) }, stdin = text, timeout = 30 }
+    local other = child(dir, code, { [ENV] = new_key() }, text)
     T.eq(other.code, 0, other.stderr)
     T.has(other.stdout, "does not open with the key from STAGEHOST_STATE_KEY", "another key")
     T.has(other.stdout, "sealed with another key")
 
     -- and the key file of this directory (made now) is another key again
-    local value, err = vault.open(dir):unseal(text, "run-1/deploy")
-    T.eq(value, nil, "the key file's key does not open it")
-    T.has(err, "set STAGEHOST_STATE_KEY to the key it was written with")
+    unseal_refused(vault.open(dir), text, "run-1/deploy", "set STAGEHOST_STATE_KEY to the key it was written with",
+      "EBADMSG", "the key file's key does not open it")
   end)
 end)
 
 T.test("a bad STAGEHOST_STATE_KEY is one exit-2 line naming the variable, never its value", function()
   with_dir(function(dir)
-    local hex = crypto.hex_encode(crypto.random(33))
-    local cases = {
-      { "too short", "abc" },
-      { "63 digits", hex:sub(1, 63) },
-      { "65 digits", hex:sub(1, 65) },
-      { "not hex", ("g"):rep(64) },
-      { "0x prefix", "0x" .. hex:sub(1, 62) },
-      { "trailing newline", hex:sub(1, 64) .. "\n" },
-      { "empty", "" },
-    }
-    for _, c in ipairs(cases) do
-      local what, value = c[1], c[2]
+    local key = new_key()
+    for what, value in pairs {
+      ["too short"] = "abc",
+      ["63 digits"] = key:sub(1, 63),
+      ["65 digits"] = key .. "0",
+      ["not hex"] = ("g"):rep(64),
+      ["0x prefix"] = "0x" .. key:sub(1, 62),
+      ["trailing newline"] = key .. "\n",
+      ["empty"] = "",
+    } do
       local r = child(dir, "vault.open(dir) print('opened')", { [ENV] = value })
       T.eq(r.code, 2, what .. ": exit code")
       T.eq(r.stdout, "", what .. ": nothing opened")
@@ -170,10 +186,7 @@ T.test("seal/unseal round trips values, bound to where they are stored", functio
       T.eq(v:unseal(v:seal(scalar)), scalar, "scalar " .. tostring(scalar))
     end
     -- where binds: the same text does not open for another place, or for none
-    local moved, merr, code = v:unseal(text, "run-2/deploy")
-    T.eq(moved, nil, "another where")
-    T.has(merr, "'run-2/deploy'", "message names where")
-    T.eq(code, "EBADMSG")
+    unseal_refused(v, text, "run-2/deploy", "'run%-2/deploy'", "EBADMSG", "another where, named in the message")
     T.eq(v:unseal(text), nil, "no where")
     T.eq(v:unseal(v:seal("x"), ""), "x", "an empty where is no where")
   end)
@@ -184,13 +197,7 @@ T.test("tampered or damaged sealed text is refused with a message", function()
     local v = vault.open(dir)
     local text = v:seal({ token = "s3cr3t-deploy-token" }, "w")
     local body = text:sub(#"sealed:v1:" + 1)
-    local function check(bad, pattern, code, what)
-      local value, err, c = v:unseal(bad, "w")
-      T.eq(value, nil, what)
-      T.match(err, pattern, what)
-      T.no_match(err, "\n", what .. ": one line")
-      T.eq(c, code, what .. ": code")
-    end
+    local function check(bad, pattern, code, what) unseal_refused(v, bad, "w", pattern, code, what) end
     -- one base64 character changed, at the start (nonce), middle (ciphertext) and end (tag)
     for _, at in ipairs { 3, #body // 2, #body - 2 } do
       local ch = body:sub(at, at)
@@ -210,25 +217,19 @@ end)
 T.test("a value sealed with another key: the message says what to do", function()
   with_dir(function(dir)
     local a, b = vault.open(dir .. "/a"), vault.open(dir .. "/b")
-    local value, err, code = b:unseal(a:seal({ token = "s3cr3t" }, "run-1/deploy"), "run-1/deploy")
-    T.eq(value, nil)
-    T.eq(code, "EBADMSG")
-    T.has(err, "the sealed value of 'run-1/deploy'")
+    local err = unseal_refused(b, a:seal({ token = "s3cr3t" }, "run-1/deploy"), "run-1/deploy",
+      "the sealed value of 'run%-1/deploy'", "EBADMSG", "another key")
     T.has(err, "does not open with the key from " .. dir .. "/b/state.key")
     T.has(err, "sealed with another key")
     T.has(err, "set STAGEHOST_STATE_KEY to the key it was written with")
-    T.no_match(err, "\n")
   end)
 end)
 
 T.test("a key file others may read is refused, as ssh does, and left as it is", function()
   with_dir(function(dir)
-    local content = crypto.hex_encode(crypto.random(32)) .. "\n"
+    local content = new_key() .. "\n"
     for _, m in ipairs { { 420, "0644" }, { 416, "0640" }, { 388, "0604" }, { 392, "0610" } } do
-      local state = dir .. "/" .. m[2]
-      assert(fs.mkdir(state))
-      local path = state .. "/state.key"
-      assert(fs.write(path, content, { mode = m[1] }))
+      local state, path = with_key_file(dir, m[2], content, m[1])
       local msg = refused(state, "mode " .. m[2])
       T.has(msg, path, "names the file")
       T.has(msg, "mode " .. m[2], "names the mode")
@@ -237,9 +238,7 @@ T.test("a key file others may read is refused, as ssh does, and left as it is", 
       T.eq(select(3, fs.exists(path)), m[1], "mode unchanged")
     end
     -- owner-only modes are fine: 0400 (read-only) opens with the key in it
-    local state = dir .. "/0400"
-    assert(fs.mkdir(state))
-    assert(fs.write(state .. "/state.key", content, { mode = 256 }))
+    local state = with_key_file(dir, "0400", content, 256)
     local text = vault.open(state):seal("x")
     local blob = crypto.base64_decode(text:sub(11))
     T.eq(crypto.open(crypto.hex_decode(content:sub(1, 64)), blob, "sealed:v1:"), '"x"', "sealed with the file's key")
@@ -248,19 +247,16 @@ end)
 
 T.test("a key file with bad content is refused and never overwritten", function()
   with_dir(function(dir)
-    local hex = crypto.hex_encode(crypto.random(32))
+    local key = new_key()
     local cases = {
       { "empty", "" },
       { "text", "not a key\n" },
-      { "63 digits", hex:sub(1, 63) .. "\n" },
-      { "two newlines", hex .. "\n\n" },
-      { "spaces", " " .. hex .. "\n" },
+      { "63 digits", key:sub(1, 63) .. "\n" },
+      { "two newlines", key .. "\n\n" },
+      { "spaces", " " .. key .. "\n" },
     }
     for i, c in ipairs(cases) do
-      local state = dir .. "/s" .. i
-      assert(fs.mkdir(state))
-      local path = state .. "/state.key"
-      assert(fs.write(path, c[2], { mode = 384 }))
+      local state, path = with_key_file(dir, "s" .. i, c[2], 384)
       local msg = refused(state, c[1])
       T.has(msg, path .. " does not hold a state key", c[1])
       T.has(msg, "restore it from a backup", c[1])
@@ -270,15 +266,14 @@ T.test("a key file with bad content is refused and never overwritten", function(
     assert(fs.mkdir(dir .. "/d/state.key"))
     T.has(refused(dir .. "/d", "a directory"), "is a directory, not a key file")
     -- without a newline it is a key
-    assert(fs.mkdir(dir .. "/ok"))
-    assert(fs.write(dir .. "/ok/state.key", hex, { mode = 384 }))
+    with_key_file(dir, "ok", key, 384)
     T.eq(vault.open(dir .. "/ok"):unseal(vault.open(dir .. "/ok"):seal(1)), 1)
   end)
 end)
 
 T.test("the binary reports an unusable key file in one line with exit code 2", function()
   with_dir(function(dir)
-    assert(fs.write(dir .. "/state.key", crypto.hex_encode(crypto.random(32)) .. "\n", { mode = 420 }))
+    assert(fs.write(dir .. "/state.key", new_key() .. "\n", { mode = 420 }))
     local r = child(dir, "vault.open(dir)", { [ENV] = false })
     T.eq(r.code, 2)
     T.match(r.stderr, "^[^\n]+\n$", "one line")
