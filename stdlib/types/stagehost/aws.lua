@@ -493,7 +493,13 @@ function S3:delete_object(opts) end
 -- ---- the module ----
 
 ---AWS: SigV4, credentials, requests and clients.
+---
+---The service clients, each made from the same options (region, endpoint, credentials):
 ---@class stagehost.aws
+---@field cloudformation fun(opts?: stagehost.aws.ClientOptions): stagehost.aws.CloudFormation
+---@field amplify fun(opts?: stagehost.aws.ClientOptions): stagehost.aws.Amplify
+---@field sts fun(opts?: stagehost.aws.ClientOptions): stagehost.aws.STS
+---@field s3 fun(opts?: stagehost.aws.ClientOptions): stagehost.aws.S3
 local aws = {}
 
 ---Process-wide defaults (`--sandbox` sets them); each beats the environment.
@@ -592,21 +598,5 @@ function aws.error(fields) end
 ---@param code? string
 ---@return boolean
 function aws.is_error(e, code) end
-
----@param opts? stagehost.aws.ClientOptions
----@return stagehost.aws.CloudFormation
-function aws.cloudformation(opts) end
-
----@param opts? stagehost.aws.ClientOptions
----@return stagehost.aws.Amplify
-function aws.amplify(opts) end
-
----@param opts? stagehost.aws.ClientOptions
----@return stagehost.aws.STS
-function aws.sts(opts) end
-
----@param opts? stagehost.aws.ClientOptions
----@return stagehost.aws.S3
-function aws.s3(opts) end
 
 return aws

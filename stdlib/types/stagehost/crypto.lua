@@ -5,7 +5,16 @@
 ---@alias stagehost.crypto.Encoding "hex"|"raw"
 
 ---Digests, MACs, random bytes, codecs and AES-256-GCM.
+---
+---The codecs: base64, base64url (RFC 4648 section 5, unpadded, as JWTs use) and lower-case hex
+---(decoded in either case, no separators). A decoder returns nil and a message for invalid input.
 ---@class stagehost.crypto
+---@field base64_encode fun(data: string): string
+---@field base64_decode fun(text: string): string|nil, string?
+---@field base64url_encode fun(data: string): string
+---@field base64url_decode fun(text: string): string|nil, string?
+---@field hex_encode fun(data: string): string
+---@field hex_decode fun(text: string): string|nil, string?
 local crypto = {}
 
 ---SHA-256 of data, lower-case hex by default.
@@ -31,35 +40,6 @@ function crypto.random(n) end
 ---@param b string
 ---@return boolean
 function crypto.equal(a, b) end
-
----@param data string
----@return string
-function crypto.base64_encode(data) end
-
----@param text string
----@return string|nil data
----@return string? message for invalid input
-function crypto.base64_decode(text) end
-
----base64url (RFC 4648 section 5), unpadded, as JWTs use.
----@param data string
----@return string
-function crypto.base64url_encode(data) end
-
----@param text string
----@return string|nil data
----@return string? message for invalid input
-function crypto.base64url_decode(text) end
-
----Lower-case hex.
----@param data string
----@return string
-function crypto.hex_encode(data) end
-
----@param text string either case, no separators
----@return string|nil data
----@return string? message for invalid input
-function crypto.hex_decode(text) end
 
 ---Encrypts and authenticates with AES-256-GCM: version byte, 12-byte nonce, ciphertext, 16-byte tag.
 ---@param key string 32 raw bytes (any other length raises)

@@ -42,6 +42,13 @@ function fs.write(path, data, opts) end
 ---@return integer|string|nil mode (on failure: the code)
 function fs.exists(path) end
 
+---The names in a directory, sorted.
+---@param dir string
+---@return string[]|nil names
+---@return string? message
+---@return string? code
+function fs.list(dir) end
+
 ---Creates a directory with its parents; an existing one is left as it is.
 ---@param path string
 ---@param opts? stagehost.fs.MkdirOptions
@@ -49,13 +56,6 @@ function fs.exists(path) end
 ---@return string? message
 ---@return string? code
 function fs.mkdir(path, opts) end
-
----The names in a directory, sorted.
----@param dir string
----@return string[]|nil names
----@return string? message
----@return string? code
-function fs.list(dir) end
 
 ---@param path string
 ---@param opts? stagehost.fs.RemoveOptions

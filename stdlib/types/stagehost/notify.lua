@@ -68,6 +68,13 @@ function notify.check(list, where, dir) end
 ---@param impl stagehost.notify.Impl
 function notify.channel(name, impl) end
 
+---A channel (for notify.channel or a channel file) that POSTs `payload(message, config)` as JSON
+---to a secret webhook URL, as the slack and teams channels do: `url` is required, masked and
+---must be http(s); `settings` adds the channel's own to `url` and `insecure`.
+---@param spec {payload: fun(message: stagehost.notify.Message, config: stagehost.notify.ChannelConfig): any, example: string, url_is: string, settings?: table<string, string>}
+---@return stagehost.notify.Impl
+function notify.json_webhook(spec) end
+
 ---The POST every HTTP channel makes; raises an error object (kind "delivery") on failure.
 ---@param url string
 ---@param opts? {headers?: table<string, string>, timeout?: number, insecure?: boolean, json?: any, body?: string}
