@@ -491,39 +491,36 @@ end
 local function wait_before_retry(self, res, method, shown, secondary_hits)
   local h = res.headers
   local status = res.status
+  -- the wait, or one line when it is longer than max_wait allows; `longer` (a format, for the
+  -- rest of the arguments) ends in "than" or "exceed", before "max_wait = N s"
+  local function within_max_wait(wait, reason, fields, longer, ...)
+    if wait > self.max_wait then
+      fields.status, fields.method, fields.path = status, method, shown
+      error(api_error(fields, ("github: %s %s: %d %s max_wait = %d s"):format(method, shown, status,
+        longer:format(...), self.max_wait)), 0)
+    end
+    return wait, reason
+  end
   if status == 403 or status == 429 then
     local retry_after = retry.after(h)
     if retry_after then
-      if retry_after > self.max_wait then
-        error(api_error({ status = status, method = method, path = shown, message = "secondary rate limit" },
-          ("github: %s %s: %d secondary rate limit: GitHub asks to wait %d s, more than max_wait = %d s"):format(
-            method, shown, status, retry_after, self.max_wait)), 0)
-      end
-      return retry_after, "secondary rate limit"
+      return within_max_wait(retry_after, "secondary rate limit", { message = "secondary rate limit" },
+        "secondary rate limit: GitHub asks to wait %d s, more than", retry_after)
     end
     if h["x-ratelimit-remaining"] == "0" then
       local reset = tonumber(h["x-ratelimit-reset"])
       -- the reset time has one-second resolution and clocks drift: one more second of margin
       local wait = reset and math.max(0, reset - os.time()) + 1 or 60
-      if wait > self.max_wait then
-        local when = reset and os.date("!%Y-%m-%d %H:%M:%S UTC", reset) or "an unknown time"
-        error(api_error({ status = status, method = method, path = shown, rate_limit_reset = reset,
-          message = "API rate limit exceeded" },
-          ("github: %s %s: %d API rate limit exceeded; it resets at %s, in %d s, more than max_wait = %d s"):format(
-            method, shown, status, when, wait, self.max_wait)), 0)
-      end
-      return wait, "rate limit exhausted"
+      local when = reset and os.date("!%Y-%m-%d %H:%M:%S UTC", reset) or "an unknown time"
+      return within_max_wait(wait, "rate limit exhausted", { rate_limit_reset = reset, message = "API rate limit exceeded" },
+        "API rate limit exceeded; it resets at %s, in %d s, more than", when, wait)
     end
     -- a secondary limit without Retry-After: GitHub says wait at least a minute, then longer
     local body = type(res.body) == "string" and res.body:lower() or ""
     if status == 429 or body:find("secondary rate limit", 1, true) then
       local wait = self.secondary_wait * 2 ^ secondary_hits
-      if wait > self.max_wait then
-        error(api_error({ status = status, method = method, path = shown, message = "secondary rate limit" },
-          ("github: %s %s: %d secondary rate limit: the next wait, %d s, would exceed max_wait = %d s"):format(
-            method, shown, status, wait, self.max_wait)), 0)
-      end
-      return wait, "secondary rate limit"
+      return within_max_wait(wait, "secondary rate limit", { message = "secondary rate limit" },
+        "secondary rate limit: the next wait, %d s, would exceed", wait)
     end
     return nil
   end
