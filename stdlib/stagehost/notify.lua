@@ -333,6 +333,28 @@ function notify.post(url, opts)
   return res
 end
 
+-- A channel that POSTs payload(message, config) as JSON to a secret webhook URL (Slack's
+-- incoming webhooks, a Teams workflow): the URL is required (spec.example shows one in the
+-- message when it is missing), masked, and must be http(s) ("url must be <url_is> https:// URL");
+-- spec.settings adds the channel's own settings to url and insecure.
+function notify.json_webhook(spec)
+  local settings = { url = "string", insecure = "boolean" }
+  for k, v in pairs(spec.settings or {}) do settings[k] = v end
+  return {
+    settings = settings,
+    required = { url = spec.example },
+    secrets = { "url" },
+    check = function(config)
+      if not config.url:match("^https?://") then return ("url must be %s https:// URL"):format(spec.url_is) end
+    end,
+    payload = spec.payload,
+    send = function(m, config)
+      notify.post(config.url, { json = spec.payload(m, config), insecure = config.insecure })
+      return true
+    end,
+  }
+end
+
 local TRANSIENT = { transient = true }
 for k in pairs(retry.TRANSIENT_KINDS) do TRANSIENT[k] = true end
 

@@ -73,17 +73,9 @@ local function payload(m, config)
   }
 end
 
-return {
-  settings = { url = "string", username = "string", icon_emoji = "string", icon_url = "string",
-    channel_name = "string", insecure = "boolean", approvals = "boolean" },
-  required = { url = "https://hooks.slack.com/services/..." },
-  secrets = { "url" },
-  check = function(config)
-    if not config.url:match("^https?://") then return "url must be the webhook's https:// URL" end
-  end,
+return notify.json_webhook {
+  example = "https://hooks.slack.com/services/...", url_is = "the webhook's",
+  settings = { username = "string", icon_emoji = "string", icon_url = "string", channel_name = "string",
+    approvals = "boolean" },
   payload = payload,
-  send = function(m, config)
-    notify.post(config.url, { json = payload(m, config), insecure = config.insecure })
-    return true
-  end,
 }

@@ -53,16 +53,7 @@ local function payload(m)
   } }
 end
 
-return {
-  settings = { url = "string", insecure = "boolean" },
-  required = { url = "https://....logic.azure.com/workflows/..." },
-  secrets = { "url" },
-  check = function(config)
-    if not config.url:match("^https?://") then return "url must be the workflow's https:// URL" end
-  end,
+return notify.json_webhook {
+  example = "https://....logic.azure.com/workflows/...", url_is = "the workflow's",
   payload = payload,
-  send = function(m, config)
-    notify.post(config.url, { json = payload(m), insecure = config.insecure })
-    return true
-  end,
 }
