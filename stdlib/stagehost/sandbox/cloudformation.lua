@@ -22,18 +22,11 @@ local eval = require("stagehost.sandbox.cfn_eval")
 local stacks = require("stagehost.sandbox.cfn_stack")
 local apigw = require("stagehost.sandbox.apigw")
 
-local cfn = {
-  protocol = "query",
-  version = "2010-05-15",
-  namespace = "http://cloudformation.amazonaws.com/doc/2010-05-15/",
-  actions = {},
-  -- the parameters CloudFormation's API reference marks "Required: Yes"
-  required = {
-    CreateChangeSet = { "StackName", "ChangeSetName" }, DescribeChangeSet = { "ChangeSetName" },
-    ExecuteChangeSet = { "ChangeSetName" }, DeleteChangeSet = { "ChangeSetName" }, ListChangeSets = { "StackName" },
-    ListStackResources = { "StackName" }, DeleteStack = { "StackName" },
-  },
-}
+local cfn = wire.query_service("2010-05-15", "http://cloudformation.amazonaws.com/doc/2010-05-15/", {
+  CreateChangeSet = { "StackName", "ChangeSetName" }, DescribeChangeSet = { "ChangeSetName" },
+  ExecuteChangeSet = { "ChangeSetName" }, DeleteChangeSet = { "ChangeSetName" }, ListChangeSets = { "StackName" },
+  ListStackResources = { "StackName" }, DeleteStack = { "StackName" },
+})
 
 local NO_CHANGES = "The submitted information didn't contain changes. Submit different information to create a change set."
 

@@ -7,17 +7,10 @@ local crypto = require("stagehost.crypto")
 local json = require("stagehost.json")
 local wire = require("stagehost.sandbox.wire")
 
-local sts = {
-  protocol = "query",
-  version = "2011-06-15",
-  namespace = "https://sts.amazonaws.com/doc/2011-06-15/",
-  actions = {},
-  -- the parameters STS's API reference marks "Required: Yes"
-  required = {
-    AssumeRole = { "RoleArn", "RoleSessionName" },
-    AssumeRoleWithWebIdentity = { "RoleArn", "RoleSessionName", "WebIdentityToken" },
-  },
-}
+local sts = wire.query_service("2011-06-15", "https://sts.amazonaws.com/doc/2011-06-15/", {
+  AssumeRole = { "RoleArn", "RoleSessionName" },
+  AssumeRoleWithWebIdentity = { "RoleArn", "RoleSessionName", "WebIdentityToken" },
+})
 
 function sts.init(_) end
 

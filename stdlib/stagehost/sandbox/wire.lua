@@ -178,6 +178,13 @@ function wire.query_error(namespace, err, request_id)
   return { status = err.status or 400, headers = headers, body = err.body or body }
 end
 
+-- A Query-protocol service module: the API version every request must name, the XML namespace
+-- of its answers, the parameters each action's API reference marks "Required: Yes", and the
+-- actions table the module fills (see query_dispatch).
+function wire.query_service(version, namespace, required)
+  return { protocol = "query", version = version, namespace = namespace, actions = {}, required = required }
+end
+
 -- Run a Query service's action: module.actions[Action](sb, params, ctx) returns the result's
 -- inner XML (or false for an action without a result element). module.required[Action] lists
 -- the parameters the action's API requires: a missing one is refused before the handler runs,
