@@ -613,15 +613,16 @@ bench_pipeline() {
   done
   echo "  in process, task.now() around one run; each layer adds to the one above it (ms: median [min-max]):"
   local row='    %-56s %-22s %s\n' label
+  local -A layer_label=(
+    [engine]="engine.execute, in-memory store, no state dir"
+    [sqlite]="+ SQLite store (every transition written)"
+    [logs]="+ state dir: a log file per stage (= engine.execute)"
+    [cli]="+ run.json rewritten per transition (cli.run_pipeline)"
+  )
   # shellcheck disable=SC2059 # the format is ours
   printf "$row" "" chain fan-out
   for layer in "${PIPELINE_LAYERS[@]}"; do
-    case $layer in
-      engine) label="engine.execute, in-memory store, no state dir" ;;
-      sqlite) label="+ SQLite store (every transition written)" ;;
-      logs) label="+ state dir: a log file per stage (= engine.execute)" ;;
-      cli) label="+ run.json rewritten per transition (cli.run_pipeline)" ;;
-    esac
+    label=${layer_label[$layer]}
     local cells=()
     for shape in chain fanout; do
       read -r med min max < <(spread "$WORK/pipeline.$layer.$shape")
@@ -705,18 +706,19 @@ bench_pipeline_events() {
   done
   declare -A stall=() total=()
   local med min max tmed tmin tmax wmed smed label
+  local -A mode_label=(
+    [burst]="burst, store:event x $EVENTS back to back"
+    [yield]="store:event x $EVENTS, yielding after each"
+    [run]="stagehost run, $EVENT_WRITERS stages x $((EVENTS / EVENT_WRITERS)) ctx:checkpoint"
+    [idle]="idle: the probe alone, no events"
+  )
   for mode in "${modes[@]}"; do
     read -r med min max < <(spread "$WORK/events.$mode.stall")
     read -r tmed tmin tmax < <(spread "$WORK/events.$mode.total")
     read -r wmed _ _ < <(spread "$WORK/events.$mode.wmax")
     stall[$mode]=$med
     total[$mode]=$tmed
-    case $mode in
-      burst) label="burst, store:event x $EVENTS back to back" ;;
-      yield) label="store:event x $EVENTS, yielding after each" ;;
-      run) label="stagehost run, $EVENT_WRITERS stages x $((EVENTS / EVENT_WRITERS)) ctx:checkpoint" ;;
-      idle) label="idle: the probe alone, no events" ;;
-    esac
+    label=${mode_label[$mode]}
     printf '  %-46s longest stall median %6.1f ms [%.1f-%.1f]   runs, ms: %s\n' "$label" "$med" "$min" "$max" \
       "$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$WORK/events.$mode.stall")"
     if [[ $mode != idle ]]; then
