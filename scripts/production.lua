@@ -7,7 +7,10 @@ local pipeline = require("stagehost.pipeline")
 
 return pipeline.define {
   name = "production",
-  trigger = { tags = { "v*" }, manual = true },
+  trigger = {
+    tags = { "v*" },
+    manual = false, -- only a release tag: a run by hand names one (--tag v1.4.0); HEAD alone is refused
+  },
   concurrency = "deploy-production",
   notify = require("notify_channels"),
   stages = {
