@@ -102,3 +102,23 @@ export async function respond(work: () => Promise<ApiResult>): Promise<ApiResult
     return json(500, { error: "internal error" });
   }
 }
+
+/** Does a route ("GET /content/abc") fit a route template ("GET /content/{id}")? API Gateway
+ * names the template in event.resource; without it (a plain proxy) the path is matched here. */
+function fits(template: string, route: string): boolean {
+  const want = template.split("/");
+  const got = route.split("/");
+  return want.length === got.length && want.every((part, i) => part === got[i] || (/^\{\w+\}$/.test(part) && got[i] !== ""));
+}
+
+/** A function's handler: each "METHOD /resource" answered by its function, any other with 404,
+ * and every error turned into an answer (respond). */
+export function router(routes: Record<string, Handler>): Handler {
+  return (event) =>
+    respond(async () => {
+      const route = routeOf(event);
+      const work = routes[route] ?? Object.entries(routes).find(([template]) => fits(template, route))?.[1];
+      if (!work) throw new HttpError(404, `no route ${route}`);
+      return work(event);
+    });
+}

@@ -1,6 +1,6 @@
 // AI text: POST /ai/complete {prompt, maxTokens?} (signed-in users) forwards the prompt to the
 // text service at AI_API_URL and answers {text}. AI_API_KEY, when set, goes as a bearer token.
-import { HttpError, errorText, json, jsonBody, respond, routeOf, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
+import { HttpError, errorText, json, jsonBody, router, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
 import { requireUser } from "../../lib/session";
 import { store } from "../../lib/store";
 
@@ -50,8 +50,6 @@ async function complete(event: ApiEvent): Promise<ApiResult> {
   return json(200, { text });
 }
 
-export const handler = (event: ApiEvent): Promise<ApiResult> =>
-  respond(async () => {
-    if (routeOf(event) === "POST /ai/complete") return complete(event);
-    throw new HttpError(404, `no route ${routeOf(event)}`);
-  });
+export const handler = router({
+  "POST /ai/complete": complete,
+});

@@ -1,5 +1,5 @@
 // Authentication: POST /auth/register, POST /auth/login (a signed session token), GET /auth/me.
-import { HttpError, json, jsonBody, respond, routeOf, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
+import { HttpError, json, jsonBody, router, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
 import { checkPassword, hashPassword } from "../../lib/password";
 import { requireUser, sessionSecret, signToken, TOKEN_TTL_SECONDS } from "../../lib/session";
 import { store } from "../../lib/store";
@@ -46,16 +46,8 @@ async function me(event: ApiEvent): Promise<ApiResult> {
   return json(200, { username: user.username, createdAt: user.createdAt });
 }
 
-export const handler = (event: ApiEvent): Promise<ApiResult> =>
-  respond(async () => {
-    switch (routeOf(event)) {
-      case "POST /auth/register":
-        return register(event);
-      case "POST /auth/login":
-        return login(event);
-      case "GET /auth/me":
-        return me(event);
-      default:
-        throw new HttpError(404, `no route ${routeOf(event)}`);
-    }
-  });
+export const handler = router({
+  "POST /auth/register": register,
+  "POST /auth/login": login,
+  "GET /auth/me": me,
+});

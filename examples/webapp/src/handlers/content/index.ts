@@ -1,6 +1,6 @@
 // Content: POST /content (signed-in users) stores an item; GET /content/{id} reads it back.
 import { randomUUID } from "node:crypto";
-import { HttpError, json, jsonBody, respond, routeOf, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
+import { HttpError, json, jsonBody, router, stringField, type ApiEvent, type ApiResult } from "../../lib/http";
 import { requireUser } from "../../lib/session";
 import { store } from "../../lib/store";
 
@@ -37,10 +37,7 @@ async function read(event: ApiEvent): Promise<ApiResult> {
   return json(200, item);
 }
 
-export const handler = (event: ApiEvent): Promise<ApiResult> =>
-  respond(async () => {
-    const route = routeOf(event);
-    if (route === "POST /content") return create(event);
-    if (route === "GET /content/{id}" || /^GET \/content\/[^/]+$/.test(route)) return read(event);
-    throw new HttpError(404, `no route ${route}`);
-  });
+export const handler = router({
+  "POST /content": create,
+  "GET /content/{id}": read,
+});

@@ -4,7 +4,7 @@
 //                        keeps the provider's token in the store under the state's nonce (so a
 //                        state works once) and answers {connected, connectionId}.
 import { randomBytes } from "node:crypto";
-import { HttpError, errorText, header, json, respond, routeOf, type ApiEvent, type ApiResult } from "../../lib/http";
+import { HttpError, errorText, header, json, router, type ApiEvent, type ApiResult } from "../../lib/http";
 import { sessionSecret, signToken, verifyToken } from "../../lib/session";
 import { store } from "../../lib/store";
 
@@ -119,14 +119,7 @@ async function callback(event: ApiEvent): Promise<ApiResult> {
   });
 }
 
-export const handler = (event: ApiEvent): Promise<ApiResult> =>
-  respond(async () => {
-    switch (routeOf(event)) {
-      case "GET /oauth/start":
-        return start(event);
-      case "GET /oauth/callback":
-        return callback(event);
-      default:
-        throw new HttpError(404, `no route ${routeOf(event)}`);
-    }
-  });
+export const handler = router({
+  "GET /oauth/start": start,
+  "GET /oauth/callback": callback,
+});
