@@ -1,6 +1,7 @@
 -- What the tests of the flows of scripts/ share (test_staging, test_fault_matrix,
--- test_canary_audit, test_kill_campaign): a private copy of the example app, a run's record
--- read back, its artifacts, and the sandbox's request log.
+-- test_canary_audit, test_kill_campaign): a private copy of the example app, a run started in
+-- the background and read to its end, a run's record read back, its artifacts, the sandbox's
+-- request log, and a mail server.
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local proc = require("stagehost.proc")
@@ -21,6 +22,29 @@ function flow.app_copy(source, dir)
   end
   assert(proc.run{ "ln", "-s", src .. "/node_modules", app .. "/node_modules" }.ok)
   return app
+end
+
+-- Start `stagehost run ...` (argv as proc.spawn takes it) in the background, its output read by
+-- lines; -> the process and the run's id (its first line of output).
+function flow.start(argv)
+  argv.lines = true
+  local p = proc.spawn(argv)
+  local _, first = p:read_line()
+  return p, assert(tostring(first):match("^run (%S+)"), "no run id: " .. tostring(first))
+end
+
+-- Read a run flow.start started to the end of its output, then wait for its exit; -> proc's
+-- result with .lines (what it printed after its first line) and .output (those lines joined).
+function flow.finish(p)
+  local lines = {}
+  while true do
+    local _, line = p:read_line()
+    if not line then break end
+    lines[#lines + 1] = line
+  end
+  local r = p:wait()
+  r.lines, r.output = lines, table.concat(lines, "\n")
+  return r
 end
 
 -- `stagehost status ID --json` through stagehost(...) (a function running the CLI on the test's
@@ -44,6 +68,23 @@ function flow.requests(state)
     out[#out + 1] = assert(json.decode(line))
   end
   return out
+end
+
+-- Debian's python3-aiosmtpd as a mail server on a free port (tests/python/smtp_sink.py): it
+-- takes only the login auth ("user:password") and writes each message it accepts into the
+-- directory out. -> the process (stop it with :kill("TERM") and :wait()) and its port
+function flow.smtp_sink(source, out, auth)
+  local smtp = proc.spawn{ "/usr/bin/python3", source .. "/tests/python/smtp_sink.py", "--out", out, "--auth", auth,
+    lines = true, name = "smtp-sink" }
+  while true do
+    local stream, line = smtp:read_line()
+    if not stream then
+      smtp:wait()
+      error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)")
+    end
+    local port = line:match("^listening (%d+)$")
+    if port then return smtp, port end
+  end
 end
 
 return flow

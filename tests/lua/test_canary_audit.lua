@@ -14,6 +14,7 @@ local fs = require("stagehost.fs")
 local http = require("stagehost.http")
 local json = require("stagehost.json")
 local url = require("stagehost.util.url")
+local flow = require("flow")
 
 local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHOST_BIN)")
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))
@@ -50,7 +51,7 @@ T.test("no canary secret reaches any sink of a whole staging run", function()
   end }
   local base = ("http://127.0.0.1:%d"):format(sink.port)
   -- a private copy of the app: other tests run the flow on examples/webapp at the same time
-  local app = require("flow").app_copy(SOURCE)
+  local app = flow.app_copy(SOURCE)
 
   local canaries = {
     GITHUB_TOKEN = canary("github"),
@@ -64,14 +65,7 @@ T.test("no canary secret reaches any sink of a whole staging run", function()
   -- a mail server that takes only this password (Debian's python3-aiosmtpd)
   canaries.SMTP_PASSWORD = canary("smtp")
   local mail_dir = T.tempdir()
-  local smtp = proc.spawn{ "/usr/bin/python3", SOURCE .. "/tests/python/smtp_sink.py", "--out", mail_dir,
-    "--auth", "deployer:" .. canaries.SMTP_PASSWORD, lines = true, name = "smtp-sink" }
-  local smtp_port
-  while not smtp_port do
-    local stream, line = smtp:read_line()
-    if not stream then error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)") end
-    smtp_port = line:match("^listening (%d+)$")
-  end
+  local smtp, smtp_port = flow.smtp_sink(SOURCE, mail_dir, "deployer:" .. canaries.SMTP_PASSWORD)
   -- the Slack webhook URL is a secret too (its path is the credential); the sink serves it
   local slack_path = "/services/T000/B000/cnry-slack-" .. require("stagehost.crypto").hex_encode(require("stagehost.crypto").random(6))
   local env = { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1", STAGEHOST_SANDBOX_STEP = "0.02",

@@ -44,28 +44,41 @@ local function closed_port()
   return port
 end
 
--- `stagehost run scripts/staging.lua --sandbox --state STATE --tag TAG ARGS...` on the app's
--- copy, with the given faults and environment -> the result with .id, .out (stdout and stderr)
--- and .deliveries (what the webhook receiver got meanwhile)
-local function run(args, faults, env)
-  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--sandbox", "--state", STATE, "--tag", TAG }
+-- The argv of `stagehost run scripts/staging.lua --sandbox --state STATE --tag TAG ARGS...` on
+-- the app's copy, with the given faults and environment (false unsets a variable); state, when
+-- given, instead of STATE.
+local function staging_argv(args, faults, env, state)
+  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--sandbox", "--state", state or STATE, "--tag", TAG }
   local has_app = false
   for _, a in ipairs(args) do
     argv[#argv + 1] = a
     if a:match("^app=") then has_app = true end
   end
   if not has_app then argv[#argv + 1], argv[#argv + 2] = "--var", "app=" .. APP end
-  argv.timeout = 300
   argv.env = { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1", STAGEHOST_SANDBOX_STEP = "0.02",
     GITHUB_SHA = COMMIT, DEPLOY_WEBHOOK_URL = SINK_URL, DEPLOY_WEBHOOK_SECRET = "fault-matrix-secret",
     STAGEHOST_SANDBOX_FAULTS = faults and json.encode(faults) or false }
   for k, v in pairs(env or {}) do argv.env[k] = v end
+  return argv
+end
+
+-- What the webhook receiver got after its first `first` deliveries.
+local function deliveries_since(first)
+  local out = {}
+  for i = first + 1, #received do out[#out + 1] = received[i] end
+  return out
+end
+
+-- Run staging (staging_argv) -> the result with .id, .out (stdout and stderr) and .deliveries
+-- (what the webhook receiver got meanwhile)
+local function run(args, faults, env)
+  local argv = staging_argv(args, faults, env)
+  argv.timeout = 300
   local first = #received
   local r = proc.run(argv)
   r.out = r.stdout .. r.stderr
   r.id = r.stdout:match("^run (%S+)") or error("no run id in: " .. r.out:sub(1, 600))
-  r.deliveries = {}
-  for i = first + 1, #received do r.deliveries[#r.deliveries + 1] = received[i] end
+  r.deliveries = deliveries_since(first)
   return r
 end
 
@@ -177,20 +190,13 @@ T.test("throttling on every call kind (CloudFormation, Amplify, S3, GitHub): ret
 end, { timeout = 300 })
 
 T.test("STS throttled (the flow makes no STS call in the sandbox): GetCallerIdentity is retried", function()
-  local sb = require("stagehost.sandbox").start{ step_seconds = 0.02 }
-  local restore = sb:use()
-  local ok, err = pcall(function()
+  T.with_sandbox({ step_seconds = 0.02 }, function(sb)
     sb:fail_next{ service = "sts", action = "GetCallerIdentity", code = "Throttling", times = 2 }
     sb:fail_next{ service = "sts", action = "GetCallerIdentity", code = "ServiceUnavailable", status = 503, times = 1 }
     local who = require("stagehost.aws").sts{ retry_base = 0.05 }:get_caller_identity()
     T.match(tostring(who.account), "^%d+$")
-    local n = 0
-    for _, q in ipairs(sb.requests) do if q.action == "GetCallerIdentity" then n = n + 1 end end
-    T.eq(n, 4, "three refusals, then the answer")
-  end)
-  restore()
-  sb:close()
-  if not ok then error(err, 0) end
+    T.eq(T.sandbox_requests(sb, "sts", "GetCallerIdentity"), 4, "three refusals, then the answer")
+  end, true)
 end)
 
 T.test("5xx bursts on reads of every service: retried, the run succeeds", function()
@@ -367,16 +373,8 @@ end, { timeout = 300 })
 
 T.test("SMTP refusing (aiosmtpd turns the login down): the run succeeds; the refusal is logged", function()
   local out = T.tempdir()
-  local argv = { "/usr/bin/python3", SOURCE .. "/tests/python/smtp_sink.py", "--out", out, "--auth", "deployer:right-password" }
-  argv.lines, argv.name = true, "smtp-sink"
-  local h = proc.spawn(argv)
+  local h, port = flow.smtp_sink(SOURCE, out, "deployer:right-password")
   local ok, err = pcall(function()
-    local port
-    while not port do
-      local stream, line = h:read_line()
-      if not stream then error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)") end
-      port = line:match("^listening (%d+)$")
-    end
     local r = run({ "--auto-approve", "--from", "mark-release-ready" }, nil, {
       SMTP_URL = "smtp://127.0.0.1:" .. port, SMTP_FROM = "stagehost@example.com", RELEASE_MANAGERS = "rm@example.com",
       SMTP_USER = "deployer", SMTP_PASSWORD = "wrong-password" })
@@ -398,28 +396,18 @@ T.test("the disk fills up during a stage: the run fails saying so and how to go 
   T.eq(m.code, 0, "mount a tmpfs (needs root / CAP_SYS_ADMIN): " .. m.stderr)
   local ok, err = pcall(function()
     T.ok(proc.run{ "cp", "-a", STATE .. "/.", mnt .. "/" }.ok, "copy the state")
-    local argv = { STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--sandbox", "--state", mnt, "--tag", TAG,
-      "--auto-approve", "--from", "integration-tests", "--var", "app=" .. APP, lines = true }
-    argv.env = { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1", STAGEHOST_SANDBOX_STEP = "0.02",
-      STAGEHOST_SANDBOX_FAULTS = false, GITHUB_SHA = COMMIT }
-    local p = proc.spawn(argv)
-    local _, first = p:read_line()
-    local id = assert(tostring(first):match("^run (%S+)"), "no run id: " .. tostring(first))
+    local argv = staging_argv({ "--auto-approve", "--from", "integration-tests" }, nil,
+      { DEPLOY_WEBHOOK_URL = false, DEPLOY_WEBHOOK_SECRET = false }, mnt)
+    local p, id = flow.start(argv)
     -- the integration tests run for seconds: fill the disk while they do
     T.wait_for(("%s/runs/%s/logs/integration-tests.log"):format(mnt, id), 60)
     task.sleep(0.3)
     proc.run{ "dd", "if=/dev/zero", "of=" .. mnt .. "/filler", "bs=64k", quiet = true }
-    local lines = {}
-    while true do
-      local _, line = p:read_line()
-      if not line then break end
-      lines[#lines + 1] = line
-    end
-    local r = p:wait()
-    local out = table.concat(lines, "\n")
-    T.eq(r.code, 1, out:sub(-1500))
-    T.match(lines[#lines], ("^stagehost: run %s failed: .*full"):format(id:gsub("%-", "%%-")))
-    T.has(lines[#lines], ("when that is fixed, 'stagehost resume %s' continues it"):format(id))
+    local r = flow.finish(p)
+    T.eq(r.code, 1, r.output:sub(-1500))
+    local last = r.lines[#r.lines]
+    T.match(last, ("^stagehost: run %s failed: .*full"):format(id:gsub("%-", "%%-")))
+    T.has(last, ("when that is fixed, 'stagehost resume %s' continues it"):format(id))
     fs.remove(mnt .. "/filler")
     local again = proc.run{ STAGEHOST, "resume", id, "--state", mnt, env = argv.env, timeout = 300 }
     T.eq(again.code, 0, again.stdout .. again.stderr)
@@ -440,16 +428,10 @@ T.test("a clock jump during an approval wait: the gate decides by its deadline o
   local dir = T.tempdir()
   local offset = dir .. "/offset"
   assert(fs.write(offset, "+0\n"))
-  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--sandbox", "--state", STATE, "--tag", TAG,
-    "--from", "approval-gate", "--var", "approval_timeout=1h", "--var", "app=" .. APP, lines = true }
-  argv.env = { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1", STAGEHOST_SANDBOX_STEP = "0.02",
-    GITHUB_SHA = COMMIT, DEPLOY_WEBHOOK_URL = SINK_URL, DEPLOY_WEBHOOK_SECRET = "fault-matrix-secret",
-    STAGEHOST_SANDBOX_FAULTS = false, LD_PRELOAD = lib, FAKETIME_TIMESTAMP_FILE = offset, FAKETIME_NO_CACHE = "1",
-    FAKETIME_DONT_FAKE_MONOTONIC = "1" }
+  local argv = staging_argv({ "--from", "approval-gate", "--var", "approval_timeout=1h" }, nil, { LD_PRELOAD = lib,
+    FAKETIME_TIMESTAMP_FILE = offset, FAKETIME_NO_CACHE = "1", FAKETIME_DONT_FAKE_MONOTONIC = "1" })
   local first = #received
-  local p = proc.spawn(argv)
-  local _, line = p:read_line()
-  local id = assert(tostring(line):match("^run (%S+)"), "no run id: " .. tostring(line))
+  local p, id = flow.start(argv)
   local function pending()
     local r = stagehost("approvals", "--json")
     for _, g in ipairs(json.decode(r.stdout) or {}) do
@@ -475,22 +457,13 @@ return require("stagehost.pipeline").define{ name = "tick", stages = { { name = 
 ]]))
   local tick = proc.run{ STAGEHOST, "run", dir .. "/tick.lua", "--state", STATE, timeout = 60, env = { NO_COLOR = "1" } }
   T.eq(tick.code, 0, tick.stdout .. tick.stderr)
-  local lines = {}
-  while true do
-    local _, l = p:read_line()
-    if not l then break end
-    lines[#lines + 1] = l
-  end
-  local r = p:wait()
-  local out = table.concat(lines, "\n")
-  T.eq(r.code, 3, out:sub(-1500))
+  local r = flow.finish(p)
+  T.eq(r.code, 3, r.output:sub(-1500))
   T.ok(task.now() - jumped < 60, "decided soon after the jump")
   local st = status(id)
   T.eq(st.stages["approval-gate"].status, "cancelled")
   T.match(st.stages["approval-gate"].reason or st.stages["approval-gate"].error or "", "approval timed out")
-  local res = { id = id, out = out, deliveries = {} }
-  for i = first + 1, #received do res.deliveries[#res.deliveries + 1] = received[i] end
-  notified(res, "deploy.failure", "approval")
+  notified({ id = id, out = r.output, deliveries = deliveries_since(first) }, "deploy.failure", "approval")
   fs.remove(dir, { recursive = true })
 end, { timeout = 300 })
 

@@ -10,7 +10,6 @@ local log = require("stagehost.log")
 local fs = require("stagehost.fs")
 local crypto = require("stagehost.crypto")
 local github = require("stagehost.github")
-local sandbox = require("stagehost.sandbox")
 local notify = require("stagehost.notify")
 local pipeline = require("stagehost.pipeline")
 local engine = require("stagehost.pipeline.engine")
@@ -268,9 +267,7 @@ T.test("secrets are masked in every payload, also ones holding a quote and a bac
 end)
 
 T.test("github: a commit status, a deployment status and an issue comment, through the sandbox", function()
-  local sb = sandbox.start{}
-  local restore = sb:use{ repo = "acme/widgets" }
-  local ok, err = xpcall(function()
+  T.with_sandbox({}, function()
     local gh = github.client{}
     local issue = gh:create_issue{ title = "Release rc-1.2.0" }
     local deployment = gh:create_deployment{ ref = "main", environment = "staging" }
@@ -306,10 +303,7 @@ T.test("github: a commit status, a deployment status and an issue comment, throu
         T.eq(r.github.ok, false); T.match(r.github.error, "no commit to set a status on")
       end
     end)
-  end, debug.traceback)
-  restore()
-  sb:close()
-  if not ok then error(err, 0) end
+  end, { repo = "acme/widgets" })
 end)
 
 -- ---- channels in one file, and mistakes ----

@@ -66,7 +66,9 @@ end
 
 -- A run with every status the page shows: success with artifacts and tests, a failure with a
 -- hostile error, a skipped dependent, a when = failure stage, a stage left out by selection.
-local function mixed_run(dir)
+-- -> the run, its pipeline, and its new state directory (remove it when done)
+local function mixed_run()
+  local dir = T.tempdir()
   log.mask(SECRET)
   local p = pipeline.define{ name = "report-demo", stages = {
     { name = "build", run = function(ctx)
@@ -92,12 +94,11 @@ local function mixed_run(dir)
   selected.extra = nil
   local run = execute(p, dir, { selected = selected, tag = "rc-1.2.3", env = "staging", actor = "alice",
     vars = { note = "<b>bold</b> & " .. SECRET } })
-  return run, p
+  return run, p, dir
 end
 
 T.test("html: self-contained, every stage, colours, links, escaped, masked", function()
-  local dir = T.tempdir()
-  local run, p = mixed_run(dir)
+  local run, p, dir = mixed_run()
   T.eq(run.status, "failure")
   T.eq(run.stages.deploy.error, HOSTILE)
   local html = report.html(run, p)
@@ -189,8 +190,7 @@ T.test("html graph: columns by dependency depth, rows in declaration order", fun
 end)
 
 T.test("junit: one suite per stage with tests, counts, failure message, well-formed", function()
-  local dir = T.tempdir()
-  local run = mixed_run(dir)
+  local run, _, dir = mixed_run()
   local xml = report.junit(run)
   T.ok(xml, "junit xml")
   T.eq(count(xml, "<testsuite "), 1)
@@ -223,8 +223,7 @@ T.test("junit: one suite per stage with tests, counts, failure message, well-for
 end)
 
 T.test("github summary: status heading, mermaid with statuses, a row per stage", function()
-  local dir = T.tempdir()
-  local run, p = mixed_run(dir)
+  local run, p, dir = mixed_run()
   local s = report.github_summary(run, p)
   T.match(s, "^## ❌ report%-demo: failure\n")
   T.has(s, "```mermaid\ngraph LR\n")
@@ -298,8 +297,9 @@ T.test("write_all in a host with GITHUB_STEP_SUMMARY: files written, summary app
 end)
 
 -- The seed's flow as one run with the seed's timings: integration tests fail, so the release is
--- skipped and notify (when = always) reports it.
-local function seed_run(dir)
+-- skipped and notify (when = always) reports it. -> as mixed_run
+local function seed_run()
+  local dir = T.tempdir()
   local function stage(outputs, artifacts)
     return function(ctx)
       for name, content in pairs(artifacts or {}) do ctx:artifact(name, content) end
@@ -356,12 +356,11 @@ local function seed_run(dir)
       message = "POST /oauth/callback returned 502 Bad Gateway" },
     { name = "ai services", classname = "integration", status = "skipped", time = 0 },
   } }
-  return run, p
+  return run, p, dir
 end
 
 T.test("a seed-shaped run renders (STAGEHOST_REPORT_SAMPLE=DIR keeps it)", function()
-  local dir = T.tempdir()
-  local run, p = seed_run(dir)
+  local run, p, dir = seed_run()
   T.eq(run.status, "failure")
   T.eq(run.stages["mark-release-ready"].status, "skipped")
   T.eq(run.stages.notify.status, "success")
@@ -403,8 +402,7 @@ T.test("one table of statuses: glyphs, the terminal's blank pending, the page's 
   T.eq(statuses.terminal.cancelled, "■", "the rest as everywhere")
   T.eq(statuses.heading.failure, "❌")
   T.eq(statuses.known("success"), "success"); T.eq(statuses.known("interrupted"), "pending"); T.eq(statuses.known(nil), "pending")
-  local dir = T.tempdir()
-  local run, p = mixed_run(dir)
+  local run, p, dir = mixed_run()
   local html = report.html(run, p)
   for _, s in ipairs(statuses.ORDER) do
     T.has(html, (".status-%s { background: %s; border-color: %s; color: %s; }"):format(s, statuses.fill[s],

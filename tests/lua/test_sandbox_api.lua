@@ -31,22 +31,10 @@ local function app_copy()
   return dir
 end
 
-local function with_sandbox(opts, fn)
-  local sb = sandbox.start(opts)
-  local restore = sb:use()
-  local ok, err = xpcall(fn, debug.traceback, sb)
-  restore()
-  sb:close()
-  if not ok then error(err, 0) end
-end
+-- fn(sb) with a fresh sandbox that this process's AWS and GitHub clients use (T.with_sandbox).
+local function with_sandbox(opts, fn) return T.with_sandbox(opts, fn, true) end
 
-local function count(sb, service, action)
-  local n = 0
-  for _, r in ipairs(sb.requests) do
-    if r.service == service and (action == nil or r.action == action) then n = n + 1 end
-  end
-  return n
-end
+local count = T.sandbox_requests
 
 T.test("sam.package: esbuild bundle, deterministic zip, key by SHA-256; unchanged sources upload nothing", function()
   need_esbuild()

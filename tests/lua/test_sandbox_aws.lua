@@ -15,22 +15,10 @@ local STEP = 0.05
 
 local require_awscli, aws, aws_ok = T.require_awscli, T.awscli, T.awscli_ok
 
--- Run fn(sb) with a fresh sandbox that is closed whatever happens.
-local function with_sandbox(fn)
-  local sb = sandbox.start{}
-  sb.state.aws.step_seconds = STEP
-  local ok, err = xpcall(fn, debug.traceback, sb)
-  sb:close()
-  if not ok then error(err, 0) end
-end
+-- Run fn(sb) with a fresh sandbox on the fast simulated clock, closed whatever happens.
+local function with_sandbox(fn) return T.with_sandbox({ step_seconds = STEP }, fn) end
 
-local function count_requests(sb, service, action)
-  local n = 0
-  for _, q in ipairs(sb.requests) do
-    if q.service == service and q.action == action then n = n + 1 end
-  end
-  return n
-end
+local count_requests = T.sandbox_requests
 
 -- A request signed (by stagehost's signer) with a key the sandbox knows: sb.credentials, or
 -- the issued key access_key with its session token. opts.forge replaces the signature with
@@ -399,46 +387,37 @@ end, { timeout = 120 })
 T.test("refusals awscli sees as from AWS: a wrong secret, an unknown key, web identity tokens AWS would not take", function()
   local ROLE = "arn:aws:iam::123456789012:role/deployer"
   local GHA = "https://token.actions.githubusercontent.com"
-  local function web_identity(sb, token)
-    return aws(sb, { "sts", "assume-role-with-web-identity", "--role-arn", ROLE, "--role-session-name", "gha",
-      "--web-identity-token", token })
-  end
   local function valid(claims)
     local c = { sub = "repo:acme/web:ref:refs/heads/main", aud = "sts.amazonaws.com", iss = GHA, exp = os.time() + 600,
       iat = os.time() }
     for k, v in pairs(claims) do c[k] = v end
     return oidc_token(c)
   end
-  local sb = sandbox.start{ aws = { keys = { AKIDEXTRA = "extra-secret-0123456789" },
+  local opts = { step_seconds = STEP, aws = { keys = { AKIDEXTRA = "extra-secret-0123456789" },
     oidc = { ["https://oidc.example.com/tenant"] = { "my-app" } } } }
-  sb.state.aws.step_seconds = STEP
-  local ok, err = xpcall(function()
+  T.with_sandbox(opts, function(sb)
+    -- for task.all: awscli's args with env on top, and AssumeRoleWithWebIdentity with a token
+    local function call(args, env) return function() return aws(sb, args, env) end end
+    local function web_identity(token)
+      return call{ "sts", "assume-role-with-web-identity", "--role-arn", ROLE, "--role-session-name", "gha",
+        "--web-identity-token", token }
+    end
+    local wrong_secret = { AWS_SECRET_ACCESS_KEY = "not-the-sandbox-secret-00000000" }
+    local unknown_key = { AWS_ACCESS_KEY_ID = "AKIDNOBODYKNOWS0000" }
     local r = task.all{
-      wrong_secret = function()
-        return aws(sb, { "cloudformation", "describe-stacks" }, { AWS_SECRET_ACCESS_KEY = "not-the-sandbox-secret-00000000" })
-      end,
-      unknown_key = function()
-        return aws(sb, { "cloudformation", "list-stacks" }, { AWS_ACCESS_KEY_ID = "AKIDNOBODYKNOWS0000" })
-      end,
-      amplify_unknown = function()
-        return aws(sb, { "amplify", "list-apps" }, { AWS_ACCESS_KEY_ID = "AKIDNOBODYKNOWS0000" })
-      end,
-      amplify_wrong = function()
-        return aws(sb, { "amplify", "list-apps" }, { AWS_SECRET_ACCESS_KEY = "not-the-sandbox-secret-00000000" })
-      end,
-      extra_key = function()
-        return aws(sb, { "sts", "get-caller-identity" }, { AWS_ACCESS_KEY_ID = "AKIDEXTRA",
-          AWS_SECRET_ACCESS_KEY = "extra-secret-0123456789" })
-      end,
-      not_a_jwt = function() return web_identity(sb, "notajwt") end,
-      opaque = function() return web_identity(sb, "Atza|IQEBLjAsAhRFiXuWpUXuRvQ9PZL3GMFcYevydwIUFAHZwXZXXXXXXXX") end,
-      audience = function() return web_identity(sb, valid{ aud = "sigstore" }) end,
-      issuer = function() return web_identity(sb, valid{ iss = "https://vstoken.actions.githubusercontent.com" }) end,
-      no_aud = function() return web_identity(sb, valid{ aud = json.null }) end,
-      expired = function() return web_identity(sb, valid{ exp = os.time() - 60 }) end,
-      other_provider = function()
-        return web_identity(sb, valid{ iss = "https://oidc.example.com/tenant", aud = { "other", "my-app" } })
-      end,
+      wrong_secret = call({ "cloudformation", "describe-stacks" }, wrong_secret),
+      unknown_key = call({ "cloudformation", "list-stacks" }, unknown_key),
+      amplify_unknown = call({ "amplify", "list-apps" }, unknown_key),
+      amplify_wrong = call({ "amplify", "list-apps" }, wrong_secret),
+      extra_key = call({ "sts", "get-caller-identity" }, { AWS_ACCESS_KEY_ID = "AKIDEXTRA",
+        AWS_SECRET_ACCESS_KEY = "extra-secret-0123456789" }),
+      not_a_jwt = web_identity("notajwt"),
+      opaque = web_identity("Atza|IQEBLjAsAhRFiXuWpUXuRvQ9PZL3GMFcYevydwIUFAHZwXZXXXXXXXX"),
+      audience = web_identity(valid{ aud = "sigstore" }),
+      issuer = web_identity(valid{ iss = "https://vstoken.actions.githubusercontent.com" }),
+      no_aud = web_identity(valid{ aud = json.null }),
+      expired = web_identity(valid{ exp = os.time() - 60 }),
+      other_provider = web_identity(valid{ iss = "https://oidc.example.com/tenant", aud = { "other", "my-app" } }),
     }
     local function refused(result, code, message)
       T.eq(result.code, 254, code .. ": " .. result.stderr)
@@ -477,9 +456,7 @@ T.test("refusals awscli sees as from AWS: a wrong secret, an unknown key, web id
     T.eq(failed.StatusReason, "Transform AWS::Serverless-2016-10-31 failed with: Invalid Serverless Application "
       .. "Specification document. Number of errors found: 1. Resource with id [HelloFunction] is invalid. 'CodeUri' is "
       .. "not a valid S3 Uri of the form 's3://bucket/key' with optional versionId query parameter.")
-  end, debug.traceback)
-  sb:close()
-  if not ok then error(err, 0) end
+  end)
 end, { timeout = 120 })
 
 T.test("amplify: app, branch, variables replaced, a release job succeeds, a failing step fails the job", function()

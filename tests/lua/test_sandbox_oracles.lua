@@ -68,6 +68,16 @@ local function python_with(modules)
   return nil, python_cache[key .. "?"]
 end
 
+-- A find for oracle_test: the python3 that imports module, or nil and why not, beginning
+-- "<package> is not installed".
+local function python_module(module, package)
+  return function()
+    local python, why = python_with{ module }
+    if not python then return nil, package .. " is not installed: " .. why end
+    return python
+  end
+end
+
 ---------------------------------------------------------------------------------------------------
 -- (a) SAM: every SAM template in the tests, expanded by the sandbox and by samtranslator
 
@@ -565,14 +575,8 @@ local function differences(ours, theirs)
   return lines
 end
 
-local function find_samtranslator()
-  local python, why = python_with{ "samtranslator.translator.transform" }
-  if not python then return nil, "aws-sam-translator is not installed: " .. why end
-  return python
-end
-
 oracle_test("SAM: the sandbox's expansion makes samtranslator's resources for every SAM template in the tests",
-    find_samtranslator, function(python)
+    python_module("samtranslator.translator.transform", "aws-sam-translator"), function(python)
   local templates = sam_templates()
   local names = sorted_keys(templates)
   T.ok(#names >= 4, "found the tests' SAM templates (" .. #names .. ")")
@@ -658,14 +662,8 @@ local MOTO_TEMPLATE = {
   },
 }
 
-local function find_moto()
-  local python, why = python_with{ "moto.server" }
-  if not python then return nil, "moto (moto_server) is not installed: " .. why end
-  return python
-end
-
 oracle_test("CloudFormation: stagehost's client deploys through a change set on moto_server and reads what it answers",
-    find_moto, function(python)
+    python_module("moto.server", "moto (moto_server)"), function(python)
   local aws = require("stagehost.aws")
   with_moto(python, function(url)
     local cfn = aws.cloudformation{ region = "us-east-1", endpoint = url, poll = { min = 0.05, max = 0.3 },
@@ -718,9 +716,9 @@ local function find_cfn_lint()
   if which.ok and proc.run{ (which.stdout:gsub("%s+$", "")), "--version", timeout = 60 }.ok then
     return { (which.stdout:gsub("%s+$", "")) }
   end
-  local python, why = python_with{ "cfnlint" }
+  local python, why = python_module("cfnlint", "cfn-lint")()
   if python then return { python, "-m", "cfnlint" } end
-  return nil, "cfn-lint is not installed: " .. why
+  return nil, why
 end
 
 oracle_test("cfn-lint: the tests' templates have no errors", find_cfn_lint, function(command)

@@ -13,38 +13,30 @@ local STAGEHOST = assert(os.getenv("STAGEHOST_BIN"), "run through ctest (STAGEHO
 local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"))
 local STATE = T.tempdir()
 
-local function argv_of(flow, args)
-  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/" .. flow .. ".lua", "--sandbox", "--state", STATE }
+-- `stagehost run scripts/NAME.lua --sandbox --state STATE ARGS...`, env added to its environment
+local function argv_of(name, args, env)
+  local argv = { STAGEHOST, "run", SOURCE .. "/scripts/" .. name .. ".lua", "--sandbox", "--state", STATE }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   argv.timeout, argv.env = 600, { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1" }
+  for k, v in pairs(env or {}) do argv.env[k] = v end
   return argv
 end
 
-local function run(flow, ...)
-  local r = proc.run(argv_of(flow, { ... }))
+-- Run the flow NAME with ARGS..., env added to its environment; -> the result, the run's id in .id
+local function run_in(env, name, ...)
+  local r = proc.run(argv_of(name, { ... }, env))
   r.id = r.stdout:match("^run (%S+)") or error("no run id in: " .. r.stdout:sub(1, 300) .. r.stderr:sub(1, 300))
   return r
 end
 
--- Start a run in the background; -> the process and its run id (its first line of output).
-local function start(flow, ...)
-  local argv = argv_of(flow, { ... })
-  argv.lines, argv.timeout = true, nil
-  local p = proc.spawn(argv)
-  local _, first = p:read_line()
-  return p, assert(tostring(first):match("^run (%S+)"), "no run id: " .. tostring(first))
-end
+local function run(name, ...) return run_in(nil, name, ...) end
 
-local function finish(p)
-  local out = {}
-  while true do
-    local _, line = p:read_line()
-    if not line then break end
-    out[#out + 1] = line
-  end
-  local r = p:wait()
-  r.output = table.concat(out, "\n")
-  return r
+-- Start a run in the background; -> the process and its run id (flow.start). Read it to its end
+-- with flow.finish.
+local function start(name, ...)
+  local argv = argv_of(name, { ... })
+  argv.timeout = nil
+  return flow.start(argv)
 end
 
 local function stagehost(...)
@@ -55,6 +47,29 @@ end
 
 local function status(id) return flow.status(stagehost, id) end
 local function artifact(id, stage, name) return flow.artifact(STATE, id, stage, name) end
+-- What the notify stage of a run sent (its notification.json), decoded.
+local function notification(id) return json.decode(artifact(id, "notify", "notification.json")) end
+
+-- The run r ended with the exit code code; -> the run's status.
+local function ended(r, code)
+  T.eq(r.code, code, r.stdout .. r.stderr)
+  return status(r.id)
+end
+
+-- The run r failed (exit 1) in stage, with an error matching pattern; -> the run's status.
+local function failed_in(r, stage, pattern)
+  local st = ended(r, 1)
+  T.eq(st.stages[stage].status, "failure")
+  T.match(st.stages[stage].error, pattern)
+  return st
+end
+
+-- The run's notify stage sent deploy.failure naming phase.
+local function failure_notified(id, phase)
+  local sent = notification(id)
+  T.eq(sent.event, "deploy.failure")
+  T.eq(sent.phase, phase)
+end
 
 -- The sandbox's request log (kept in the state directory across hosts): calls of an action.
 local function calls(action)
@@ -79,8 +94,7 @@ end
 
 T.test("staging, happy path: every stage in order, the artifacts of the seed, a GitHub prerelease", function()
   local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0")
-  T.eq(r.code, 0, r.stdout .. r.stderr)
-  local st = status(r.id)
+  local st = ended(r, 0)
   T.eq(st.status, "success")
   for _, name in ipairs{ "pre-deployment-checks", "approval-gate", "validate", "deploy-infrastructure",
     "deploy-frontend", "integration-tests", "mark-release-ready", "notify" } do
@@ -104,8 +118,7 @@ end, { timeout = 300 })
 T.test("an unchanged app deploys as 'no changes': same zips, same template, nothing executed", function()
   local before = calls("ExecuteChangeSet")
   local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0", "--from", "validate")
-  T.eq(r.code, 0, r.stdout .. r.stderr)
-  local st = status(r.id)
+  local st = ended(r, 0)
   T.eq(st.stages.validate.outputs.no_changes, true)
   T.eq(st.stages["deploy-infrastructure"].outputs.status, "NO_CHANGES")
   T.eq(calls("ExecuteChangeSet"), before)
@@ -113,8 +126,7 @@ end, { timeout = 300 })
 
 T.test("--from deploy-frontend reuses the infrastructure's outputs of the last good run", function()
   local r = run("staging", "--auto-approve", "--tag", "rc-1.0.0", "--from", "deploy-frontend")
-  T.eq(r.code, 0, r.stdout .. r.stderr)
-  local st = status(r.id)
+  local st = ended(r, 0)
   T.ok(st.stages["deploy-infrastructure"].reused_from, "deploy-infrastructure reused")
   T.match(tostring(st.stages["deploy-infrastructure"].outputs.api_url), "^http://127%.0%.0%.1:")
   T.eq(st.stages["deploy-frontend"].status, "success")
@@ -122,8 +134,7 @@ end, { timeout = 300 })
 
 T.test("a failed check still reaches the approval, and the checklist shows it", function()
   local r = run("staging", "--auto-approve", "--var", "plant_lint_error=1", "--only", "pre-deployment-checks,approval-gate")
-  T.eq(r.code, 0, r.stdout .. r.stderr)
-  local st = status(r.id)
+  local st = ended(r, 0)
   T.eq(st.stages["approval-gate"].status, "success")
   T.eq(st.stages["pre-deployment-checks"].outputs.checks.lint, "failed")
   local checklist = artifact(r.id, "pre-deployment-checks", "checklist.md")
@@ -136,21 +147,20 @@ T.test("rejected: the run is cancelled (exit 3), nothing deployed, and notify re
   pending_gate(id)
   local vote = stagehost("approve", id, "--reject", "--comment", "the change set replaces the table", "--as", "reviewer")
   T.eq(vote.code, 0, vote.stderr)
-  local r = finish(p)
+  local r = flow.finish(p)
   T.eq(r.code, 3, r.output)
   local st = status(id)
   T.eq(st.stages["approval-gate"].status, "cancelled")
   T.eq(st.stages.validate.status, "cancelled")
   T.eq(st.stages.notify.status, "success")
-  local sent = json.decode(artifact(id, "notify", "notification.json"))
+  local sent = notification(id)
   T.eq(sent.event, "deploy.failure")
   T.match(sent.message, "approval rejected by reviewer: the change set replaces the table")
 end, { timeout = 300 })
 
 T.test("no decision in time: the approval times out and the run is cancelled", function()
   local r = run("staging", "--from", "approval-gate", "--var", "approval_timeout=1s")
-  T.eq(r.code, 3, r.stdout .. r.stderr)
-  local st = status(r.id)
+  local st = ended(r, 3)
   T.eq(st.stages["approval-gate"].status, "cancelled")
   T.match(st.stages["approval-gate"].reason or st.stages["approval-gate"].error or "", "approval timed out")
 end, { timeout = 120 })
@@ -158,22 +168,14 @@ end, { timeout = 120 })
 T.test("an integration failure is notified as the tests phase; no release, no rollback in staging", function()
   -- the AI endpoint forwards to a provider that is not there
   local r = run("staging", "--auto-approve", "--from", "validate", "--var", "AiApiUrl=http://127.0.0.1:9/complete")
-  T.eq(r.code, 1, r.stdout .. r.stderr)
-  local st = status(r.id)
-  T.eq(st.stages["integration-tests"].status, "failure")
-  T.match(st.stages["integration-tests"].error, "integration tests failed")
+  local st = failed_in(r, "integration-tests", "integration tests failed")
   T.eq(st.stages["mark-release-ready"].status, "skipped")
-  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
-  T.eq(sent.event, "deploy.failure")
-  T.eq(sent.phase, "tests")
+  failure_notified(r.id, "tests")
 end, { timeout = 300 })
 
 T.test("a NoEcho parameter comes from the environment, is masked everywhere, and is refused as --var", function()
   local canary = "ai-key/\"canary\" + " .. os.time()
-  local argv = argv_of("staging", { "--auto-approve", "--from", "validate" })
-  argv.env.AI_API_KEY = canary
-  local r = proc.run(argv)
-  r.id = r.stdout:match("^run (%S+)")
+  local r = run_in({ AI_API_KEY = canary }, "staging", "--auto-approve", "--from", "validate")
   T.eq(r.code, 0, r.stdout .. r.stderr)
   local found = proc.run{ "grep", "-rlF", canary, STATE, quiet = true }
   T.eq(found.stdout, "", "the key is in no file of the state directory")
@@ -187,32 +189,19 @@ end, { timeout = 300 })
 T.test("an infrastructure failure is notified as infrastructure; staging does not roll back", function()
   local faults = json.encode{ { service = "cloudformation", action = "ExecuteChangeSet", status = 400,
     code = "ValidationError", message = "Stack webapp-staging is in UPDATE_ROLLBACK_FAILED state and can not be updated." } }
-  local argv = argv_of("staging", { "--auto-approve", "--from", "validate", "--var", "OAuthClientId=webapp-infra-fault" })
-  argv.env.STAGEHOST_SANDBOX_FAULTS = faults
-  local r = proc.run(argv)
-  r.id = r.stdout:match("^run (%S+)")
-  T.eq(r.code, 1, r.stdout .. r.stderr)
-  local st = status(r.id)
-  T.eq(st.stages["deploy-infrastructure"].status, "failure")
-  T.match(st.stages["deploy-infrastructure"].error, "UPDATE_ROLLBACK_FAILED")
+  local r = run_in({ STAGEHOST_SANDBOX_FAULTS = faults }, "staging", "--auto-approve", "--from", "validate",
+    "--var", "OAuthClientId=webapp-infra-fault")
+  local st = failed_in(r, "deploy-infrastructure", "UPDATE_ROLLBACK_FAILED")
   T.eq(st.stages["deploy-frontend"].status, "skipped")
-  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
-  T.eq(sent.event, "deploy.failure")
-  T.eq(sent.phase, "infrastructure")
+  failure_notified(r.id, "infrastructure")
   T.eq(st.stages.rollback, nil, "staging has no rollback stage")
 end, { timeout = 300 })
 
 T.test("a frontend failure (the Amplify job FAILED) is notified as frontend", function()
-  local argv = argv_of("staging", { "--auto-approve", "--from", "deploy-frontend" })
-  argv.env.STAGEHOST_SANDBOX_FAULTS = json.encode{ { service = "amplify", action = "StartJob", outcome = "FAILED" } }
-  local r = proc.run(argv)
-  r.id = r.stdout:match("^run (%S+)")
-  T.eq(r.code, 1, r.stdout .. r.stderr)
-  local st = status(r.id)
-  T.eq(st.stages["deploy-frontend"].status, "failure")
-  T.match(st.stages["deploy-frontend"].error, "ended FAILED")
-  local sent = json.decode(artifact(r.id, "notify", "notification.json"))
-  T.eq(sent.phase, "frontend")
+  local faults = json.encode{ { service = "amplify", action = "StartJob", outcome = "FAILED" } }
+  local r = run_in({ STAGEHOST_SANDBOX_FAULTS = faults }, "staging", "--auto-approve", "--from", "deploy-frontend")
+  failed_in(r, "deploy-frontend", "ended FAILED")
+  T.eq(notification(r.id).phase, "frontend")
 end, { timeout = 300 })
 
 T.test("kill -9 during the stack wait: resume re-attaches to the same stack operation", function()
@@ -241,12 +230,11 @@ T.test("development: a failed smoke check rolls back to the last good release on
   T.ok(artifact(good.id, "smoke-check", "release.json"), "the good release is recorded")
   -- a bad configuration: the functions store in DynamoDB, which the sandbox does not have
   local bad = run("development", "--var", "StorageMode=dynamodb")
-  T.eq(bad.code, 1, bad.stdout .. bad.stderr)
-  local st = status(bad.id)
+  local st = ended(bad, 1)
   T.eq(st.stages["smoke-check"].status, "failure")
   T.eq(st.stages.rollback.status, "success")
   T.eq(st.stages.rollback.outputs.rolled_back_to, good.id)
-  local sent = json.decode(artifact(bad.id, "notify", "notification.json"))
+  local sent = notification(bad.id)
   T.has(sent.message, "rolled back to the release of run " .. good.id)
   -- and the rolled-back stack works again
   local check = run("rollback", "--env", "development", "--var", "release=" .. good.id)
@@ -264,7 +252,7 @@ T.test("production: two approvals from the production list; the actor cannot app
   T.match(stranger.stderr, "not an approver")
   T.eq(stagehost("approve", id, "--as", "bob", "--comment", "checked the change set").code, 0)
   T.eq(stagehost("approve", id, "--as", "carol", "--comment", "ok from SRE").code, 0)
-  local r = finish(p)
+  local r = flow.finish(p)
   T.eq(r.code, 0, r.output)
   local st = status(id)
   T.eq(st.stages["approval-gate"].outputs.approvals, 2)
