@@ -458,8 +458,10 @@ T.test("the seed's notify stage: deploy.success, or deploy.failure naming the ph
       run = SOURCE .. "/scripts/stages/notify.lua" }
     return pipeline.define{ name = "staging", notify = { { channel = "test-seed", on = "deploy.*" } }, stages = stages }
   end
+  -- the notify stage keeps notification.json as an artifact: in a state directory of its own
+  local state = T.tempdir()
   local p = seed(nil, true)
-  local r = engine.execute(p, { selected = engine.select(p), tag = "rc-3" })
+  local r = engine.execute(p, { selected = engine.select(p), tag = "rc-3", state_dir = state })
   T.eq(r.status, "success")
   T.eq(got[1].event, "deploy.success"); T.eq(got[1].status, "success"); T.eq(got[1].phase, nil)
   T.eq(got[1].title, "Staging: rc-3 deployed")
@@ -468,7 +470,7 @@ T.test("the seed's notify stage: deploy.success, or deploy.failure naming the ph
     { "deploy-frontend", "frontend" }, { "integration-tests", "tests" }, { "mark-release-ready", "release" } } do
     got = {}
     p = seed(case[1], true)
-    r = engine.execute(p, { selected = engine.select(p), tag = "rc-3" })
+    r = engine.execute(p, { selected = engine.select(p), tag = "rc-3", state_dir = state })
     T.eq(r.status, "failure")
     T.eq(r.stages.notify.status, "success", "a failure notification does not fail the notify stage")
     T.eq(got[1].event, "deploy.failure", case[1]); T.eq(got[1].phase, case[2]); T.eq(got[1].status, "failure")

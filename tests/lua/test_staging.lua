@@ -260,6 +260,17 @@ T.test("production: two approvals from the production list; the actor cannot app
   T.match(artifact(id, "mark-release-ready", "release-notes.md"), "bob approved via")
 end, { timeout = 600 })
 
+T.test("production runs only for a release tag: a run without one is refused before anything starts", function()
+  local r = proc.run{ STAGEHOST, "run", SOURCE .. "/scripts/production.lua", "--sandbox", "--state", STATE, timeout = 30 }
+  T.eq(r.code, 2, r.stdout .. r.stderr)
+  T.eq(r.stderr, "stagehost: pipeline 'production' does not run by hand (trigger.manual = false): it wants a tag matching v* (--tag)\n")
+  T.no_match(r.stdout, "^run ")
+  local wrong = proc.run{ STAGEHOST, "run", SOURCE .. "/scripts/production.lua", "--sandbox", "--tag", "rc-1.0.0",
+    "--state", STATE, timeout = 30 }
+  T.eq(wrong.code, 2)
+  T.match(wrong.stderr, "tag 'rc%-1%.0%.0' does not match the trigger of pipeline 'production' %(tags v%*%)")
+end)
+
 T.test("--auto-approve outside the sandbox is refused for a pipeline that does not allow it", function()
   local r = proc.run{ STAGEHOST, "run", SOURCE .. "/scripts/staging.lua", "--auto-approve", "--state", STATE, timeout = 30 }
   T.eq(r.code, 2)
