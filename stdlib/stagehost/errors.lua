@@ -68,9 +68,17 @@ function errors.check_table(value, n, fname)
   return value
 end
 
+-- Where stagehost's own Lua modules are (this file's directory's parent): a position in them
+-- ("/usr/local/share/stagehost/lua/stagehost/pipeline/store.lua:560: ") says nothing to whoever
+-- reads a one-line report, so first_line drops it; a position in a stage or pipeline file stays.
+local LIBRARY = debug.getinfo(1, "S").source:match("^@(.*/)stagehost/errors%.lua$")
+local LIBRARY_POSITION = LIBRARY and (LIBRARY:gsub("%p", "%%%0") .. "stagehost/[%w_/%-%.]-%.lua:%d+: ")
+
 -- The first line of any error value, for one-line reports.
 function errors.first_line(e)
-  return (tostring(e):match("^[^\n]*"))
+  local line = tostring(e):match("^[^\n]*")
+  if LIBRARY_POSITION then line = line:gsub(LIBRARY_POSITION, "") end
+  return line
 end
 
 return errors

@@ -173,4 +173,14 @@ T.test("misuse: one form from C and Lua, raised at the caller's line", function(
   T.eq(from_c, errors.argument_message(1, "json.decode", "string expected, got %s", "number"))
 end)
 
+T.test("first_line drops a position in stagehost's own modules and keeps one in the user's files", function()
+  local library = assert(package.searchpath("stagehost.errors", package.path)):match("^(.*/)stagehost/errors%.lua$")
+  T.eq(errors.first_line(library .. "stagehost/pipeline/store.lua:560: state database s.db: db:query: disk is full\nstack"),
+    "state database s.db: db:query: disk is full")
+  T.eq(errors.first_line("run failed: " .. library .. "stagehost/sandbox/persist.lua:156: fs.write: No space"),
+    "run failed: fs.write: No space")
+  T.eq(errors.first_line("scripts/stages/deploy.lua:12: the stack rolled back"), "scripts/stages/deploy.lua:12: the stack rolled back")
+  T.eq(errors.first_line("/elsewhere/stagehost/store.lua:3: kept"), "/elsewhere/stagehost/store.lua:3: kept")
+end)
+
 T.run()

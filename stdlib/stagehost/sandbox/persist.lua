@@ -159,7 +159,9 @@ function persist.save(sb)
     end
   end)
   p.writing = false
-  if not ok then require("stagehost.log").error("sandbox: cannot save the world in " .. p.dir .. ": " .. tostring(err)) end
+  if not ok then
+    require("stagehost.log").error("sandbox: cannot save the world in " .. p.dir .. ": " .. require("stagehost.errors").first_line(err))
+  end
 end
 
 -- persist.open(sb, dir): keep sb's world in dir from now on, loading what is there first.
