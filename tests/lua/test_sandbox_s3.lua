@@ -6,6 +6,7 @@ local proc = require("stagehost.proc")
 local fs = require("stagehost.fs")
 local http = require("stagehost.http")
 local crypto = require("stagehost.crypto")
+local json = require("stagehost.json")
 local sandbox = require("stagehost.sandbox")
 local aws_mod = require("stagehost.aws")
 
@@ -83,6 +84,146 @@ T.test("s3api via awscli: bucket, put (Content-MD5 checked), head, get, list, de
     fs.remove(dir, { recursive = true })
   end)
 end, { timeout = 180 })
+
+-- the ETag S3 gives an object made of these parts: the MD5 of their binary MD5s, "-", their number
+local function multipart_etag(parts)
+  local digests = {}
+  for i, part in ipairs(parts) do digests[i] = crypto.hex_decode(md5_hex(part)) end
+  return ('"%s-%d"'):format(md5_hex(table.concat(digests)), #parts)
+end
+
+T.test("s3 cp of a 20 MiB file: a multipart upload in 8 MiB parts (ETag ...-3), back by ranged GETs, byte-identical", function()
+  with_sandbox(function(sb)
+    local dir = T.tempdir()
+    local MiB = 1024 * 1024
+    local chunks = {}
+    for i = 1, 20 do chunks[i] = (("%08d"):format(i) .. crypto.random(56)):rep(MiB // 64) end
+    local body = table.concat(chunks)
+    assert(fs.write(dir .. "/big.bin", body))
+    aws_ok(sb, dir, { "s3api", "create-bucket", "--bucket", "big-1" })
+    aws_ok(sb, dir, { "s3", "cp", dir .. "/big.bin", "s3://big-1/big.bin" })
+    T.eq(T.sandbox_requests(sb, "s3", "CreateMultipartUpload"), 1, "over the CLI's threshold, s3 cp uploads in parts")
+    T.eq(T.sandbox_requests(sb, "s3", "UploadPart"), 3)
+    T.eq(T.sandbox_requests(sb, "s3", "CompleteMultipartUpload"), 1)
+    T.eq(next(sb.state.aws.s3.buckets["big-1"].uploads), nil, "a completed upload is gone")
+    local head = aws_ok(sb, dir, { "s3api", "head-object", "--bucket", "big-1", "--key", "big.bin" })
+    T.eq(head.ContentLength, #body)
+    T.eq(head.ETag, multipart_etag{ body:sub(1, 8 * MiB), body:sub(8 * MiB + 1, 16 * MiB), body:sub(16 * MiB + 1) })
+    aws_ok(sb, dir, { "s3", "cp", "s3://big-1/big.bin", dir .. "/back.bin" })
+    T.ok(T.sandbox_requests(sb, "s3", "GetObject") >= 3, "down in ranges too")
+    local back = fs.read(dir .. "/back.bin")
+    T.eq(#back, #body)
+    T.ok(back == body, "the bytes come back")
+    fs.remove(dir, { recursive = true })
+  end)
+end, { timeout = 240 })
+
+T.test("s3api multipart: two parts complete to their concatenation; NoSuchUpload, InvalidPart, EntityTooSmall, InvalidPartOrder as S3 answers", function()
+  with_sandbox(function(sb)
+    local dir = T.tempdir()
+    local bucket, key = "mp-1", "dir/joined.bin"
+    local p1, p2, p3 = ("first part "):rep(5 * 1024 * 1024 // 11 + 1), "second part\0\255", "third"
+    T.ok(#p1 >= 5 * 1024 * 1024)
+    aws_ok(sb, dir, { "s3api", "create-bucket", "--bucket", bucket })
+    local function create()
+      local r = aws_ok(sb, dir, { "s3api", "create-multipart-upload", "--bucket", bucket, "--key", key })
+      T.eq(r.Bucket, bucket)
+      T.eq(r.Key, key)
+      return r.UploadId
+    end
+    local function upload_part(id, number, body)
+      local file = ("%s/part-%d"):format(dir, number)
+      assert(fs.write(file, body))
+      return aws(sb, dir, { "s3api", "upload-part", "--bucket", bucket, "--key", key, "--upload-id", id,
+        "--part-number", tostring(number), "--body", file })
+    end
+    local function complete(id, parts)
+      local listed = {}
+      for i, p in ipairs(parts) do listed[i] = { PartNumber = p[1], ETag = p[2] } end
+      return aws(sb, dir, { "s3api", "complete-multipart-upload", "--bucket", bucket, "--key", key, "--upload-id", id,
+        "--multipart-upload", json.encode{ Parts = listed } })
+    end
+    local id = create()
+    local etags = {}
+    -- part 4 is as big as part 1: listed before it, only the order is wrong
+    for n, body in ipairs{ p1, p2, p3, p1 } do
+      local r = upload_part(id, n, body)
+      T.eq(r.code, 0, r.stderr)
+      etags[n] = r.json.ETag
+      T.eq(etags[n], '"' .. md5_hex(body) .. '"', "a part's ETag is its quoted MD5")
+    end
+    local refused = {
+      { { { 1, '"' .. md5_hex("other") .. '"' }, { 2, etags[2] } }, "(InvalidPart)", "an ETag that is not the part's" },
+      { { { 1, etags[1] }, { 5, etags[2] } }, "(InvalidPart)", "a part never uploaded" },
+      { { { 2, etags[2] }, { 3, etags[3] } }, "(EntityTooSmall)", "a first part under 5 MiB" },
+      { { { 4, etags[4] }, { 1, etags[1] } }, "(InvalidPartOrder)", "parts out of order" },
+    }
+    for _, case in ipairs(refused) do
+      local r = complete(id, case[1])
+      T.ok(r.code ~= 0, case[3])
+      T.has(r.stderr, case[2], case[3])
+      T.eq(sb.state.aws.s3.buckets[bucket].objects[key], nil, "no object from a refused completion")
+    end
+    local done = complete(id, { { 1, etags[1] }, { 2, etags[2] } })
+    T.eq(done.code, 0, done.stderr)
+    T.eq(done.json.ETag, multipart_etag{ p1, p2 })
+    T.eq(done.json.Key, key)
+    T.match(done.json.Location, "^" .. sb.url:gsub("%p", "%%%0") .. "/mp%-1/dir/joined%.bin$")
+    aws_ok(sb, dir, { "s3api", "get-object", "--bucket", bucket, "--key", key, dir .. "/joined.bin" })
+    T.ok(fs.read(dir .. "/joined.bin") == p1 .. p2, "the object is the listed parts, concatenated")
+    T.has(complete(id, { { 1, etags[1] } }).stderr, "NoSuchUpload", "a completed upload is gone")
+    -- aborted: its parts are refused from then on
+    local aborted = create()
+    T.eq(upload_part(aborted, 1, p2).code, 0)
+    aws_ok(sb, dir, { "s3api", "abort-multipart-upload", "--bucket", bucket, "--key", key, "--upload-id", aborted })
+    local late = upload_part(aborted, 2, p2)
+    T.ok(late.code ~= 0)
+    T.has(late.stderr, "NoSuchUpload")
+    T.has(upload_part("not-an-upload", 1, p2).stderr, "NoSuchUpload")
+    fs.remove(dir, { recursive = true })
+  end)
+end, { timeout = 240 })
+
+T.test("s3 multipart: an upload in progress survives a restart of a persisted sandbox; a body that is not the list is MalformedXML", function()
+  local dir = T.tempdir()
+  local function signed(sb, method, path, body)
+    local url = sb.url .. path
+    local h = { ["x-amz-content-sha256"] = crypto.sha256(body, "hex") }
+    for k, v in pairs(aws_mod.sign{ method = method, url = url, headers = h, body = body, service = "s3",
+      region = "us-east-1", credentials = sb.credentials }) do h[k] = v end
+    return http.request{ method = method, url = url, headers = h, body = body, retry = false }
+  end
+  local sb = sandbox.start{ persist = dir .. "/sandbox" }
+  local url = sb.url
+  aws_mod.s3{ region = "us-east-1", endpoint = sb.url, credentials = sb.credentials }:create_bucket{ bucket = "kept-1" }
+  local r = signed(sb, "POST", "/kept-1/k?uploads", "")
+  T.eq(r.status, 200, r.body)
+  T.has(r.body, "<InitiateMultipartUploadResult")
+  local id = r.body:match("<UploadId>(.-)</UploadId>")
+  T.ok(id, r.body)
+  r = signed(sb, "PUT", "/kept-1/k?partNumber=1&uploadId=" .. id, "only part")
+  T.eq(r.status, 200, r.body)
+  T.eq(r.headers.etag, '"' .. md5_hex("only part") .. '"')
+  sb:close()
+  local again = sandbox.start{ persist = dir .. "/sandbox" }
+  T.eq(again.url, url, "the saved port")
+  for _, body in ipairs{ "<CompleteMultipartUpload><Part><PartNumber>1</Part>", "<Other/>",
+    "<CompleteMultipartUpload></CompleteMultipartUpload>" } do
+    r = signed(again, "POST", "/kept-1/k?uploadId=" .. id, body)
+    T.eq(r.status, 400, body)
+    T.has(r.body, "<Code>MalformedXML</Code>", body)
+  end
+  r = signed(again, "POST", "/kept-1/k?uploadId=" .. id, ('<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><PartNumber>1</PartNumber><ETag>%s</ETag></Part></CompleteMultipartUpload>')
+    :format(md5_hex("only part")))
+  T.eq(r.status, 200, r.body)
+  T.has(r.body, "<CompleteMultipartUploadResult")
+  T.eq(again.state.aws.s3.buckets["kept-1"].objects.k.body, "only part", "the part uploaded before the restart")
+  r = signed(again, "DELETE", "/kept-1/k?uploadId=" .. id, "")
+  T.eq(r.status, 404)
+  T.has(r.body, "<Code>NoSuchUpload</Code>")
+  again:close()
+  fs.remove(dir, { recursive = true })
+end, { timeout = 60 })
 
 T.test("s3: a payload hash that does not match, a missing one, streaming uploads: refused as S3 does", function()
   with_sandbox(function(sb)

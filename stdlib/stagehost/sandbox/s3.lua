@@ -7,8 +7,17 @@
 --   GET /b?list-type=2 ListObjectsV2 (prefix, delimiter, max-keys, continuation-token,
 --                     start-after)
 --   PUT /b/k          PutObject: Content-MD5 checked when sent; ETag is the quoted MD5 hex
---   HEAD /b/k, GET /b/k, DELETE /b/k   HeadObject, GetObject, DeleteObject
+--   HEAD /b/k, GET /b/k, DELETE /b/k   HeadObject, GetObject (one Range: bytes=a-b, a- or -n
+--                     gives 206 and that slice, as awscli's ranged downloads ask), DeleteObject
 --   GET /             ListBuckets
+-- Multipart uploads (what awscli's `s3 cp` sends for a file over 8 MB):
+--   POST /b/k?uploads                 CreateMultipartUpload -> UploadId
+--   PUT /b/k?partNumber=N&uploadId=U  UploadPart (1..10000; Content-MD5 checked when sent)
+--   POST /b/k?uploadId=U              CompleteMultipartUpload: the listed parts, ascending, each
+--                     ETag as UploadPart gave it, all but the last at least 5 MiB; the object's
+--                     ETag is the MD5 of the parts' binary MD5s, "-" and the number of parts
+--   DELETE /b/k?uploadId=U            AbortMultipartUpload
+-- An upload id that is unknown, aborted or completed is NoSuchUpload (404).
 --
 -- Signatures: SigV4 with the header x-amz-content-sha256 as S3 requires it: the hex SHA-256 of
 -- the body (checked against the body: XAmzContentSHA256Mismatch) or UNSIGNED-PAYLOAD; the
@@ -16,10 +25,13 @@
 -- (NoSuchBucket, NoSuchKey, BucketAlreadyOwnedByYou, BadDigest, InvalidDigest, ...); a HEAD gets
 -- the status alone, as S3 sends it.
 -- State: sb.state.aws.s3.buckets[name] = {created, region, objects = {[key] = {body, etag,
--- content_type, modified, metadata}}}. Object bodies live in memory: the sandbox is for apps,
--- not data sets (the server takes bodies up to 64 MiB).
+-- content_type, modified, metadata}}, uploads = {[upload id] = {key, initiated, content_type,
+-- metadata, parts = {[number] = {body, etag, modified}}}}}. Object and part bodies live in
+-- memory and in the saved world: the sandbox is for apps, not data sets (the server takes
+-- bodies up to 64 MiB).
 local crypto = require("stagehost.crypto")
 local proc = require("stagehost.proc")
+local xml = require("stagehost.xml")
 local wire = require("stagehost.sandbox.wire")
 
 local s3 = { protocol = "rest-xml" }
@@ -32,10 +44,13 @@ function s3.init(sb)
 end
 
 -- Query parameters that are not a subresource: the operations above take them. Any other
--- (?acl, ?tagging, ?uploads, ?versioning, ...) names an operation the sandbox does not have.
+-- (?acl, ?tagging, ?versioning, ...) names an operation the sandbox does not have.
 local PLAIN = { ["x-id"] = true, ["list-type"] = true, prefix = true, delimiter = true, ["max-keys"] = true,
   ["continuation-token"] = true, ["start-after"] = true, marker = true, ["encoding-type"] = true,
   ["fetch-owner"] = true, versionId = true }
+
+-- an object's ?uploadId requests by method
+local MULTIPART = { PUT = "UploadPart", POST = "CompleteMultipartUpload", DELETE = "AbortMultipartUpload" }
 
 -- (method, path, query) -> the operation and {bucket, key}
 function s3.route(req)
@@ -45,7 +60,13 @@ function s3.route(req)
   end
   local route = { bucket = wire.unescape(bucket, false), key = rest ~= "" and wire.unescape(rest, false) or nil }
   local m = req.method
-  for name in pairs(wire.parse_form(req.query)) do
+  local q = wire.parse_form(req.query)
+  if route.key and (q.uploads or q.uploadId) then
+    local op = q.uploads and m == "POST" and "CreateMultipartUpload" or q.uploadId and MULTIPART[m]
+    -- GET ?uploadId (ListParts) falls through to NotImplemented: awscli never sends it
+    if op then return op, route end
+  end
+  for name in pairs(q) do
     if name == "location" and not route.key and m == "GET" then return "GetBucketLocation", route end
     if not PLAIN[name] and not name:match("^response%-") then
       route.subresource = name
@@ -131,7 +152,7 @@ function ops.GetBucketLocation(sb, route)
 end
 
 function ops.NotImplemented(_, route)
-  fail("NotImplemented", ("the stagehost sandbox's S3 has no '?%s' operation (buckets and whole objects only: no multipart uploads, ACLs, tags or versions)")
+  fail("NotImplemented", ("the stagehost sandbox's S3 has no '?%s' operation (buckets and objects only: no ACLs, tags, versions, copies or listings of uploads and parts)")
     :format(tostring(route.subresource)), 501)
 end
 
@@ -147,8 +168,8 @@ function ops.DeleteBucket(sb, route)
   return 204, {}, ""
 end
 
-function ops.PutObject(sb, route, req)
-  local b = bucket_of(sb, route.bucket)
+-- The body's quoted MD5 hex (its ETag), once the Content-MD5 a client sent matches it.
+local function checked_etag(req)
   local raw, hex = md5(req.body)
   local given = req.headers["content-md5"]
   if given then
@@ -156,13 +177,23 @@ function ops.PutObject(sb, route, req)
     if not decoded or #decoded ~= 16 then fail("InvalidDigest", "The Content-MD5 you specified was invalid.") end
     if decoded ~= raw then fail("BadDigest", "The Content-MD5 you specified did not match what we received.") end
   end
-  local metadata = {}
+  return '"' .. hex .. '"'
+end
+
+-- What a new object takes from the request that makes it: x-amz-meta-* and Content-Type.
+local function described(req, into)
+  into.metadata = {}
   for k, v in pairs(req.headers) do
     local name = k:match("^x%-amz%-meta%-(.+)$")
-    if name then metadata[name] = v end
+    if name then into.metadata[name] = v end
   end
-  local obj = { body = req.body, etag = '"' .. hex .. '"', modified = wire.clock(), metadata = metadata,
-    content_type = req.headers["content-type"] or "binary/octet-stream" }
+  into.content_type = req.headers["content-type"] or "binary/octet-stream"
+  return into
+end
+
+function ops.PutObject(sb, route, req)
+  local b = bucket_of(sb, route.bucket)
+  local obj = described(req, { body = req.body, etag = checked_etag(req), modified = wire.clock() })
   b.objects[route.key] = obj
   return 200, { ETag = obj.etag }, ""
 end
@@ -182,13 +213,133 @@ function ops.HeadObject(sb, route, _, ctx)
   return 200, object_headers(obj, ctx.request_id), obj.body
 end
 
-function ops.GetObject(sb, route, _, ctx)
+-- Range: bytes=first-last | first- | -suffix -> first, last (1-based, inclusive); nil for a
+-- header S3 would ignore (several ranges, another unit, nonsense); false when none of the body
+-- is in it.
+local function byte_range(spec, size)
+  local first, last = (spec or ""):match("^%s*bytes=(%d*)%-(%d*)%s*$")
+  if not first or (first == "" and last == "") then return nil end
+  first, last = math.tointeger(tonumber(first)), math.tointeger(tonumber(last))
+  if not first then
+    if last == 0 then return false end
+    first, last = math.max(size - last, 0), size - 1
+  end
+  if (last and last < first) then return nil end
+  if first >= size then return false end
+  return first + 1, math.min(last or size - 1, size - 1) + 1
+end
+
+function ops.GetObject(sb, route, req, ctx)
   local obj = object_of(sb, route)
-  return 200, object_headers(obj, ctx.request_id), obj.body
+  local headers = object_headers(obj, ctx.request_id)
+  local first, last = byte_range(req.headers.range, #obj.body)
+  if first == false then
+    wire.fail("InvalidRange", "The requested range is not satisfiable", 416)
+  elseif first then
+    headers["Content-Range"] = ("bytes %d-%d/%d"):format(first - 1, last - 1, #obj.body)
+    return 206, headers, obj.body:sub(first, last)
+  end
+  return 200, headers, obj.body
 end
 
 function ops.DeleteObject(sb, route)
   bucket_of(sb, route.bucket).objects[route.key] = nil
+  return 204, {}, ""
+end
+
+-- ---- multipart uploads ----
+
+local MIN_PART = 5 * 1024 * 1024
+
+local function uploads_of(b)
+  b.uploads = b.uploads or {} -- a world saved before multipart uploads existed has none
+  return b.uploads
+end
+
+-- the upload ?uploadId names, in this bucket and for this key
+local function upload_of(sb, route, req)
+  local id = wire.parse_form(req.query).uploadId
+  local upload = uploads_of(bucket_of(sb, route.bucket))[id]
+  if not upload or upload.key ~= route.key then
+    fail("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.", 404)
+  end
+  return upload, id
+end
+
+local function result_document(name, ...)
+  return ('<?xml version="1.0" encoding="UTF-8"?>\n<%s xmlns="%s">%s</%s>\n'):format(name, NS, table.concat{ ... }, name)
+end
+
+function ops.CreateMultipartUpload(sb, route, req)
+  local uploads = uploads_of(bucket_of(sb, route.bucket))
+  local id = wire.random_lower(64)
+  uploads[id] = described(req, { key = route.key, initiated = wire.clock(), parts = {} })
+  return 200, { ["Content-Type"] = "application/xml" }, result_document("InitiateMultipartUploadResult",
+    wire.el("Bucket", route.bucket), wire.el("Key", route.key), wire.el("UploadId", id))
+end
+
+function ops.UploadPart(sb, route, req)
+  local upload = upload_of(sb, route, req)
+  local number = math.tointeger(tonumber(wire.parse_form(req.query).partNumber))
+  if not number or number < 1 or number > 10000 then
+    fail("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
+  end
+  local part = { body = req.body, etag = checked_etag(req), modified = wire.clock() }
+  upload.parts[number] = part
+  return 200, { ETag = part.etag }, ""
+end
+
+-- The <Part>s of a CompleteMultipartUpload body: {number, etag} in the order given, which must
+-- be ascending (checked before any part is looked at).
+local function listed_parts(body)
+  local root = xml.decode(body or "")
+  local listed = {}
+  for _, p in ipairs(root and root.name == "CompleteMultipartUpload" and xml.children(root, "Part") or {}) do
+    local number, etag = math.tointeger(tonumber(xml.text(p, "PartNumber"))), xml.text(p, "ETag")
+    if not number or not etag then listed = {} break end
+    listed[#listed + 1] = { number = number, etag = etag }
+  end
+  if #listed == 0 then
+    fail("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema")
+  end
+  for i = 2, #listed do
+    if listed[i].number <= listed[i - 1].number then
+      fail("InvalidPartOrder", "The list of parts was not in ascending order. Parts must be ordered by part number.")
+    end
+  end
+  return listed
+end
+
+local function unquoted(etag) return (etag:gsub('^"(.*)"$', "%1"):lower()) end
+
+function ops.CompleteMultipartUpload(sb, route, req)
+  local upload, id = upload_of(sb, route, req)
+  local listed = listed_parts(req.body)
+  local bodies, digests = {}, {}
+  for i, p in ipairs(listed) do
+    local part = upload.parts[p.number]
+    if not part or unquoted(part.etag) ~= unquoted(p.etag) then
+      fail("InvalidPart", "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.")
+    end
+    if i < #listed and #part.body < MIN_PART then
+      fail("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.")
+    end
+    bodies[i], digests[i] = part.body, crypto.hex_decode(unquoted(part.etag))
+  end
+  local _, hex = md5(table.concat(digests))
+  local obj = { body = table.concat(bodies), etag = ('"%s-%d"'):format(hex, #listed), modified = wire.clock(),
+    metadata = upload.metadata, content_type = upload.content_type }
+  local b = bucket_of(sb, route.bucket)
+  b.objects[route.key] = obj
+  b.uploads[id] = nil
+  local location = ("%s/%s/%s"):format(sb.url, wire.escape(route.bucket), (wire.escape(route.key):gsub("%%2F", "/")))
+  return 200, { ["Content-Type"] = "application/xml" }, result_document("CompleteMultipartUploadResult",
+    wire.el("Location", location), wire.el("Bucket", route.bucket), wire.el("Key", route.key), wire.el("ETag", obj.etag))
+end
+
+function ops.AbortMultipartUpload(sb, route, req)
+  local _, id = upload_of(sb, route, req)
+  bucket_of(sb, route.bucket).uploads[id] = nil
   return 204, {}, ""
 end
 
