@@ -2,7 +2,6 @@
 #include "auxlib.h"
 
 #include <stdarg.h>
-#include <stddef.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -287,10 +286,11 @@ void sh_setfield_value(lua_State *L, const char *key, int idx) {
 
 #define SH_BOX_MT "stagehost.box"
 
-/* A box's userdata: this head, then the binding's bytes (aligned as any object). */
+/* A box's userdata: this head, then the binding's bytes, aligned as Lua aligns a userdata's
+ * block (LUAI_MAXALIGN: numbers and pointers; Lua promises no more, so neither does a box). */
 typedef union {
   void (*release)(void *data); /* NULL once it has run */
-  max_align_t align;
+  LUAI_MAXALIGN;
 } sh_box_head;
 
 /* __close and __gc of a box: release its resource, once */

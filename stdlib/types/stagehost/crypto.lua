@@ -9,12 +9,12 @@
 ---The codecs: base64, base64url (RFC 4648 section 5, unpadded, as JWTs use) and lower-case hex
 ---(decoded in either case, no separators). A decoder returns nil and a message for invalid input.
 ---@class stagehost.crypto
----@field base64_encode fun(data: string): string
----@field base64_decode fun(text: string): string|nil, string?
----@field base64url_encode fun(data: string): string
----@field base64url_decode fun(text: string): string|nil, string?
----@field hex_encode fun(data: string): string
----@field hex_decode fun(text: string): string|nil, string?
+---@field base64_encode fun(data: string): string base64 (RFC 4648), padded
+---@field base64_decode fun(text: string): string|nil, string? the data, or nil and why the text is not base64
+---@field base64url_encode fun(data: string): string base64url (RFC 4648 section 5), unpadded, as JWTs use
+---@field base64url_decode fun(text: string): string|nil, string? the data, or nil and why the text is not base64url
+---@field hex_encode fun(data: string): string lower-case hex
+---@field hex_decode fun(text: string): string|nil, string? the data (hex in either case, no separators), or nil and why not
 local crypto = {}
 
 ---SHA-256 of data, lower-case hex by default.

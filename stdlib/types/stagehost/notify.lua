@@ -36,7 +36,7 @@
 ---@field error? string
 
 ---A channel implementation: a function, or a table with `send` and what it needs.
----@alias stagehost.notify.Impl fun(message: stagehost.notify.Message, config: stagehost.notify.ChannelConfig)|{send: fun(message: stagehost.notify.Message, config: stagehost.notify.ChannelConfig), required?: string[], secrets?: string[], settings?: table, check?: function}
+---@alias stagehost.notify.Impl fun(message: stagehost.notify.Message, config: stagehost.notify.ChannelConfig)|{send: fun(message: stagehost.notify.Message, config: stagehost.notify.ChannelConfig), required?: string[]|table<string, string>, secrets?: string[], settings?: table<string, string>, check?: function, payload?: function}
 
 ---@class stagehost.notify
 ---@field EVENTS string[] the events stagehost sends
