@@ -95,6 +95,12 @@ end
 
 local function fail(code, message, status) wire.fail(code, message, status or 400) end
 
+-- A 200 answer with the XML document <name xmlns=S3's>inner...</name>.
+local function xml_answer(name, ...)
+  return 200, { ["Content-Type"] = "application/xml" },
+    ('<?xml version="1.0" encoding="UTF-8"?>\n<%s xmlns="%s">%s</%s>\n'):format(name, NS, table.concat{ ... }, name)
+end
+
 local function bucket_of(sb, name)
   local b = sb.state.aws.s3.buckets[name]
   if not b then fail("NoSuchBucket", "The specified bucket does not exist", 404) end
@@ -127,8 +133,8 @@ function ops.ListBuckets(sb)
     items[#items + 1] = "<Bucket>" .. wire.el("Name", name)
       .. wire.el("CreationDate", wire.iso8601(sb.state.aws.s3.buckets[name].created)) .. "</Bucket>"
   end
-  return 200, { ["Content-Type"] = "application/xml" }, ('<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult xmlns="%s"><Owner>%s</Owner><Buckets>%s</Buckets></ListAllMyBucketsResult>\n')
-    :format(NS, wire.el("ID", sb.state.aws.account_id), table.concat(items))
+  return xml_answer("ListAllMyBucketsResult", "<Owner>", wire.el("ID", sb.state.aws.account_id), "</Owner><Buckets>",
+    table.concat(items), "</Buckets>")
 end
 
 function ops.CreateBucket(sb, route, req, ctx)
@@ -147,8 +153,7 @@ end
 function ops.GetBucketLocation(sb, route)
   local b = bucket_of(sb, route.bucket)
   -- us-east-1 is the empty constraint, as S3 answers it
-  return 200, { ["Content-Type"] = "application/xml" }, ('<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="%s">%s</LocationConstraint>\n')
-    :format(NS, b.region ~= "us-east-1" and wire.xml_escape(b.region or "") or "")
+  return xml_answer("LocationConstraint", b.region ~= "us-east-1" and wire.xml_escape(b.region or "") or "")
 end
 
 function ops.NotImplemented(_, route)
@@ -224,7 +229,7 @@ local function byte_range(spec, size)
     if last == 0 then return false end
     first, last = math.max(size - last, 0), size - 1
   end
-  if (last and last < first) then return nil end
+  if last and last < first then return nil end
   if first >= size then return false end
   return first + 1, math.min(last or size - 1, size - 1) + 1
 end
@@ -234,7 +239,7 @@ function ops.GetObject(sb, route, req, ctx)
   local headers = object_headers(obj, ctx.request_id)
   local first, last = byte_range(req.headers.range, #obj.body)
   if first == false then
-    wire.fail("InvalidRange", "The requested range is not satisfiable", 416)
+    fail("InvalidRange", "The requested range is not satisfiable", 416)
   elseif first then
     headers["Content-Range"] = ("bytes %d-%d/%d"):format(first - 1, last - 1, #obj.body)
     return 206, headers, obj.body:sub(first, last)
@@ -266,16 +271,12 @@ local function upload_of(sb, route, req)
   return upload, id
 end
 
-local function result_document(name, ...)
-  return ('<?xml version="1.0" encoding="UTF-8"?>\n<%s xmlns="%s">%s</%s>\n'):format(name, NS, table.concat{ ... }, name)
-end
-
 function ops.CreateMultipartUpload(sb, route, req)
   local uploads = uploads_of(bucket_of(sb, route.bucket))
   local id = wire.random_lower(64)
   uploads[id] = described(req, { key = route.key, initiated = wire.clock(), parts = {} })
-  return 200, { ["Content-Type"] = "application/xml" }, result_document("InitiateMultipartUploadResult",
-    wire.el("Bucket", route.bucket), wire.el("Key", route.key), wire.el("UploadId", id))
+  return xml_answer("InitiateMultipartUploadResult", wire.el("Bucket", route.bucket), wire.el("Key", route.key),
+    wire.el("UploadId", id))
 end
 
 function ops.UploadPart(sb, route, req)
@@ -333,8 +334,7 @@ function ops.CompleteMultipartUpload(sb, route, req)
   b.objects[route.key] = obj
   b.uploads[id] = nil
   local location = ("%s/%s/%s"):format(sb.url, wire.escape(route.bucket), (wire.escape(route.key):gsub("%%2F", "/")))
-  return 200, { ["Content-Type"] = "application/xml" }, result_document("CompleteMultipartUploadResult",
-    wire.el("Location", location), wire.el("Bucket", route.bucket), wire.el("Key", route.key), wire.el("ETag", obj.etag))
+  return xml_answer("CompleteMultipartUploadResult", wire.el("Location", location), wire.el("Bucket", route.bucket), wire.el("Key", route.key), wire.el("ETag", obj.etag))
 end
 
 function ops.AbortMultipartUpload(sb, route, req)
@@ -373,8 +373,7 @@ local function list_objects(sb, route, req, v2)
       end
     end
   end
-  local parts = { ('<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="%s">'):format(NS),
-    wire.el("Name", route.bucket), "<Prefix>" .. wire.xml_escape(prefix) .. "</Prefix>", wire.el("Delimiter", delimiter),
+  local parts = { wire.el("Name", route.bucket), "<Prefix>" .. wire.xml_escape(prefix) .. "</Prefix>", wire.el("Delimiter", delimiter),
     wire.el("MaxKeys", max), wire.el("IsTruncated", truncated) }
   if v2 then
     parts[#parts + 1] = wire.el("KeyCount", count)
@@ -385,8 +384,8 @@ local function list_objects(sb, route, req, v2)
     parts[#parts + 1] = wire.el("Marker", q.marker or "")
     if truncated then parts[#parts + 1] = wire.el("NextMarker", last) end
   end
-  parts[#parts + 1] = table.concat(contents) .. table.concat(prefixes) .. "</ListBucketResult>\n"
-  return 200, { ["Content-Type"] = "application/xml" }, table.concat(parts)
+  parts[#parts + 1] = table.concat(contents) .. table.concat(prefixes)
+  return xml_answer("ListBucketResult", table.concat(parts))
 end
 
 function ops.ListObjectsV2(sb, route, req) return list_objects(sb, route, req, true) end
