@@ -92,12 +92,10 @@ end
 
 -- ---- where the page is ----
 
-local stat_of, self_pid = process.start_time, process.self
-
 -- Record this process as the state directory's server: {url, public_url, pid, started}.
 function links.register(dir, page_url, public_url)
-  local pid = self_pid()
-  local text = json.encode({ url = page_url, public_url = public_url, pid = pid, started = stat_of(pid) })
+  local pid = process.self()
+  local text = json.encode({ url = page_url, public_url = public_url, pid = pid, started = process.start_time(pid) })
   local tmp = ("%s/%s.%d"):format(dir, SERVE_FILE, pid)
   assert(fs.write(tmp, text .. "\n", { mode = 384 }))
   assert(os.rename(tmp, dir .. "/" .. SERVE_FILE))
@@ -106,7 +104,7 @@ end
 -- Remove the record, if it is this process's.
 function links.unregister(dir)
   local r = links.server(dir)
-  if r and r.pid == self_pid() then os.remove(dir .. "/" .. SERVE_FILE) end
+  if r and r.pid == process.self() then os.remove(dir .. "/" .. SERVE_FILE) end
 end
 
 -- links.server(dir) -> the record of a live `stagehost serve`, or nil.
@@ -117,7 +115,7 @@ function links.server(dir)
   if f then f:close() end
   local ok, r = pcall(json.decode, text or "")
   if not ok or type(r) ~= "table" or math.type(r.pid) ~= "integer" or type(r.url) ~= "string" then return nil end
-  if stat_of(r.pid) == nil or stat_of(r.pid) ~= r.started then return nil end
+  if not process.alive(r.pid, r.started) then return nil end
   return r
 end
 

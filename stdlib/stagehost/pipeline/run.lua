@@ -561,10 +561,10 @@ function Run:stop_left_processes()
   if not self.store.left_procs then return end
   local rows = self.store:left_procs(self.id)
   if #rows == 0 then return end
-  local proc, Store = require("stagehost.proc"), require("stagehost.pipeline.store")
+  local proc, process = require("stagehost.proc"), require("stagehost.util.process")
   local groups, count, hosts = {}, 0, {}
   for _, r in ipairs(rows) do
-    local n = r.started and Store.start_time_of(r.pgid) == r.started and group_members(r.pgid) or 0
+    local n = process.alive(r.pgid, r.started) and group_members(r.pgid) or 0
     if n > 0 and proc.signal_group(r.pgid, "TERM") then
       groups[#groups + 1], count = r.pgid, count + n
       if not hosts[r.host_pid] then hosts[#hosts + 1], hosts[r.host_pid] = tostring(r.host_pid), true end

@@ -72,8 +72,6 @@ local function fail(fmt, ...)
   errors.exit(2, fmt, ...)
 end
 
-local start_time_of, self_pid = process.start_time, process.self
-
 -- The WAL is checkpointed as it passes 1000 pages (SQLite's default; a passive checkpoint that
 -- never waits for readers) and cut back to 4 MiB after one: with checkpoints only at close,
 -- 20,000 ctx:checkpoint calls grew it to 82 MB, and a small tmpfs filled up.
@@ -279,8 +277,8 @@ end
 -- This host's pid and start time on the store, once: what the rows it writes or claims carry.
 local function note_host(self)
   if not self.host_pid then
-    self.host_pid = self_pid()
-    self.host_started = start_time_of(self.host_pid)
+    self.host_pid = process.self()
+    self.host_started = process.start_time(self.host_pid)
   end
 end
 
@@ -358,12 +356,10 @@ end
 
 -- ---- reading, for runs/status/logs/resume/cancel ----
 
-local host_alive = process.alive -- is the host recorded as (pid, start time) still that process?
-
 -- A run recorded as running whose host is gone (killed, power loss) is "interrupted".
 local function effective_status(row)
   if row.status ~= "running" then return row.status end
-  if host_alive(row.pid, row.host_started) then return "running" end
+  if process.alive(row.pid, row.host_started) then return "running" end
   return "interrupted"
 end
 Store.effective_status = effective_status
@@ -466,7 +462,7 @@ function Store:claim(id)
       q(self, "UPDATE runs SET status = 'running', pid = ?, host_started = ? WHERE id = ?", self.host_pid, self.host_started, id)
       return true
     end
-    if row.status ~= "running" or (host_alive(row.pid, row.host_started)
+    if row.status ~= "running" or (process.alive(row.pid, row.host_started)
         and not (row.pid == self.host_pid and row.host_started == self.host_started)) then
       return false, row
     end
@@ -488,7 +484,7 @@ function Store:lock(group, run_id, stage)
   return self.db:transaction(function()
     local rows = q(self, "SELECT * FROM locks WHERE grp = ?", group)
     local held = rows[1]
-    if held and held.run_id ~= run_id and host_alive(held.pid, held.host_started) then return false, held end
+    if held and held.run_id ~= run_id and process.alive(held.pid, held.host_started) then return false, held end
     q(self, [[INSERT INTO locks (grp, run_id, stage, pid, host_started, acquired_at) VALUES (?,?,?,?,?,?)
       ON CONFLICT(grp) DO UPDATE SET run_id = excluded.run_id, stage = excluded.stage, pid = excluded.pid,
         host_started = excluded.host_started, acquired_at = excluded.acquired_at]],
@@ -543,15 +539,12 @@ end
 
 -- ---- a stage's process groups, for a resume after kill -9 ----
 
--- The process start time of /proc/PID/stat (field 22): with the pid it names a process for good.
-Store.start_time_of = start_time_of
-
 -- A stage started a child, which leads its own group: recorded with its start time and this
 -- host, so that a resume after this host died can stop the group before the stage runs again.
 function Store:add_proc(run_id, stage, pgid)
   note_host(self)
   q(self, [[INSERT OR REPLACE INTO procs (run_id, stage, pgid, started, host_pid, host_started)
-      VALUES (?, ?, ?, ?, ?, ?)]], run_id, stage, pgid, start_time_of(pgid), self.host_pid, self.host_started)
+      VALUES (?, ?, ?, ?, ?, ?)]], run_id, stage, pgid, process.start_time(pgid), self.host_pid, self.host_started)
 end
 
 -- The group ended (pgid), or every group of the stage did (pgid nil).
@@ -566,7 +559,7 @@ function Store:left_procs(run_id)
   local out = {}
   for _, r in ipairs(q(self, "SELECT * FROM procs WHERE run_id = ? ORDER BY pgid", run_id)) do
     local mine = r.host_pid == self.host_pid and r.host_started == self.host_started
-    if not mine and not host_alive(r.host_pid, r.host_started) then out[#out + 1] = r end
+    if not mine and not process.alive(r.host_pid, r.host_started) then out[#out + 1] = r end
   end
   return out
 end
