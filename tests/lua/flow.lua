@@ -1,7 +1,7 @@
 -- What the tests of the flows of scripts/ share (test_staging, test_fault_matrix,
 -- test_canary_audit, test_kill_campaign): a private copy of the example app, a run started in
 -- the background and read to its end, a run's record read back, its artifacts, the sandbox's
--- request log, and a mail server.
+-- request log.
 local fs = require("stagehost.fs")
 local json = require("stagehost.json")
 local proc = require("stagehost.proc")
@@ -68,23 +68,6 @@ function flow.requests(state)
     out[#out + 1] = assert(json.decode(line))
   end
   return out
-end
-
--- Debian's python3-aiosmtpd as a mail server on a free port (tests/python/smtp_sink.py): it
--- takes only the login auth ("user:password") and writes each message it accepts into the
--- directory out. -> the process (stop it with :kill("TERM") and :wait()) and its port
-function flow.smtp_sink(source, out, auth)
-  local smtp = proc.spawn{ "/usr/bin/python3", source .. "/tests/python/smtp_sink.py", "--out", out, "--auth", auth,
-    lines = true, name = "smtp-sink" }
-  while true do
-    local stream, line = smtp:read_line()
-    if not stream then
-      smtp:wait()
-      error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)")
-    end
-    local port = line:match("^listening (%d+)$")
-    if port then return smtp, port end
-  end
 end
 
 return flow

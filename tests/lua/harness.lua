@@ -346,6 +346,31 @@ function T.sandbox_requests(sb, service, action)
   return n
 end
 
+-- Debian's python3-aiosmtpd as a mail server on a free port (tests/python/smtp_sink.py), writing
+-- each message it accepts into the directory out; more arguments go to the script ("--auth",
+-- "user:password", "--tls", ...). -> the process (stop it with :kill("TERM") and :wait()) and
+-- its port, once it listens (within 20 s, else it raises).
+function T.smtp_sink(out, ...)
+  local source = assert(os.getenv("STAGEHOST_SOURCE_DIR"), "run through ctest (STAGEHOST_SOURCE_DIR)")
+  local argv = { "/usr/bin/python3", source .. "/tests/python/smtp_sink.py", "--out", out, ... }
+  argv.lines, argv.name = true, "smtp-sink"
+  local h = require("stagehost.proc").spawn(argv)
+  local ok, port = task.timeout(20, function()
+    while true do
+      local stream, line = h:read_line()
+      if not stream then error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)", 0) end
+      local p = line:match("^listening (%d+)$")
+      if p then return tonumber(p) end
+    end
+  end)
+  if not (ok and port) then
+    h:kill("KILL")
+    h:wait()
+    error(ok and "the SMTP sink did not start within 20 s" or tostring(port), 2)
+  end
+  return h, port
+end
+
 -- Wait until T.alive(pid) is false; returns whether it happened within the time.
 function T.gone(pid, within)
   local deadline = task.now() + (within or 3)

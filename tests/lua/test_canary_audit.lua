@@ -65,7 +65,7 @@ T.test("no canary secret reaches any sink of a whole staging run", function()
   -- a mail server that takes only this password (Debian's python3-aiosmtpd)
   canaries.SMTP_PASSWORD = canary("smtp")
   local mail_dir = T.tempdir()
-  local smtp, smtp_port = flow.smtp_sink(SOURCE, mail_dir, "deployer:" .. canaries.SMTP_PASSWORD)
+  local smtp, smtp_port = T.smtp_sink(mail_dir, "--auth", "deployer:" .. canaries.SMTP_PASSWORD)
   -- the Slack webhook URL is a secret too (its path is the credential); the sink serves it
   local slack_path = "/services/T000/B000/cnry-slack-" .. require("stagehost.crypto").hex_encode(require("stagehost.crypto").random(6))
   local env = { STAGEHOST_BIN = STAGEHOST, GITHUB_ACTIONS = false, NO_COLOR = "1", STAGEHOST_SANDBOX_STEP = "0.02",

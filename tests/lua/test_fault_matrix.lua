@@ -373,7 +373,7 @@ end, { timeout = 300 })
 
 T.test("SMTP refusing (aiosmtpd turns the login down): the run succeeds; the refusal is logged", function()
   local out = T.tempdir()
-  local h, port = flow.smtp_sink(SOURCE, out, "deployer:right-password")
+  local h, port = T.smtp_sink(out, "--auth", "deployer:right-password")
   local ok, err = pcall(function()
     local r = run({ "--auto-approve", "--from", "mark-release-ready" }, nil, {
       SMTP_URL = "smtp://127.0.0.1:" .. port, SMTP_FROM = "stagehost@example.com", RELEASE_MANAGERS = "rm@example.com",

@@ -14,8 +14,6 @@ local smtp = require("stagehost.core.smtp")
 local notify = require("stagehost.notify")
 local email = require("stagehost.notify.email")
 
-local SOURCE = assert(os.getenv("STAGEHOST_SOURCE_DIR"), "run through ctest (STAGEHOST_SOURCE_DIR)")
-local PYTHON = "/usr/bin/python3" -- Debian's, with python3-aiosmtpd (.ci/install-deps)
 local FAST = { attempts = 3, base = 0.01, cap = 0.02 }
 
 local sinks = {} -- every server started, stopped by T.run's teardown whatever the tests did
@@ -23,21 +21,9 @@ local sinks = {} -- every server started, stopped by T.run's teardown whatever t
 -- Start the SMTP sink with these extra arguments; -> {port, dir, url, messages(), stop()}.
 local function start_sink(...)
   local dir = T.tempdir()
-  local argv = { PYTHON, SOURCE .. "/tests/python/smtp_sink.py", "--out", dir, ... }
-  argv.lines, argv.name = true, "smtp-sink"
-  local h = proc.spawn(argv)
-  local s = { dir = dir, h = h }
+  local h, port = T.smtp_sink(dir, ...)
+  local s = { dir = dir, h = h, port = port }
   sinks[#sinks + 1] = s
-  local ok, port = task.timeout(20, function()
-    while true do
-      local stream, line = h:read_line()
-      if not stream then error("the SMTP sink ended before listening (is python3-aiosmtpd installed?)") end
-      local p = line:match("^listening (%d+)$")
-      if p then return tonumber(p) end
-    end
-  end)
-  assert(ok and port, "the SMTP sink did not start within 20 s")
-  s.port = port
   s.url = "smtp://127.0.0.1:" .. port
   function s.messages()
     local out = {}
