@@ -338,6 +338,15 @@ end
 -- message when it is missing), masked, and must be http(s) ("url must be <url_is> https:// URL");
 -- spec.settings adds the channel's own settings to url and insecure.
 function notify.json_webhook(spec)
+  errors.check_table(spec, 1, "notify.json_webhook")
+  for _, want in ipairs{ { "payload", "function" }, { "example", "string" }, { "url_is", "string" } } do
+    if type(spec[want[1]]) ~= want[2] then
+      errors.argument(1, "notify.json_webhook", "%s must be a %s (got %s)", want[1], want[2], type(spec[want[1]]))
+    end
+  end
+  if spec.settings ~= nil and type(spec.settings) ~= "table" then
+    errors.argument(1, "notify.json_webhook", "settings must be a table of name = \"type\" (got %s)", type(spec.settings))
+  end
   local settings = { url = "string", insecure = "boolean" }
   for k, v in pairs(spec.settings or {}) do settings[k] = v end
   return {

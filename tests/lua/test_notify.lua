@@ -480,4 +480,18 @@ T.test("the seed's notify stage: deploy.success, or deploy.failure naming the ph
   end
 end)
 
+T.test("notify.json_webhook: its settings, masked url and URL check (slack and teams test its POST); misuse named", function()
+  local ch = notify.json_webhook{ payload = function(m, config) return { text = m.title, who = config.who } end,
+    example = "https://chat.example.com/hooks/...", url_is = "the hook's", settings = { who = "string" } }
+  T.eq(ch.settings.url, "string"); T.eq(ch.settings.insecure, "boolean"); T.eq(ch.settings.who, "string")
+  T.eq(ch.secrets[1], "url")
+  T.eq(ch.check({ url = "ftp://x" }), "url must be the hook's https:// URL")
+  T.eq(ch.check({ url = "https://x" }), nil)
+  T.raises(function() notify.json_webhook() end, "bad argument #1 to 'notify.json_webhook' %(table expected, got nil%)")
+  T.raises(function() notify.json_webhook{ example = "x", url_is = "y" } end,
+    "bad argument #1 to 'notify.json_webhook' %(payload must be a function %(got nil%)%)")
+  T.raises(function() notify.json_webhook{ payload = print, example = "x", url_is = "y", settings = "who" } end,
+    "settings must be a table")
+end)
+
 T.run()
